@@ -1,0 +1,8 @@
+"""Peeka's agent: runs inside the target process.
+
+Standard library only (plus simpleeval, shipped beside it and loaded under a private name), valid
+on Python 3.9 to 3.14. Inside a target it is loaded from a path under a private module name
+(see ``boot.py``); every import inside the package is relative for that reason.
+"""
+
+__version__ = "0.1.0"

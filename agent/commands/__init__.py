@@ -1,0 +1,122 @@
+"""The agent's command registry: one module per command, named as the CLI verb.
+
+A command module defines ``NAME`` and ``handle(agent, client, args)``. ``handle`` returns a
+JSON-ready result, or a ``Stream`` for long-running commands (the client then receives ``event``
+messages until ``end``). A module may define ``cleanup(agent)``: detach calls it to undo its changes.
+Bad input raises ``CommandError``: the client sees its text; any other exception becomes an
+``AgentError`` response with the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, Optional
+
+COMMAND_MODULES = ("ping", "thread", "sc", "sm", "inspect", "detach")
+
+
+class CommandError(Exception):
+    """Bad input to a command: the message says what was wrong and what to do."""
+
+
+class Stream:
+    """A long-running command's stream of events to one client.
+
+    Subclasses implement ``run()`` (in its own agent thread) or feed ``emit`` from probes; both
+    stop when ``cancelled`` is set. ``emit`` never blocks: a full outbox drops and counts.
+    """
+
+    def __init__(self, limit: Optional[int] = None) -> None:
+        self.client: Any = None
+        self.request_id = 0
+        self.cancelled = False
+        self.limit = limit
+        self.count = 0
+        self.dropped = 0
+
+    def describe(self) -> Any:
+        return {"stream": True}
+
+    def start(self, client: Any, request_id: int) -> None:
+        self.client = client
+        self.request_id = request_id
+        from .. import compat
+
+        compat.spawn(self._run, "peeka-agent-stream-%d" % request_id)
+
+    def _run(self) -> None:
+        try:
+            self.run()
+            self.finish("done")
+        except Exception as exc:
+            self.finish("error: %s: %s" % (type(exc).__name__, exc))
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def emit(self, data: Any) -> bool:
+        from .. import protocol
+
+        if self.cancelled or self.client is None:
+            return False
+        if not self.client.send(protocol.Event(self.request_id, data, self.dropped), droppable=True):
+            self.dropped += 1
+            return False
+        self.count += 1
+        if self.limit is not None and self.count >= self.limit:
+            self.finish("limit")
+        return True
+
+    def finish(self, reason: str) -> None:
+        from .. import protocol
+
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self.on_stop()
+        if self.client is not None:
+            self.client.send(protocol.End(self.request_id, reason, self.dropped))
+            self.client.streams.pop(self.request_id, None)
+
+    def cancel(self, reason: str) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.on_stop()
+
+    def on_stop(self) -> None:
+        """Undo what this stream installed (probes, handlers)."""
+
+
+_MODULES: Dict[str, Any] = {}
+
+
+def _load() -> Dict[str, Any]:
+    if not _MODULES:
+        for name in COMMAND_MODULES:
+            module = importlib.import_module("." + name, __name__)
+            _MODULES[module.NAME] = module
+    return _MODULES
+
+
+def dispatch(agent: Any, client: Any, request: Any) -> Any:
+    module = _load().get(request.command)
+    if module is None:
+        raise CommandError(
+            "unknown command %r; this agent knows: %s" % (request.command, ", ".join(sorted(_load())))
+        )
+    return module.handle(agent, client, request.args)
+
+
+def run_cleanups(agent: Any) -> None:
+    for module in _load().values():
+        cleanup = getattr(module, "cleanup", None)
+        if cleanup is not None:
+            try:
+                cleanup(agent)
+            except Exception:
+                pass
+
+
+def preload() -> None:
+    """Import every command now, so detach never needs the files on disk again."""
+    _load()

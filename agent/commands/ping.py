@@ -1,0 +1,21 @@
+"""ping: the agent is alive; returns its facts (what the hello said, refreshed)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict
+
+NAME = "ping"
+
+
+def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
+    from dataclasses import asdict
+
+    facts = asdict(agent.hello())
+    facts.pop("type", None)
+    facts.update(
+        method=agent.attach_method,
+        clients=len(agent.clients),
+        threads=threading.active_count(),
+    )
+    return facts

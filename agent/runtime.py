@@ -1,0 +1,325 @@
+"""The agent's life inside the target: the socket server, its clients, start and detach.
+
+Manners of a guest: every thread is a named daemon, nothing raised here reaches the host, every
+client has its own bounded outbox, and ``stop()`` undoes what ``start()`` did.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import sys
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from . import __version__, compat, protocol
+from .commands import CommandError, Stream, dispatch, run_cleanups
+
+_ACCEPT_POLL = 0.2
+_DEFAULT_OUTBOX = 10_000
+
+
+class Client:
+    """One connected client: a reader thread for requests, a writer thread for its outbox."""
+
+    def __init__(self, agent: Agent, conn: Any, number: int) -> None:
+        self.agent = agent
+        self.conn = conn
+        self.number = number
+        self.closed = False
+        lock_type = compat.original("_thread", "allocate_lock")
+        self._lock = lock_type()
+        self._wakeup = lock_type()
+        self._wakeup.acquire()
+        self._outbox: Deque[bytes] = deque()
+        self.max_outbox = agent.max_outbox
+        self.dropped = 0
+        self.streams: Dict[int, Stream] = {}
+        self.close_when_flushed = False
+
+    # -- sending: never blocks the caller, which may be a host thread running a probe
+    def send(self, message: Any, droppable: bool = False) -> bool:
+        if self.closed:
+            return False
+        try:
+            frame = protocol.encode(message)
+        except protocol.ProtocolError as exc:
+            rid = getattr(message, "id", 0)
+            frame = protocol.encode(protocol.failure(rid, str(exc), "ResultTooLarge"))
+        with self._lock:
+            if droppable and len(self._outbox) >= self.max_outbox:
+                self.dropped += 1
+                return False
+            self._outbox.append(frame)
+            if self._wakeup.locked():
+                self._wakeup.release()
+        return True
+
+    def _writer(self) -> None:
+        try:
+            while not self.closed:
+                self._wakeup.acquire(True, _ACCEPT_POLL)
+                while True:
+                    with self._lock:
+                        if not self._outbox:
+                            break
+                        batch = list(self._outbox)
+                        self._outbox.clear()
+                    self.conn.sendall(b"".join(batch))
+                if self.close_when_flushed:
+                    break
+        except Exception:
+            pass
+        finally:
+            self.close()
+
+    def _reader(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    message = protocol.read_message(self.conn)
+                except protocol.ProtocolError as exc:
+                    self.send(protocol.failure(0, "protocol error: %s; closing the connection" % exc, "ProtocolError"))
+                    break
+                if message is None:
+                    break
+                self._handle(message)
+        except Exception:
+            pass  # a vanished or broken client is not the agent's problem
+        finally:
+            self.close()
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, protocol.Cancel):
+            stream = self.streams.pop(message.id, None)
+            if stream is not None:
+                stream.cancel("cancelled")
+            return
+        if not isinstance(message, protocol.Request):
+            self.send(protocol.failure(0, "expected a request, got a %s message" % message.type, "ProtocolError"))
+            return
+        rid = message.id
+        if not isinstance(message.args, dict) or not isinstance(message.command, str):
+            self.send(protocol.failure(rid, "request needs a string command and an object of args", "ProtocolError"))
+            return
+        try:
+            result = dispatch(self.agent, self, message)
+        except CommandError as exc:
+            self.send(protocol.failure(rid, str(exc), "CommandError"))
+            return
+        except Exception as exc:
+            self.send(protocol.failure(rid, "%s: %s" % (type(exc).__name__, exc), "AgentError", traceback.format_exc()))
+            return
+        if isinstance(result, Stream):
+            self.streams[rid] = result
+            self.send(protocol.success(rid, result.describe()))
+            result.start(self, rid)
+        else:
+            self.send(protocol.success(rid, result))
+        if not self.agent.running:
+            # This request detached the agent: say so, then hang up.
+            with self._lock:
+                self.close_when_flushed = True
+                if self._wakeup.locked():
+                    self._wakeup.release()
+
+    def start(self) -> None:
+        self.writer = compat.spawn(self._writer, "peeka-agent-client-%d-writer" % self.number)
+        self.reader = compat.spawn(self._reader, "peeka-agent-client-%d" % self.number)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in list(self.streams.values()):
+            stream.cancel("client gone")
+        self.streams.clear()
+        try:
+            self.conn.shutdown(2)
+        except Exception:
+            pass
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        if self._wakeup.locked():
+            try:
+                self._wakeup.release()
+            except Exception:
+                pass
+        self.agent._forget(self)
+
+
+class Agent:
+    def __init__(self, config: Dict[str, Any]) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self.socket_path: str = config["socket_path"]
+        self.files_dir: Optional[str] = config.get("files_dir")
+        self.attach_method: str = config.get("method", "unknown")
+        self.max_outbox: int = int(config.get("max_outbox", _DEFAULT_OUTBOX))
+        self.started = time.time()
+        self.running = False
+        self.clients: List[Client] = []
+        self._next_client = 0
+        self._listener: Any = None
+        self._thread: Any = None
+        self._own_threads: List[Any] = []
+        self.state: Dict[str, Any] = {}  # per-command state, e.g. installed probes
+
+    # -- lifecycle
+    def start(self) -> None:
+        sock_ns = compat.socket_module()
+        path = self.socket_path
+        if os.path.exists(path):
+            # A socket left by a process that had this pid before: nobody answers there.
+            os.unlink(path)
+        listener = sock_ns.socket(sock_ns.AF_UNIX, sock_ns.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            listener.listen(16)
+            listener.settimeout(_ACCEPT_POLL)
+        except Exception:
+            listener.close()
+            raise
+        self._listener = listener
+        self.running = True
+        self._thread = compat.spawn(self._accept_loop, "peeka-agent-listener")
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        while self.running and os.getpid() == self.pid:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue  # timeout (to notice stop) or a transient accept failure
+            except Exception:
+                continue
+            try:
+                conn.settimeout(None)
+                if not self._peer_allowed(conn):
+                    conn.sendall(protocol.encode(protocol.failure(0, "permission denied: connect as the target's user or root", "PermissionDenied")))
+                    conn.close()
+                    continue
+                conn.sendall(protocol.encode(self.hello()))
+                self._next_client += 1
+                client = Client(self, conn, self._next_client)
+                self.clients.append(client)
+                client.start()
+            except Exception:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+
+    def _peer_allowed(self, conn: Any) -> bool:
+        import socket as _socket
+
+        creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return uid == 0 or uid == os.getuid()
+
+    def hello(self) -> protocol.Hello:
+        return protocol.Hello(
+            protocol=protocol.PROTOCOL_VERSION,
+            agent_version=__version__,
+            pid=os.getpid(),
+            python_version="%d.%d.%d" % sys.version_info[:3],
+            implementation=sys.implementation.name,
+            executable=sys.executable,
+            argv=list(sys.argv),
+            start_time=_process_start_time(),
+            agent_started=self.started,
+            socket_path=self.socket_path,
+        )
+
+    def _forget(self, client: Client) -> None:
+        try:
+            self.clients.remove(client)
+        except ValueError:
+            pass
+
+    def stop(self, join_timeout: float = 2.0, keep: Optional[Client] = None) -> None:
+        """Detach: undo every change, stop every thread, remove the socket and files."""
+        if not self.running:
+            return
+        self.running = False
+        run_cleanups(self)
+        for client in list(self.clients):
+            if client is not keep:
+                client.close()
+        try:
+            self._listener.close()
+        except Exception:
+            pass
+        if os.getpid() == self.pid:
+            for path in (self.socket_path,):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            if self.files_dir and os.path.basename(self.files_dir).startswith("peeka-"):
+                shutil.rmtree(self.files_dir, ignore_errors=True)
+        if self._thread is not None:
+            self._thread.join(join_timeout)
+
+
+def _process_start_time() -> float:
+    """Wall-clock start of this process, from /proc when available."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+        return time.time() - uptime + start_ticks / ticks
+    except Exception:
+        return 0.0
+
+
+_AGENT: Optional[Agent] = None
+
+
+def current() -> Optional[Agent]:
+    agent = _AGENT
+    if agent is not None and (not agent.running or agent.pid != os.getpid()):
+        return None
+    return agent
+
+
+def start(config: Dict[str, Any]) -> Agent:
+    """Start the agent once per process; a second call reuses the running one."""
+    global _AGENT
+    agent = current()
+    if agent is not None:
+        return agent
+    stale = _AGENT
+    if stale is not None and stale.pid != os.getpid():
+        # We are a fork child: the parent's listener fd is ours too; close our copy only.
+        try:
+            stale._listener.close()
+        except Exception:
+            pass
+    agent = Agent(config)
+    agent.start()
+    _AGENT = agent
+    return agent
+
+
+def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] = None) -> None:
+    global _AGENT
+    agent = _AGENT
+    if agent is None:
+        return
+    agent.stop(keep=keep)
+    _AGENT = None
+    name = agent.config.get("module")
+    if name:
+        for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            sys.modules.pop(mod, None)
+        sys.modules.pop(agent.config.get("simpleeval_module", "_peeka_simpleeval"), None)

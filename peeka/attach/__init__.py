@@ -1,0 +1,172 @@
+"""Attach: get an agent running inside a target and connect to it.
+
+    connect(pid)  ->  an agent already there?  reuse it
+                  ->  else ship the agent files into the target's filesystem (files.py)
+                  ->  inject "run launch.py" with sys.remote_exec (3.14+, remote_exec.py)
+                      or gdb at a safe point (3.9-3.13, or as the 3.14 fallback; gdb.py)
+                  ->  poll for the agent's socket, then say hello
+
+Every refusal is a PeekaError subclass with its own exit code and the fix in its help text.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+from ..client import AgentClient
+from ..errors import AgentUnavailable, AttachFailed, AttachTimeout, PeekaError, PermissionDenied, UsageError
+from ..process import TargetProcess
+from . import files
+
+METHODS = ("auto", "remote-exec", "gdb")
+# How long a 3.14 target may take to reach its next eval-breaker check before we try gdb instead:
+# a busy target answers in milliseconds, a main thread blocked in C never does.
+REMOTE_EXEC_WAIT = 1.5
+
+
+@dataclass
+class AttachReport:
+    pid: int
+    method: str
+    reused: bool
+    seconds: float
+    detail: str = ""
+
+
+def check_access(target: TargetProcess) -> None:
+    me = os.geteuid()
+    if me != 0 and me != target.uid:
+        raise PermissionDenied(
+            f"process {target.pid} belongs to {target.user}; you are uid {me}",
+            f"Run peeka as that user (`sudo -u {target.user} peeka ...`) or as root.",
+        )
+    if target.state in ("T", "t"):
+        raise AttachFailed(
+            f"process {target.pid} is stopped (state {target.state}); it cannot run the agent",
+            f"Resume it (`kill -CONT {target.pid}`) or detach the debugger that holds it, then retry.",
+        )
+    if target.state == "Z":
+        raise AttachFailed(f"process {target.pid} is a zombie", "It has exited; nothing to attach to.")
+
+
+def try_connect(target: TargetProcess, timeout: float = 10.0) -> AgentClient | None:
+    if not target.agent_socket_exists():
+        return None
+    try:
+        return AgentClient(target, timeout=timeout).open()
+    except AgentUnavailable:
+        return None
+
+
+def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float) -> AgentClient | None:
+    delay = 0.002
+    while True:
+        client = try_connect(target, timeout)
+        if client is not None:
+            return client
+        error = files.boot_error(target)
+        if error is not None:
+            files.remove(target)
+            raise AttachFailed(
+                f"the agent failed to start inside process {target.pid}",
+                "The target is unharmed. Its error:\n" + error.strip(),
+            )
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def choose_method(target: TargetProcess, method: str, version: tuple[int, int]) -> list[str]:
+    if method not in METHODS:
+        raise UsageError(f"unknown attach method {method!r}", f"Use one of: {', '.join(METHODS)}.")
+    if method == "remote-exec" and version < (3, 14):
+        raise UsageError(
+            f"--method remote-exec needs a Python 3.14+ target; process {target.pid} runs {version[0]}.{version[1]}",
+            "Use `--method gdb` or `--method auto`.",
+        )
+    if method != "auto":
+        return [method]
+    if version >= (3, 14) and not target.remote_debug_disabled:
+        return ["remote-exec", "gdb"]
+    return ["gdb"]
+
+
+def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[AgentClient, AttachReport]:
+    """An open client to PID's agent, attaching first when none runs there."""
+    started = time.monotonic()
+    target = TargetProcess(pid)
+    version = target.require_python()
+    client = try_connect(target, timeout)
+    if client is not None:
+        return client, AttachReport(pid, "existing", True, time.monotonic() - started)
+    check_access(target)
+    candidates = choose_method(target, method, version)
+    deadline = started + timeout
+    errors: list[PeekaError] = []
+    for i, name in enumerate(candidates):
+        launch = files.ship(target, name)
+        try:
+            detail = _inject(target, name, launch, max(0.5, deadline - time.monotonic()))
+        except PeekaError as exc:
+            errors.append(exc)
+            if i + 1 < len(candidates) and _can_fall_back(name):
+                continue
+            files.remove(target)
+            raise
+        last = i + 1 == len(candidates)
+        wait_until = deadline if last else min(deadline, time.monotonic() + REMOTE_EXEC_WAIT)
+        client = _wait_for_agent(target, wait_until, timeout)
+        if client is not None:
+            return client, AttachReport(pid, name, False, time.monotonic() - started, detail)
+        errors.append(AttachTimeout(f"{name}: the agent did not come up", ""))
+    # A 3.14 remote_exec request may still run later, when the main thread wakes; leave the files
+    # for it so it finds its script (the agent then starts and removes them on detach).
+    if "remote-exec" not in candidates:
+        files.remove(target)
+    raise AttachTimeout(
+        f"no agent came up in process {pid} within {timeout:g}s ({'; '.join(e.message for e in errors)})",
+        "The target may be stopped in C code that never returns to Python. Retry with a longer "
+        "`--timeout`, or `--method gdb`; `peeka ps` shows which method applies.",
+    )
+
+
+def _can_fall_back(method: str) -> bool:
+    return method == "remote-exec" and shutil.which("gdb") is not None
+
+
+def _inject(target: TargetProcess, method: str, launch: str, timeout: float) -> str:
+    if method == "remote-exec":
+        from .remote_exec import inject_with_remote_exec
+
+        inject_with_remote_exec(target, launch, timeout=min(timeout, 10.0))
+        return "sys.remote_exec"
+    from .gdb import inject_with_gdb
+
+    result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout)
+    return result.where
+
+
+def detach(pid: int, timeout: float = 10.0) -> dict[str, object]:
+    """Tell PID's agent to undo everything and go; clean up whatever it could not."""
+    target = TargetProcess(pid)
+    client = try_connect(target, timeout)
+    if client is None:
+        leftovers = target.agent_socket_exists() or os.path.exists(target.host_path(target.files_dir))
+        files.remove(target)
+        if target.agent_socket_exists():
+            os.unlink(target.host_path(target.socket_path))
+        return {"detached": False, "pid": pid, "reason": "no agent running", "cleaned_leftovers": leftovers}
+    with client:
+        result = client.request("detach")
+    # The agent removed its socket and files; make sure, without racing its own cleanup for long.
+    for _ in range(50):
+        if not target.agent_socket_exists() and not os.path.exists(target.host_path(target.files_dir)):
+            break
+        time.sleep(0.01)
+    else:
+        files.remove(target)
+    return dict(result)

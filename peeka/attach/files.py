@@ -1,0 +1,111 @@
+"""Ship the agent's files into the target's filesystem, readable by the target's user.
+
+Layout in the target's namespace (``TargetProcess.files_dir``)::
+
+    <tmp>/peeka-<pid>/peeka_agent/...   the agent package, loaded there under a private name
+    <tmp>/peeka-<pid>/simpleeval.py     the one third-party module the agent uses
+    <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config
+
+A target in another mount namespace (a container) is reached through ``/proc/PID/root``.
+The agent removes the directory on detach; ``remove`` cleans up after a failed attach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import peeka_agent
+import simpleeval
+
+from ..process import TargetProcess
+
+AGENT_MODULE = "_peeka_agent"
+SIMPLEEVAL_MODULE = "_peeka_simpleeval"
+_AGENT_SOURCE = Path(peeka_agent.__file__).resolve().parent
+
+
+def agent_config(target: TargetProcess, method: str) -> dict[str, Any]:
+    files_dir = target.files_dir
+    return {
+        "module": AGENT_MODULE,
+        "package_dir": f"{files_dir}/peeka_agent",
+        "simpleeval_module": SIMPLEEVAL_MODULE,
+        "simpleeval_path": f"{files_dir}/simpleeval.py",
+        "socket_path": target.socket_path,
+        "files_dir": files_dir,
+        "method": method,
+    }
+
+
+def launch_source(config: dict[str, Any]) -> str:
+    boot = (_AGENT_SOURCE / "boot.py").read_text()
+    return f"{boot}\n_peeka_boot({config!r})\n"
+
+
+def ship(target: TargetProcess, method: str) -> str:
+    """Write the agent into the target's filesystem; returns launch.py's path in the target's namespace."""
+    config = agent_config(target, method)
+    final = Path(target.host_path(target.files_dir))
+    parent = final.parent
+    # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.
+    staging = Path(tempfile.mkdtemp(prefix=f".peeka-{target.ns_pid}-", dir=parent))
+    try:
+        shutil.copytree(_AGENT_SOURCE, staging / "peeka_agent", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy2(simpleeval.__file__, staging / "simpleeval.py")
+        (staging / "launch.py").write_text(launch_source(config))
+        _chown_tree(staging, target.uid, target.gid)
+        os.chmod(staging, 0o700)
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            # Another attach won the race with an identical copy; use theirs.
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return f"{target.files_dir}/launch.py"
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    if os.geteuid() != 0:
+        return  # we are the target's user already (checked before shipping)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, uid, gid)
+        for name in filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid)
+
+
+def boot_error(target: TargetProcess) -> str | None:
+    """What the agent's loader wrote when it failed inside the target, if anything."""
+    path = Path(target.host_path(target.files_dir)) / "boot-error.txt"
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def remove(target: TargetProcess) -> None:
+    shutil.rmtree(target.host_path(target.files_dir), ignore_errors=True)
+
+
+def injected_code(launch_path: str) -> str:
+    """The one statement an injector runs in the target: execute launch.py in a fresh namespace.
+
+    Uses only ``os`` (always imported) and binds no name in ``__main__``, where gdb's
+    PyRun_SimpleString runs it; the file is closed before the code runs.
+    """
+    path = repr(launch_path)
+    return (
+        "try:\n"
+        "    exec(compile((lambda os, fd: (os.read(fd, 1 << 22), os.close(fd))[0])"
+        f"(__import__('os'), __import__('os').open({path}, 0)), {path}, 'exec'), "
+        "{'__name__': '__peeka_launch__'})\n"
+        "except BaseException:\n"
+        "    pass\n"
+    )

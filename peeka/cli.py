@@ -1,0 +1,62 @@
+"""The ``peeka`` command line: one module per verb under ``peeka/commands``, registered here.
+
+Only ``main`` turns a PeekaError into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+import typer
+
+from .errors import PeekaError
+
+# One name per capability end to end: CLI verb = agent command = peeka/commands/<verb>.py.
+COMMANDS = ("ps", "attach", "thread", "sc", "sm", "inspect", "detach")
+
+app = typer.Typer(
+    name="peeka",
+    help="Live diagnostics for running Python processes: attach to a PID, no restart, no code change.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for _name in COMMANDS:
+    _module = importlib.import_module(f".commands.{_name}", __package__)
+    app.command(_module.NAME, help=_module.__doc__)(_module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, standalone_mode=False)
+    except PeekaError as exc:
+        _report(exc, args)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+def _report(exc: PeekaError, args: list[str]) -> None:
+    if "--json" in args:
+        print(json.dumps(exc.to_dict()))
+        return
+    from .render import console_err
+
+    console_err.print(f"[bold red]peeka: {exc.message}[/]", highlight=False)
+    if exc.help:
+        console_err.print(exc.help, highlight=False, markup=False)
+    tb = getattr(exc, "traceback", "")
+    if tb and "--debug" in args:
+        console_err.print(tb, highlight=False, markup=False)

@@ -1,0 +1,144 @@
+"""The client library: one connection to one target's agent.
+
+    with connect(pid) as agent:          # attaches first when no agent runs there
+        agent.request("thread", {})
+        for item in agent.stream("watch", {...}): ...
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from peeka_agent import protocol
+
+from .errors import AgentUnavailable, CommandFailed, PermissionDenied, ProtocolMismatch, UsageError
+from .process import TargetProcess
+
+
+class AgentClient:
+    def __init__(self, target: TargetProcess, timeout: float = 10.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self.sock: socket.socket | None = None
+        self.hello: protocol.Hello | None = None
+
+    def open(self) -> AgentClient:
+        path = self.target.host_path(self.target.socket_path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise PermissionDenied(
+                    f"the agent's socket {path} refused you ({exc.strerror})",
+                    f"Run peeka as the target's user ({self.target.user}) or as root.",
+                ) from None
+            raise AgentUnavailable(
+                f"no agent answers at {path} ({exc.strerror})",
+                f"Attach first: `peeka attach {self.target.pid}`.",
+            ) from None
+        self.sock = sock
+        first = self._read()
+        if isinstance(first, protocol.Response) and not first.ok:
+            self.close()
+            exc_type = PermissionDenied if first.error_type == "PermissionDenied" else AgentUnavailable
+            raise exc_type(f"the agent refused the connection: {first.error}", "")
+        if not isinstance(first, protocol.Hello):
+            self.close()
+            raise ProtocolMismatch(f"expected a hello from the agent, got {first!r}", "")
+        if first.protocol != protocol.PROTOCOL_VERSION:
+            self.close()
+            raise ProtocolMismatch(
+                f"the agent speaks protocol {first.protocol}, this client {protocol.PROTOCOL_VERSION}",
+                f"Detach the old agent (`peeka detach {self.target.pid}`) and attach again.",
+            )
+        self.hello = first
+        return self
+
+    def _read(self) -> Any:
+        assert self.sock is not None
+        try:
+            message = protocol.read_message(self.sock)
+        except protocol.ProtocolError as exc:
+            raise AgentUnavailable(f"broken reply from the agent: {exc}", "") from None
+        except TimeoutError:
+            raise AgentUnavailable(
+                f"the agent in {self.target.pid} did not answer within {self.timeout:g}s", ""
+            ) from None
+        except OSError as exc:
+            raise AgentUnavailable(f"connection to the agent broke: {exc}", "") from None
+        if message is None:
+            raise AgentUnavailable(f"the agent in {self.target.pid} closed the connection", "")
+        return message
+
+    def _send(self, message: Any) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(protocol.encode(message))
+        except OSError as exc:
+            raise AgentUnavailable(f"connection to the agent broke: {exc}", "") from None
+
+    def _await_response(self, rid: int) -> protocol.Response:
+        while True:
+            message = self._read()
+            if isinstance(message, protocol.Response) and message.id in (rid, 0):
+                if not message.ok:
+                    error_cls = UsageError if message.error_type == "CommandError" else CommandFailed
+                    if error_cls is UsageError:
+                        raise UsageError(message.error or "bad request", "")
+                    raise CommandFailed(
+                        f"the agent failed: {message.error}",
+                        "This is a Peeka bug; the target is unharmed. The agent's traceback follows with --debug.",
+                        error_type=message.error_type or "",
+                        traceback=message.traceback or "",
+                    )
+                return message
+            # Events of an earlier, cancelled stream may still be in flight: skip them.
+
+    def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        rid = next(self._ids)
+        self._send(protocol.Request(rid, command, args or {}))
+        return self._await_response(rid).result
+
+    def stream(self, command: str, args: dict[str, Any] | None = None) -> Iterator[protocol.Event | protocol.End]:
+        """Start a stream; yields the first response's result, then events, then the end."""
+        rid = next(self._ids)
+        self._send(protocol.Request(rid, command, args or {}))
+        first = self._await_response(rid)
+        assert self.sock is not None
+        self.sock.settimeout(None)
+        try:
+            yield protocol.Event(rid, first.result)
+            while True:
+                message = self._read()
+                if getattr(message, "id", None) != rid:
+                    continue
+                yield message
+                if isinstance(message, protocol.End):
+                    return
+        finally:
+            if self.sock is not None:
+                try:
+                    self._send(protocol.Cancel(rid))
+                except AgentUnavailable:
+                    pass
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

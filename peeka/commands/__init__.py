@@ -1,0 +1,1 @@
+"""One module per CLI verb; each defines NAME, a docstring (the help) and ``command``."""

@@ -1,0 +1,20 @@
+"""Remove the agent: undo every change it made, stop its threads, delete its socket and files."""
+
+from __future__ import annotations
+
+from ..attach import detach
+from ..render import console, emit_json
+from ._common import Json, Pid
+
+NAME = "detach"
+
+
+def command(pid: Pid, json: Json = False) -> None:
+    result = detach(pid)
+    if json:
+        emit_json(result)
+    elif result.get("detached"):
+        console.print(f"[bold green]{pid}[/]: agent detached; the target is as it was")
+    else:
+        note = " (stale files removed)" if result.get("cleaned_leftovers") else ""
+        console.print(f"{pid}: no agent was running{note}")

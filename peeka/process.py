@@ -1,0 +1,249 @@
+"""Facts about a target process, read from /proc without touching the process.
+
+Paths inside the target (its temp dir, its socket) are given in the target's own mount namespace;
+``host_path`` turns them into paths we can open, through ``/proc/PID/root``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .errors import NoSuchProcess, NotPython, PermissionDenied, UnsupportedVersion
+
+SUPPORTED = ((3, 9), (3, 14))
+_LIBPYTHON = re.compile(r"libpython(\d+)\.(\d+)[a-z]*\.so")
+_EXE_VERSION = re.compile(r"python(\d+)\.(\d+)")
+
+
+@dataclass
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+
+
+@dataclass
+class TargetProcess:
+    pid: int
+    proc: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.proc = Path("/proc") / str(self.pid)
+        if self.pid <= 0 or not self.proc.is_dir():
+            raise NoSuchProcess(
+                f"no process with PID {self.pid}",
+                "Check the PID with `peeka ps` (Python processes visible to you) or `ps aux`.",
+            )
+
+    # -- identity
+    @cached_property
+    def status(self) -> dict[str, str]:
+        try:
+            text = (self.proc / "status").read_text()
+        except FileNotFoundError:
+            raise NoSuchProcess(f"process {self.pid} exited", "") from None
+        out = {}
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+        return out
+
+    @property
+    def uid(self) -> int:
+        return int(self.status["Uid"].split()[1])  # effective uid
+
+    @property
+    def gid(self) -> int:
+        return int(self.status["Gid"].split()[1])
+
+    @property
+    def user(self) -> str:
+        try:
+            return pwd.getpwuid(self.uid).pw_name
+        except KeyError:
+            return str(self.uid)
+
+    @property
+    def state(self) -> str:
+        return self.status.get("State", "?").split()[0]
+
+    @property
+    def ns_pid(self) -> int:
+        """The target's PID as it sees itself (differs inside a PID namespace)."""
+        nspid = self.status.get("NSpid", "").split()
+        return int(nspid[-1]) if nspid else self.pid
+
+    @cached_property
+    def cmdline(self) -> list[str]:
+        try:
+            raw = (self.proc / "cmdline").read_bytes()
+        except OSError:
+            return []
+        return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+    @cached_property
+    def environ(self) -> dict[str, str]:
+        try:
+            raw = (self.proc / "environ").read_bytes()
+        except PermissionError:
+            raise self.permission_error("read its environment") from None
+        except OSError:
+            return {}
+        env = {}
+        for item in raw.split(b"\0"):
+            key, sep, value = item.partition(b"=")
+            if sep:
+                env[key.decode(errors="replace")] = value.decode(errors="replace")
+        return env
+
+    @cached_property
+    def exe(self) -> str:
+        try:
+            return os.readlink(self.proc / "exe")
+        except PermissionError:
+            raise self.permission_error("read its executable") from None
+        except OSError:
+            return ""
+
+    @cached_property
+    def maps(self) -> list[Mapping]:
+        try:
+            text = (self.proc / "maps").read_text()
+        except PermissionError:
+            raise self.permission_error("read its memory map") from None
+        except OSError:
+            return []
+        out = []
+        for line in text.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 5:
+                continue
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            path = parts[5] if len(parts) > 5 else ""
+            out.append(Mapping(start, end, parts[1], int(parts[2], 16), path))
+        return out
+
+    def permission_error(self, what: str) -> PermissionDenied:
+        me = os.geteuid()
+        return PermissionDenied(
+            f"cannot {what} of process {self.pid} (owned by {self.user}, you are uid {me})",
+            f"Run peeka as the target's user (`sudo -u {self.user} peeka ...`) or as root.",
+        )
+
+    # -- Python
+    @cached_property
+    def python_version(self) -> tuple[int, int] | None:
+        """Major/minor of the interpreter in the target, or None when it is no CPython."""
+        try:
+            for m in self.maps:
+                hit = _LIBPYTHON.search(os.path.basename(m.path))
+                if hit:
+                    return int(hit.group(1)), int(hit.group(2))
+            exe = self.exe
+        except PermissionDenied:
+            # Another user's process: only its command line is readable.
+            exe = self.cmdline[0] if self.cmdline else ""
+        hit = _EXE_VERSION.search(os.path.basename(exe.replace(" (deleted)", "")))
+        if hit:
+            return int(hit.group(1)), int(hit.group(2))
+        return None
+
+    @property
+    def python_binary(self) -> str:
+        """The file (executable or libpython) that holds the interpreter's symbols."""
+        for m in self.maps:
+            if _LIBPYTHON.search(os.path.basename(m.path)):
+                return m.path
+        return self.exe
+
+    def require_python(self) -> tuple[int, int]:
+        version = self.python_version
+        if version is None:
+            raise NotPython(
+                f"process {self.pid} ({self.exe or '?'}) is not a CPython interpreter",
+                "Peeka attaches to CPython 3.9-3.14 processes; `peeka ps` lists them.",
+            )
+        if not (SUPPORTED[0] <= version <= SUPPORTED[1]):
+            raise UnsupportedVersion(
+                f"process {self.pid} runs Python {version[0]}.{version[1]}; Peeka supports 3.9 to 3.14",
+                "Upgrade the target's interpreter, or use py-spy for read-only stacks of older versions.",
+            )
+        return version
+
+    # -- paths in the target's filesystem
+    def host_path(self, target_path: str) -> str:
+        """A path in the target's mount namespace, as we can reach it."""
+        if self.same_mount_namespace:
+            return target_path
+        return str(self.proc / "root") + target_path
+
+    @cached_property
+    def same_mount_namespace(self) -> bool:
+        try:
+            return os.readlink(self.proc / "ns" / "mnt") == os.readlink("/proc/self/ns/mnt")
+        except OSError:
+            return True
+
+    @cached_property
+    def tmpdir(self) -> str:
+        """The target's temp dir in its own namespace, as ``tempfile.gettempdir()`` there picks it."""
+        try:
+            env = self.environ
+        except PermissionDenied:
+            env = {}
+        for key in ("TMPDIR", "TEMP", "TMP"):
+            value = env.get(key)
+            if value and os.path.isabs(value) and os.path.isdir(self.host_path(value)):
+                return value.rstrip("/") or "/"
+        return "/tmp"
+
+    @property
+    def socket_path(self) -> str:
+        """Where the target's agent listens, in the target's namespace."""
+        return f"{self.tmpdir}/peeka_{self.ns_pid}.sock"
+
+    @property
+    def files_dir(self) -> str:
+        """Where the agent's files live while attached, in the target's namespace."""
+        return f"{self.tmpdir}/peeka-{self.ns_pid}"
+
+    @property
+    def remote_debug_disabled(self) -> bool:
+        if self.environ.get("PYTHON_DISABLE_REMOTE_DEBUG"):
+            return True
+        args = self.cmdline
+        for i, arg in enumerate(args):
+            if arg == "-X" and i + 1 < len(args) and args[i + 1] == "disable-remote-debug":
+                return True
+            if arg == "-Xdisable-remote-debug":
+                return True
+        return False
+
+    def agent_socket_exists(self) -> bool:
+        try:
+            return os.path.exists(self.host_path(self.socket_path))
+        except OSError:
+            return False
+
+
+def python_processes() -> list[TargetProcess]:
+    """Every CPython process visible in /proc (any version; callers say which they support)."""
+    out = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            target = TargetProcess(int(entry))
+            if target.python_version is not None:
+                out.append(target)
+        except Exception:
+            continue
+    return sorted(out, key=lambda t: t.pid)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything Peeka and its tests need on a fresh Debian machine; safe to run again.
+#   - gdb (attach to 3.9-3.13 targets), prometheus (the exporter's tests), via apt-get
+#   - a CPython 3.14 (sys.remote_exec) via ../shared/tools/get-python314.sh
+#   - .venv with peeka installed (editable) plus the test extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+need_apt=()
+command -v gdb >/dev/null || need_apt+=(gdb)
+command -v patchelf >/dev/null || need_apt+=(patchelf)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -qq -y "${need_apt[@]}" >&2
+fi
+
+# Python 3.14 for remote_exec targets and for running the CLI on 3.14.
+PY314=""
+for script in "$ROOT/../shared/tools/get-python314.sh" "$ROOT/scripts/get-python314.sh"; do
+  if [ -x "$script" ] || [ -f "$script" ]; then
+    PY314=$(bash "$script" | tail -n 1) && break
+  fi
+done
+mkdir -p .peeka
+echo "${PY314}" > .peeka/python314
+
+# The client's venv: the machine's python3 (3.9+).
+PY=${PEEKA_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >&2 || true
+.venv/bin/python -m pip install -q -e ".[test]" >&2
+echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
+
+# A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.
+if [ -n "$PY314" ] && [ ! -x .venv314/bin/peeka ]; then
+  rm -rf .venv314
+  "$PY314" -m venv --without-pip .venv314
+  wheel=$(ls "$(dirname "$(dirname "$PY314")")"/share/python-wheels/pip-*.whl | head -n 1)
+  .venv314/bin/python "$wheel/pip" install -q pip >&2
+  .venv314/bin/python -m pip install -q -e ".[test]" >&2
+fi

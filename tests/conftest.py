@@ -1,0 +1,140 @@
+"""Shared harness: the Pythons on this machine, real target processes, and the CLI runner.
+
+Targets are real scripts started under each interpreter; they print ``ready`` on stdout when set
+up, and are always torn down terminate -> kill -> wait.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = Path(__file__).resolve().parent / "targets"
+VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+
+
+def _pyenv_root() -> Path:
+    try:
+        return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter binary for ``version``, found by a real probe, or None."""
+    candidates: list[Path | str] = []
+    if version == "3.14":
+        env = os.environ.get("PEEKA_PY314")
+        if env:
+            candidates.append(env)
+        marker = ROOT / ".peeka" / "python314"
+        if marker.exists() and marker.read_text().strip():
+            candidates.append(marker.read_text().strip())
+    versions = _pyenv_root() / "versions"
+    if versions.is_dir():
+        for d in sorted(versions.iterdir(), reverse=True):
+            if d.name.startswith(version + "."):
+                candidates.append(d / "bin" / f"python{version}")
+    found = shutil.which(f"python{version}")
+    if found:
+        candidates.append(found)
+    for c in candidates:
+        try:
+            out = subprocess.run([str(c), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == version:
+            return str(c)
+    return None
+
+
+_PYTHONS: dict[str, str | None] = {}
+
+
+def python_for(version: str) -> str:
+    if version not in _PYTHONS:
+        _PYTHONS[version] = find_python(version)
+    path = _PYTHONS[version]
+    if path is None:
+        pytest.skip(f"no Python {version} interpreter found on this machine (probed pyenv, PATH, .peeka/python314)")
+    return path
+
+
+class Target:
+    """A real target process running one of tests/targets/*.py."""
+
+    def __init__(self, python: str, script: str, *args: str, env: dict[str, str] | None = None,
+                 wrap: list[str] | None = None, ready_timeout: float = 30.0) -> None:
+        full_env = dict(os.environ)
+        full_env.pop("PYTHONPATH", None)
+        full_env.update(env or {})
+        cmd = [*(wrap or []), python, "-u", str(TARGETS / script), *args]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=full_env, text=True, start_new_session=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        deadline = time.monotonic() + ready_timeout
+        while line and not line.startswith("ready"):
+            if time.monotonic() > deadline:
+                break
+            line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("ready"):
+            err = self.proc.stderr.read() if self.proc.poll() is not None else ""  # type: ignore[union-attr]
+            self.stop()
+            raise RuntimeError(f"target {script} did not get ready: {line!r} {err}")
+        parts = line.split()
+        # A wrapped target (unshare ...) reports its own pid after "ready".
+        self.pid = int(parts[1]) if len(parts) > 1 and wrap else self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
+        return err
+
+
+@pytest.fixture
+def spawn() -> Iterator:
+    started: list[Target] = []
+
+    def _spawn(python: str, script: str, *args: str, **kw: object) -> Target:
+        t = Target(python, script, *args, **kw)  # type: ignore[arg-type]
+        started.append(t)
+        return t
+
+    yield _spawn
+    for t in started:
+        t.stop()
+
+
+def peeka_cli(*args: str, python: str | None = None, env: dict[str, str] | None = None,
+              timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the real ``peeka`` CLI in a subprocess (by default under this test's interpreter)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "200")
+    return subprocess.run([python or sys.executable, "-m", "peeka", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env)

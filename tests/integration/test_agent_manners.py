@@ -1,0 +1,173 @@
+"""The agent as a guest: abuse, repetition, forks, and what it loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, peeka_cli, python_for
+
+from peeka.attach import attach, detach
+
+pytestmark = pytest.mark.integration
+
+
+def _status(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(key)
+
+
+def _raw(sock_path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock_path)
+    n = struct.unpack(">I", s.recv(4))[0]
+    hello = json.loads(s.recv(n))
+    assert hello["type"] == "hello" and hello["protocol"] == 1
+    return s
+
+
+def _reply(s: socket.socket) -> dict | None:
+    head = s.recv(4)
+    if len(head) < 4:
+        return None
+    n = struct.unpack(">I", head)[0]
+    data = b""
+    while len(data) < n:
+        data += s.recv(n - len(data))
+    return json.loads(data)
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.12", "3.14"])
+def test_protocol_abuse_never_kills_the_agent(spawn, version: str) -> None:
+    target = spawn(python_for(version), "app.py", "busy")
+    client, _ = attach(target.pid)
+    client.close()
+    path = f"/tmp/peeka_{target.pid}.sock"
+
+    s = _raw(path)  # oversize length: error, then the connection is closed
+    s.sendall(struct.pack(">I", 1 << 30))
+    reply = _reply(s)
+    assert reply is not None and reply["status"] == "error" and "exceeds" in reply["error"]
+    assert _reply(s) is None
+    s.close()
+
+    s = _raw(path)  # invalid JSON
+    body = b"{not json"
+    s.sendall(struct.pack(">I", len(body)) + body)
+    assert "JSON" in _reply(s)["error"]  # type: ignore[index]
+    s.close()
+
+    s = _raw(path)  # unknown command and wrong shapes answer errors, the connection stays usable
+    for body_obj in ({"type": "request", "id": 7, "command": "nope", "args": {}},
+                     {"type": "request", "id": 8, "command": "ping", "args": [1, 2]},
+                     {"type": "response", "id": 9, "status": "success"},
+                     [1, 2, 3]):
+        body = json.dumps(body_obj).encode()
+        s.sendall(struct.pack(">I", len(body)) + body)
+        reply = _reply(s)
+        assert reply is not None and reply["status"] == "error", reply
+    body = json.dumps({"type": "request", "id": 10, "command": "ping", "args": {}}).encode()
+    s.sendall(struct.pack(">I", len(body)) + body)
+    assert _reply(s)["status"] == "success"  # type: ignore[index]
+    s.close()
+
+    s = _raw(path)  # half a frame, then vanish
+    s.sendall(struct.pack(">I", 100) + b"{\"type\":")
+    s.close()
+    s = _raw(path)  # a request, then vanish before reading the answer
+    body = json.dumps({"type": "request", "id": 1, "command": "thread", "args": {}}).encode()
+    s.sendall(struct.pack(">I", len(body)) + body)
+    s.close()
+
+    with attach(target.pid)[0] as again:
+        assert again.request("ping")["pid"] == target.pid
+    assert detach(target.pid)["detached"] is True
+    assert target.stop() == ""
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.14"])
+def test_hundred_attach_detach_cycles(spawn, version: str) -> None:
+    target = spawn(python_for(version), "app.py", "sleep")
+    threads, fds = _status(target.pid, "Threads"), len(os.listdir(f"/proc/{target.pid}/fd"))
+    started = time.monotonic()
+    for _ in range(100):
+        client, report = attach(target.pid)
+        with client:
+            assert not report.reused
+            client.request("ping")
+        assert detach(target.pid)["detached"] is True
+    elapsed = time.monotonic() - started
+    deadline = time.monotonic() + 5
+    while _status(target.pid, "Threads") != threads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _status(target.pid, "Threads") == threads
+    assert len(os.listdir(f"/proc/{target.pid}/fd")) == fds
+    assert target.alive()
+    print(f"100 cycles on {version}: {elapsed:.1f}s")
+    assert target.stop() == ""
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.11", "3.13", "3.14"])
+def test_agent_loads_only_the_standard_library(version: str, tmp_path: Path) -> None:
+    """Run the agent in an isolated interpreter (-I -S: no site-packages at all) and compare modules."""
+    py = python_for(version)
+    src = ROOT / "agent"
+    script = f"""
+import sys, importlib.util, os
+before = set(sys.modules)
+spec = importlib.util.spec_from_file_location("_peeka_agent", {str(src / '__init__.py')!r},
+                                              submodule_search_locations=[{str(src)!r}])
+mod = importlib.util.module_from_spec(spec); sys.modules["_peeka_agent"] = mod; spec.loader.exec_module(mod)
+import importlib
+rt = importlib.import_module("_peeka_agent.runtime")
+importlib.import_module("_peeka_agent.commands").preload()
+for name in ("values", "expressions"):
+    try:
+        importlib.import_module("_peeka_agent." + name)
+    except ImportError as exc:
+        if "simpleeval" not in str(exc):
+            raise
+agent = rt.start({{"module": "_peeka_agent", "socket_path": {str(tmp_path / 's.sock')!r},
+                   "files_dir": None, "method": "test"}})
+rt.detach()
+new = set(sys.modules) - before
+stdlib = getattr(sys, "stdlib_module_names", None)
+bad = sorted(m for m in new if not m.startswith("_peeka_agent")
+             and (stdlib is not None and m.split(".")[0] not in stdlib))
+print("BAD", bad)
+print("LEFT", sorted(m for m in sys.modules if m.startswith("_peeka")))
+"""
+    out = subprocess.run([py, "-I", "-S", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "BAD []" in out.stdout, out.stdout
+    assert "LEFT []" in out.stdout, out.stdout
+
+
+def test_fork_child_gets_a_fresh_agent(spawn) -> None:
+    target = spawn(python_for("3.12"), "forker.py")
+    client, _ = attach(target.pid)
+    client.close()
+    target.proc.stdin.write("fork\n")  # type: ignore[union-attr]
+    target.proc.stdin.flush()  # type: ignore[union-attr]
+    child = int(target.proc.stdout.readline().split()[1])  # type: ignore[union-attr]
+    try:
+        # The child inherited the agent's modules but not its threads: attaching starts a new one.
+        child_client, report = attach(child)
+        with child_client:
+            assert not report.reused
+            assert child_client.request("ping")["pid"] == child
+        with attach(target.pid)[0] as parent_client:
+            assert parent_client.request("ping")["pid"] == target.pid
+        assert detach(child)["detached"] is True
+        assert detach(target.pid)["detached"] is True
+    finally:
+        os.kill(child, 9)

@@ -1,0 +1,192 @@
+"""Attach, ask, detach: the real CLI against real targets on every Python on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, VERSIONS, peeka_cli, python_for
+
+pytestmark = pytest.mark.integration
+
+STATES = ("busy", "sleep", "blocked", "pause", "contention")
+
+
+def _leftovers(pid: int) -> list[str]:
+    root = f"/proc/{pid}/root/tmp"
+    return [n for n in os.listdir(root) if n.startswith(("peeka-", "peeka_", f".peeka-{pid}"))
+            and (str(pid) in n)]
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_attach_thread_detach(spawn, version: str, state: str) -> None:
+    target = spawn(python_for(version), "app.py", state)
+    threads_before, fds_before = _threads(target.pid), _fds(target.pid)
+
+    out = peeka_cli("attach", str(target.pid), "--json")
+    assert out.returncode == 0, out.stderr + out.stdout
+    facts = json.loads(out.stdout)
+    assert facts["python"].startswith(version + ".")
+    assert facts["method"] in ("remote-exec", "gdb")
+    if version == "3.14" and state in ("busy", "sleep", "contention"):
+        assert facts["method"] == "remote-exec"
+
+    again = json.loads(peeka_cli("attach", str(target.pid), "--json").stdout)
+    assert again["reused"] is True
+
+    threads = peeka_cli("thread", str(target.pid), "--json")
+    assert threads.returncode == 0, threads.stderr
+    names = {t["name"] for t in json.loads(threads.stdout)["threads"]}
+    assert "MainThread" in names
+
+    out = peeka_cli("detach", str(target.pid), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["detached"] is True
+    assert target.alive()
+    assert _leftovers(target.pid) == []
+    deadline = time.monotonic() + 5
+    while _threads(target.pid) != threads_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads(target.pid) == threads_before
+    assert _fds(target.pid) == fds_before
+    assert target.stop() == "", "the target printed to stderr"
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.12", "3.13"])
+def test_cli_on_314_attaches_older_targets(spawn, version: str) -> None:
+    cli314 = ROOT / ".venv314" / "bin" / "python"
+    if not cli314.exists():
+        pytest.skip("no .venv314 (scripts/setup.sh creates it when a Python 3.14 is available)")
+    target = spawn(python_for(version), "app.py", "sleep")
+    out = peeka_cli("thread", str(target.pid), "--json", python=str(cli314))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["threads"]
+    assert peeka_cli("detach", str(target.pid), python=str(cli314)).returncode == 0
+    assert target.stop() == ""
+
+
+def test_remote_debug_disabled_is_diagnosed(spawn) -> None:
+    target = spawn(python_for("3.14"), "app.py", "busy", env={"PYTHON_DISABLE_REMOTE_DEBUG": "1"})
+    out = peeka_cli("attach", str(target.pid), "--method", "remote-exec")
+    assert out.returncode == 8, out.stderr
+    assert "remote debugging" in out.stderr.lower() and "--method gdb" in out.stderr
+    # auto falls back to gdb where it can, and says why it can't otherwise
+    out = peeka_cli("attach", str(target.pid), "--json")
+    if out.returncode == 0:
+        assert json.loads(out.stdout)["method"] == "gdb"
+        assert peeka_cli("detach", str(target.pid)).returncode == 0
+    else:
+        assert out.returncode in (9, 10, 11), out.stderr
+    assert target.stop() == ""
+
+
+def test_target_in_private_mount_namespace(spawn) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare not available")
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
+    py = python_for("3.12")
+    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs tmpfs /tmp && exec "$0" "$@"']
+    target = spawn(py, "app.py", "sleep", wrap=wrap)
+    assert os.readlink(f"/proc/{target.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    out = peeka_cli("thread", str(target.pid), "--json")
+    assert out.returncode == 0, out.stderr
+    sock = f"/proc/{target.pid}/root/tmp/peeka_{target.pid}.sock"
+    assert os.path.exists(sock) and not os.path.exists(f"/tmp/peeka_{target.pid}.sock")
+    assert peeka_cli("detach", str(target.pid)).returncode == 0
+    assert os.listdir(f"/proc/{target.pid}/root/tmp") == []
+    assert not os.path.exists(f"/tmp/peeka-{target.pid}")
+
+
+def test_non_python_and_missing_pid_are_diagnosed() -> None:
+    out = peeka_cli("thread", "999999")
+    assert out.returncode == 3 and "no process with PID 999999" in out.stderr
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        out = peeka_cli("thread", str(sleeper.pid), "--json")
+        assert out.returncode == 4
+        assert json.loads(out.stdout)["error"] == "not-python"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_gdb_missing_is_diagnosed(spawn, tmp_path: Path) -> None:
+    target = spawn(python_for("3.12"), "app.py", "sleep")
+    # A PATH with everything but gdb.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for d in os.environ["PATH"].split(":"):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name != "gdb" and not (bindir / name).exists():
+                    try:
+                        (bindir / name).symlink_to(os.path.join(d, name))
+                    except OSError:
+                        pass
+    out = peeka_cli("attach", str(target.pid), env={"PATH": str(bindir)})
+    assert out.returncode == 9, out.stderr
+    assert "gdb" in out.stderr and "apt-get install gdb" in out.stderr
+    assert target.alive()
+
+
+def _as_nobody() -> dict[str, object]:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+
+    def demote() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    return {"preexec_fn": demote}
+
+
+def test_other_uid_is_refused(spawn) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another user")
+    target = spawn(python_for("3.12"), "app.py", "sleep")
+    import sys
+
+    # A client as nobody: attach refused with the fix.
+    cmd = [sys.executable, "-m", "peeka", "attach", str(target.pid)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", **_as_nobody())  # type: ignore[call-overload]
+    assert out.returncode == 6, out.stderr
+    assert "root" in out.stderr
+    # Root attaches; nobody still can't talk to the agent, root can.
+    assert peeka_cli("attach", str(target.pid)).returncode == 0
+    cmd = [sys.executable, "-m", "peeka", "thread", str(target.pid)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", **_as_nobody())  # type: ignore[call-overload]
+    assert out.returncode == 6, out.stderr
+    sock = f"/tmp/peeka_{target.pid}.sock"
+    # Even with the socket's mode opened up, SO_PEERCRED keeps nobody out.
+    os.chmod(sock, 0o777)
+    probe = (
+        "import socket, struct, json, sys\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "n = struct.unpack('>I', s.recv(4))[0]; print(json.loads(s.recv(n))['error_type'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30,
+                         cwd="/", **_as_nobody())  # type: ignore[call-overload]
+    assert out.stdout.strip() == "PermissionDenied", out.stderr
+    assert peeka_cli("thread", str(target.pid)).returncode == 0
+    assert peeka_cli("detach", str(target.pid)).returncode == 0
