@@ -34,7 +34,7 @@ class Client:
         self._lock = lock_type()
         self._wakeup = lock_type()
         self._wakeup.acquire()
-        self._outbox: Deque[bytes] = deque()
+        self._outbox: Deque[Any] = deque()
         self.max_outbox = agent.max_outbox
         self.dropped = 0
         self.streams: Dict[int, Stream] = {}
@@ -42,18 +42,14 @@ class Client:
 
     # -- sending: never blocks the caller, which may be a host thread running a probe
     def send(self, message: Any, droppable: bool = False) -> bool:
+        # Encoding happens in the writer thread: a probe on a host thread only appends.
         if self.closed:
             return False
-        try:
-            frame = protocol.encode(message)
-        except protocol.ProtocolError as exc:
-            rid = getattr(message, "id", 0)
-            frame = protocol.encode(protocol.failure(rid, str(exc), "ResultTooLarge"))
         with self._lock:
             if droppable and len(self._outbox) >= self.max_outbox:
                 self.dropped += 1
                 return False
-            self._outbox.append(frame)
+            self._outbox.append(message)
             if self._wakeup.locked():
                 self._wakeup.release()
         return True
@@ -68,7 +64,7 @@ class Client:
                             break
                         batch = list(self._outbox)
                         self._outbox.clear()
-                    self.conn.sendall(b"".join(batch))
+                    self.conn.sendall(b"".join(_encode(m) for m in batch))
                 if self.close_when_flushed:
                     break
         except Exception:
@@ -151,6 +147,13 @@ class Client:
             except Exception:
                 pass
         self.agent._forget(self)
+
+
+def _encode(message: Any) -> bytes:
+    try:
+        return protocol.encode(message)
+    except protocol.ProtocolError as exc:
+        return protocol.encode(protocol.failure(getattr(message, "id", 0), str(exc), "ResultTooLarge"))
 
 
 class Agent:

@@ -15,7 +15,9 @@ import typer
 from .errors import PeekaError
 
 # One name per capability end to end: CLI verb = agent command = peeka/commands/<verb>.py.
-COMMANDS = ("ps", "attach", "thread", "sc", "sm", "inspect", "detach")
+COMMANDS = (
+    "ps", "attach", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach",
+)
 
 app = typer.Typer(
     name="peeka",

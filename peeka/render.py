@@ -30,28 +30,37 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
 
 
 def value_tree(label: str, value: Any) -> Tree:
-    """Render an agent value node ({type, repr, children?}) as a tree."""
+    """Render an agent value node (agent/values.py: type, repr, truncated, size?, children?, omitted?)."""
     tree = Tree(label)
-    _add_value(tree, value)
+    add_value(tree, value)
     return tree
 
 
-def _add_value(tree: Tree, node: Any) -> None:
+def value_head(node: Any) -> str:
+    """One line for a value node: type, size, repr, truncation mark."""
     if not isinstance(node, dict) or "type" not in node:
-        tree.add(str(node))
-        return
-    head = f"[cyan]{node.get('type')}[/] {escape(node.get('repr', ''))}"
+        return escape(str(node))
+    head = f"[cyan]{escape(str(node.get('type')))}[/]"
+    if node.get("size") is not None:
+        head += f"[dim]({node['size']})[/]"
+    head += f" {escape(str(node.get('repr', '')))}"
     if node.get("truncated"):
         head += " [dim](truncated)[/]"
-    children = node.get("children")
-    if not children:
-        tree.add(head)
-        return
+    return head
+
+
+def add_value(tree: Tree, node: Any, key: str = "") -> None:
+    """Add one value node (and its children) under ``tree``, labelled ``key`` when given."""
+    head = value_head(node)
+    if key != "":
+        head = f"[bold]{escape(key)}[/] = {head}"
     sub = tree.add(head)
-    for child in children:
-        key = child.get("key", "")
-        branch = sub.add(f"[bold]{escape(str(key))}[/]") if key != "" else sub
-        _add_value(branch, child.get("value"))
+    if not isinstance(node, dict):
+        return
+    for child in node.get("children") or ():
+        add_value(sub, child.get("value"), str(child.get("key", "")))
+    if node.get("omitted"):
+        sub.add(f"[dim]... {node['omitted']} more[/]")
 
 
 def escape(text: str) -> str:

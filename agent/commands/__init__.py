@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict, Optional
 
-COMMAND_MODULES = ("ping", "thread", "sc", "sm", "inspect", "detach")
+COMMAND_MODULES = (
+    "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach",
+)
 
 
 class CommandError(Exception):
@@ -42,7 +44,15 @@ class Stream:
         self.request_id = request_id
         from .. import compat
 
+        try:
+            self.setup()
+        except Exception as exc:
+            self.finish("error: %s" % exc)
+            return
         compat.spawn(self._run, "peeka-agent-stream-%d" % request_id)
+
+    def setup(self) -> None:
+        """Install what feeds the stream (probes, handlers); runs after the first response."""
 
     def _run(self) -> None:
         try:

@@ -1,0 +1,75 @@
+"""watch: what a function receives, returns or raises, per call, as it happens.
+
+args: pattern, regex, max_match, expression (default: params and result or exception),
+condition, at (list of "enter", "success", "exception", "finish"; default finish),
+depth (1-4), max_size, limit (-n, default 100), timeout (s).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .. import instrument, observe
+from ..probes import Call
+from . import CommandError
+
+NAME = "watch"
+POINTS = ("enter", "success", "exception", "finish")
+
+
+class Watch(instrument.ProbeStream):
+    def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
+        at = args.get("at") or ["finish"]
+        if not isinstance(at, list) or not at or any(p not in POINTS for p in at):
+            raise CommandError("at must be a list of %s, got %r" % ("/".join(POINTS), at))
+        self.at = frozenset(at)
+        self.expression = observe.CallExpression(args.get("expression"), "expression")
+        self.condition = observe.CallExpression(args.get("condition"), "condition")
+        if "enter" in self.at and len(self.at) == 1:
+            late = (self.expression.names | self.condition.names) & {"result", "exception", "cost"}
+            if late:
+                raise CommandError(
+                    "%s %s not known at entry (-b); watch at -s/-e/-f instead" % (", ".join(sorted(late)),
+                                                                                  "is" if len(late) == 1 else "are")
+                )
+        self.render_args = {"depth": instrument.int_arg(args, "depth", 2, 1, 4),
+                            "max_size": instrument.int_arg(args, "max_size", 4096, 64, 1 << 20)}
+        super().__init__(agent, args)
+        self.needs_args = self.expression.source is None or self.expression.needs_args or self.condition.needs_args
+        self.wants_enter = "enter" in self.at
+
+    def on_enter(self, call: Call) -> None:
+        self._observe(call, "enter")
+
+    def on_exit(self, call: Call) -> None:
+        failed = call.exception is not None
+        if "finish" in self.at or ("exception" if failed else "success") in self.at:
+            self._observe(call, "exception" if failed else "exit")
+
+    def _observe(self, call: Call, location: str) -> None:
+        if self.cancelled:
+            return
+        if self.condition.source is not None:
+            try:
+                if not self.condition.evaluate(call):
+                    return
+            except Exception as exc:
+                self.emit(dict(instrument.call_facts(call), location=location,
+                               error="condition failed: %s: %s" % (type(exc).__name__, exc)))
+                return
+        event = instrument.call_facts(call)
+        event["location"] = location
+        try:
+            if self.expression.source is None:
+                value = observe.default_view(call, location)
+            else:
+                value = self.expression.evaluate(call)
+            event["value"] = observe.render(value, self.render_args)
+        except Exception as exc:
+            event["error"] = "expression failed: %s: %s" % (type(exc).__name__, exc)
+        self.emit(event)
+
+
+def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Watch:
+    return Watch(agent, args)
+

@@ -1,0 +1,143 @@
+"""What every probing command (watch, trace, stack, monitor, tt) shares.
+
+``resolve`` turns a pattern into the Python functions to probe (refusing more than ``max_match``
+instead of guessing), and ``ProbeStream`` is a stream that installs one listener on them, ends on
+``-n`` hits, on its timeout or on cancel, and always takes its listener off again.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import search
+from .commands import CommandError, Stream
+from .probes import Call, Listener, ProbeError, engine_of, to_epoch_ns, unwrap
+
+DEFAULT_MAX_MATCH = 50
+DEFAULT_LIMIT = 100
+
+
+def int_arg(args: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = args.get(key, default)
+    if value is None:
+        return default
+    if type(value) is not int or not (low <= value <= high):
+        raise CommandError("%s must be a whole number from %d to %d, got %r" % (key, low, high, value))
+    return value
+
+
+def float_arg(args: Dict[str, Any], key: str, default: Optional[float], low: float) -> Optional[float]:
+    value = args.get(key, default)
+    if value is None:
+        return None
+    if type(value) not in (int, float) or value < low:
+        raise CommandError("%s must be a number >= %g, got %r" % (key, low, value))
+    return float(value)
+
+
+def resolve(args: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    """``[(qualified name, function)]`` for the request's pattern; CommandError when none or too many."""
+    text = args.get("pattern")
+    try:
+        pattern = search.Pattern(text, bool(args.get("regex")))  # type: ignore[arg-type]
+    except search.PatternError as exc:
+        raise CommandError(str(exc)) from None
+    max_match = int_arg(args, "max_match", DEFAULT_MAX_MATCH, 1, 10_000)
+    found, total = search.find_functions(pattern, limit=max_match + 1)
+    usable: List[Tuple[str, Any]] = []
+    refused: List[str] = []
+    for name, obj, _kind in found:
+        try:
+            usable.append((name, unwrap(obj)))
+        except ProbeError as exc:
+            refused.append(str(exc))
+    if total > max_match:
+        raise CommandError(
+            "%r matches %d functions, more than --max-match %d; narrow the pattern or raise --max-match"
+            % (text, total, max_match)
+        )
+    if not usable:
+        if refused:
+            raise CommandError("nothing to observe for %r: %s" % (text, "; ".join(refused[:3])))
+        raise CommandError(
+            "no loaded function matches %r; `peeka sm PID PATTERN` lists what is there "
+            "(modules not imported yet cannot be probed)" % (text,)
+        )
+    return usable
+
+
+def thread_name(ident: int) -> str:
+    thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    return thread.name if thread is not None else str(ident)
+
+
+def call_facts(call: Call) -> Dict[str, Any]:
+    """Where and when a call ran, as every observation reports it."""
+    probe = call.probe
+    return {
+        "function": probe.name,
+        "file": probe.filename,
+        "line": probe.lineno,
+        "thread": thread_name(call.thread),
+        "thread_id": call.thread,
+        "start_ns": to_epoch_ns(call.start),
+        "end_ns": to_epoch_ns(call.end) if call.end else None,
+        "cost_ms": round((call.end - call.start) / 1e6, 6) if call.end else None,
+    }
+
+
+class ProbeStream(Stream, Listener):
+    """A stream that is also the listener on the functions it probes."""
+
+    def __init__(self, agent: Any, args: Dict[str, Any], limit: Optional[int] = DEFAULT_LIMIT) -> None:
+        if limit is not None:
+            limit = int_arg(args, "limit", limit, 1, 10_000_000)
+        Stream.__init__(self, limit)
+        self.agent = agent
+        self.args = args
+        self.timeout = float_arg(args, "timeout", None, 0.0)
+        self.targets = resolve(args)
+        self._done = threading.Event()
+        self.probes: List[Any] = []
+
+    def describe(self) -> Dict[str, Any]:
+        modules = {name.rsplit(".", 1)[0] for name, _ in self.targets}
+        return {
+            "stream": True,
+            "functions": [name for name, _ in self.targets],
+            "modules": len(modules),
+            "technique": engine_of(self.agent).technique,
+            "affected": "%d function%s in %d module%s"
+            % (len(self.targets), "" if len(self.targets) == 1 else "s", len(modules), "" if len(modules) == 1 else "s"),
+        }
+
+    def setup(self) -> None:
+        engine = engine_of(self.agent)
+        try:
+            for name, func in self.targets:
+                self.probes.append(engine.add(func, name, self))
+        except ProbeError:
+            engine.remove(self)
+            raise
+
+    def run(self) -> None:
+        self._done.wait(self.timeout)
+        if not self.cancelled:
+            self.finish("timeout" if self.timeout is not None else "done")
+
+    def finish(self, reason: str) -> None:
+        Stream.finish(self, reason)
+        self._done.set()
+
+    def cancel(self, reason: str) -> None:
+        Stream.cancel(self, reason)
+        self._done.set()
+
+    def on_stop(self) -> None:
+        engine_of(self.agent).remove(self)
+
+    def on_removed(self, probe: Any) -> None:
+        self.probes = [p for p in self.probes if p is not probe]
+        if not self.probes and not self.cancelled:
+            self.finish("reset")

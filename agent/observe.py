@@ -1,0 +1,104 @@
+"""Expressions and conditions over one observed call (watch, stack, trace, tt).
+
+The names a call offers: ``args`` (positional parameter values, then ``*args``), ``kwargs``
+(keyword-only parameters and ``**kwargs``), ``params`` (name -> value), ``result``, ``exception``,
+``target`` (``self``/``cls``), ``cost`` (ms), ``thread`` (name). Only the names an expression uses
+are built, and arguments are captured only when some expression or the default view needs them.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any, Callable, Dict, FrozenSet, Optional
+
+from . import expressions, values
+from .commands import CommandError
+from .instrument import thread_name
+from .probes import CO_VARARGS, CO_VARKEYWORDS, Call
+
+CALL_NAMES = frozenset(("args", "kwargs", "params", "result", "exception", "target", "cost", "thread"))
+ARG_NAMES = frozenset(("args", "kwargs", "params", "target"))
+
+
+def _split_params(call: Call) -> Any:
+    code = call.probe.code
+    params = call.params or {}
+    names = code.co_varnames
+    npos = code.co_argcount
+    args = [params[n] for n in names[:npos] if n in params]
+    idx = npos + code.co_kwonlyargcount
+    kwargs = {n: params[n] for n in names[npos:idx] if n in params}
+    if code.co_flags & CO_VARARGS:
+        args.extend(params.get(names[idx], ()))
+        idx += 1
+    if code.co_flags & CO_VARKEYWORDS:
+        kwargs.update(params.get(names[idx], {}))
+    return tuple(args), kwargs
+
+
+def _target(call: Call) -> Any:
+    params = call.params or {}
+    names = call.probe.code.co_varnames
+    if call.probe.code.co_argcount and names[0] in ("self", "cls"):
+        return params.get(names[0])
+    return None
+
+
+_BUILDERS: Dict[str, Callable[[Call], Any]] = {
+    "args": lambda c: _split_params(c)[0],
+    "kwargs": lambda c: _split_params(c)[1],
+    "params": lambda c: dict(c.params or {}),
+    "result": lambda c: c.result,
+    "exception": lambda c: c.exception,
+    "target": _target,
+    "cost": lambda c: (c.end - c.start) / 1e6 if c.end else None,
+    "thread": lambda c: thread_name(c.thread),
+}
+
+
+def used_names(source: str) -> FrozenSet[str]:
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        raise CommandError("expression %r does not parse: %s" % (source, exc.msg)) from None
+    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)) & CALL_NAMES
+
+
+class CallExpression:
+    """An expression (or condition) compiled once, evaluated per call with only the names it uses."""
+
+    def __init__(self, source: Optional[str], what: str) -> None:
+        self.source = source
+        self.what = what
+        if source is None:
+            self.names: FrozenSet[str] = frozenset()
+            self.expression: Any = None
+            return
+        if not isinstance(source, str) or not source.strip():
+            raise CommandError("%s must be a non-empty expression" % what)
+        self.names = used_names(source)
+        try:
+            self.expression = expressions.Expression(source)
+        except expressions.ExpressionError as exc:
+            raise CommandError("%s %r refused: %s" % (what, source, exc)) from None
+
+    @property
+    def needs_args(self) -> bool:
+        return bool(self.names & ARG_NAMES)
+
+    def evaluate(self, call: Call) -> Any:
+        return self.expression.evaluate({name: _BUILDERS[name](call) for name in self.names})
+
+
+def default_view(call: Call, at: str) -> Dict[str, Any]:
+    """What watch shows when no expression is given: the arguments, then the result or exception."""
+    view: Dict[str, Any] = {"params": dict(call.params or {})}
+    if at == "exception":
+        view["exception"] = call.exception
+    elif at != "enter":
+        view["result"] = call.result
+    return view
+
+
+def render(value: Any, args: Dict[str, Any]) -> Dict[str, Any]:
+    return values.render(value, depth=args.get("depth") or 1, max_size=args.get("max_size") or values.DEFAULT_MAX_SIZE)

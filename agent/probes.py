@@ -1,0 +1,651 @@
+"""Probes: see every call of chosen functions, whatever reference the caller holds.
+
+Replacing a module attribute with a wrapper would miss ``from m import f`` aliases, registries
+filled at import time and callbacks stored earlier, so the engine works on the function's code:
+
+* Python 3.12+: ``sys.monitoring`` local events (PY_START, PY_RETURN, PY_YIELD) on the probed code
+  objects only, under a free tool id (coverage and debuggers keep theirs); PY_UNWIND, which can only
+  be enabled globally, is on while any probe is installed and costs nothing until a frame unwinds.
+* Python 3.9-3.11: the function's ``__code__`` is swapped in place for a trampoline with the same
+  kind (function, generator, coroutine, async generator) and closure size, which calls a hook that
+  times and reports the call around an exact copy of the original function.
+
+Either way a probe reports ``Call`` objects to its listeners (watch, trace, stack, monitor, tt).
+Nothing raised by a listener or by the engine reaches the host's code path, and removing the last
+listener restores the function exactly (same code object, no events, no trampoline).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from time import perf_counter_ns, time_ns
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+MONITORING = sys.version_info >= (3, 12)
+CO_GENERATOR = 0x20
+CO_COROUTINE = 0x80
+CO_ITERABLE_COROUTINE = 0x100
+CO_ASYNC_GENERATOR = 0x200
+CO_VARARGS = 0x04
+CO_VARKEYWORDS = 0x08
+
+# perf_counter_ns -> epoch ns with one anchor, so spans get real start/end times.
+_ANCHOR_WALL = time_ns()
+_ANCHOR_PERF = perf_counter_ns()
+
+
+def to_epoch_ns(perf_ns: int) -> int:
+    return _ANCHOR_WALL + (perf_ns - _ANCHOR_PERF)
+
+
+class ProbeError(Exception):
+    """A function that cannot be probed; the message says why."""
+
+
+class Call:
+    """One observed call. ``params`` is filled only when a listener needs arguments."""
+
+    __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "yields", "frame", "data")
+
+    def __init__(self, probe: "Probe", start: int) -> None:
+        self.probe = probe
+        self.start = start
+        self.end = 0
+        self.params: Optional[Dict[str, Any]] = None
+        self.result: Any = None
+        self.exception: Optional[BaseException] = None
+        self.thread = threading.get_ident()
+        self.yields = 0
+        self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame
+        self.data: Any = None  # per-listener scratch (e.g. trace's recorder)
+
+    @property
+    def cost_ms(self) -> float:
+        return (self.end - self.start) / 1e6
+
+
+class Listener:
+    """What a command registers on probes."""
+
+    needs_args = False
+    wants_enter = False
+    wants_suspend = False  # on_suspend/on_resume around each yield or await of generators and coroutines
+
+    def on_enter(self, call: Call) -> None:
+        pass
+
+    def on_suspend(self, call: Call) -> None:
+        pass
+
+    def on_resume(self, call: Call) -> None:
+        pass
+
+    def on_exit(self, call: Call) -> None:
+        pass
+
+    def on_removed(self, probe: "Probe") -> None:
+        """``reset`` took this probe away."""
+
+
+def kind_of(code: types.CodeType) -> str:
+    flags = code.co_flags
+    if flags & CO_ASYNC_GENERATOR:
+        return "asyncgen"
+    if flags & CO_COROUTINE:
+        return "coroutine"
+    if flags & CO_GENERATOR:
+        return "generator"
+    return "function"
+
+
+def param_names(code: types.CodeType) -> Tuple[str, ...]:
+    n = code.co_argcount + code.co_kwonlyargcount
+    n += bool(code.co_flags & CO_VARARGS) + bool(code.co_flags & CO_VARKEYWORDS)
+    return tuple(code.co_varnames[:n])
+
+
+class Probe:
+    """One probed function: its listeners and how it is instrumented."""
+
+    def __init__(self, engine: "Engine", func: types.FunctionType, name: str) -> None:
+        self.engine = engine
+        self.func = func
+        self.code: types.CodeType = func.__code__
+        self.name = name
+        self.kind = kind_of(self.code)
+        self.params = param_names(self.code)
+        self.filename = self.code.co_filename
+        self.lineno = self.code.co_firstlineno
+        self.listeners: Tuple[Listener, ...] = ()
+        self.needs_args = False
+        self.wants_enter = False
+        self.wants_suspend = False
+        self.errors = 0  # exceptions raised by our own listeners, swallowed
+        self.saved: Any = None  # backend state needed to restore the function
+
+    def set_listeners(self, listeners: Tuple[Listener, ...]) -> None:
+        self.listeners = listeners
+        self.needs_args = any(listener.needs_args for listener in listeners)
+        self.wants_enter = any(listener.wants_enter for listener in listeners)
+        self.wants_suspend = any(listener.wants_suspend for listener in listeners)
+
+    # -- called on the host's hot path; must never raise
+    def enter(self, call: Call) -> None:
+        for listener in self.listeners:
+            if listener.wants_enter:
+                try:
+                    listener.on_enter(call)
+                except Exception:
+                    self.errors += 1
+
+    def suspend(self, call: Call) -> None:
+        call.yields += 1
+        if self.wants_suspend:
+            for listener in self.listeners:
+                try:
+                    listener.on_suspend(call)
+                except Exception:
+                    self.errors += 1
+
+    def resume(self, call: Call) -> None:
+        if self.wants_suspend:
+            for listener in self.listeners:
+                try:
+                    listener.on_resume(call)
+                except Exception:
+                    self.errors += 1
+
+    def exit(self, call: Call) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_exit(call)
+            except Exception:
+                self.errors += 1
+
+
+def bind_params(code: types.CodeType, func: Any, args: tuple, kwargs: dict) -> Dict[str, Any]:
+    """Parameters by name, as the function body sees them, from a call's args and kwargs."""
+    names = code.co_varnames
+    npos = code.co_argcount
+    out: Dict[str, Any] = {}
+    for i in range(min(npos, len(args))):
+        out[names[i]] = args[i]
+    defaults = func.__defaults__ or ()
+    first_default = npos - len(defaults)
+    for i in range(len(args), npos):
+        name = names[i]
+        if name in kwargs:
+            out[name] = kwargs[name]
+        elif i >= first_default:
+            out[name] = defaults[i - first_default]
+    idx = npos
+    kwonly = names[idx : idx + code.co_kwonlyargcount]
+    idx += code.co_kwonlyargcount
+    kwdefaults = func.__kwdefaults__ or {}
+    for name in kwonly:
+        if name in kwargs:
+            out[name] = kwargs[name]
+        elif name in kwdefaults:
+            out[name] = kwdefaults[name]
+    if code.co_flags & CO_VARARGS:
+        out[names[idx]] = args[npos:]
+        idx += 1
+    if code.co_flags & CO_VARKEYWORDS:
+        taken = set(names[: idx])
+        out[names[idx]] = {k: v for k, v in kwargs.items() if k not in taken}
+    return out
+
+
+# --------------------------------------------------------------------------- sys.monitoring (3.12+)
+class _MonitoringBackend:
+    PREFERRED_TOOL_IDS = (4, 3, 2, 5, 1, 0)  # 0 debugger, 1 coverage, 2 profiler, 5 optimizer
+
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+        self.tool: Optional[int] = None
+        self.active: Dict[int, Call] = {}  # id(frame) -> call in progress
+
+    def _acquire(self) -> None:
+        mon = sys.monitoring  # type: ignore[attr-defined]
+        for tool in self.PREFERRED_TOOL_IDS:
+            if mon.get_tool(tool) is None:
+                mon.use_tool_id(tool, "peeka")
+                break
+        else:
+            users = ", ".join("%d=%s" % (i, mon.get_tool(i)) for i in range(6))
+            raise ProbeError("every sys.monitoring tool id is taken (%s); detach another tool and retry" % users)
+        self.tool = tool
+        ev = mon.events
+        mon.register_callback(tool, ev.PY_START, self._on_start)
+        mon.register_callback(tool, ev.PY_RETURN, self._on_return)
+        mon.register_callback(tool, ev.PY_YIELD, self._on_yield)
+        mon.register_callback(tool, ev.PY_RESUME, self._on_resume)
+        mon.register_callback(tool, ev.PY_UNWIND, self._on_unwind)
+        mon.set_events(tool, ev.PY_UNWIND)
+
+    def install(self, probe: Probe) -> None:
+        if self.tool is None:
+            self._acquire()
+        ev = sys.monitoring.events  # type: ignore[attr-defined]
+        events = ev.PY_START | ev.PY_RETURN
+        if probe.kind != "function":
+            events |= ev.PY_YIELD | ev.PY_RESUME
+        sys.monitoring.set_local_events(self.tool, probe.code, events)  # type: ignore[attr-defined]
+
+    def uninstall(self, probe: Probe) -> None:
+        if self.tool is not None:
+            sys.monitoring.set_local_events(self.tool, probe.code, 0)  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        """No probe left: give the tool id back so the interpreter runs as before."""
+        tool = self.tool
+        if tool is None:
+            return
+        mon = sys.monitoring  # type: ignore[attr-defined]
+        mon.set_events(tool, 0)
+        for event in (mon.events.PY_START, mon.events.PY_RETURN, mon.events.PY_YIELD, mon.events.PY_RESUME,
+                      mon.events.PY_UNWIND):
+            mon.register_callback(tool, event, None)
+        mon.free_tool_id(tool)
+        self.tool = None
+        self.active.clear()
+
+    # The callbacks run on the host's threads: cheap, and never raising.
+    def _on_start(self, code: Any, offset: int) -> Any:
+        try:
+            probe = self.engine.by_code.get(code)
+            if probe is None:
+                return None
+            frame = sys._getframe(1)
+            call = Call(probe, perf_counter_ns())
+            call.frame = frame
+            if probe.needs_args:
+                local = frame.f_locals
+                call.params = {name: local[name] for name in probe.params if name in local}
+            self.active[id(frame)] = call
+            if probe.wants_enter:
+                probe.enter(call)
+        except Exception:
+            pass
+        return None
+
+    def _finish(self, code: Any, result: Any, exception: Optional[BaseException]) -> None:
+        try:
+            call = self.active.pop(id(sys._getframe(2)), None)
+            if call is None or call.probe.code is not code:
+                return
+            call.end = perf_counter_ns()
+            call.result = result
+            call.exception = exception
+            call.probe.exit(call)
+            call.frame = None
+        except Exception:
+            pass
+
+    def _on_return(self, code: Any, offset: int, retval: Any) -> Any:
+        self._finish(code, retval, None)
+        return None
+
+    def _on_unwind(self, code: Any, offset: int, exception: BaseException) -> Any:
+        if code in self.engine.by_code:
+            self._finish(code, None, exception)
+        return None
+
+    def _on_yield(self, code: Any, offset: int, value: Any) -> Any:
+        try:
+            call = self.active.get(id(sys._getframe(1)))
+            if call is not None:
+                call.probe.suspend(call)
+        except Exception:
+            pass
+        return None
+
+    def _on_resume(self, code: Any, offset: int) -> Any:
+        try:
+            call = self.active.get(id(sys._getframe(1)))
+            if call is not None:
+                call.probe.resume(call)
+        except Exception:
+            pass
+        return None
+
+
+# --------------------------------------------------------------------------- code swap (3.9-3.11)
+_TRAMPOLINES = {
+    "function": "    def {name}(*args, _peeka_hook=None, **kwargs):\n{refs}        return _peeka_hook(args, kwargs)\n",
+    "generator": "    def {name}(*args, _peeka_hook=None, **kwargs):\n{refs}        return (yield from _peeka_hook(args, kwargs))\n",
+    "coroutine": "    async def {name}(*args, _peeka_hook=None, **kwargs):\n{refs}        return await _peeka_hook(args, kwargs)\n",
+    "asyncgen": (
+        "    async def {name}(*args, _peeka_hook=None, **kwargs):\n{refs}"
+        "        it = _peeka_hook(args, kwargs)\n"
+        "        try:\n"
+        "            value = await it.__anext__()\n"
+        "        except StopAsyncIteration:\n"
+        "            return\n"
+        "        while True:\n"
+        "            try:\n"
+        "                sent = yield value\n"
+        "            except GeneratorExit:\n"
+        "                await it.aclose()\n"
+        "                raise\n"
+        "            except BaseException as exc:\n"
+        "                try:\n"
+        "                    value = await it.athrow(exc)\n"
+        "                except StopAsyncIteration:\n"
+        "                    return\n"
+        "            else:\n"
+        "                try:\n"
+        "                    value = await it.asend(sent)\n"
+        "                except StopAsyncIteration:\n"
+        "                    return\n"
+    ),
+}
+
+
+def _trampoline_code(original: types.CodeType, kind: str) -> types.CodeType:
+    """A code object of the same kind and closure size whose body calls ``_peeka_hook``."""
+    nfree = len(original.co_freevars)
+    names = ["_peeka_fv%d" % i for i in range(nfree)]
+    refs = ("        if 0:\n            %s\n" % ", ".join(names + [""])) if nfree else ""
+    src = "def _peeka_outer():\n"
+    if nfree:
+        src += "    %s = None\n" % " = ".join(names)
+    src += _TRAMPOLINES[kind].format(name="_peeka_trampoline", refs=refs)
+    src += "    return _peeka_trampoline\n"
+    namespace: Dict[str, Any] = {}
+    exec(compile(src, "<peeka trampoline>", "exec"), namespace)
+    code = namespace["_peeka_outer"]().__code__
+    changes: Dict[str, Any] = {"co_name": original.co_name, "co_filename": original.co_filename,
+                               "co_firstlineno": original.co_firstlineno}
+    if sys.version_info >= (3, 11):
+        changes["co_qualname"] = original.co_qualname
+    return code.replace(**changes)
+
+
+class _CodeSwapBackend:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    def install(self, probe: Probe) -> None:
+        func = probe.func
+        original = probe.code
+        copy = types.FunctionType(original, func.__globals__, func.__name__, func.__defaults__, func.__closure__)
+        copy.__kwdefaults__ = func.__kwdefaults__
+        copy.__qualname__ = func.__qualname__
+        hook = _HOOKS[probe.kind](probe, copy)
+        trampoline = _trampoline_code(original, probe.kind)
+        had_signature = "__signature__" in func.__dict__
+        # The copy keeps the original defaults: bind_params reads them from it.
+        probe.saved = (original, func.__kwdefaults__, had_signature, copy)
+        if not had_signature:
+            try:
+                import inspect
+
+                func.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
+            except (TypeError, ValueError):
+                pass
+        func.__kwdefaults__ = {"_peeka_hook": hook}
+        func.__code__ = trampoline
+
+    def uninstall(self, probe: Probe) -> None:
+        if probe.saved is None:
+            return
+        original, kwdefaults, had_signature, _copy = probe.saved
+        func = probe.func
+        func.__code__ = original
+        func.__kwdefaults__ = kwdefaults
+        if not had_signature:
+            func.__dict__.pop("__signature__", None)
+        probe.saved = None
+
+    def release(self) -> None:
+        pass
+
+
+def _begin(probe: Probe, args: tuple, kwargs: dict) -> Optional[Call]:
+    try:
+        call = Call(probe, perf_counter_ns())
+        call.frame = sys._getframe(2)  # the trampoline's frame: same place in the stack as the real one
+        if probe.needs_args:
+            call.params = bind_params(probe.code, probe.saved[3], args, kwargs)
+        if probe.wants_enter:
+            probe.enter(call)
+        return call
+    except Exception:
+        return None
+
+
+def _end(call: Optional[Call], result: Any, exception: Optional[BaseException]) -> None:
+    if call is None:
+        return
+    try:
+        call.end = perf_counter_ns()
+        call.result = result
+        call.exception = exception
+        call.probe.exit(call)
+        call.frame = None
+    except Exception:
+        pass
+
+
+def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
+    def hook(args: tuple, kwargs: dict) -> Any:
+        call = _begin(probe, args, kwargs)
+        try:
+            result = copy(*args, **kwargs)
+        except BaseException as exc:
+            _end(call, None, exc)
+            raise
+        _end(call, result, None)
+        return result
+
+    return hook
+
+
+def _generator_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
+    def hook(args: tuple, kwargs: dict) -> Any:
+        call = _begin(probe, args, kwargs)
+        try:
+            it = copy(*args, **kwargs)
+            value = next(it)
+            while True:
+                if call is not None:
+                    probe.suspend(call)
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    it.close()
+                    raise
+                except BaseException as exc:
+                    if call is not None:
+                        probe.resume(call)
+                    value = it.throw(exc)
+                else:
+                    if call is not None:
+                        probe.resume(call)
+                    value = it.send(sent)
+        except StopIteration as stop:
+            _end(call, stop.value, None)
+            return stop.value
+        except BaseException as exc:
+            _end(call, None, exc)
+            raise
+
+    return hook
+
+
+def _coroutine_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
+    # Drives the coroutine by hand (send/throw) so each await that suspends is seen.
+    @types.coroutine
+    def hook(args: tuple, kwargs: dict) -> Any:
+        call = _begin(probe, args, kwargs)
+        coro = copy(*args, **kwargs)
+        send, value, exc_in = coro.send, None, None
+        try:
+            while True:
+                if exc_in is not None:
+                    pending, exc_in = exc_in, None
+                    yielded = coro.throw(pending)
+                else:
+                    yielded = send(value)
+                if call is not None:
+                    probe.suspend(call)
+                try:
+                    value = yield yielded
+                except GeneratorExit:
+                    coro.close()
+                    raise
+                except BaseException as exc:
+                    exc_in = exc
+                if call is not None:
+                    probe.resume(call)
+        except StopIteration as stop:
+            _end(call, stop.value, None)
+            return stop.value
+        except BaseException as exc:
+            _end(call, None, exc)
+            raise
+
+    return hook
+
+
+def _asyncgen_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
+    async def hook(args: tuple, kwargs: dict) -> Any:
+        call = _begin(probe, args, kwargs)
+        it = copy(*args, **kwargs)
+        try:
+            value = await it.__anext__()
+            while True:
+                if call is not None:
+                    call.yields += 1  # suspensions inside the async generator's awaits are not seen here
+                try:
+                    sent = yield value
+                except GeneratorExit:
+                    await it.aclose()
+                    raise
+                except BaseException as exc:
+                    value = await it.athrow(exc)
+                else:
+                    value = await it.asend(sent)
+        except StopAsyncIteration:
+            _end(call, None, None)
+        except BaseException as exc:
+            _end(call, None, exc)
+            raise
+
+    return hook
+
+
+_HOOKS = {
+    "function": _function_hook,
+    "generator": _generator_hook,
+    "coroutine": _coroutine_hook,
+    "asyncgen": _asyncgen_hook,
+}
+
+
+# --------------------------------------------------------------------------- the engine
+def unwrap(func: Any) -> types.FunctionType:
+    """The Python function behind a name: through methods, properties and ``functools.wraps``."""
+    seen = 0
+    while True:
+        if isinstance(func, (classmethod, staticmethod)):
+            func = func.__func__
+        elif isinstance(func, property):
+            func = func.fget
+        elif isinstance(func, types.MethodType):
+            func = func.__func__
+        elif isinstance(func, types.FunctionType) and "__wrapped__" in func.__dict__ and seen < 20:
+            func = func.__dict__["__wrapped__"]
+            seen += 1
+            continue
+        else:
+            break
+    if not isinstance(func, types.FunctionType):
+        kind = type(func).__name__
+        raise ProbeError(
+            "%s is a %s, not a Python function: builtins and C functions have no Python code to observe; "
+            "watch the Python function that calls it instead" % (getattr(func, "__qualname__", repr(func)), kind)
+        )
+    return func
+
+
+class Engine:
+    """All probes of one agent. Install/remove are serialized; the hot path takes no lock."""
+
+    def __init__(self) -> None:
+        self.by_code: Dict[types.CodeType, Probe] = {}
+        self.by_func: Dict[int, Probe] = {}
+        self._lock = threading.RLock()  # on_removed may end a stream, which removes itself
+        self.backend: Any = _MonitoringBackend(self) if MONITORING else _CodeSwapBackend(self)
+
+    @property
+    def technique(self) -> str:
+        return "sys.monitoring" if MONITORING else "code swap"
+
+    def add(self, func: Any, name: str, listener: Listener) -> Probe:
+        target = unwrap(func)
+        with self._lock:
+            probe = self.by_func.get(id(target))
+            if probe is None:
+                probe = Probe(self, target, name)
+                probe.set_listeners((listener,))
+                self.backend.install(probe)
+                self.by_func[id(target)] = probe
+                self.by_code[probe.code] = probe
+            elif listener not in probe.listeners:
+                probe.set_listeners(probe.listeners + (listener,))
+            return probe
+
+    def remove(self, listener: Listener) -> int:
+        """Take a listener off every probe; uninstall probes nobody listens to. Returns probes removed."""
+        removed = 0
+        with self._lock:
+            for probe in list(self.by_func.values()):
+                if listener in probe.listeners:
+                    rest = tuple(x for x in probe.listeners if x is not listener)
+                    probe.set_listeners(rest)
+                    if not rest:
+                        self._uninstall(probe)
+                        removed += 1
+            if not self.by_func:
+                self.backend.release()
+        return removed
+
+    def remove_matching(self, predicate: Callable[[Probe], bool]) -> List[str]:
+        """Uninstall probes by name (reset PATTERN); their listeners stop seeing them."""
+        with self._lock:
+            names = []
+            for probe in list(self.by_func.values()):
+                if predicate(probe):
+                    self._uninstall(probe)
+                    names.append(probe.name)
+            if not self.by_func:
+                self.backend.release()
+            return names
+
+    def _uninstall(self, probe: Probe) -> None:
+        listeners = probe.listeners
+        try:
+            self.backend.uninstall(probe)
+        finally:
+            self.by_func.pop(id(probe.func), None)
+            self.by_code.pop(probe.code, None)
+            probe.set_listeners(())
+        for listener in listeners:
+            try:
+                listener.on_removed(probe)
+            except Exception:
+                pass
+
+    def shutdown(self) -> List[str]:
+        return self.remove_matching(lambda probe: True)
+
+
+def engine_of(agent: Any) -> Engine:
+    engine = agent.state.get("probes")
+    if engine is None:
+        engine = agent.state["probes"] = Engine()
+    return engine

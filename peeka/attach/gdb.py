@@ -1,0 +1,367 @@
+"""Run a string of Python inside a live CPython through gdb, at a safe point.
+
+    inject_with_gdb(target, code)  ->  GdbInjection(where="safe-point:_Py_HandlePending", ...)
+
+The client does everything that needs no ptrace: it checks the target, reads symbol addresses
+from the ELF files (``elf.py``), prepares a lean gdb data directory, then runs gdb with
+``gdb_script.py`` and turns the script's marker lines into a result or a ``PeekaError``.
+The recipe itself, and why each step is there, is in ``gdb_script.py``.
+
+``code`` runs with ``PyRun_SimpleString``, i.e. in ``__main__``'s namespace; an exception in it is
+printed on the target's stderr and gives ``return_code == -1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    PTRACE_HELP,
+    AttachFailed,
+    AttachTimeout,
+    GdbMissing,
+    NoSuchProcess,
+    PeekaError,
+    PtraceRefused,
+    SymbolsMissing,
+    UsageError,
+)
+from ..process import TargetProcess
+from . import elf
+
+SCRIPT = Path(__file__).with_name("gdb_script.py")
+MAX_CODE = 16 * 1024  # copied onto a thread's stack; bigger code belongs in a file the code execs
+
+# How long to wait for a safe point before the fallback: a running main thread reaches its
+# pending-call handler within milliseconds unless it is deep in C code; a main thread blocked in
+# a system call may never, so we only give other threads a short chance to release the GIL.
+WAIT_BLOCKED = 0.03
+WAIT_RUNNING = 2.0
+# Time left after the internal deadline for the fallback calls and the detach; gdb is killed
+# only this much plus GRACE after the deadline, as a last resort.
+RESERVE = 1.0
+GRACE = 5.0
+
+REQUIRED = (
+    "Py_AddPendingCall",
+    "PyCallable_Check",
+    "PyGILState_Check",
+    "PyGILState_Ensure",
+    "PyGILState_Release",
+    "PyGILState_GetThisThreadState",
+    "PyErr_Occurred",
+    "PyRun_SimpleString",
+)
+OPTIONAL = ("Py_IsFinalizing", "_Py_IsFinalizing")
+# Where a thread holds the GIL and the interpreter is consistent: the eval loop's pending-call
+# handler, C code checking for signals, a thread about to release the GIL.
+SAFE_POINTS_311 = ("make_pending_calls",)  # 3.9-3.11; from 3.12 it runs inside _Py_HandlePending
+SAFE_POINTS = ("_Py_HandlePending", "Py_MakePendingCalls", "_PyEval_MakePendingCalls", "PyErr_CheckSignals", "PyEval_SaveThread")
+# Return addresses into these near the top of a thread's stack rule it out for the fallback:
+# it may hold an allocator lock or be half way through taking or dropping the GIL.
+GIL_CODE = ("take_gil", "drop_gil", "PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock", "PyGILState_Ensure", "PyGILState_Release", "_PyEval_ReInitThreads")  # fmt: skip
+PY_ALLOCATOR = re.compile(
+    r"^(_?Py(Object|Mem)_(Raw)?(Malloc|Calloc|Realloc|Free)|_PyObject_(Malloc|Calloc|Realloc|Free)"
+    r"|_PyMem_Raw(Malloc|Calloc|Realloc|Free)|pymalloc_\w+|new_arena|allocate_from_new_pool|_PyMem_DebugRaw\w+)$"
+)
+PENDING_CALL_CODE = re.compile(r"(?i)pending_?call")
+
+
+@dataclass
+class GdbInjection:
+    pid: int
+    where: str  # "safe-point:<function>", "fallback-thread:<tid>" or "naive-thread:<tid>"
+    thread: int  # the thread (LWP id) that ran the code
+    return_code: int  # PyRun_SimpleString's: 0, or -1 when the code raised (traceback on the target's stderr)
+    elapsed: float  # end to end, seconds: this call, from checks to gdb's exit
+    # Seconds gdb held the target stopped, measured inside gdb: from just before ``attach`` to the
+    # detach, minus the time it let the target run while waiting for a safe point. Includes our
+    # inferior calls (the code's own run time): the interrupted thread makes no progress meanwhile.
+    stopped: float
+    waited: float  # seconds the target ran freely while gdb waited for a safe point
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def inject_with_gdb(target: TargetProcess, code: str, timeout: float = 10.0) -> GdbInjection:
+    """Run ``code`` in ``target`` at a safe point (or on a safely blocked thread), via gdb."""
+    return _inject(target, code, timeout, naive=False)
+
+
+def inject_naive_gdb(target: TargetProcess, code: str, timeout: float = 10.0) -> GdbInjection:
+    """pyrasite's recipe, for comparison only: Ensure/Run/Release on whichever thread gdb stopped.
+
+    Unsafe by design (it can interrupt a thread inside malloc or the GC); used by the benchmark.
+    """
+    return _inject(target, code, timeout, naive=True)
+
+
+def _inject(target: TargetProcess, code: str, timeout: float, naive: bool) -> GdbInjection:
+    started = time.monotonic()
+    gdb = find_gdb()
+    if len(code.encode()) + 1 > MAX_CODE:
+        raise UsageError(
+            f"the code to inject is {len(code.encode())} bytes; at most {MAX_CODE - 1} go through gdb",
+            "Write it to a file and inject `exec(open(PATH).read())` instead.",
+        )
+    check_target(target)
+    version = target.require_python()
+    deadline = started + timeout
+    params: dict[str, Any] = {
+        "pid": target.pid,
+        "code": code,
+        "mode": "naive" if naive else "safe",
+        "deadline": deadline - RESERVE,
+        "wait_blocked": WAIT_BLOCKED,
+        "wait_running": min(WAIT_RUNNING, timeout / 3),
+    }
+    if not naive:
+        params.update(symbol_params(target, version))
+    data_dir, needs_compile = gdb_data_dir(gdb)
+    if needs_compile:
+        params["compile_data_dir"] = str(data_dir)
+    events, output = _run_gdb(gdb, data_dir, params, naive, timeout=max(0.5, deadline - time.monotonic()) + GRACE)
+    return _result(target, events, output, started)
+
+
+# -- checks -----------------------------------------------------------------------------------
+def find_gdb() -> str:
+    path = shutil.which("gdb")
+    if path is None:
+        raise GdbMissing(
+            "gdb is not installed (not found on PATH)",
+            "Install it: `apt-get install gdb` (Debian/Ubuntu), `dnf install gdb`, `apk add gdb`.",
+        )
+    return path
+
+
+def check_target(target: TargetProcess) -> None:
+    """Refuse early, with the fix, what would make gdb fail or hang."""
+    status = _fresh_status(target)
+    state = status.get("State", "?").split()[0]
+    if state in ("Z", "X"):
+        raise NoSuchProcess(f"process {target.pid} has exited (state {state})", "")
+    if state in ("T", "t"):
+        raise AttachFailed(
+            f"process {target.pid} is stopped (state {state}); it cannot run code now",
+            f"Resume it (`kill -CONT {target.pid}`) or detach the debugger that holds it, then retry.",
+        )
+    tracer = int(status.get("TracerPid", "0") or 0)
+    if tracer:
+        raise PtraceRefused(
+            f"process {target.pid} is already traced by process {tracer} ({_comm(tracer)})",
+            "Only one debugger can attach at a time: stop that one (gdb, strace, py-spy --native...) and retry.",
+        )
+    reason = _yama_refusal()
+    if reason:
+        raise PtraceRefused(reason, PTRACE_HELP)
+
+
+def _fresh_status(target: TargetProcess) -> dict[str, str]:
+    # TargetProcess.status is cached; the process may have changed (or exited) since.
+    try:
+        text = (target.proc / "status").read_text()
+    except OSError:
+        raise NoSuchProcess(f"process {target.pid} exited", "") from None
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _has_cap_sys_ptrace() -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) & (1 << 19))
+    return os.geteuid() == 0
+
+
+def _yama_refusal() -> str | None:
+    try:
+        scope = int(Path("/proc/sys/kernel/yama/ptrace_scope").read_text())
+    except (OSError, ValueError):
+        return None  # no Yama: plain uid/capability rules apply
+    if scope >= 3:
+        return "ptrace is disabled on this machine (kernel.yama.ptrace_scope = 3)"
+    if scope >= 1 and not _has_cap_sys_ptrace():
+        return f"ptrace needs CAP_SYS_PTRACE here (kernel.yama.ptrace_scope = {scope})"
+    return None
+
+
+# -- symbols ----------------------------------------------------------------------------------
+def symbol_params(target: TargetProcess, version: tuple[int, int]) -> dict[str, Any]:
+    """Absolute addresses the gdb script needs, from the target's ELF files and maps."""
+    binary = target.python_binary
+    try:
+        py = elf.load(target, binary)
+        libc = elf.load_libc(target)
+    except (OSError, elf.ElfError) as exc:
+        raise SymbolsMissing(
+            f"cannot read the symbols of {binary}: {exc}",
+            "Peeka reads the interpreter's ELF symbol tables; check the file is readable.",
+        ) from None
+    if py.elf.machine not in (62, 183):
+        raise AttachFailed(f"{binary} is for an architecture peeka's gdb injection does not support", "")
+    addrs = {name: py.address(name) for name in (*REQUIRED, *OPTIONAL)}
+    missing = [name for name in REQUIRED if addrs[name] is None]
+    if missing:
+        raise SymbolsMissing(
+            f"{binary} lacks symbols peeka needs: {', '.join(missing)}",
+            "Use an interpreter built with its dynamic symbols (every python.org, pyenv, distro and "
+            "conda build has them); a statically linked, fully stripped binary cannot be attached.",
+        )
+    if addrs["Py_IsFinalizing"] is None:  # renamed in 3.13; same meaning
+        addrs["Py_IsFinalizing"] = addrs.pop("_Py_IsFinalizing")
+    names = (SAFE_POINTS_311 if version < (3, 12) else ()) + SAFE_POINTS
+    safe_points = {name: addr for name in names if (addr := py.address(name)) is not None}
+    forbidden = elf.ranges(libc, elf.MALLOC_FAMILY) + elf.ranges(py, GIL_CODE) + py.ranges_matching(PY_ALLOCATOR)
+    return {
+        "addrs": {k: v for k, v in addrs.items() if v is not None},
+        "safe_points": safe_points,
+        "nudge_unsafe": py.ranges_matching(PENDING_CALL_CODE),
+        "stack_forbidden": forbidden,
+    }
+
+
+# -- gdb --------------------------------------------------------------------------------------
+def gdb_data_dir(gdb: str) -> tuple[Path, bool]:
+    """A private gdb data directory holding only ``python/gdb/*.py``; (path, needs byte-compiling).
+
+    gdb's own data directory auto-loads its command/function/printer packages at start; without
+    them gdb's Python starts faster. Keyed by gdb's binary, so an upgraded gdb gets a fresh copy.
+    """
+    source = Path(gdb).resolve().parent.parent / "share" / "gdb" / "python" / "gdb"
+    if not source.is_dir():
+        source = Path("/usr/share/gdb/python/gdb")
+    st = os.stat(gdb)
+    key = hashlib.sha1(repr((str(Path(gdb).resolve()), st.st_size, st.st_mtime_ns, str(source))).encode()).hexdigest()[:16]
+    final = elf.cache_dir() / "gdb-data" / key
+    package = final / "python" / "gdb"
+    if not package.is_dir():
+        if not source.is_dir():
+            return Path("/usr/share/gdb"), False  # unknown layout: gdb's default works, only slower
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.with_name(f".{key}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "python" / "gdb").mkdir(parents=True)
+        for item in source.glob("*.py"):
+            shutil.copy2(item, staging / "python" / "gdb" / item.name)
+        try:
+            os.rename(staging, final)
+        except OSError:  # another peeka won the race
+            shutil.rmtree(staging, ignore_errors=True)
+    return final, not (package / "__pycache__").is_dir()
+
+
+def gdb_command(gdb: str, data_dir: Path, naive: bool) -> list[str]:
+    early = [
+        "set auto-load off",
+        "set sysroot",  # read the target's libraries as local files, never over a remote protocol
+        "set libthread-db-search-path",  # no libthread_db: LWPs come from /proc, which is enough
+        "set debuginfod enabled off",
+    ]
+    if not naive:
+        early.append("set auto-solib-add off")  # no symbols at all: the client sends addresses
+    args = [gdb, "-nx", "--readnever", "-batch", f"--data-directory={data_dir}"]
+    for command in early:
+        args += ["-iex", command]
+    return [*args, "-x", str(SCRIPT)]
+
+
+def _run_gdb(gdb: str, data_dir: Path, params: dict[str, Any], naive: bool, timeout: float) -> tuple[list[dict[str, Any]], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DEBUGINFOD"))}
+    env["PYTHONNOUSERSITE"] = "1"
+    env["PEEKA_GDB_PARAMS"] = json.dumps(params)
+    # A session of its own: a Ctrl-C in the user's terminal must not reach gdb mid-call.
+    proc = subprocess.Popen(
+        gdb_command(gdb, data_dir, naive),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # Last resort only: the script bounds every step itself, and killing gdb while it has
+        # breakpoints inserted would kill the target with SIGTRAP.
+        proc.send_signal(signal.SIGKILL)
+        output, _ = proc.communicate()
+        raise AttachTimeout(
+            f"gdb did not finish within {timeout:.1f}s and was killed",
+            f"Check that process {params['pid']} still runs. gdb's last output:\n{_tail(output)}",
+        ) from None
+    except BaseException:
+        # Interrupted (Ctrl-C): let gdb finish its bounded work and detach cleanly first.
+        try:
+            proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    events = []
+    for line in output.splitlines():
+        if line.startswith("PEEKA {"):
+            try:
+                events.append(json.loads(line[6:]))
+            except ValueError:
+                continue
+    return events, output
+
+
+def _tail(output: str, lines: int = 15) -> str:
+    kept = [line for line in output.splitlines() if not line.startswith("PEEKA ")]
+    return "\n".join(kept[-lines:]) or "(no output)"
+
+
+def _result(target: TargetProcess, events: list[dict[str, Any]], output: str, started: float) -> GdbInjection:
+    for event in events:
+        if event["event"] == "result":
+            return GdbInjection(
+                pid=target.pid,
+                where=event["where"],
+                thread=event["thread"],
+                return_code=event["rc"],
+                elapsed=time.monotonic() - started,
+                stopped=event["stopped"],
+                waited=event["waited"],
+                events=events,
+            )
+    raise _error(target, events, output)
+
+
+def _error(target: TargetProcess, events: list[dict[str, Any]], output: str) -> PeekaError:
+    error = next((e for e in events if e["event"] == "error" and e.get("kind") != "detach"), None)
+    pid = target.pid
+    if error is None:
+        if "Operation not permitted" in output:
+            return PtraceRefused(f"ptrace refused attaching to process {pid}", PTRACE_HELP)
+        if "Python scripting is not supported" in output:
+            return GdbMissing("this gdb was built without Python support", "Install a gdb with Python (Debian's `gdb` package has it).")
+        return AttachFailed(f"gdb failed before attaching to process {pid}", f"gdb's output:\n{_tail(output)}")
+    kind, message = error["kind"], error["message"]
+    if kind == "ptrace":
+        return PtraceRefused(f"ptrace refused attaching to process {pid}: {message}", PTRACE_HELP)
+    if kind == "exited":
+        return NoSuchProcess(f"process {pid} exited: {message}", "")
+    if kind in ("timeout", "no-safe-point", "gil-held"):
+        return AttachTimeout(
+            f"could not run code in process {pid}: {message}",
+            "The target was left running, unharmed. Its threads are busy in native code or hold the "
+            "GIL while blocked; retry later or with a longer --timeout.",
+        )
+    return AttachFailed(f"gdb could not run code in process {pid}: {message}", f"gdb's output:\n{_tail(output)}")

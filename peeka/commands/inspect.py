@@ -1,0 +1,78 @@
+"""Evaluate an expression in the target (`myapp.config.settings`, `len(myapp.cache._store)`) and show
+the value as a tree; with --instances, show live instances of a class (EXPR then applies to each as `it`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..render import console, emit_json, value_tree
+from ._common import Debug, Json, Method, Pid, Timeout, agent
+
+NAME = "inspect"
+
+
+def command(
+    pid: Pid,
+    expression: Annotated[
+        str,
+        typer.Argument(
+            help="Names resolve over the loaded modules: 'myapp.config.settings.timeout'. "
+            "Dunders, open, exec, imports and process-changing calls are refused."
+        ),
+    ] = "",
+    depth: Annotated[
+        int, typer.Option("-x", "--depth", min=1, max=4, help="Expand N levels (1: the repr only).")
+    ] = 2,
+    max_size: Annotated[
+        int, typer.Option("--max-size", min=64, help="Characters per value before it is cut.")
+    ] = 4096,
+    instances: Annotated[
+        Optional[str],  # noqa: UP045 - typer evaluates this annotation, also on Python 3.9
+        typer.Option(
+            "--instances", help="Find live instances of this class (qualified name: myapp.models.User)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Instances to show.")] = 10,
+    method: Method = "auto",
+    timeout: Timeout = 10.0,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    if not expression and not instances:
+        raise UsageError(
+            "give an expression or --instances CLASS",
+            f"For example: `peeka inspect {pid} myapp.config.settings` or "
+            f"`peeka inspect {pid} --instances myapp.models.User`.",
+        )
+    args: dict[str, Any] = {"expression": expression, "depth": depth, "max_size": max_size}
+    if instances:
+        args.update(instances=instances, limit=limit)
+    with agent(pid, method, timeout, quiet=json) as client:
+        result = client.request(NAME, args)
+    if json:
+        emit_json(result)
+        return
+    if not instances:
+        console.print(value_tree(f"[bold]{_escape(result['expression'])}[/]", result["value"]))
+        return
+    console.print(
+        f"[bold]{result['total']}[/] live instance(s) of [cyan]{_escape(result['class'])}[/]"
+        + (f", showing {result['count']} (--limit raises it)" if result["truncated"] else "")
+    )
+    for item in result["instances"]:
+        label = f"[bold]{item['id']}[/]" + (
+            "" if result["expression"] == "it" else f" {_escape(result['expression'])}"
+        )
+        if "error" in item:
+            console.print(f"{label}: [red]{_escape(item['error'])}[/]")
+        else:
+            console.print(value_tree(label, item["value"]))
+
+
+def _escape(text: str) -> str:
+    from ..render import escape
+
+    return escape(text)

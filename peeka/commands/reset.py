@@ -1,0 +1,37 @@
+"""Remove instrumentation: every probe, or those on functions matching PATTERN."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..attach import try_connect
+from ..process import TargetProcess
+from ..render import console, emit_json
+from ._common import Json, Pid, Regex
+
+NAME = "reset"
+
+
+def command(
+    pid: Pid,
+    pattern: Annotated[Optional[str], typer.Argument(help="Only functions matching this (default: all).")] = None,  # noqa: UP045,E501
+    regex: Regex = False,
+    json: Json = False,
+) -> None:
+    client = try_connect(TargetProcess(pid))
+    if client is None:
+        result = {"removed": [], "count": 0, "remaining": [], "note": "no agent running: nothing to reset"}
+    else:
+        with client:
+            result = client.request(NAME, {"pattern": pattern, "regex": regex})
+    if json:
+        emit_json(result)
+        return
+    if result.get("note"):
+        console.print(f"{pid}: {result['note']}")
+        return
+    console.print(f"{pid}: removed {result['count']} probe(s)" + (f": {', '.join(result['removed'])}" if result["removed"] else ""))
+    if result["remaining"]:
+        console.print(f"  still probed: {', '.join(result['remaining'])}")

@@ -1,0 +1,73 @@
+"""Trace the call tree below a function, with each node's cost (only the traced thread pays)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.tree import Tree
+
+from ..render import console, escape
+from ._common import (Condition, Json, Limit, MaxMatch, Method, Pattern, Pid, Regex, StreamTimeout, Timeout,
+                      agent, probe_args, run_stream)
+
+NAME = "trace"
+
+
+def _label(node: dict[str, Any]) -> str:
+    where = f" [dim]{escape(str(node['file']))}:{node['line']}[/]" if node.get("file") else ""
+    stats = f"[{node['total_ms']:.3f} ms]"
+    if node.get("count", 1) > 1:
+        stats = (f"[{node['total_ms']:.3f} ms total, {node['count']}x, min {node['min_ms']:.3f}, "
+                 f"max {node['max_ms']:.3f}]")
+    tags = []
+    if node.get("c"):
+        tags.append("C")
+    if node.get("library"):
+        tags.append("library, not expanded")
+    if node.get("exceptions"):
+        tags.append(f"[red]{node['exceptions']} exception(s)[/]")
+    if node.get("hidden"):
+        tags.append(f"{node['hidden']} below --min-cost hidden")
+    suffix = f" [dim]({', '.join(tags)})[/]" if tags else ""
+    return f"[yellow]{stats}[/] {escape(str(node['function']))}{where}{suffix}"
+
+
+def _add(tree: Tree, node: dict[str, Any]) -> None:
+    branch = tree.add(_label(node))
+    for child in node.get("children", []):
+        _add(branch, child)
+
+
+def render_event(event: dict[str, Any]) -> None:
+    if "error" in event:
+        console.print(f"[bold]{escape(event['function'])}[/]\n  [red]{escape(event['error'])}[/]")
+        return
+    root = event["tree"]
+    tree = Tree(f"[dim]thread={escape(str(event['thread']))}[/] " + _label(root))
+    for child in root.get("children", []):
+        _add(tree, child)
+    if event.get("exception"):
+        tree.add(f"[red]raised {escape(event['exception'])}[/]")
+    console.print(tree)
+
+
+def command(
+    pid: Pid,
+    pattern: Pattern,
+    condition: Condition = None,
+    min_cost: Annotated[Optional[float], typer.Option("--min-cost", min=0.0, help="Hide calls (and trees) cheaper than this many ms.")] = None,  # noqa: UP045,E501
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Levels of callees to record.")] = 32,
+    all_calls: Annotated[bool, typer.Option("--all", help="Expand standard library and site-packages callees too.")] = False,  # noqa: E501
+    limit: Limit = 100,
+    timeout: StreamTimeout = None,
+    regex: Regex = False,
+    max_match: MaxMatch = 50,
+    method: Method = "auto",
+    attach_timeout: Timeout = 10.0,
+    json: Json = False,
+) -> None:
+    args = probe_args(pattern, regex, max_match, limit, timeout, condition=condition, min_cost=min_cost,
+                      depth=depth, all=all_calls)
+    with agent(pid, method, attach_timeout, quiet=json) as client:
+        run_stream(client, NAME, args, json, render_event, pid)

@@ -1,0 +1,55 @@
+"""Watch a function's calls: arguments, result or exception, cost, as they happen.
+
+EXPR (default: params and result/exception) and --condition are safe expressions over args,
+kwargs, params, result, exception, target (self), cost (ms) and thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..render import console, escape, value_tree
+from ._common import (Condition, Json, Limit, MaxMatch, Method, Pattern, Pid, Regex, StreamTimeout, Timeout,
+                      agent, probe_args, run_stream)
+
+NAME = "watch"
+
+
+def render_event(event: dict[str, Any]) -> None:
+    when = datetime.datetime.fromtimestamp(event["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
+    cost = f"{event['cost_ms']:.3f} ms" if event.get("cost_ms") is not None else "-"
+    head = (f"[dim]{when}[/] [bold]{escape(event['function'])}[/] [magenta]{event.get('location', '')}[/] "
+            f"cost={cost} [dim]thread={escape(str(event['thread']))}[/]")
+    if "error" in event:
+        console.print(f"{head}\n  [red]{escape(event['error'])}[/]")
+    else:
+        console.print(value_tree(head, event.get("value")))
+
+
+def command(
+    pid: Pid,
+    pattern: Pattern,
+    expression: Annotated[Optional[str], typer.Argument(help="What to show per call, e.g. \"params['user']\", \"result\".")] = None,  # noqa: UP045,E501
+    before: Annotated[bool, typer.Option("-b", "--before", help="At entry (arguments only).")] = False,
+    success: Annotated[bool, typer.Option("-s", "--success", help="After a normal return.")] = False,
+    exception: Annotated[bool, typer.Option("-e", "--exception", help="After an exception.")] = False,
+    finish: Annotated[bool, typer.Option("-f", "--finish", help="After either (the default).")] = False,
+    condition: Condition = None,
+    depth: Annotated[int, typer.Option("-x", "--expand", min=1, max=4, help="Expansion depth of values.")] = 2,
+    max_size: Annotated[int, typer.Option("--max-size", min=64, help="Characters per rendered value.")] = 4096,
+    limit: Limit = 100,
+    timeout: StreamTimeout = None,
+    regex: Regex = False,
+    max_match: MaxMatch = 50,
+    method: Method = "auto",
+    attach_timeout: Timeout = 10.0,
+    json: Json = False,
+) -> None:
+    at = [p for p, on in (("enter", before), ("success", success), ("exception", exception), ("finish", finish)) if on]
+    args = probe_args(pattern, regex, max_match, limit, timeout, expression=expression, condition=condition,
+                      at=at or ["finish"], depth=depth, max_size=max_size)
+    with agent(pid, method, attach_timeout, quiet=json) as client:
+        run_stream(client, NAME, args, json, render_event, pid)
