@@ -92,7 +92,7 @@ class ProbeStream(Stream, Listener):
 
     def __init__(self, agent: Any, args: Dict[str, Any], limit: Optional[int] = DEFAULT_LIMIT) -> None:
         if limit is not None:
-            limit = int_arg(args, "limit", limit, 1, 10_000_000)
+            limit = int_arg(args, "limit", limit, 1, 1 << 62)
         Stream.__init__(self, limit)
         self.agent = agent
         self.args = args

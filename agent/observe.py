@@ -44,15 +44,22 @@ def _target(call: Call) -> Any:
     return None
 
 
-_BUILDERS: Dict[str, Callable[[Call], Any]] = {
-    "args": lambda c: _split_params(c)[0],
-    "kwargs": lambda c: _split_params(c)[1],
-    "params": lambda c: dict(c.params or {}),
-    "result": lambda c: c.result,
-    "exception": lambda c: c.exception,
-    "target": _target,
-    "cost": lambda c: (c.end - c.start) / 1e6 if c.end else None,
-    "thread": lambda c: thread_name(c.thread),
+# Each name an expression may use, as Python over the call ``_c`` (helpers are trusted code).
+_VARIABLES = {
+    "args": "_peeka_args(_c)",
+    "kwargs": "_peeka_kwargs(_c)",
+    "params": "_c.params",
+    "result": "_c.result",
+    "exception": "_c.exception",
+    "target": "_peeka_target(_c)",
+    "cost": "((_c.end - _c.start) / 1e6)",
+    "thread": "_peeka_thread(_c.thread)",
+}
+_HELPERS = {
+    "_peeka_args": lambda c: _split_params(c)[0],
+    "_peeka_kwargs": lambda c: _split_params(c)[1],
+    "_peeka_target": _target,
+    "_peeka_thread": thread_name,
 }
 
 
@@ -65,20 +72,24 @@ def used_names(source: str) -> FrozenSet[str]:
 
 
 class CallExpression:
-    """An expression (or condition) compiled once, evaluated per call with only the names it uses."""
+    """An expression (or condition) checked and compiled once, evaluated per call.
+
+    Same language and refusals as ``inspect`` (simpleeval's rules, see expressions.py), compiled
+    so that a condition costs a function call, not a tree walk, on the host's hot path.
+    """
 
     def __init__(self, source: Optional[str], what: str) -> None:
         self.source = source
         self.what = what
+        self.names: FrozenSet[str] = frozenset()
+        self.evaluate: Callable[[Call], Any] = _no_expression
         if source is None:
-            self.names: FrozenSet[str] = frozenset()
-            self.expression: Any = None
             return
         if not isinstance(source, str) or not source.strip():
             raise CommandError("%s must be a non-empty expression" % what)
         self.names = used_names(source)
         try:
-            self.expression = expressions.Expression(source)
+            self.evaluate = expressions.compile_expression(source, _VARIABLES, _HELPERS)
         except expressions.ExpressionError as exc:
             raise CommandError("%s %r refused: %s" % (what, source, exc)) from None
 
@@ -86,8 +97,9 @@ class CallExpression:
     def needs_args(self) -> bool:
         return bool(self.names & ARG_NAMES)
 
-    def evaluate(self, call: Call) -> Any:
-        return self.expression.evaluate({name: _BUILDERS[name](call) for name in self.names})
+
+def _no_expression(call: Call) -> Any:
+    return None
 
 
 def default_view(call: Call, at: str) -> Dict[str, Any]:

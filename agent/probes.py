@@ -24,6 +24,7 @@ from time import perf_counter_ns, time_ns
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 MONITORING = sys.version_info >= (3, 12)
+_get_ident = threading.get_ident
 CO_GENERATOR = 0x20
 CO_COROUTINE = 0x80
 CO_ITERABLE_COROUTINE = 0x100
@@ -72,6 +73,12 @@ class Listener:
     needs_args = False
     wants_enter = False
     wants_suspend = False  # on_suspend/on_resume around each yield or await of generators and coroutines
+    # A light listener wants only each call's cost and outcome (monitor): when every listener of a
+    # plain function is light, no Call object, frame or argument is ever made for it.
+    light = False
+
+    def on_light(self, probe: "Probe", cost_ns: int, failed: bool) -> None:
+        pass
 
     def on_enter(self, call: Call) -> None:
         pass
@@ -122,6 +129,8 @@ class Probe:
         self.needs_args = False
         self.wants_enter = False
         self.wants_suspend = False
+        self.light = False
+        self.starts: Dict[int, List[int]] = {}  # light mode: thread id -> start times of calls in progress
         self.errors = 0  # exceptions raised by our own listeners, swallowed
         self.saved: Any = None  # backend state needed to restore the function
 
@@ -130,6 +139,7 @@ class Probe:
         self.needs_args = any(listener.needs_args for listener in listeners)
         self.wants_enter = any(listener.wants_enter for listener in listeners)
         self.wants_suspend = any(listener.wants_suspend for listener in listeners)
+        self.light = self.kind == "function" and bool(listeners) and all(listener.light for listener in listeners)
 
     # -- called on the host's hot path; must never raise
     def enter(self, call: Call) -> None:
@@ -139,6 +149,13 @@ class Probe:
                     listener.on_enter(call)
                 except Exception:
                     self.errors += 1
+
+    def light_exit(self, cost: int, failed: bool) -> None:
+        for listener in self.listeners:
+            try:
+                listener.on_light(self, cost, failed)
+            except Exception:
+                self.errors += 1
 
     def suspend(self, call: Call) -> None:
         call.yields += 1
@@ -258,6 +275,14 @@ class _MonitoringBackend:
             probe = self.engine.by_code.get(code)
             if probe is None:
                 return None
+            if probe.light:
+                now = perf_counter_ns()
+                stack = probe.starts.get(_get_ident())
+                if stack is None:
+                    probe.starts[_get_ident()] = [now]
+                else:
+                    stack.append(now)
+                return None
             frame = sys._getframe(1)
             call = Call(probe, perf_counter_ns())
             call.frame = frame
@@ -285,12 +310,33 @@ class _MonitoringBackend:
             pass
 
     def _on_return(self, code: Any, offset: int, retval: Any) -> Any:
+        try:
+            probe = self.engine.by_code.get(code)
+            if probe is not None and probe.light:
+                end = perf_counter_ns()
+                stack = probe.starts.get(_get_ident())
+                if stack:
+                    probe.light_exit(end - stack.pop(), False)
+                return None
+        except Exception:
+            return None
         self._finish(code, retval, None)
         return None
 
     def _on_unwind(self, code: Any, offset: int, exception: BaseException) -> Any:
-        if code in self.engine.by_code:
-            self._finish(code, None, exception)
+        probe = self.engine.by_code.get(code)
+        if probe is None:
+            return None
+        if probe.light:
+            try:
+                end = perf_counter_ns()
+                stack = probe.starts.get(_get_ident())
+                if stack:
+                    probe.light_exit(end - stack.pop(), True)
+            except Exception:
+                pass
+            return None
+        self._finish(code, None, exception)
         return None
 
     def _on_yield(self, code: Any, offset: int, value: Any) -> Any:
@@ -432,6 +478,15 @@ def _end(call: Optional[Call], result: Any, exception: Optional[BaseException]) 
 
 def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
     def hook(args: tuple, kwargs: dict) -> Any:
+        if probe.light:
+            start = perf_counter_ns()
+            try:
+                result = copy(*args, **kwargs)
+            except BaseException:
+                probe.light_exit(perf_counter_ns() - start, True)
+                raise
+            probe.light_exit(perf_counter_ns() - start, False)
+            return result
         call = _begin(probe, args, kwargs)
         try:
             result = copy(*args, **kwargs)

@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import __version__, compat, protocol
-from .commands import CommandError, Stream, dispatch, run_cleanups
+from .commands import CommandError, Deferred, Stream, dispatch, run_cleanups
 
 _ACCEPT_POLL = 0.2
 _DEFAULT_OUTBOX = 10_000
@@ -150,6 +150,8 @@ class Client:
 
 
 def _encode(message: Any) -> bytes:
+    if isinstance(message, Deferred):
+        message = message.message()
     try:
         return protocol.encode(message)
     except protocol.ProtocolError as exc:

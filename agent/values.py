@@ -16,6 +16,8 @@ spent by every repr and key). Builtin containers get a repr built here item by i
 full ``repr()`` of a million-element list; user ``__repr__`` runs guarded and its text is capped.
 Attributes come from ``__dict__`` and ``__slots__`` only: no property or ``__getattr__`` runs.
 Type checks use ``type(obj)``, never ``isinstance`` (which may read a proxy's ``__class__``).
+Nothing raises out of here except KeyboardInterrupt: that is the host's, when a probe renders a
+value in its main thread.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class _Writer:
 def _guarded_repr(obj: Any) -> str:
     try:
         text = repr(obj)
+    except KeyboardInterrupt:
+        raise  # the host's Ctrl-C, when a probe renders in its main thread
     except BaseException as exc:  # a repr may raise anything, SystemExit included
         return "<repr failed: %s>" % type(exc).__name__
     if type(text) is not str:
@@ -230,8 +234,8 @@ def _namedtuple_fields(cls: Any) -> Optional[Tuple[str, ...]]:
 def _write_namedtuple(w: _Writer, obj: Any, cls: Any, level: int) -> None:
     fields = _namedtuple_fields(cls) or ()
     w.write(str(getattr(cls, "__name__", "?")) + "(")
-    values = list(islice(tuple.__iter__(obj), _REPR_ITEMS))
-    for i, value in enumerate(values):
+    items = list(islice(tuple.__iter__(obj), _REPR_ITEMS))
+    for i, value in enumerate(items):
         if i:
             w.write(", ")
         if i < len(fields):
@@ -248,6 +252,8 @@ def bounded_repr(obj: Any, limit: int = DEFAULT_MAX_SIZE) -> Tuple[str, bool]:
         _write(w, obj, 0)
     except _Full:
         return "".join(w.parts)[:limit] + "...", True
+    except KeyboardInterrupt:
+        raise
     except BaseException as exc:  # a container changed size under us, a hostile __eq__, ...
         return "<repr failed: %s>" % type(exc).__name__, False
     return "".join(w.parts), False
@@ -439,6 +445,8 @@ def render(
     leaf_cap = min(max_size, max(128, max_size // 8))
     try:
         return _node(obj, depth, _Budget(max_size), max_items, leaf_cap, set(), root_cap=max_size)
+    except KeyboardInterrupt:
+        raise
     except BaseException as exc:
         return {
             "type": type_name(type(obj)),

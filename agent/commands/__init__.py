@@ -10,7 +10,7 @@ Bad input raises ``CommandError``: the client sees its text; any other exception
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 COMMAND_MODULES = (
     "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach",
@@ -67,9 +67,20 @@ class Stream:
     def emit(self, data: Any) -> bool:
         from .. import protocol
 
+        return self._queue(protocol.Event(self.request_id, data, self.dropped))
+
+    def emit_later(self, build: Callable[..., Any], *args: Any) -> bool:
+        """Queue an event whose data ``build(*args)`` makes in the writer thread, off the host's path.
+
+        For what is costly to render (values, expressions for display): the host thread only
+        queues references; a slow build slows this client's stream, never the host.
+        """
+        return self._queue(Deferred(self, build, args))
+
+    def _queue(self, message: Any) -> bool:
         if self.cancelled or self.client is None:
             return False
-        if not self.client.send(protocol.Event(self.request_id, data, self.dropped), droppable=True):
+        if not self.client.send(message, droppable=True):
             self.dropped += 1
             return False
         self.count += 1
@@ -95,6 +106,26 @@ class Stream:
 
     def on_stop(self) -> None:
         """Undo what this stream installed (probes, handlers)."""
+
+
+class Deferred:
+    """An event built when it is written (see ``Stream.emit_later``)."""
+
+    __slots__ = ("stream", "build", "args")
+
+    def __init__(self, stream: Stream, build: Callable[..., Any], args: tuple) -> None:
+        self.stream = stream
+        self.build = build
+        self.args = args
+
+    def message(self) -> Any:
+        from .. import protocol
+
+        try:
+            data = self.build(*self.args)
+        except Exception as exc:
+            data = {"error": "peeka failed to render this event: %s: %s" % (type(exc).__name__, exc)}
+        return protocol.Event(self.stream.request_id, data, self.stream.dropped)
 
 
 _MODULES: Dict[str, Any] = {}

@@ -57,10 +57,15 @@ class Monitor(instrument.ProbeStream):
         self.totals: Dict[str, _Totals] = {name: _Totals() for name, _ in self.targets}
         self.started = time.time()
 
+    light = True
+
     def on_exit(self, call: Call) -> None:
-        window = self.windows[call.probe.name]
-        cost = call.end - call.start
-        if call.exception is not None:
+        # Generators and coroutines (and functions shared with a heavier listener) come here.
+        self.on_light(call.probe, call.end - call.start, call.exception is not None)
+
+    def on_light(self, probe: Any, cost: int, failed: bool) -> None:
+        window = self.windows[probe.name]
+        if failed:
             window.failures += 1
         if len(window.costs) < _SAMPLE_CAP:
             window.costs.append(cost)

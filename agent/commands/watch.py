@@ -57,6 +57,13 @@ class Watch(instrument.ProbeStream):
                 self.emit(dict(instrument.call_facts(call), location=location,
                                error="condition failed: %s: %s" % (type(exc).__name__, exc)))
                 return
+        if location == "enter":
+            # Arguments as they are now, before the body runs and perhaps changes them.
+            self.emit(self._event(call, location))
+        else:
+            self.emit_later(self._event, call, location)
+
+    def _event(self, call: Call, location: str) -> Dict[str, Any]:
         event = instrument.call_facts(call)
         event["location"] = location
         try:
@@ -67,7 +74,7 @@ class Watch(instrument.ProbeStream):
             event["value"] = observe.render(value, self.render_args)
         except Exception as exc:
             event["error"] = "expression failed: %s: %s" % (type(exc).__name__, exc)
-        self.emit(event)
+        return event
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Watch:

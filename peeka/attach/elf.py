@@ -56,8 +56,17 @@ class ElfSymbols:
     def get(self, name: str) -> tuple[int, int] | None:
         return self.symbols.get(name)
 
+    def matching(self, pattern: re.Pattern[str]) -> list[tuple[int, int, str]]:
+        # Scanning 15k names takes milliseconds: remember the answer per pattern.
+        found = _matches.get((id(self), pattern.pattern))
+        if found is None:
+            found = [(v, s, n) for n, (v, s) in self.symbols.items() if s and pattern.search(n)]
+            _matches[(id(self), pattern.pattern)] = found
+        return found
+
 
 _cache: dict[tuple[str, int, int, int], ElfSymbols] = {}
+_matches: dict[tuple[int, str], list[tuple[int, int, str]]] = {}  # keyed by id() of a cached ElfSymbols
 
 
 def cache_dir() -> Path:
@@ -140,7 +149,9 @@ def _parse(f: BinaryIO, path: str) -> ElfSymbols:
     return ElfSymbols(path=path, symbols=symbols, min_vaddr=min_vaddr, machine=machine)
 
 
-def _add_symbols(out: dict[str, tuple[int, int]], table: bytes, entsize: int, strtab: bytes, order: str) -> None:
+def _add_symbols(
+    out: dict[str, tuple[int, int]], table: bytes, entsize: int, strtab: bytes, order: str
+) -> None:
     if entsize != 24:
         raise ElfError(f"unexpected symbol entry size {entsize}")
     find = strtab.find
@@ -177,11 +188,11 @@ class LoadedFile:
         return start, start + max(sym[1], 1)
 
     def ranges_matching(self, pattern: re.Pattern[str]) -> list[tuple[int, int, str]]:
-        out = []
-        for name, (value, size) in self.elf.symbols.items():
-            if size and pattern.search(name):
-                out.append((self.base + value, self.base + value + size, name))
-        return out
+        """[start, end, name] of every sized symbol whose name matches ``pattern``."""
+        return [
+            (self.base + value, self.base + value + size, name)
+            for value, size, name in self.elf.matching(pattern)
+        ]
 
 
 def load(target: TargetProcess, path: str) -> LoadedFile:

@@ -45,7 +45,7 @@ MAX_CODE = 16 * 1024  # copied onto a thread's stack; bigger code belongs in a f
 # How long to wait for a safe point before the fallback: a running main thread reaches its
 # pending-call handler within milliseconds unless it is deep in C code; a main thread blocked in
 # a system call may never, so we only give other threads a short chance to release the GIL.
-WAIT_BLOCKED = 0.03
+WAIT_BLOCKED = 0.02
 WAIT_RUNNING = 2.0
 # Time left after the internal deadline for the fallback calls and the detach; gdb is killed
 # only this much plus GRACE after the deadline, as a last resort.
@@ -66,7 +66,13 @@ OPTIONAL = ("Py_IsFinalizing", "_Py_IsFinalizing")
 # Where a thread holds the GIL and the interpreter is consistent: the eval loop's pending-call
 # handler, C code checking for signals, a thread about to release the GIL.
 SAFE_POINTS_311 = ("make_pending_calls",)  # 3.9-3.11; from 3.12 it runs inside _Py_HandlePending
-SAFE_POINTS = ("_Py_HandlePending", "Py_MakePendingCalls", "_PyEval_MakePendingCalls", "PyErr_CheckSignals", "PyEval_SaveThread")
+SAFE_POINTS = (
+    "_Py_HandlePending",
+    "Py_MakePendingCalls",
+    "_PyEval_MakePendingCalls",
+    "PyErr_CheckSignals",
+    "PyEval_SaveThread",
+)
 # Return addresses into these near the top of a thread's stack rule it out for the fallback:
 # it may hold an allocator lock or be half way through taking or dropping the GIL.
 GIL_CODE = ("take_gil", "drop_gil", "PyEval_RestoreThread", "PyEval_AcquireThread", "PyEval_AcquireLock", "PyGILState_Ensure", "PyGILState_Release", "_PyEval_ReInitThreads")  # fmt: skip
@@ -129,7 +135,9 @@ def _inject(target: TargetProcess, code: str, timeout: float, naive: bool) -> Gd
     data_dir, needs_compile = gdb_data_dir(gdb)
     if needs_compile:
         params["compile_data_dir"] = str(data_dir)
-    events, output = _run_gdb(gdb, data_dir, params, naive, timeout=max(0.5, deadline - time.monotonic()) + GRACE)
+    events, output = _run_gdb(
+        gdb, data_dir, target, params, naive, timeout=max(0.5, deadline - time.monotonic()) + GRACE
+    )
     return _result(target, events, output, started)
 
 
@@ -227,9 +235,13 @@ def symbol_params(target: TargetProcess, version: tuple[int, int]) -> dict[str, 
         addrs["Py_IsFinalizing"] = addrs.pop("_Py_IsFinalizing")
     names = (SAFE_POINTS_311 if version < (3, 12) else ()) + SAFE_POINTS
     safe_points = {name: addr for name in names if (addr := py.address(name)) is not None}
-    forbidden = elf.ranges(libc, elf.MALLOC_FAMILY) + elf.ranges(py, GIL_CODE) + py.ranges_matching(PY_ALLOCATOR)
+    forbidden = (
+        elf.ranges(libc, elf.MALLOC_FAMILY) + elf.ranges(py, GIL_CODE) + py.ranges_matching(PY_ALLOCATOR)
+    )
+    interpreter_text = [[m.start, m.end] for m in target.maps if m.path == binary and "x" in m.perms]
     return {
         "addrs": {k: v for k, v in addrs.items() if v is not None},
+        "interpreter_text": interpreter_text,
         "safe_points": safe_points,
         "nudge_unsafe": py.ranges_matching(PENDING_CALL_CODE),
         "stack_forbidden": forbidden,
@@ -247,7 +259,9 @@ def gdb_data_dir(gdb: str) -> tuple[Path, bool]:
     if not source.is_dir():
         source = Path("/usr/share/gdb/python/gdb")
     st = os.stat(gdb)
-    key = hashlib.sha1(repr((str(Path(gdb).resolve()), st.st_size, st.st_mtime_ns, str(source))).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        repr((str(Path(gdb).resolve()), st.st_size, st.st_mtime_ns, str(source))).encode()
+    ).hexdigest()[:16]
     final = elf.cache_dir() / "gdb-data" / key
     package = final / "python" / "gdb"
     if not package.is_dir():
@@ -266,11 +280,15 @@ def gdb_data_dir(gdb: str) -> tuple[Path, bool]:
     return final, not (package / "__pycache__").is_dir()
 
 
-def gdb_command(gdb: str, data_dir: Path, naive: bool) -> list[str]:
+def gdb_command(gdb: str, data_dir: Path, target: TargetProcess, naive: bool) -> list[str]:
+    # gdb reads the target's libraries as local files (never over a remote protocol); a target in
+    # another mount namespace has them under /proc/PID/root.
+    sysroot = "" if target.same_mount_namespace else f"/proc/{target.pid}/root"
     early = [
         "set auto-load off",
-        "set sysroot",  # read the target's libraries as local files, never over a remote protocol
+        f"set sysroot {sysroot}",
         "set libthread-db-search-path",  # no libthread_db: LWPs come from /proc, which is enough
+        "set debug-file-directory",  # gdb still reads libc's symbols: skip the hunt for its debug file
         "set debuginfod enabled off",
     ]
     if not naive:
@@ -281,13 +299,15 @@ def gdb_command(gdb: str, data_dir: Path, naive: bool) -> list[str]:
     return [*args, "-x", str(SCRIPT)]
 
 
-def _run_gdb(gdb: str, data_dir: Path, params: dict[str, Any], naive: bool, timeout: float) -> tuple[list[dict[str, Any]], str]:
+def _run_gdb(
+    gdb: str, data_dir: Path, target: TargetProcess, params: dict[str, Any], naive: bool, timeout: float
+) -> tuple[list[dict[str, Any]], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DEBUGINFOD"))}
     env["PYTHONNOUSERSITE"] = "1"
     env["PEEKA_GDB_PARAMS"] = json.dumps(params)
     # A session of its own: a Ctrl-C in the user's terminal must not reach gdb mid-call.
     proc = subprocess.Popen(
-        gdb_command(gdb, data_dir, naive),
+        gdb_command(gdb, data_dir, target, naive),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -351,8 +371,13 @@ def _error(target: TargetProcess, events: list[dict[str, Any]], output: str) -> 
         if "Operation not permitted" in output:
             return PtraceRefused(f"ptrace refused attaching to process {pid}", PTRACE_HELP)
         if "Python scripting is not supported" in output:
-            return GdbMissing("this gdb was built without Python support", "Install a gdb with Python (Debian's `gdb` package has it).")
-        return AttachFailed(f"gdb failed before attaching to process {pid}", f"gdb's output:\n{_tail(output)}")
+            return GdbMissing(
+                "this gdb was built without Python support",
+                "Install a gdb with Python (Debian's `gdb` package has it).",
+            )
+        return AttachFailed(
+            f"gdb failed before attaching to process {pid}", f"gdb's output:\n{_tail(output)}"
+        )
     kind, message = error["kind"], error["message"]
     if kind == "ptrace":
         return PtraceRefused(f"ptrace refused attaching to process {pid}: {message}", PTRACE_HELP)
@@ -364,4 +389,6 @@ def _error(target: TargetProcess, events: list[dict[str, Any]], output: str) -> 
             "The target was left running, unharmed. Its threads are busy in native code or hold the "
             "GIL while blocked; retry later or with a longer --timeout.",
         )
-    return AttachFailed(f"gdb could not run code in process {pid}: {message}", f"gdb's output:\n{_tail(output)}")
+    return AttachFailed(
+        f"gdb could not run code in process {pid}: {message}", f"gdb's output:\n{_tail(output)}"
+    )

@@ -26,14 +26,18 @@ code as a string literal (gdb mallocs it in the target): the baseline for the be
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from typing import Any
 
-import gdb  # type: ignore[import-not-found]
+import gdb  # type: ignore[import-not-found,import-untyped,unused-ignore]  # gdb-only module
 
 P = json.loads(os.environ["PEEKA_GDB_PARAMS"])
 PID: int = P["pid"]
@@ -193,35 +197,49 @@ def current_thread_id() -> int:
 
 
 def sp() -> int:
-    return int(gdb.parse_and_eval("$sp")) & 0xFFFFFFFFFFFFFFFF
+    """Frame 0's stack pointer, whichever frame gdb has selected."""
+    return int(gdb.newest_frame().read_register("sp")) & 0xFFFFFFFFFFFFFFFF
 
 
 def select_frame0() -> None:
     gdb.newest_frame().select()
 
 
+def set_sp(value: int) -> bool:
+    """Write frame 0's $sp; True when it reads back.
+
+    Without unwind info gdb's idea of the outer frames is guesswork: after a register write (or an
+    inferior call) it re-selects "the same" frame by id and may land on a bogus outer one, where
+    ``$sp`` names something else entirely. So always select frame 0 right before writing, and
+    read back through frame 0, never through ``$sp``.
+    """
+    select_frame0()
+    run(f"set $sp = {value:#x}")
+    select_frame0()
+    return sp() == value
+
+
 def on_stack(code: bytes) -> tuple[int, int, int]:
     """Copy ``code`` below $sp (past the red zone) and move $sp below it; returns (orig, new, addr)."""
-    select_frame0()
     orig = sp()
     addr = (orig - RED_ZONE - 64 - len(code)) & ~0xF
     gdb.selected_inferior().write_memory(addr, code)
     new = (addr - 64) & ~0xF
-    run(f"set $sp = {new:#x}")
-    if sp() != new:
+    if not set_sp(new):
+        # A function entry with a wrong $sp returns to garbage: put it back at any cost.
+        if not set_sp(orig):
+            raise Fatal("call-failed", f"could not restore the stack pointer to {orig:#x}")
         raise Fatal("call-failed", "could not move the stack pointer")
     return orig, new, addr
 
 
 def restore_sp(orig: int, new: int, pc: int) -> None:
-    """Put $sp back, in frame 0 (after a call gdb may have selected a bogus frame)."""
-    select_frame0()
+    """Put frame 0's $sp back after our calls, once sure frame 0 is where we left it."""
     now_sp, now_pc = sp(), gdb.newest_frame().pc()
     if now_sp != new or now_pc != pc:
-        # Writing $sp now would corrupt some other frame; say so rather than guess.
+        # Not the state we left: writing $sp now would corrupt it further; say so rather than guess.
         raise Fatal("call-failed", f"unexpected frame after the call (sp {now_sp:#x}, pc {now_pc:#x})")
-    run(f"set $sp = {orig:#x}")
-    if sp() != orig:
+    if not set_sp(orig):
         raise Fatal("call-failed", "could not restore the stack pointer")
 
 
@@ -234,7 +252,6 @@ def run_code_here(with_gil_state: bool) -> int:
     code = P["code"].encode() + b"\0"
     pc = gdb.newest_frame().pc()
     orig, new, addr = on_stack(code)
-    rc: int | None = None
     try:
         state = None
         if with_gil_state:
@@ -250,19 +267,35 @@ def run_code_here(with_gil_state: bool) -> int:
 
 
 # -- the safe-point path ----------------------------------------------------------------------
-def in_syscall() -> bool:
-    """Whether the selected thread is blocked in a system call (its pc right after one)."""
+# System calls made by the allocator (lock waits, memory mapping) and by the GIL's code (futex
+# waits on its condition variable and mutex), per architecture. A thread blocked in any other call
+# (select, poll, nanosleep, read, pause, ...) is inside neither.
+# Numbers: futex, futex_waitv, mmap, mprotect, munmap, brk, mremap, madvise, sched_yield.
+ALLOCATOR_OR_LOCK_SYSCALLS = {
+    "x86-64": {202, 449, 9, 10, 11, 12, 25, 28, 24},
+    "aarch64": {98, 449, 222, 226, 215, 214, 216, 233, 124},
+}
+
+
+def arch() -> str:
+    name = gdb.selected_inferior().architecture().name()
+    return "x86-64" if "x86-64" in name else "aarch64" if "aarch64" in name else name
+
+
+def syscall_number() -> int | None:
+    """The system call the selected thread is blocked in (its pc right after one), else None."""
     pc = gdb.newest_frame().pc()
-    arch = gdb.selected_inferior().architecture().name()
     try:
-        if "x86-64" in arch:
+        if arch() == "x86-64":
+            number = int(gdb.newest_frame().read_register("orig_rax"))
             before = bytes(gdb.selected_inferior().read_memory(pc - 2, 2))
-            return before == b"\x0f\x05" and int(gdb.parse_and_eval("$orig_rax")) != -1
-        if "aarch64" in arch:
-            return bytes(gdb.selected_inferior().read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4"
+            return number if before == b"\x0f\x05" and number >= 0 else None
+        if arch() == "aarch64":
+            if bytes(gdb.selected_inferior().read_memory(pc - 4, 4)) == b"\x01\x00\x00\xd4":
+                return int(gdb.newest_frame().read_register("x8"))
     except gdb.error:
-        return False
-    return False
+        return None
+    return None
 
 
 def nudge() -> None:
@@ -287,14 +320,33 @@ def nudge() -> None:
     emit("nudge-skip", thread=None, inside="every thread")
 
 
-def ordered_threads() -> list[object]:
+def ordered_threads() -> list[Any]:
     """The main thread first (its LWP id is the PID), then the others by id."""
     threads = list(gdb.selected_inferior().threads())
     return sorted(threads, key=lambda t: (t.ptid[1] != PID, t.ptid[1]))
 
 
+@contextlib.contextmanager
+def this_thread_only() -> Iterator[None]:
+    """Resume only the selected thread during a call: fewer threads to resume and stop again.
+
+    Only for probes that take no lock (thread-local and global reads); anything else runs with
+    scheduler-locking off, or it could wait forever on a lock a stopped thread holds.
+    """
+    run("set scheduler-locking on")
+    try:
+        yield
+    finally:
+        run("set scheduler-locking off")
+
+
 def safe_point_ok() -> str | None:
     """None when the stopped thread may run Python code now, else the reason it may not."""
+    with this_thread_only():
+        return _safe_point_ok()
+
+
+def _safe_point_ok() -> str | None:
     if call_int(f"{fn('PyGILState_Check', 'int|void')}()") != 1:
         return "no-gil"
     # Only now: on 3.12+ PyErr_Occurred dereferences the thread state, NULL without the GIL.
@@ -345,18 +397,29 @@ def wait_for_safe_point(bp_names: dict[int, str], wait: float) -> str | None:
 
 # -- the fallback path ------------------------------------------------------------------------
 class StackCheck:
-    """Return addresses into forbidden code (malloc family, take_gil, ...) near the top of a stack."""
+    """Is a blocked thread inside forbidden code (malloc family, take_gil, ...)?
 
-    def __init__(self, ranges: list[list[object]]) -> None:
-        self.ranges = sorted((int(s), int(e), str(n)) for s, e, n in ranges)  # type: ignore[call-overload]
+    gdb cannot unwind here (no symbols, and ``--readnever`` skips .eh_frame too), so the stack is
+    read as words. Stale return addresses lie about in unused frame slots (a ``drop_gil`` return
+    address left from the call just before ``select``, say), so only words up to the first
+    address in the interpreter's own code count: those belong to the C library frames on top of
+    the stack, and that first address is the live return into the interpreter function that
+    entered the C library (``take_gil`` when waiting for the GIL). The allocator and the GIL only
+    ever block in a few system calls; in any other one the thread is inside neither.
+    """
+
+    def __init__(self, forbidden: list[list[object]], interpreter: list[list[int]]) -> None:
+        self.ranges = sorted((int(s), int(e), str(n)) for s, e, n in forbidden)  # type: ignore[call-overload]
         self.starts = [r[0] for r in self.ranges]
+        self.interpreter = [(int(s), int(e)) for s, e in interpreter]
 
-    def find(self) -> str | None:
-        top = sp()
+    def find(self, syscall: int) -> str | None:
+        if syscall not in ALLOCATOR_OR_LOCK_SYSCALLS.get(arch(), ()):
+            return None
         data = b""
         for size in (STACK_SCAN, 512, 256, 64):  # the stack may end closer than STACK_SCAN
             try:
-                data = bytes(gdb.selected_inferior().read_memory(top, size))
+                data = bytes(gdb.selected_inferior().read_memory(sp(), size))
                 break
             except gdb.MemoryError:
                 continue
@@ -365,30 +428,35 @@ class StackCheck:
             j = bisect.bisect_right(self.starts, word) - 1
             if j >= 0 and word < self.ranges[j][1]:
                 return self.ranges[j][2]
+            if any(start <= word < end for start, end in self.interpreter):
+                return None
         return None
 
 
 def fallback() -> str:
     """Run the code on a thread blocked in a system call that may safely take the GIL."""
-    check = StackCheck(P.get("stack_forbidden", []))
+    check = StackCheck(P.get("stack_forbidden", []), P.get("interpreter_text", []))
     candidates: list[int] = []
     holders: list[int] = []
     for thread in ordered_threads()[: P.get("max_threads", 64)]:
         thread.switch()
         select_frame0()
         tid = current_thread_id()
-        if not in_syscall():
+        syscall = syscall_number()
+        if syscall is None:
             emit("reject", thread=tid, reason="running")
             continue
-        inside = check.find()
+        inside = check.find(syscall)
         if inside:
             emit("reject", thread=tid, reason=f"near {inside}")
             continue
-        tstate = call_int(f"(long) {fn('PyGILState_GetThisThreadState', 'void *|void')}()")
+        with this_thread_only():
+            tstate = call_int(f"(long) {fn('PyGILState_GetThisThreadState', 'void *|void')}()")
+            holds_gil = tstate != 0 and call_int(f"{fn('PyGILState_Check', 'int|void')}()") == 1
         if tstate == 0:
             emit("reject", thread=tid, reason="no thread state")
             continue
-        if call_int(f"{fn('PyGILState_Check', 'int|void')}()") == 1:
+        if holds_gil:
             # Blocked in C while holding the GIL: PyGILState_Ensure elsewhere would wait for it.
             holders.append(tid)
             emit("reject", thread=tid, reason="holds the GIL while blocked")
@@ -449,7 +517,11 @@ def attach() -> None:
         raise Fatal("attach", text) from None
     if gdb.selected_inferior().pid != PID:
         raise Fatal("attach", f"gdb did not attach to {PID}")
-    emit("attached", seconds=round(time.monotonic() - started, 6), threads=len(gdb.selected_inferior().threads()))
+    emit(
+        "attached",
+        seconds=round(time.monotonic() - started, 6),
+        threads=len(gdb.selected_inferior().threads()),
+    )
 
 
 def settings() -> None:
@@ -492,7 +564,7 @@ def main() -> str:
     main_blocked = False
     for thread in ordered_threads()[:1]:
         thread.switch()
-        main_blocked = in_syscall()
+        main_blocked = syscall_number() is not None
     nudge()
     bp_names: dict[int, str] = {}
     for name, addr in P["safe_points"].items():
@@ -562,5 +634,13 @@ if __name__ == "__main__":
         emit("error", kind=exc.kind, message=exc.message)
     except Exception as exc:  # a gdb.error from a call, or a bug here: report, never hang
         cleanup()
-        emit("error", kind="internal", message=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-2000:])
+        emit(
+            "error",
+            kind="internal",
+            message=f"{type(exc).__name__}: {exc}",
+            trace=traceback.format_exc()[-2000:],
+        )
     compile_data_dir()
+    # Detached: nothing of gdb's is left in the target. Skip gdb's own teardown (10-15 ms).
+    sys.stdout.flush()
+    os._exit(0)

@@ -1,0 +1,152 @@
+"""Benchmark: peeka's safe-point gdb injection against the naive pyrasite recipe.
+
+    python tests/bench_attach.py [--runs 7] [--versions 3.9,3.12] [--states busy,sleep,blocked]
+
+For each Python on this machine and each target state, injects a tiny statement ``--runs`` times
+with each method into a fresh target (tests/targets/gdb_target.py) and prints medians of:
+
+    e2e      seconds from the call to gdb's exit (what a user waits for)
+    stopped  seconds gdb held the target stopped, measured inside gdb (attach to detach, minus
+             the time the target ran freely while gdb waited for a safe point)
+
+and the ratios peeka / naive. Goals for peeka: e2e <= 150 ms, stopped <= 50 ms. A failed or
+crashing run is counted, not timed (the naive recipe is expected to fail now and then).
+Not a test: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from conftest import VERSIONS, find_python  # noqa: E402
+
+from peeka.attach.gdb import GdbInjection, inject_naive_gdb, inject_with_gdb  # noqa: E402
+from peeka.errors import PeekaError  # noqa: E402
+from peeka.process import TargetProcess  # noqa: E402
+
+STATES = {"busy": "busy", "sleep": "sleep", "blocked": "event"}  # label -> gdb_target.py state
+GOAL_E2E, GOAL_STOPPED = 0.150, 0.050
+Method = Callable[[TargetProcess, str, float], GdbInjection]
+
+
+def start_target(python: str, state: str, workdir: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [python, "-u", str(HERE / "targets" / "gdb_target.py"), state, workdir],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    if not ready or not proc.stdout.readline().startswith(b"ready"):
+        stop_target(proc)
+        raise RuntimeError(f"target {python} {state} did not start")
+    return proc
+
+
+def stop_target(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def measure(
+    python: str, state: str, method: Method, runs: int
+) -> tuple[list[float], list[float], Counter[str]]:
+    e2e: list[float] = []
+    stopped: list[float] = []
+    outcomes: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="peeka-bench-") as workdir:
+        proc = start_target(python, state, workdir)
+        try:
+            for _ in range(runs):
+                try:
+                    result = method(TargetProcess(proc.pid), "pass", 10.0)
+                except PeekaError as exc:
+                    outcomes[f"error:{type(exc).__name__}"] += 1
+                else:
+                    e2e.append(result.elapsed)
+                    stopped.append(result.stopped)
+                    outcomes[
+                        result.where.split(":")[0]
+                        + (":" + result.where.split(":")[1] if result.where.startswith("safe") else "")
+                    ] += 1
+                if proc.poll() is not None:
+                    outcomes[f"target-crashed:{proc.returncode}"] += 1
+                    proc = start_target(python, state, workdir)
+        finally:
+            stop_target(proc)
+    return e2e, stopped, outcomes
+
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:7.1f}" if values else "      -"
+
+
+def ratio(a: list[float], b: list[float]) -> str:
+    return f"{statistics.median(a) / statistics.median(b):5.2f}" if a and b else "    -"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--versions", default=",".join(VERSIONS))
+    parser.add_argument("--states", default=",".join(STATES))
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+
+    header = (
+        f"{'python':7} {'state':8} | {'peeka e2e':>9} {'stopped':>8} | {'naive e2e':>9} {'stopped':>8} | "
+        f"{'e2e ratio':>9} {'stop ratio':>10} | goals | peeka where / naive outcomes"
+    )
+    print(f"medians of {args.runs} runs, milliseconds; ratio = peeka / naive")
+    print(header)
+    print("-" * len(header))
+    met = True
+    for version in args.versions.split(","):
+        python = find_python(version)
+        if python is None:
+            print(f"{version:7} (no interpreter found)")
+            continue
+        # Warm the caches (symbols, gdb's data directory) outside the measurement.
+        measure(python, "busy", inject_with_gdb, 1)
+        for label in args.states.split(","):
+            state = STATES[label]
+            pe, ps, pw = measure(python, state, inject_with_gdb, args.runs)
+            ne, ns, nw = measure(python, state, inject_naive_gdb, args.runs)
+            ok = bool(pe) and statistics.median(pe) <= GOAL_E2E and statistics.median(ps) <= GOAL_STOPPED
+            met = met and ok
+            print(
+                f"{version:7} {label:8} | {ms(pe):>9} {ms(ps):>8} | {ms(ne):>9} {ms(ns):>8} | "
+                f"{ratio(pe, ne):>9} {ratio(ps, ns):>10} | {'met' if ok else 'MISS':5} | "
+                f"{dict(pw)} / {dict(nw)}",
+                flush=True,
+            )
+    print(
+        f"\ngoals (peeka e2e <= {GOAL_E2E * 1000:.0f} ms, stopped <= {GOAL_STOPPED * 1000:.0f} ms): {'all met' if met else 'missed somewhere'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
