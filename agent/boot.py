@@ -27,6 +27,10 @@ def _peeka_boot(config):
 
             start_thread = _thread.start_new_thread
         start_thread(_peeka_load_and_start, (config,))
+        # Tell the client the script ran: it waits for the loader then, instead of trying gdb.
+        import os
+
+        os.close(os.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT, 0o600))
     except BaseException:
         pass
 
@@ -45,32 +49,63 @@ def _peeka_load_and_start(config):
         import importlib
         import importlib.util
 
-        def load(name, path, package_dir=None):
-            spec = importlib.util.spec_from_file_location(
-                name, path, submodule_search_locations=[package_dir] if package_dir else None
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                sys.modules.pop(name, None)
-                raise
-            return module
-
-        if config.get("simpleeval_path") and config.get("simpleeval_module") not in sys.modules:
-            load(config["simpleeval_module"], config["simpleeval_path"])
-        package_dir = config["package_dir"]
+        # Every module's source travels inside this script: loading does no file I/O, which
+        # matters in a target whose threads fight over the GIL (each read would hand it over).
+        sources = config["sources"]  # {"runtime": src, "commands/__init__": src, ...}
         name = config["module"]
-        # A fork child inherits the parent's loaded (stopped) agent: start that one afresh.
-        package = sys.modules.get(name) or load(name, os.path.join(package_dir, "__init__.py"), package_dir)
-        package._peeka_loading = True
+
+        class Loader(object):
+            def __init__(self, key):
+                self.key = key
+
+            def create_module(self, spec):
+                return None
+
+            def exec_module(self, module):
+                path = "<peeka agent>/%s.py" % self.key
+                module.__file__ = path
+                exec(compile(sources[self.key], path, "exec"), module.__dict__)
+
+        class Finder(object):
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname != name and not fullname.startswith(name + "."):
+                    return None
+                rel = fullname[len(name) + 1:].replace(".", "/")
+                for key, is_package in (((rel + "/__init__") if rel else "__init__", True), (rel, False)):
+                    if key in sources:
+                        return importlib.util.spec_from_loader(fullname, Loader(key), is_package=is_package)
+                return None
+
+        def load_simpleeval():
+            simple = config.get("simpleeval_source")
+            module_name = config.get("simpleeval_module")
+            if simple is None or module_name in sys.modules:
+                return
+            module = type(sys)(module_name)
+            sys.modules[module_name] = module
+            try:
+                exec(compile(simple, "<peeka agent>/simpleeval.py", "exec"), module.__dict__)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
+
+        load_simpleeval()
+        finder = Finder()
+        sys.meta_path.insert(0, finder)
         try:
-            runtime = importlib.import_module(name + ".runtime")
-            importlib.import_module(name + ".commands").preload()
-            runtime.start(config)
+            # A fork child inherits the parent's loaded (stopped) agent: start that one afresh.
+            package = sys.modules.get(name) or importlib.import_module(name)
+            package._peeka_loading = True
+            try:
+                runtime = importlib.import_module(name + ".runtime")
+                for key in sorted(sources):
+                    if key != "__init__" and not key.endswith("boot"):
+                        importlib.import_module(name + "." + key.replace("/__init__", "").replace("/", "."))
+            finally:
+                package._peeka_loading = False
         finally:
-            package._peeka_loading = False
+            sys.meta_path.remove(finder)  # every module is loaded: leave the import system as it was
+        runtime.start(config)
     except BaseException:
         try:
             import traceback

@@ -76,17 +76,26 @@ class Client:
         try:
             while not self.closed:
                 try:
-                    message = protocol.read_message(self.conn)
+                    payload = protocol.read_frame(self.conn)
                 except protocol.ProtocolError as exc:
+                    # The framing is lost: nothing after this can be trusted. Say why, then hang up.
                     self.send(protocol.failure(0, "protocol error: %s; closing the connection" % exc, "ProtocolError"))
+                    self.hang_up_after_flush()
+                    return
+                if payload is None:
                     break
-                if message is None:
-                    break
+                try:
+                    message = protocol.decode(payload)
+                except protocol.ProtocolError as exc:
+                    # One bad message in a sound frame: refuse it, keep serving this client.
+                    self.send(protocol.failure(0, "protocol error: %s" % exc, "ProtocolError"))
+                    continue
                 self._handle(message)
         except Exception:
             pass  # a vanished or broken client is not the agent's problem
         finally:
-            self.close()
+            if not self.close_when_flushed:
+                self.close()
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, protocol.Cancel):
@@ -116,11 +125,14 @@ class Client:
         else:
             self.send(protocol.success(rid, result))
         if not self.agent.running:
-            # This request detached the agent: say so, then hang up.
-            with self._lock:
-                self.close_when_flushed = True
-                if self._wakeup.locked():
-                    self._wakeup.release()
+            self.hang_up_after_flush()  # this request detached the agent: say so, then hang up
+
+    def hang_up_after_flush(self) -> None:
+        """The writer sends what is queued, then closes the connection."""
+        with self._lock:
+            self.close_when_flushed = True
+            if self._wakeup.locked():
+                self._wakeup.release()
 
     def start(self) -> None:
         self.writer = compat.spawn(self._writer, "peeka-agent-client-%d-writer" % self.number)

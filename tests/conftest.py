@@ -99,6 +99,9 @@ class Target:
         return self.proc.poll() is None
 
     def stop(self) -> str:
+        """Terminate (then kill) the target; returns what it wrote to stderr. Safe to call twice."""
+        if getattr(self, "_stderr", None) is not None:
+            return self._stderr
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -113,6 +116,7 @@ class Target:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream:
                 stream.close()
+        self._stderr: str = err
         return err
 
 

@@ -30,7 +30,8 @@ MAX_LOCALS = 50  # per frame
 LOCALS_MAX_SIZE = 512  # per value by default: a stack of 64 frames adds up
 TOTAL_LOCALS_BUDGET = 4 << 20  # characters of locals per reply, over all threads
 
-_AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Inside a target the agent's code is named "<peeka agent>/..." (boot.py loads it from memory).
+_AGENT_DIR = os.path.dirname(os.path.dirname(__file__ if __file__.startswith("<") else os.path.abspath(__file__)))
 _CLOCK_TICKS: Optional[int] = None
 
 

@@ -61,7 +61,8 @@ def try_connect(target: TargetProcess, timeout: float = 10.0) -> AgentClient | N
         return None
 
 
-def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float) -> AgentClient | None:
+def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float, final: float) -> AgentClient | None:
+    """Poll for the agent until ``deadline``; once the injected script is seen to run, until ``final``."""
     delay = 0.002
     while True:
         client = try_connect(target, timeout)
@@ -75,6 +76,9 @@ def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float) -> A
                 "The target is unharmed. Its error:\n" + error.strip(),
             )
         if time.monotonic() >= deadline:
+            if deadline < final and files.boot_started(target):
+                deadline = final  # loading (slow when the target's threads hog the GIL): keep waiting
+                continue
             return None
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
@@ -119,7 +123,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
             raise
         last = i + 1 == len(candidates)
         wait_until = deadline if last else min(deadline, time.monotonic() + REMOTE_EXEC_WAIT)
-        client = _wait_for_agent(target, wait_until, timeout)
+        client = _wait_for_agent(target, wait_until, timeout, deadline)
         if client is not None:
             return client, AttachReport(pid, name, False, time.monotonic() - started, detail)
         errors.append(AttachTimeout(f"{name}: the agent did not come up", ""))

@@ -2,9 +2,9 @@
 
 Layout in the target's namespace (``TargetProcess.files_dir``)::
 
-    <tmp>/peeka-<pid>/peeka_agent/...   the agent package, loaded there under a private name
-    <tmp>/peeka-<pid>/simpleeval.py     the one third-party module the agent uses
-    <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config
+    <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config,
+                                        which carries the agent package's and simpleeval's sources
+    <tmp>/peeka-<pid>/boot-error.txt    only when loading failed inside the target
 
 A target in another mount namespace (a container) is reached through ``/proc/PID/root``.
 The agent removes the directory on detach; ``remove`` cleans up after a failed attach.
@@ -28,15 +28,24 @@ SIMPLEEVAL_MODULE = "_peeka_simpleeval"
 _AGENT_SOURCE = Path(peeka_agent.__file__).resolve().parent
 
 
+def agent_sources() -> dict[str, str]:
+    """The agent package's modules by path without ``.py`` (``commands/__init__``), boot excluded."""
+    out = {}
+    for path in sorted(_AGENT_SOURCE.rglob("*.py")):
+        key = path.relative_to(_AGENT_SOURCE).with_suffix("").as_posix()
+        if key != "boot":
+            out[key] = path.read_text()
+    return out
+
+
 def agent_config(target: TargetProcess, method: str) -> dict[str, Any]:
-    files_dir = target.files_dir
     return {
         "module": AGENT_MODULE,
-        "package_dir": f"{files_dir}/peeka_agent",
+        "sources": agent_sources(),
         "simpleeval_module": SIMPLEEVAL_MODULE,
-        "simpleeval_path": f"{files_dir}/simpleeval.py",
+        "simpleeval_source": Path(simpleeval.__file__).read_text(),
         "socket_path": target.socket_path,
-        "files_dir": files_dir,
+        "files_dir": target.files_dir,
         "method": method,
     }
 
@@ -54,8 +63,6 @@ def ship(target: TargetProcess, method: str) -> str:
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.
     staging = Path(tempfile.mkdtemp(prefix=f".peeka-{target.ns_pid}-", dir=parent))
     try:
-        shutil.copytree(_AGENT_SOURCE, staging / "peeka_agent", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copy2(simpleeval.__file__, staging / "simpleeval.py")
         (staging / "launch.py").write_text(launch_source(config))
         _chown_tree(staging, target.uid, target.gid)
         os.chmod(staging, 0o700)
@@ -88,6 +95,11 @@ def boot_error(target: TargetProcess) -> str | None:
         return path.read_text()
     except OSError:
         return None
+
+
+def boot_started(target: TargetProcess) -> bool:
+    """Whether the injected script has run in the target (boot.py leaves this mark)."""
+    return (Path(target.host_path(target.files_dir)) / "started").exists()
 
 
 def remove(target: TargetProcess) -> None:

@@ -161,20 +161,42 @@ def _as_nobody() -> dict[str, object]:
     return {"preexec_fn": demote}
 
 
+def _nobody_python() -> list[str]:
+    """A command line running this test's peeka as nobody (pyenv lives under /root, closed to others)."""
+    import site
+    import sys
+    import sysconfig
+
+    try:
+        subprocess.run([sys.executable, "-c", "pass"], capture_output=True, cwd="/", check=True, **_as_nobody())  # type: ignore[call-overload]
+        return [sys.executable]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    system = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/bin:/usr/local/bin")
+    if system is None:
+        pytest.skip("no interpreter that the user nobody may run (this one lives in a closed directory)")
+    sites = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if os.path.isdir(p)]
+    boot = f"import site; [site.addsitedir(p) for p in {sites!r}]; import runpy; runpy.run_module('peeka', run_name='__main__')"
+    return [system, "-c", boot]
+
+
 def test_other_uid_is_refused(spawn) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to run a client as another user")
     target = spawn(python_for("3.12"), "app.py", "sleep")
     import sys
 
+    nobody_peeka = _nobody_python()
+    if nobody_peeka == [sys.executable]:
+        nobody_peeka = [sys.executable, "-m", "peeka"]
     # A client as nobody: attach refused with the fix.
-    cmd = [sys.executable, "-m", "peeka", "attach", str(target.pid)]
+    cmd = [*nobody_peeka, "attach", str(target.pid)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", **_as_nobody())  # type: ignore[call-overload]
     assert out.returncode == 6, out.stderr
     assert "root" in out.stderr
     # Root attaches; nobody still can't talk to the agent, root can.
     assert peeka_cli("attach", str(target.pid)).returncode == 0
-    cmd = [sys.executable, "-m", "peeka", "thread", str(target.pid)]
+    cmd = [*nobody_peeka, "thread", str(target.pid)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd="/", **_as_nobody())  # type: ignore[call-overload]
     assert out.returncode == 6, out.stderr
     sock = f"/tmp/peeka_{target.pid}.sock"
@@ -185,7 +207,7 @@ def test_other_uid_is_refused(spawn) -> None:
         "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
         "n = struct.unpack('>I', s.recv(4))[0]; print(json.loads(s.recv(n))['error_type'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30,
+    out = subprocess.run([nobody_peeka[0], "-c", probe, sock], capture_output=True, text=True, timeout=30,
                          cwd="/", **_as_nobody())  # type: ignore[call-overload]
     assert out.stdout.strip() == "PermissionDenied", out.stderr
     assert peeka_cli("thread", str(target.pid)).returncode == 0
