@@ -228,11 +228,14 @@ class Trace(instrument.ProbeStream):
         root.count, root.total, root.min, root.max = 1, cost, cost, cost
         if call.exception is not None:
             root.exceptions = 1
+        self.emit_later(self._event, call, root)  # the tree is built into JSON off the host's thread
+
+    def _event(self, call: Call, root: Node) -> Dict[str, Any]:
         event = instrument.call_facts(call)
         event["tree"] = root.to_dict(self.min_cost_ns)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)
-        self.emit(event)
+        return event
 
 
 

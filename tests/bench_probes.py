@@ -1,0 +1,123 @@
+"""Benchmark: what a probe costs the target per call, per Python version, in one run.
+
+    python tests/bench_probes.py [--versions 3.9,3.12,3.14] [--calls 200000]
+
+For each interpreter, a child process loads the agent from agent/ (as a target would), installs the
+real command objects (watch, monitor, trace) on a cheap function ``add(a, b)`` and on a realistic
+handler (dict work + json), with a stand-in client that accepts every event, and times calls
+against the plain function, a ``functools.wraps`` pass-through wrapper, and (where the SDK is
+importable) one OpenTelemetry SDK span per call. It also times an *unwatched* function while
+another is watched. Prints ns per call (best of 5) and ratios. Not a test: numbers depend on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from conftest import VERSIONS, find_python  # noqa: E402
+
+CHILD = r'''
+import functools, importlib, importlib.util, json, sys, time
+ROOT = sys.argv[1]; N = int(sys.argv[2])
+spec = importlib.util.spec_from_file_location("_peeka_agent", ROOT + "/agent/__init__.py",
+                                              submodule_search_locations=[ROOT + "/agent"])
+m = importlib.util.module_from_spec(spec); sys.modules["_peeka_agent"] = m; spec.loader.exec_module(m)
+cmds = {n: importlib.import_module("_peeka_agent.commands." + n) for n in ("watch", "monitor", "trace")}
+
+class Agent: state = {}
+class Client:
+    streams = {}
+    def send(self, message, droppable=False): return True
+
+def add(a, b): return a + b
+def other(a, b): return a - b
+def handler(a, b):
+    order = {"id": a, "items": [{"sku": i, "qty": b} for i in range(5)]}
+    order["total"] = sum(item["qty"] * 3 for item in order["items"])
+    return json.dumps(order)
+@functools.wraps(add)
+def wrapped(a, b): return add(a, b)
+
+def bench(fn):
+    n = N if fn is not handler else N // 10
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter_ns()
+        for i in range(n): fn(i, 2)
+        best = min(best, (time.perf_counter_ns() - t) / n)
+    return best
+
+out = {}
+agent = Agent()
+def probed(name, cls, args, fn, measure=None):
+    stream = cls(agent, dict(args, pattern="__main__." + fn.__name__, limit=1 << 60))
+    stream.client = Client(); stream.request_id = 1; stream.setup()
+    try:
+        out[name] = bench(measure or fn)
+    finally:
+        stream.cancel("done")
+
+for target in (add, handler):
+    key = target.__name__
+    out[key + ":plain"] = bench(target)
+    probed(key + ":watch condition false", cmds["watch"].Watch, {"condition": "cost > 100000"}, target)
+    probed(key + ":watch capture args+result", cmds["watch"].Watch, {}, target)
+    probed(key + ":monitor", cmds["monitor"].Monitor, {}, target)
+    probed(key + ":trace", cmds["trace"].Trace, {}, target)
+out["add:functools.wraps wrapper"] = bench(wrapped)
+out["other:plain"] = bench(other)
+probed("other:unwatched while add is watched", cmds["watch"].Watch, {}, add, measure=other)
+try:
+    from opentelemetry.sdk.trace import TracerProvider
+    tracer = TracerProvider().get_tracer("bench")
+    def spanned(a, b):
+        with tracer.start_as_current_span("add"):
+            return add(a, b)
+    out["add:OTel SDK span"] = bench(spanned)
+except ImportError:
+    pass
+print(json.dumps(out))
+'''
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--versions", default=",".join(VERSIONS))
+    parser.add_argument("--calls", type=int, default=200_000)
+    opts = parser.parse_args()
+    for version in opts.versions.split(","):
+        python = find_python(version)
+        if python is None:
+            print(f"{version}: no interpreter found, skipped")
+            continue
+        # Where the OTel SDK is installed (the client venvs), measure its span there.
+        venv = {"3.11": ROOT / ".venv/bin/python", "3.14": ROOT / ".venv314/bin/python"}.get(version)
+        if venv is not None and venv.exists():
+            python = str(venv)
+        proc = subprocess.run([python, "-c", CHILD, str(ROOT), str(opts.calls)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{version}: failed\n{proc.stderr}")
+            continue
+        data = json.loads(proc.stdout)
+        print(f"\nPython {version}  ({python})")
+        print(f"  {'function:mode':44} {'ns/call':>9} {'added ns':>9} {'ratio':>7}")
+        for key, ns in data.items():
+            fn = key.split(":")[0]
+            base = data.get(f"{fn}:plain", ns)
+            print(f"  {key:44} {ns:9.0f} {ns - base:9.0f} {ns / base:7.2f}")
+        span = data.get("add:OTel SDK span")
+        if span:
+            for mode in ("watch capture args+result", "monitor"):
+                cost = data[f"add:{mode}"] - data["add:plain"]
+                print(f"  OTel span added cost / peeka {mode} added cost: {(span - data['add:plain']) / cost:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
