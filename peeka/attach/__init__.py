@@ -12,14 +12,13 @@ Every refusal is a PeekaError subclass with its own exit code and the fix in its
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 
 from ..client import AgentClient
 from ..errors import AgentUnavailable, AttachFailed, AttachTimeout, PeekaError, PermissionDenied, UsageError
 from ..process import TargetProcess
-from . import files
+from . import files, gdb_binary
 
 METHODS = ("auto", "remote-exec", "gdb")
 # How long a 3.14 target may take to reach its next eval-breaker check before we try gdb instead:
@@ -139,7 +138,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
 
 
 def _can_fall_back(method: str) -> bool:
-    return method == "remote-exec" and shutil.which("gdb") is not None
+    return method == "remote-exec" and gdb_binary.available()
 
 
 def _inject(target: TargetProcess, method: str, launch: str, timeout: float) -> str:

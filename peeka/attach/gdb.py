@@ -38,6 +38,7 @@ from ..errors import (
 )
 from ..process import TargetProcess
 from . import elf
+from .gdb_binary import Gdb, find_gdb
 
 SCRIPT = Path(__file__).with_name("gdb_script.py")
 MAX_CODE = 16 * 1024  # copied onto a thread's stack; bigger code belongs in a file the code execs
@@ -142,16 +143,6 @@ def _inject(target: TargetProcess, code: str, timeout: float, naive: bool) -> Gd
 
 
 # -- checks -----------------------------------------------------------------------------------
-def find_gdb() -> str:
-    path = shutil.which("gdb")
-    if path is None:
-        raise GdbMissing(
-            "gdb is not installed (not found on PATH)",
-            "Install it: `apt-get install gdb` (Debian/Ubuntu), `dnf install gdb`, `apk add gdb`.",
-        )
-    return path
-
-
 def check_target(target: TargetProcess) -> None:
     """Refuse early, with the fix, what would make gdb fail or hang."""
     status = _fresh_status(target)
@@ -249,19 +240,15 @@ def symbol_params(target: TargetProcess, version: tuple[int, int]) -> dict[str, 
 
 
 # -- gdb --------------------------------------------------------------------------------------
-def gdb_data_dir(gdb: str) -> tuple[Path, bool]:
+def gdb_data_dir(gdb: Gdb) -> tuple[Path, bool]:
     """A private gdb data directory holding only ``python/gdb/*.py``; (path, needs byte-compiling).
 
     gdb's own data directory auto-loads its command/function/printer packages at start; without
     them gdb's Python starts faster. Keyed by gdb's binary, so an upgraded gdb gets a fresh copy.
     """
-    source = Path(gdb).resolve().parent.parent / "share" / "gdb" / "python" / "gdb"
-    if not source.is_dir():
-        source = Path("/usr/share/gdb/python/gdb")
-    st = os.stat(gdb)
-    key = hashlib.sha1(
-        repr((str(Path(gdb).resolve()), st.st_size, st.st_mtime_ns, str(source))).encode()
-    ).hexdigest()[:16]
+    source = gdb.python_package
+    st = os.stat(gdb.path)
+    key = hashlib.sha1(repr((gdb.path, st.st_size, st.st_mtime_ns, str(source))).encode()).hexdigest()[:16]
     final = elf.cache_dir() / "gdb-data" / key
     package = final / "python" / "gdb"
     if not package.is_dir():
@@ -280,7 +267,7 @@ def gdb_data_dir(gdb: str) -> tuple[Path, bool]:
     return final, not (package / "__pycache__").is_dir()
 
 
-def gdb_command(gdb: str, data_dir: Path, target: TargetProcess, naive: bool) -> list[str]:
+def gdb_command(gdb: Gdb, data_dir: Path, target: TargetProcess, naive: bool) -> list[str]:
     # gdb reads the target's libraries as local files (never over a remote protocol); a target in
     # another mount namespace has them under /proc/PID/root.
     sysroot = "" if target.same_mount_namespace else f"/proc/{target.pid}/root"
@@ -293,17 +280,16 @@ def gdb_command(gdb: str, data_dir: Path, target: TargetProcess, naive: bool) ->
     ]
     if not naive:
         early.append("set auto-solib-add off")  # no symbols at all: the client sends addresses
-    args = [gdb, "-nx", "--readnever", "-batch", f"--data-directory={data_dir}"]
+    args = [gdb.path, "-nx", "--readnever", "-batch", f"--data-directory={data_dir}"]
     for command in early:
         args += ["-iex", command]
     return [*args, "-x", str(SCRIPT)]
 
 
 def _run_gdb(
-    gdb: str, data_dir: Path, target: TargetProcess, params: dict[str, Any], naive: bool, timeout: float
+    gdb: Gdb, data_dir: Path, target: TargetProcess, params: dict[str, Any], naive: bool, timeout: float
 ) -> tuple[list[dict[str, Any]], str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DEBUGINFOD"))}
-    env["PYTHONNOUSERSITE"] = "1"
+    env = gdb.environment()
     env["PEEKA_GDB_PARAMS"] = json.dumps(params)
     # A session of its own: a Ctrl-C in the user's terminal must not reach gdb mid-call.
     proc = subprocess.Popen(

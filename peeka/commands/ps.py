@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 
+from ..attach import gdb_binary
 from ..process import SUPPORTED, TargetProcess, python_processes
 from ..render import console, emit_json, table
 from ._common import Json
@@ -22,12 +22,12 @@ def attach_route(target: TargetProcess) -> str:
     me = os.geteuid()
     if me not in (0, target.uid):
         return f"none: owned by {target.user} (run as that user or root)"
-    gdb = shutil.which("gdb") is not None
+    gdb = gdb_binary.available()
     if version >= (3, 14):
         if target.remote_debug_disabled:
             return "gdb (remote debugging disabled)" if gdb else "none: remote debugging disabled, no gdb"
         return "remote-exec" + (" (gdb fallback)" if gdb else "")
-    return "gdb" if gdb else "none: install gdb (apt-get install gdb)"
+    return "gdb" if gdb else "none: install gdb (pip install gdb-for-pwndbg, or apt-get install gdb)"
 
 
 def describe(target: TargetProcess) -> dict[str, object]:

@@ -3,13 +3,15 @@
 Each target (tests/targets/gdb_target.py) is a real process in one state (busy loop, sleep loop,
 blocked main thread, signal.pause, GIL contention); after an injection it must still answer a
 SIGUSR1 "ping" from its main thread, keep its heartbeat going and have printed nothing on stderr.
-Errors are provoked for real: a PID that exited, a non-Python process, no gdb on PATH.
+Errors are provoked for real: a PID that exited, a non-Python process, no gdb on PATH, a gdb that
+cannot make calls on this CPU.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 from conftest import TARGETS, VERSIONS, python_for
 
 from peeka.attach import gdb as gdb_inject
+from peeka.attach import gdb_binary
 from peeka.attach.gdb import GdbInjection, inject_with_gdb
 from peeka.errors import (
     PTRACE_HELP,
@@ -230,10 +233,30 @@ def test_gdb_missing(
 ) -> None:
     target = launch("3.12", "sleep")
     monkeypatch.setenv("PATH", str(tmp_path))  # a directory without gdb
+    monkeypatch.setenv("PEEKA_GDB", "gdb")  # and not the bundled one either
     with pytest.raises(GdbMissing) as info:
         inject_with_gdb(TargetProcess(target.pid), "pass")
-    assert "apt-get install gdb" in info.value.help
+    assert "PEEKA_GDB" in info.value.message
     assert target.alive()
+
+
+def test_a_gdb_that_cannot_call_is_refused_before_touching_the_target(
+    launch: Callable[[str, str], GdbTarget], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = shutil.which("gdb")
+    if system is None:
+        pytest.skip("no gdb on PATH to compare with the bundled one")
+    error = gdb_binary.probe(gdb_binary._from_path(system, "PATH"))
+    target = launch("3.12", "sleep")
+    monkeypatch.setenv("PEEKA_GDB", system)
+    if error is None:  # this machine's gdb works: it must then inject as well
+        assert inject_with_gdb(TargetProcess(target.pid), "pass").return_code == 0
+    else:  # e.g. gdb 13 on an AMX CPU: refused with the fix, the target never touched
+        with pytest.raises(GdbMissing, match="inferior call failed") as info:
+            inject_with_gdb(TargetProcess(target.pid), "pass")
+        assert "gdb-for-pwndbg" in info.value.help
+    assert target.alive() and target.ping()
+    assert target.stderr() == ""
 
 
 def test_missing_symbols_are_named(
