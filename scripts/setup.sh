@@ -33,6 +33,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >&2 || true
 .venv/bin/python -m pip install -q -e ".[test]" >&2
+# Flask for test targets of every Python version: targets run bare interpreters, so they get a
+# pure-Python site directory on PYTHONPATH (MarkupSafe falls back to its pure-Python escape).
+if [ ! -f .peeka/target-site/.complete ]; then
+  rm -rf .peeka/target-site
+  .venv/bin/python -m pip install -q --no-compile --target .peeka/target-site --python-version 3.9 --only-binary=:all: flask >&2
+  touch .peeka/target-site/.complete
+fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
 # A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.

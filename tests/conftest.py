@@ -20,6 +20,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = Path(__file__).resolve().parent / "targets"
 VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+# Flask and its dependencies, pure Python, for targets of every version (scripts/setup.sh fills it).
+TARGET_SITE = ROOT / ".peeka" / "target-site"
+
+
+def target_site_env() -> dict[str, str]:
+    """The environment a target needs to import Flask; skips when setup has not provided it."""
+    if not (TARGET_SITE / ".complete").exists():
+        pytest.skip(f"{TARGET_SITE} is missing: run scripts/setup.sh (it installs Flask for targets)")
+    return {"PYTHONPATH": str(TARGET_SITE)}
 
 
 def _pyenv_root() -> Path:
