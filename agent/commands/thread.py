@@ -10,6 +10,24 @@ native_id, name, daemon, alive, is_main, is_agent, cpu_seconds (Linux), ``frames
 stack dump): file, line, function, module, and when depth > 0 ``locals`` (name -> value node, see
 values.py), ``locals_omitted`` (more than 50) or ``locals_error``.
 Threads that run no Python code right now are listed with no frames.
+
+Busy threads: ``interval_ms`` (0-60000) measures each thread's CPU over that interval (from
+/proc/self/task/TID/stat, matched by native id) before the stacks are taken; ``top`` (N > 0) keeps
+the N busiest (by cpu_percent, or by cpu_seconds without an interval), busiest first.
+Every thread then also has ``state`` (the kernel's: R running, S sleeping, D disk wait, ...; None
+when unknown) and ``cpu_percent`` (100 = one core busy for the whole interval; None without an
+interval). The result adds ``interval_s`` (measured, None without an interval) and
+``native_threads``: OS threads not matched to a Python thread (C libraries' threads, threads started
+with ``_thread``), each ``{native_id, name, state, cpu_seconds, cpu_percent}``.
+
+Blocked threads: ``blocked`` (bool) adds ``blocked``, one entry per thread waiting in a lock or a
+threading primitive (see locks.py): ``{ident, native_id, name, kind, name_of_object, lock, holder,
+at}`` where kind is lock/condition/event/semaphore/barrier/join, ``lock`` is ``{id, type, locked,
+owner, count, global_name}`` (owner and count known for an RLock), ``holder`` is
+``{ident, native_id, name, at, acquired_in}`` or None (a plain Lock records no owner), and ``at``
+/``acquired_in`` are ``{file, line, function}``. And ``deadlocks``: each a cycle of threads, every
+one waiting for an RLock the next one holds, ``{threads: [names], edges: [{ident, name, waits_for
+(lock facts + name_of_object), held_by, held_by_name, at}]}``.
 """
 
 from __future__ import annotations
@@ -17,9 +35,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
-from .. import values
+from .. import locks, procfs, values
 from . import CommandError
 
 NAME = "thread"
@@ -32,7 +51,7 @@ TOTAL_LOCALS_BUDGET = 4 << 20  # characters of locals per reply, over all thread
 
 # Inside a target the agent's code is named "<peeka agent>/..." (boot.py loads it from memory).
 _AGENT_DIR = os.path.dirname(os.path.dirname(__file__ if __file__.startswith("<") else os.path.abspath(__file__)))
-_CLOCK_TICKS: Optional[int] = None
+MAX_INTERVAL_MS = 60_000
 
 
 def _int_arg(args: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -56,6 +75,26 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     depth = _int_arg(args, "depth", 0, 0, values.MAX_DEPTH)
     max_frames = _int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, MAX_FRAMES)
     max_size = _int_arg(args, "max_size", LOCALS_MAX_SIZE, values.MIN_MAX_SIZE, values.MAX_MAX_SIZE)
+    interval_ms = _int_arg(args, "interval_ms", 0, 0, MAX_INTERVAL_MS)
+    busiest = _int_arg(args, "top", 0, 0, 100_000)
+    blocked = bool(args.get("blocked", False))
+
+    # The interval is slept here, in this client's reader thread: the host's threads run on.
+    before = procfs.all_task_stats() if interval_ms else {}
+    started = time.monotonic()
+    if interval_ms:
+        time.sleep(interval_ms / 1000.0)
+    after = procfs.all_task_stats()
+    elapsed = time.monotonic() - started if interval_ms else None
+
+    def cpu_of(native_id: Optional[int]) -> Tuple[Optional[str], Optional[float], Optional[float]]:
+        stat = after.get(native_id) if native_id is not None else None
+        if stat is None:
+            return None, None, None
+        percent = None
+        if elapsed and native_id in before:
+            percent = round(max(0.0, stat[2] - before[native_id][2]) / elapsed * 100, 1)
+        return stat[1], round(stat[2], 3), percent
 
     frames = sys._current_frames()
     by_ident: Dict[int, Any] = {}
@@ -70,17 +109,23 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     budget = [TOTAL_LOCALS_BUDGET]
     out: List[Dict[str, Any]] = []
     hidden = 0
+    python_native_ids = set()
+    agent_idents = set()
     for ident in idents:
         t = by_ident.get(ident)
         native_id = getattr(t, "native_id", None) if t is not None else None
-        if thread_id is not None and thread_id not in (ident, native_id):
-            continue
+        python_native_ids.add(native_id)
         frame = frames.get(ident)
         name = t.name if t is not None else None
         is_agent = _is_agent(name, frame)
+        if is_agent:
+            agent_idents.add(ident)
+        if thread_id is not None and thread_id not in (ident, native_id):
+            continue
         if is_agent and not include_agent and thread_id is None:
             hidden += 1
             continue
+        state, cpu_seconds, cpu_percent = cpu_of(native_id)
         stack, omitted = _stack(frame, max_frames, depth, max_size, budget)
         out.append(
             {
@@ -91,18 +136,80 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
                 "alive": t.is_alive() if t is not None else True,
                 "is_main": ident == main,
                 "is_agent": is_agent,
-                "cpu_seconds": _cpu_seconds(native_id),
+                "state": state,
+                "cpu_seconds": cpu_seconds,
+                "cpu_percent": cpu_percent,
                 "frames": stack,
                 "frames_omitted": omitted,
             }
         )
-    del frames
     if thread_id is not None and not out:
+        del frames
         raise CommandError(
             "no thread with ident or native id %d; `peeka thread PID` lists the threads" % thread_id
         )
-    out.sort(key=lambda th: (not th["is_main"], th["is_agent"], str(th["name"])))
-    return {"threads": out, "count": len(out), "agent_threads_hidden": hidden}
+    result: Dict[str, Any] = {"agent_threads_hidden": hidden, "interval_s": round(elapsed, 4) if elapsed else None}
+    if blocked:
+        waiting = {i: f for i, f in frames.items() if i not in agent_idents}
+        result.update(_blocked(waiting, by_ident, after))
+    del frames
+    if busiest:
+        out.sort(key=lambda th: -((th["cpu_percent"] if elapsed else th["cpu_seconds"]) or 0.0))
+        out = out[:busiest]
+    else:
+        out.sort(key=lambda th: (not th["is_main"], th["is_agent"], str(th["name"])))
+    result["threads"] = out
+    result["count"] = len(out)
+    result["native_threads"] = [
+        dict(zip(("native_id", "name", "state", "cpu_seconds", "cpu_percent"), (tid, stat[0]) + cpu_of(tid)))
+        for tid, stat in sorted(after.items())
+        if tid not in python_native_ids and thread_id is None
+    ]
+    return result
+
+
+def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, Any]) -> Dict[str, Any]:
+    """Threads waiting in locks and threading primitives, who holds the locks, and RLock cycles."""
+
+    def who(ident: int) -> Dict[str, Any]:
+        t = by_ident.get(ident)
+        return {"ident": ident, "native_id": getattr(t, "native_id", None),
+                "name": t.name if t is not None else "(started outside threading)"}
+
+    entries: List[Dict[str, Any]] = []
+    objects: Dict[int, Any] = {}
+    for ident, frame in frames.items():
+        found = locks.waiting_on(ident, frame)
+        if found is None:
+            continue
+        stat = stats.get(who(ident)["native_id"])
+        if found["kind"] == "lock" and stat is not None and stat[1] == "R":
+            continue  # running: it is taking the lock right now, not waiting for it
+        lock_object = found.pop("object", None)
+        entry = dict(who(ident), kind=found["kind"], name_of_object=found.get("name"), at=found["at"],
+                     lock=found.get("lock"), holder=None)
+        if lock_object is not None:
+            objects[id(lock_object)] = lock_object
+            owner = entry["lock"]["owner"]
+            if owner is not None and owner in frames:
+                entry["holder"] = dict(who(owner), at=locks.where(frames[owner]),
+                                       acquired_in=locks.holding_frame(frames[owner], lock_object))
+            elif owner is not None:
+                entry["holder"] = dict(who(owner), at=None, acquired_in=None)
+        entries.append(entry)
+    names = locks.global_names(list(objects.values()))
+    for entry in entries:
+        if entry["lock"] is not None:
+            entry["lock"]["global_name"] = names.get(entry["lock"]["id"])
+    by_waiter = {e["ident"]: e for e in entries if e["kind"] == "lock" and e["holder"] is not None}
+    deadlocks = []
+    for cycle in locks.cycles({i: e["holder"]["ident"] for i, e in by_waiter.items()}):
+        edges = [{"ident": i, "name": by_waiter[i]["name"],
+                  "waits_for": dict(by_waiter[i]["lock"], name_of_object=by_waiter[i]["name_of_object"]),
+                  "held_by": by_waiter[i]["holder"]["ident"], "held_by_name": by_waiter[i]["holder"]["name"],
+                  "at": by_waiter[i]["at"]} for i in cycle]
+        deadlocks.append({"threads": [e["name"] for e in edges], "edges": edges})
+    return {"blocked": entries, "deadlocks": deadlocks}
 
 
 def _is_agent(name: Optional[str], frame: Any) -> bool:
@@ -179,18 +286,3 @@ def _weight(node: Dict[str, Any]) -> int:
     for child in node.get("children", ()):
         total += len(child["key"]) + _weight(child["value"])
     return total
-
-
-def _cpu_seconds(native_id: Optional[int]) -> Optional[float]:
-    """User + system CPU time of one thread, from /proc (None elsewhere)."""
-    global _CLOCK_TICKS
-    if native_id is None:
-        return None
-    try:
-        with open("/proc/self/task/%d/stat" % native_id, "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        if _CLOCK_TICKS is None:
-            _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-        return round((int(fields[11]) + int(fields[12])) / _CLOCK_TICKS, 3)
-    except Exception:
-        return None

@@ -1,4 +1,5 @@
-"""Show the target's threads and their Python stacks (innermost frame first), optionally with locals."""
+"""Show the target's threads with CPU % and state and their Python stacks (innermost frame first); -n the
+busiest, -b who waits on which lock and lock-ordering deadlocks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.tree import Tree
 
-from ..render import add_value, console, emit_json, escape
+from ..render import add_value, console, emit_json, escape, table
 from ._common import Debug, Json, Method, Pid, Timeout, agent
 
 NAME = "thread"
@@ -34,24 +35,47 @@ def command(
     max_size: Annotated[
         int, typer.Option("--max-size", min=64, help="Characters per local value before it is cut.")
     ] = 512,
+    busiest: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("-n", "--top", min=1, help="Only the N busiest threads by CPU over the interval, with stacks."),
+    ] = None,
+    interval: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("-i", "--interval", min=0, max=60000,
+                     help="Milliseconds over which CPU % is measured (default 200; 0 with a TID).")
+    ] = None,
+    blocked: Annotated[
+        bool, typer.Option("-b", "--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
+    ] = False,
     method: Method = "auto",
     timeout: Timeout = 10.0,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
+    if interval is None:
+        interval = 0 if thread_id is not None or blocked else 200
     args: dict[str, Any] = {
         "all": all_threads,
         "depth": depth,
         "max_frames": max_frames,
         "max_size": max_size,
+        "interval_ms": interval,
+        "blocked": blocked,
     }
     if thread_id is not None:
         args["thread_id"] = thread_id
+    if busiest is not None:
+        args["top"] = busiest
     with agent(pid, method, timeout, quiet=json) as client:
         result = client.request(NAME, args)
     if json:
         emit_json(result)
         return
+    if blocked:
+        render_blocked(result)
+        return
+    if busiest is None and thread_id is None:
+        console.print(cpu_table(result))
     for thread in result["threads"]:
         console.print(thread_tree(thread))
     hidden = result.get("agent_threads_hidden")
@@ -69,6 +93,10 @@ def thread_tree(thread: dict[str, Any]) -> Tree:
         flags.append("daemon")
     if thread.get("is_agent"):
         flags.append("peeka agent")
+    if thread.get("state"):
+        flags.append(f"state {thread['state']}")
+    if thread.get("cpu_percent") is not None:
+        flags.append(f"cpu {thread['cpu_percent']:.1f}%")
     if thread.get("cpu_seconds") is not None:
         flags.append(f"cpu {thread['cpu_seconds']:.2f}s")
     tree = Tree(f"[bold]{escape(str(thread['name']))}[/] [dim]{', '.join(flags)}[/]")
@@ -87,3 +115,57 @@ def thread_tree(thread: dict[str, Any]) -> Tree:
     if thread.get("frames_omitted"):
         tree.add(f"[dim]... {thread['frames_omitted']} outer frames (--max-frames)[/]")
     return tree
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def cpu_table(result: dict[str, Any]) -> Any:
+    """Every thread (and unmatched OS thread), busiest first."""
+    rows = [[t["name"], t["ident"], t.get("native_id"), t.get("state"), _pct(t.get("cpu_percent")),
+             t.get("cpu_seconds"), "yes" if t.get("daemon") else ""] for t in result["threads"]]
+    rows += [[f"{t['name']} (native)", "", t["native_id"], t["state"], _pct(t["cpu_percent"]), t["cpu_seconds"], ""]
+             for t in result.get("native_threads") or ()]
+    rows.sort(key=lambda r: -float(r[4]) if r[4] != "-" else 0.0)
+    window = result.get("interval_s")
+    title = f"CPU over the last {window * 1000:.0f} ms" if window else "CPU (no interval measured)"
+    return table(title, ["name", "ident", "native", "state", "cpu %", "cpu s", "daemon"], rows)
+
+
+def _at(where: dict[str, Any] | None) -> str:
+    if not where:
+        return "?"
+    return f"{where['function']} {where['file']}:{where['line']}"
+
+
+def _lock_label(lock: dict[str, Any] | None, name: str | None) -> str:
+    if not lock:
+        return escape(str(name))
+    label = lock.get("global_name") or name or f"0x{lock['id']:x}"
+    if name and lock.get("global_name") and name != lock["global_name"]:
+        label = f"{name} ({lock['global_name']})"
+    return escape(f"{lock['type']} {label}")
+
+
+def render_blocked(result: dict[str, Any]) -> None:
+    entries = result.get("blocked") or []
+    for cycle in result.get("deadlocks") or []:
+        console.print(f"[bold red]DEADLOCK[/] between {', '.join(escape(n) for n in cycle['threads'])}:")
+        for edge in cycle["edges"]:
+            console.print(f"  [bold]{escape(edge['name'])}[/] waits for "
+                          f"{_lock_label(edge['waits_for'], edge['waits_for'].get('name_of_object'))} "
+                          f"held by [bold]{escape(edge['held_by_name'])}[/]  [dim]at {escape(_at(edge['at']))}[/]")
+    if not entries:
+        console.print("[dim]no thread waits on a lock or a threading primitive[/]")
+        return
+    for entry in entries:
+        what = _lock_label(entry.get("lock"), entry.get("name_of_object"))
+        line = f"[bold]{escape(entry['name'])}[/] waits on {entry['kind']} {what}  [dim]at {escape(_at(entry['at']))}[/]"
+        holder = entry.get("holder")
+        if holder:
+            line += f"\n    held by [bold]{escape(holder['name'])}[/] [dim]now at {escape(_at(holder.get('at')))}[/]"
+        elif entry["kind"] == "lock":
+            line += "\n    [dim]holder unknown: a plain Lock does not record its owner[/]"
+        console.print(line)
+    console.print(f"[dim]{len(entries)} waiting thread(s), {len(result.get('deadlocks') or [])} deadlock(s)[/]")

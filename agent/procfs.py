@@ -1,0 +1,110 @@
+"""What Linux's /proc says about this process and its threads, in base units (seconds, bytes).
+
+The parsers are pure functions over the files' bytes (unit-tested with real samples); the readers
+return None where /proc is missing (not Linux) or a file vanished (a thread that just ended).
+Reading a file releases the GIL: call these off the sampling hot path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Tuple
+
+_CLOCK_TICKS: Optional[int] = None
+
+# /proc/PID/stat fields after the ")" that ends the command name, counted from 0 (man 5 proc).
+_STATE, _UTIME, _STIME, _NUM_THREADS = 0, 11, 12, 17
+
+
+def clock_ticks() -> int:
+    global _CLOCK_TICKS
+    if _CLOCK_TICKS is None:
+        _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+    return _CLOCK_TICKS
+
+
+def parse_stat(raw: bytes, ticks: int) -> Tuple[str, str, float, int]:
+    """``(name, state, cpu seconds, threads)`` from a ``stat`` file (process or task)."""
+    head, _, rest = raw.rpartition(b")")
+    name = head.split(b"(", 1)[1].decode("utf-8", "replace")
+    fields = rest.split()
+    cpu = (int(fields[_UTIME]) + int(fields[_STIME])) / ticks
+    return name, fields[_STATE].decode("ascii", "replace"), cpu, int(fields[_NUM_THREADS])
+
+
+def parse_kb_table(raw: bytes) -> Dict[str, int]:
+    """``status`` / ``smaps_rollup`` lines ``Key:   123 kB`` -> {key: bytes}; other lines skipped."""
+    out: Dict[str, int] = {}
+    for line in raw.splitlines():
+        key, sep, value = line.partition(b":")
+        parts = value.split()
+        if sep and len(parts) == 2 and parts[1] == b"kB" and parts[0].isdigit():
+            out[key.decode("ascii", "replace")] = int(parts[0]) * 1024
+    return out
+
+
+def _read(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def task_stat(native_id: int) -> Optional[Tuple[str, str, float, int]]:
+    """One thread's ``(name, state, cpu seconds, threads)``; None when it is gone or not Linux."""
+    raw = _read("/proc/self/task/%d/stat" % native_id)
+    if raw is None:
+        return None
+    try:
+        return parse_stat(raw, clock_ticks())
+    except (ValueError, IndexError):
+        return None
+
+
+def all_task_stats() -> Dict[int, Tuple[str, str, float, int]]:
+    """Every OS thread of this process (Python or not): native id -> ``(name, state, cpu s, threads)``."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return {}
+    out = {}
+    for tid in tids:
+        if tid.isdigit():
+            stat = task_stat(int(tid))
+            if stat is not None:
+                out[int(tid)] = stat
+    return out
+
+
+def process_stat() -> Optional[Tuple[str, str, float, int]]:
+    raw = _read("/proc/self/stat")
+    if raw is None:
+        return None
+    try:
+        return parse_stat(raw, clock_ticks())
+    except (ValueError, IndexError):
+        return None
+
+
+def memory() -> Dict[str, Optional[int]]:
+    """Resident, virtual, peak resident, unique (USS), proportional (PSS) and swapped bytes.
+
+    USS is what the process alone holds (Private_Clean + Private_Dirty of smaps_rollup, Linux
+    4.14+): what would be freed if it exited. Missing numbers are None.
+    """
+    status = parse_kb_table(_read("/proc/self/status") or b"")
+    rollup = parse_kb_table(_read("/proc/self/smaps_rollup") or b"")
+    private = [rollup[k] for k in ("Private_Clean", "Private_Dirty") if k in rollup]
+    return {
+        "rss_bytes": status.get("VmRSS"),
+        "vms_bytes": status.get("VmSize"),
+        "peak_rss_bytes": status.get("VmHWM"),
+        "uss_bytes": sum(private) if len(private) == 2 else None,
+        "pss_bytes": rollup.get("Pss"),
+        "swap_bytes": status.get("VmSwap"),
+    }
+
+
+def rss_bytes() -> Optional[int]:
+    return parse_kb_table(_read("/proc/self/status") or b"").get("VmRSS")
