@@ -7,7 +7,7 @@ real OS threads and blocking sockets, or it would hang on a hub that the host ne
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 
 def original(module: str, name: str) -> Any:
@@ -77,6 +77,47 @@ class _RawThread:
     def join(self, timeout: float = -1) -> None:
         if self._done.acquire(True, timeout):
             self._done.release()
+
+
+def lock() -> Any:
+    """A real lock (``_thread.allocate_lock`` as it was before any monkeypatching)."""
+    return original("_thread", "allocate_lock")()
+
+
+def rlock() -> Any:
+    """A real reentrant lock."""
+    return original("_thread", "RLock")()
+
+
+class Event:
+    """``threading.Event`` on a real lock: a patched Event blocks on a gevent hub nobody runs.
+
+    The lock is held while the event is clear; ``wait`` passes when it can take it (and hands it
+    straight back, so every waiter passes).
+    """
+
+    def __init__(self) -> None:
+        self._lock = lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            try:
+                self._lock.release()
+            except RuntimeError:
+                pass  # a concurrent set() released it first
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(True, -1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()
+        return self._set
 
 
 def socket_module() -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import search
+from . import compat, search
 from .commands import CommandError, Stream
 from .probes import Call, Listener, ProbeError, engine_of, to_epoch_ns, unwrap
 
@@ -98,7 +98,7 @@ class ProbeStream(Stream, Listener):
         self.args = args
         self.timeout = float_arg(args, "timeout", None, 0.0)
         self.targets = resolve(args)
-        self._done = threading.Event()
+        self._done = compat.Event()
         self.probes: List[Any] = []
 
     def describe(self) -> Dict[str, Any]:

@@ -23,6 +23,8 @@ import types
 from time import perf_counter_ns, time_ns
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import compat
+
 MONITORING = sys.version_info >= (3, 12)
 _get_ident = threading.get_ident
 CO_GENERATOR = 0x20
@@ -633,7 +635,7 @@ class Engine:
     def __init__(self) -> None:
         self.by_code: Dict[types.CodeType, Probe] = {}
         self.by_func: Dict[int, Probe] = {}
-        self._lock = threading.RLock()  # on_removed may end a stream, which removes itself
+        self._lock = compat.rlock()  # on_removed may end a stream, which removes itself
         self.backend: Any = _MonitoringBackend(self) if MONITORING else _CodeSwapBackend(self)
 
     @property

@@ -209,9 +209,13 @@ class Agent:
 
     def _accept_loop(self) -> None:
         listener = self._listener
+        sock_type = compat.original("socket", "socket")
         while self.running and os.getpid() == self.pid:
             try:
-                conn, _ = listener.accept()
+                # Not listener.accept(): it wraps the new fd with the socket module's *current*
+                # class, which gevent/eventlet replace with a cooperative one.
+                fd, _ = listener._accept()
+                conn = sock_type(fileno=fd)
             except OSError:
                 continue  # timeout (to notice stop) or a transient accept failure
             except Exception:

@@ -11,11 +11,10 @@ count (``limit``) and by an estimate of their rendered size (``max_bytes``, defa
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from typing import Any, Dict, List
 
-from .. import instrument, observe, values
+from .. import compat, instrument, observe, values
 from ..probes import Call
 from . import CommandError
 
@@ -56,7 +55,7 @@ class Tunnel:
         self.records: List[Record] = []
         self.bytes = 0
         self.counter = itertools.count(1000)
-        self.lock = threading.Lock()
+        self.lock = compat.lock()
 
     def find(self, index: Any) -> Record:
         for record in self.records:

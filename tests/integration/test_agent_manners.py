@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -171,3 +172,21 @@ def test_fork_child_gets_a_fresh_agent(spawn) -> None:
         assert detach(target.pid)["detached"] is True
     finally:
         os.kill(child, 9)
+
+
+def test_gevent_monkeypatched_target(spawn) -> None:
+    # The client venv's interpreter has gevent (test extras): a host that patched socket and
+    # threading before the agent arrived. The agent must use the unpatched primitives and serve.
+    pytest.importorskip("gevent", reason="gevent is in peeka's test extras; this venv lacks it")
+    target = spawn(sys.executable, "gevent_target.py")
+    threads = json.loads(peeka_cli("thread", str(target.pid), "--json").stdout)
+    assert any(t["name"] == "MainThread" for t in threads["threads"]), threads
+    out = peeka_cli("watch", str(target.pid), "__main__.tick", "params['n']", "-n", "5", "--timeout", "20",
+                    "--json")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert lines[-1]["reason"] == "limit" and len(lines) == 7, lines  # start, 5 hits, end
+    assert all(isinstance(e["value"]["repr"], str) for e in lines[1:-1])
+    assert peeka_cli("detach", str(target.pid), "--json").returncode == 0
+    assert target.alive()
+    assert target.stop() == ""

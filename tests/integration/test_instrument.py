@@ -395,3 +395,29 @@ def test_two_clients_watch_different_functions(app_factory, version: str) -> Non
     assert sorted(value(e["value"]) for e in events2) == ["4", "5", "6"]
     assert cli_json("reset", str(app.pid))["count"] == 0  # both streams took their probes off
     app.close()
+
+
+# ---------------------------------------------------------------- a client that does not read
+@pytest.mark.parametrize("version", ("3.12", "3.14"))
+def test_slow_client_drops_are_counted_and_the_target_never_waits(app_factory, version: str) -> None:
+    app = app_factory(version)
+    _, plain, _ = app.get("/burst/60000")
+    # A watch whose reader is stalled: its stdout pipe is never read while the burst runs, so the
+    # CLI stops reading the socket, the agent's outbox (10,000) fills and further events are dropped.
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "peeka", "watch", str(app.pid), "instr_lib.price", "-n",
+                             "1000000", "--timeout", "8", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    assert json.loads(proc.stdout.readline())["type"] == "start"  # type: ignore[union-attr]
+    time.sleep(SETTLE)
+    status, watched, _ = app.get("/burst/60000")
+    assert status == 200
+    out, err = proc.communicate(timeout=30)
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    end = lines[-1]
+    assert end["type"] == "end" and end["reason"] == "timeout", err
+    assert end["dropped"] > 0 and end["events"] + end["dropped"] == 60000, end
+    assert end["events"] == len(lines) - 1
+    # the host paid for probes, never for the stalled reader: no more than a probe's cost per call
+    assert watched["seconds"] < plain["seconds"] + 60000 * 20e-6, (plain, watched)
+    app.close()

@@ -4,13 +4,14 @@
 
 Routes (GET): /handle/<id>, /alias/<id> (a ``from ... import`` alias), /registry/<id> (a dict filled
 at import time), /gen/<n>, /fact/<n>, /deco/<n>, /parse/<text> (400 on ValueError), /async/<n>,
-/account/<cents>, /check (is instr_lib.handle exactly as it was at import?).
+/account/<cents>, /burst/<n> (n calls of price, timed), /check (is instr_lib.handle exactly as it was at import?).
 """
 
 import asyncio
 import json
 import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +63,11 @@ class Handler(BaseHTTPRequestHandler):
                 body = asyncio.run(instr_lib.fetch(int(arg)))
             elif route == "account":
                 body = ACCOUNT.balance(int(arg))
+            elif route == "burst":
+                started = time.perf_counter()
+                for i in range(int(arg)):
+                    instr_lib.price(i)
+                body = {"seconds": time.perf_counter() - started}
             elif route == "check":
                 body = check()
             else:
