@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 COMMAND_MODULES = (
     "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach",
+    "top", "memory",
 )
 
 

@@ -50,7 +50,7 @@ LOCALS_MAX_SIZE = 512  # per value by default: a stack of 64 frames adds up
 TOTAL_LOCALS_BUDGET = 4 << 20  # characters of locals per reply, over all threads
 
 # Inside a target the agent's code is named "<peeka agent>/..." (boot.py loads it from memory).
-_AGENT_DIR = os.path.dirname(os.path.dirname(__file__ if __file__.startswith("<") else os.path.abspath(__file__)))
+AGENT_DIR = os.path.dirname(os.path.dirname(__file__ if __file__.startswith("<") else os.path.abspath(__file__)))
 MAX_INTERVAL_MS = 60_000
 
 
@@ -117,12 +117,12 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         python_native_ids.add(native_id)
         frame = frames.get(ident)
         name = t.name if t is not None else None
-        is_agent = _is_agent(name, frame)
-        if is_agent:
+        agent_thread = is_agent(name, frame)
+        if agent_thread:
             agent_idents.add(ident)
         if thread_id is not None and thread_id not in (ident, native_id):
             continue
-        if is_agent and not include_agent and thread_id is None:
+        if agent_thread and not include_agent and thread_id is None:
             hidden += 1
             continue
         state, cpu_seconds, cpu_percent = cpu_of(native_id)
@@ -135,7 +135,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
                 "daemon": t.daemon if t is not None else None,
                 "alive": t.is_alive() if t is not None else True,
                 "is_main": ident == main,
-                "is_agent": is_agent,
+                "is_agent": agent_thread,
                 "state": state,
                 "cpu_seconds": cpu_seconds,
                 "cpu_percent": cpu_percent,
@@ -212,7 +212,7 @@ def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, 
     return {"blocked": entries, "deadlocks": deadlocks}
 
 
-def _is_agent(name: Optional[str], frame: Any) -> bool:
+def is_agent(name: Optional[str], frame: Any) -> bool:
     if name is not None and name.startswith("peeka-agent"):
         return True
     # Threads the agent started behind a patched threading module have no Thread object:
@@ -225,7 +225,7 @@ def _is_agent(name: Optional[str], frame: Any) -> bool:
         depth += 1
     if outermost is None:
         return False
-    return outermost.f_code.co_filename.startswith(_AGENT_DIR + os.sep)
+    return outermost.f_code.co_filename.startswith(AGENT_DIR + os.sep)
 
 
 def _stack(frame: Any, max_frames: int, depth: int, max_size: int, budget: List[int]) -> Any:

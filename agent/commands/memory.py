@@ -1,0 +1,245 @@
+"""memory: how big the process is, what the garbage collector does, which object types fill it,
+what grew over a few seconds, and (on demand) tracemalloc's allocation sites.
+
+args: ``types`` (rows of the type census, default 20; 0 skips the census), ``max_objects`` (census
+cap, default 2,000,000), ``max_seconds`` (census time cap, default 2), ``diff`` (s: census now and
+again after that long, report what grew), ``tracemalloc`` ("start" | "top" | "diff" | "stop"),
+``frames`` (tracemalloc start: traceback depth, default 1), ``limit`` (tracemalloc rows, default 20).
+
+Result (bytes and seconds; None where /proc or a number is missing):
+  process    {rss_bytes, vms_bytes, peak_rss_bytes, uss_bytes, pss_bytes, swap_bytes}
+  gc         {enabled, counts [3], thresholds [3], frozen, generations: [{collections, collected,
+              uncollectable}]}
+  types      [{type ("module.qualname"), count, size_bytes}] by size: objects the GC tracks
+             (containers and instances; ints and strings inside them are not tracked), shallow
+             sys.getsizeof sizes
+  containers [{type, id, len, size_bytes, name}]: the largest lists/dicts/sets/deques, ``name`` the
+             ``module.NAME`` holding one when a module's global does
+  census     {objects, truncated (a cap was hit), seconds}
+  tracemalloc {tracing, started_by_peeka, traced_bytes, peak_bytes}
+With ``diff``: ``diff_s``, ``growth`` {rss_bytes, uss_bytes, vms_bytes deltas}, ``types`` rows gain
+``count_delta`` and ``size_delta_bytes`` (only types that grew, most first) and ``containers`` those
+that grew: ``len_before``, ``len`` and ``len_delta``.
+tracemalloc top/diff: ``{tracemalloc: {...}, sites: [{file, line, size_bytes, count, size_delta_bytes?,
+count_delta?}], since (epoch s of the baseline, diff only)}``; start/stop: ``{tracemalloc: {...}}``.
+Peeka stops tracemalloc (on ``stop`` and on detach) only when Peeka started it.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import heapq
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+from .. import locks, procfs
+from ..instrument import float_arg, int_arg
+from . import CommandError
+from .thread import AGENT_DIR
+
+NAME = "memory"
+_CONTAINERS = frozenset((list, dict, set, collections.deque))  # exact types: no subclass __len__ runs
+_STATE = "memory.tracemalloc"
+_CHECK_EVERY = 20_000  # objects between looks at the clock (and a GIL release for the host)
+
+
+def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
+    action = args.get("tracemalloc")
+    if action is not None:
+        return _tracemalloc(agent, action, args)
+    rows = int_arg(args, "types", 20, 0, 100_000)
+    max_objects = int_arg(args, "max_objects", 2_000_000, 1, 10**9)
+    max_seconds = float_arg(args, "max_seconds", 2.0, 0.01) or 2.0
+    diff = float_arg(args, "diff", None, 0.1)
+    if diff is not None and diff > 3600:
+        raise CommandError("diff must be at most 3600 seconds, got %g" % diff)
+    result: Dict[str, Any] = {"process": procfs.memory(), "gc": gc_facts()}
+    if diff is None:
+        if rows:
+            counts, sizes, largest, facts = census(max_objects, max_seconds)
+            result["types"] = _type_rows(counts, sizes, {}, {})[:rows]
+            result["containers"] = _name_containers([dict(c) for c in largest])
+            result["census"] = facts
+    else:
+        counts, sizes, largest, _facts = census(max_objects, max_seconds)
+        time.sleep(diff)  # in this client's reader thread: the host runs on
+        after_counts, after_sizes, after_largest, facts = census(max_objects, max_seconds)
+        after = procfs.memory()
+        rows_all = _type_rows(after_counts, after_sizes, counts, sizes)
+        grew = [r for r in rows_all if r["count_delta"] > 0 or r["size_delta_bytes"] > 0]
+        grew.sort(key=lambda r: (-r["size_delta_bytes"], -r["count_delta"]))
+        result.update(
+            diff_s=diff, process=after, census=facts, types=grew[: rows or 20],
+            growth={k: _delta(after.get(k), result["process"].get(k)) for k in ("rss_bytes", "uss_bytes", "vms_bytes")},
+            containers=_name_containers(_grown(largest, after_largest)),
+        )
+    result["tracemalloc"] = _tracemalloc_facts(agent)
+    return result
+
+
+def gc_facts() -> Dict[str, Any]:
+    return {
+        "enabled": gc.isenabled(),
+        "counts": list(gc.get_count()),
+        "thresholds": list(gc.get_threshold()),
+        "frozen": gc.get_freeze_count() if hasattr(gc, "get_freeze_count") else None,
+        "generations": [dict(s) for s in gc.get_stats()],
+    }
+
+
+def census(max_objects: int, max_seconds: float) -> Tuple[Dict[type, int], Dict[type, int], List[Dict[str, Any]], Dict[str, Any]]:
+    """Counts and shallow sizes by type of the objects the GC tracks, and the 50 largest containers."""
+    started = time.monotonic()
+    deadline = started + max_seconds
+    counts: Dict[type, int] = {}
+    sizes: Dict[type, int] = {}
+    heap: List[Tuple[int, int, Any]] = []
+    getsizeof = sys.getsizeof
+    objects = gc.get_objects()
+    total = len(objects)
+    scanned = 0
+    truncated = False
+    for obj in objects:
+        kind = type(obj)
+        counts[kind] = counts.get(kind, 0) + 1
+        try:
+            sizes[kind] = sizes.get(kind, 0) + getsizeof(obj)
+        except Exception:
+            pass
+        if kind in _CONTAINERS:
+            entry = (len(obj), id(obj), obj)
+            if len(heap) < 50:
+                heapq.heappush(heap, entry)
+            elif entry[0] > heap[0][0]:
+                heapq.heapreplace(heap, entry)
+        scanned += 1
+        if scanned % _CHECK_EVERY == 0:
+            if scanned >= max_objects or time.monotonic() > deadline:
+                truncated = True
+                break
+            time.sleep(0)  # lets the host's threads have the GIL between chunks
+    del objects
+    largest = [{"type": _type_name(type(o)), "id": i, "len": n, "size_bytes": getsizeof(o), "object": o}
+               for n, i, o in sorted(heap, reverse=True)]
+    del heap
+    facts = {"objects": scanned, "objects_tracked": total, "truncated": truncated,
+             "seconds": round(time.monotonic() - started, 4)}
+    return counts, sizes, largest, facts
+
+
+def _type_name(kind: type) -> str:
+    module = getattr(kind, "__module__", None)
+    name = getattr(kind, "__qualname__", kind.__name__)
+    return name if module in (None, "builtins") else "%s.%s" % (module, name)
+
+
+def _type_rows(counts: Dict[type, int], sizes: Dict[type, int], counts_before: Dict[type, int],
+               sizes_before: Dict[type, int]) -> List[Dict[str, Any]]:
+    rows = []
+    for kind, count in counts.items():
+        row = {"type": _type_name(kind), "count": count, "size_bytes": sizes.get(kind, 0)}
+        if counts_before or sizes_before:
+            row["count_delta"] = count - counts_before.get(kind, 0)
+            row["size_delta_bytes"] = row["size_bytes"] - sizes_before.get(kind, 0)
+        rows.append(row)
+    rows.sort(key=lambda r: (-r["size_bytes"], -r["count"]))
+    return rows
+
+
+def _grown(before: List[Dict[str, Any]], after: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Containers among the largest both times (same id, same type) that got longer, or new ones."""
+    old = {c["id"]: c for c in before}
+    out = []
+    for c in after:
+        prior = old.get(c["id"])
+        if prior is not None and prior["object"] is not c["object"]:
+            prior = None  # a new object at a recycled address
+        len_before = prior["len"] if prior is not None else None
+        if len_before is None or c["len"] > len_before:
+            out.append(dict(c, len_before=len_before, len_delta=c["len"] - (len_before or 0)))
+    out.sort(key=lambda c: -c["len_delta"])
+    return out[:20]
+
+
+def _name_containers(containers: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    names = locks.global_names([c["object"] for c in containers])
+    for c in containers:
+        c["name"] = names.get(id(c.pop("object")))
+    return containers
+
+
+def _delta(after: Any, before: Any) -> Any:
+    return None if after is None or before is None else after - before
+
+
+# -- tracemalloc, on demand
+def _tracemalloc_facts(agent: Any) -> Dict[str, Any]:
+    import tracemalloc
+
+    state = agent.state.get(_STATE) or {}
+    tracing = tracemalloc.is_tracing()
+    current, peak = tracemalloc.get_traced_memory() if tracing else (None, None)
+    return {"tracing": tracing, "started_by_peeka": bool(state.get("started_by_peeka")) and tracing,
+            "traced_bytes": current, "peak_bytes": peak, "frames": tracemalloc.get_traceback_limit()}
+
+
+def _tracemalloc(agent: Any, action: Any, args: Dict[str, Any]) -> Dict[str, Any]:
+    import tracemalloc
+
+    state = agent.state.setdefault(_STATE, {})
+    if action == "start":
+        frames = int_arg(args, "frames", 1, 1, 100)
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(frames)
+            state.update(started_by_peeka=True, baseline=tracemalloc.take_snapshot(), since=time.time())
+        elif "baseline" not in state:
+            state.update(started_by_peeka=False, baseline=tracemalloc.take_snapshot(), since=time.time())
+        return {"tracemalloc": _tracemalloc_facts(agent)}
+    if action == "stop":
+        if tracemalloc.is_tracing() and not state.get("started_by_peeka"):
+            raise CommandError("tracemalloc was started by the application, not by peeka: it stays on")
+        stop_tracemalloc(agent)
+        return {"tracemalloc": _tracemalloc_facts(agent)}
+    if action not in ("top", "diff"):
+        raise CommandError("tracemalloc must be start, top, diff or stop, got %r" % (action,))
+    if not tracemalloc.is_tracing():
+        raise CommandError("tracemalloc is not tracing: start it first with `--tracemalloc start`")
+    limit = int_arg(args, "limit", 20, 1, 10_000)
+    snapshot = tracemalloc.take_snapshot().filter_traces((
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, AGENT_DIR + "/*"),
+    ))
+    result: Dict[str, Any] = {"tracemalloc": _tracemalloc_facts(agent)}
+    if action == "top":
+        stats = snapshot.statistics("lineno")[:limit]
+        result["sites"] = [_site(s.traceback, s.size, s.count) for s in stats]
+        return result
+    baseline = state.get("baseline")
+    if baseline is None:
+        baseline = tracemalloc.Snapshot([], tracemalloc.get_traceback_limit())
+    result["since"] = state.get("since")
+    diffs = snapshot.compare_to(baseline, "lineno")[:limit]
+    result["sites"] = [dict(_site(d.traceback, d.size, d.count), size_delta_bytes=d.size_diff, count_delta=d.count_diff)
+                       for d in diffs]
+    state.update(baseline=snapshot, since=time.time())  # the next diff shows what came after this one
+    return result
+
+
+def _site(traceback: Any, size: int, count: int) -> Dict[str, Any]:
+    frame = traceback[0]
+    return {"file": frame.filename, "line": frame.lineno, "size_bytes": size, "count": count}
+
+
+def stop_tracemalloc(agent: Any) -> None:
+    import tracemalloc
+
+    state = agent.state.pop(_STATE, None) or {}
+    if state.get("started_by_peeka") and tracemalloc.is_tracing():
+        tracemalloc.stop()
+
+
+def cleanup(agent: Any) -> None:
+    """Detach: tracemalloc off again when Peeka turned it on (the application's own stays on)."""
+    stop_tracemalloc(agent)
