@@ -13,7 +13,7 @@ import importlib
 from typing import Any, Callable, Dict, Optional
 
 COMMAND_MODULES = (
-    "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach",
+    "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
     "top", "memory",
 )
 

@@ -1,0 +1,396 @@
+"""export: the observations the exporter sidecar (``peeka export``) turns into spans and metrics.
+
+One stream per exporter connection. The host's threads only append finished calls to a bounded
+buffer (full: the call is counted as dropped, never waited for); this stream's own thread renders
+them in batches and sends ``{"kind": "spans", "spans": [...]}`` events, and every ``interval``
+a ``{"kind": "stats", ...}`` event with monitor rows (exact call counts and cumulative duration
+buckets for every probed function, whatever was dropped), GC collections, top-function sample
+shares and drop counts. Probes leave with the stream: a new exporter never finds old ones.
+
+args:
+  watch, trace, monitor   lists of probes, each a pattern string or {"pattern", "condition", "sample"}
+  regex, max_match        as for watch
+  interval (s, default 5), capture_args (default true), capture_result (default true),
+  max_value (chars per rendered value, default 256), redact (extra name fragments),
+  buffer (calls waiting to be sent, default 20000), max_nodes (spans per trace tree, default 500)
+
+A span: {"name", "file", "line", "thread_id", "thread", "start_ns", "end_ns", "attributes",
+"exception": {"type", "message", "stacktrace", "time_ns"} | None, "parent": index in the same
+batch | None, "otel": [trace_id, span_id] (the target's own current OpenTelemetry span) | None}.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from typing import Any, Dict, List, Optional, Tuple
+
+from .. import instrument, observe, values
+from ..probes import MONITORING, Call, Listener, engine_of, to_epoch_ns
+from . import CommandError, Stream
+from .monitor import Monitor
+from .trace import _SUSPENDABLE, _library_prefixes
+
+NAME = "export"
+REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
+_FLUSH_EVERY = 0.05  # s between batches while calls wait
+_BATCH = 2000  # spans per event at most
+_SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
+_TOP = 10  # top functions reported per interval (bounded label set)
+
+
+def _otel_parent() -> Optional[Tuple[str, str]]:
+    """The target's own current OpenTelemetry span, read only when the target imported the API."""
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return None
+    try:
+        ctx = api.get_current_span().get_span_context()
+        if ctx.is_valid:
+            return ("%032x" % ctx.trace_id, "%016x" % ctx.span_id)
+    except Exception:
+        pass
+    return None
+
+
+class _Tap(Listener):
+    """A watch or trace entry: its condition and sampling, feeding the export stream's buffer."""
+
+    def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
+        self.export = export
+        self.pattern = spec["pattern"]
+        self.condition = observe.CallExpression(spec.get("condition"), "condition")
+        self.sample = float(spec.get("sample", 1.0))
+        self.targets = instrument.resolve(dict(export.args, pattern=self.pattern))
+
+    def wanted(self, call: Call) -> bool:
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return False
+        if self.condition.source is not None:
+            try:
+                return bool(self.condition.evaluate(call))
+            except Exception:
+                return False
+        return True
+
+
+class SpanTap(_Tap):
+    """watch entries: one span per call."""
+
+    def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
+        super().__init__(export, spec)
+        self.needs_args = export.capture_args or self.condition.needs_args
+
+    def on_exit(self, call: Call) -> None:
+        if self.wanted(call):
+            self.export.push(("call", call, _otel_parent()))
+
+
+class TreeTap(_Tap):
+    """trace entries: the call and every Python call below it, each with its exact times."""
+
+    wants_enter = True
+    wants_suspend = True
+
+    def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
+        super().__init__(export, spec)
+        self.needs_args = export.capture_args or self.condition.needs_args
+        self.active: Dict[int, "SpanRecorder"] = {}
+
+    def on_enter(self, call: Call) -> None:
+        if self.export.cancelled or call.thread in self.active:
+            return  # recursion: the inner call is part of the outer tree
+        recorder = SpanRecorder(self, call)
+        call.data = recorder
+        self.active[call.thread] = recorder
+        recorder.start()
+
+    def on_suspend(self, call: Call) -> None:
+        recorder = call.data
+        if isinstance(recorder, SpanRecorder) and self.active.get(call.thread) is recorder:
+            recorder.stop()
+            del self.active[call.thread]
+
+    def on_resume(self, call: Call) -> None:
+        recorder = call.data
+        if isinstance(recorder, SpanRecorder) and not self.export.cancelled and call.thread not in self.active:
+            self.active[call.thread] = recorder
+            recorder.start()
+
+    def on_exit(self, call: Call) -> None:
+        recorder = call.data
+        if not isinstance(recorder, SpanRecorder):
+            return
+        if self.active.get(call.thread) is recorder:
+            recorder.stop()
+            del self.active[call.thread]
+        call.data = None
+        if self.wanted(call):
+            self.export.push(("tree", call, _otel_parent(), recorder.nodes))
+
+
+class SpanRecorder:
+    """Python calls below one traced call, as a flat list: [name, file, line, start, end, parent]."""
+
+    def __init__(self, tap: TreeTap, call: Call) -> None:
+        self.tap = tap
+        self.call = call
+        self.nodes: List[List[Any]] = []
+        self.open: List[int] = []  # indexes of nodes in progress (-1: not recorded, stack kept balanced)
+        self.root_frame: Any = call.frame if MONITORING else None
+        self.inside = MONITORING  # code swap: the copy's own frame starts the tree
+        self.previous: Any = None
+
+    def profile(self, frame: Any, event: str, arg: Any) -> None:
+        if self.tap.export.cancelled:
+            sys.setprofile(self.previous)
+            return
+        try:
+            self._event(frame, event)
+        except Exception:
+            pass
+
+    def _event(self, frame: Any, event: str) -> None:
+        if not self.inside:
+            if event == "call" and frame.f_code is self.call.probe.code and self.root_frame is None:
+                self.root_frame = frame
+                self.inside = True
+            return
+        if frame is self.root_frame:
+            if event == "return":
+                self.inside = False  # a yield, or the end: what follows is not below this call
+            return
+        if event == "call":
+            export = self.tap.export
+            parent = self.open[-1] if self.open else None
+            code = frame.f_code
+            if (parent == -1 or (parent is not None and self.nodes[parent][6])
+                    or len(self.open) >= 32 or len(self.nodes) >= export.max_nodes
+                    or (code.co_flags & _SUSPENDABLE and frame.f_lasti > 0)):
+                self.open.append(-1)  # below a library callee, too deep, too many, or a resumption
+                return
+            module = frame.f_globals.get("__name__")
+            name = getattr(code, "co_qualname", code.co_name)
+            self.open.append(len(self.nodes))
+            self.nodes.append(["%s.%s" % (module, name) if module else name, code.co_filename,
+                               code.co_firstlineno, time.perf_counter_ns(), 0, parent,
+                               code.co_filename.startswith(export.library)])
+        elif event == "return" and self.open:
+            index = self.open.pop()
+            if index >= 0:
+                self.nodes[index][4] = time.perf_counter_ns()
+
+    def start(self) -> None:
+        if self.root_frame is not None:
+            self.inside = True
+        self.previous = sys.getprofile()
+        sys.setprofile(self.profile)
+
+    def stop(self) -> None:
+        sys.setprofile(self.previous)
+        now = time.perf_counter_ns()
+        for index in self.open:  # suspended or cut short: close what is open at this moment
+            if index >= 0 and not self.nodes[index][4]:
+                self.nodes[index][4] = now
+        self.open = []
+
+
+def _probe_specs(args: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
+    raw = args.get(key) or []
+    if not isinstance(raw, list):
+        raise CommandError("%s must be a list of patterns, got %r" % (key, raw))
+    specs = []
+    for item in raw:
+        spec = {"pattern": item} if isinstance(item, str) else item
+        if not isinstance(spec, dict) or not isinstance(spec.get("pattern"), str):
+            raise CommandError("each %s entry is a pattern or {\"pattern\": ...}, got %r" % (key, item))
+        sample = spec.get("sample", 1.0)
+        if type(sample) not in (int, float) or not 0.0 < sample <= 1.0:
+            raise CommandError("sample for %r must be a ratio in (0, 1], got %r" % (spec["pattern"], sample))
+        specs.append(spec)
+    return specs
+
+
+def _one_monitor_per_function(monitors: List[Monitor]) -> List[Monitor]:
+    """Patterns may overlap (a watch and a trace on the same view): count each function once."""
+    seen = set()
+    kept = []
+    for monitor in monitors:
+        monitor.targets = [(name, f) for name, f in monitor.targets if name not in seen]
+        seen.update(name for name, _ in monitor.targets)
+        if monitor.targets:
+            monitor.windows = {name: monitor.windows[name] for name, _ in monitor.targets}
+            monitor.totals = {name: monitor.totals[name] for name, _ in monitor.targets}
+            kept.append(monitor)
+    return kept
+
+
+class Export(Stream):
+    def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
+        Stream.__init__(self, None)
+        self.agent = agent
+        self.args = {k: args[k] for k in ("regex", "max_match") if k in args}
+        self.interval = instrument.float_arg(args, "interval", 5.0, 0.05) or 5.0
+        self.capture_args = args.get("capture_args", True) is not False
+        self.capture_result = args.get("capture_result", True) is not False
+        self.max_value = instrument.int_arg(args, "max_value", 256, 16, 1 << 16)
+        self.capacity = instrument.int_arg(args, "buffer", 20_000, 1, 10_000_000)
+        self.max_nodes = instrument.int_arg(args, "max_nodes", 500, 1, 100_000)
+        extra = args.get("redact") or []
+        if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
+            raise CommandError("redact must be a list of name fragments, got %r" % (extra,))
+        self.redact = tuple(x.lower() for x in REDACT + tuple(extra))
+        self.library = _library_prefixes()
+        self.taps: List[_Tap] = [SpanTap(self, s) for s in _probe_specs(args, "watch")]
+        self.taps += [TreeTap(self, s) for s in _probe_specs(args, "trace")]
+        patterns = [t.pattern for t in self.taps] + [s["pattern"] for s in _probe_specs(args, "monitor")]
+        if not patterns:
+            raise CommandError("nothing to export: give at least one watch, trace or monitor pattern")
+        # Exact counts and durations for every probed function come from monitor's light listener.
+        self.monitors = _one_monitor_per_function(
+            [Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
+        self.buffer: Any = deque()  # append and popleft are atomic: no lock on the host's path
+        self.buffer_dropped = 0
+        self.samples: Counter = Counter()
+        self.sample_count = 0
+        self._done = threading.Event()
+
+    def describe(self) -> Dict[str, Any]:
+        functions = sorted({name for m in self.monitors for name, _ in m.targets})
+        return {"stream": True, "functions": functions, "technique": engine_of(self.agent).technique,
+                "affected": "%d function%s" % (len(functions), "" if len(functions) == 1 else "s")}
+
+    def setup(self) -> None:
+        engine = engine_of(self.agent)
+        try:
+            for monitor in self.monitors:
+                monitor.setup()
+            for tap in self.taps:
+                for name, func in tap.targets:
+                    engine.add(func, name, tap)
+        except Exception:
+            self.on_stop()
+            raise
+
+    def on_stop(self) -> None:
+        engine = engine_of(self.agent)
+        for tap in self.taps:
+            engine.remove(tap)
+        for monitor in self.monitors:
+            monitor.cancel("export ended")
+        self._done.set()
+
+    # -- host threads
+    def push(self, item: Tuple[Any, ...]) -> None:
+        if self.cancelled:
+            return
+        if len(self.buffer) >= self.capacity:
+            self.buffer_dropped += 1
+            return
+        self.buffer.append(item)
+
+    # -- this stream's thread
+    def run(self) -> None:
+        next_stats = time.monotonic() + self.interval
+        next_sample = 0.0
+        while not self._done.wait(_FLUSH_EVERY):
+            now = time.monotonic()
+            if now >= next_sample:
+                self._sample()
+                next_sample = now + _SAMPLE_EVERY
+            self._flush()
+            if now >= next_stats:
+                self.emit(self._stats())
+                next_stats = now + self.interval
+
+    def _flush(self) -> None:
+        spans: List[Dict[str, Any]] = []
+        for _ in range(len(self.buffer)):
+            item = self.buffer.popleft()
+            try:
+                self._render(item, spans)
+            except Exception:
+                self.buffer_dropped += 1
+            if len(spans) >= _BATCH:
+                self._send(spans)
+                spans = []
+        if spans:
+            self._send(spans)
+
+    def _send(self, spans: List[Dict[str, Any]]) -> None:
+        if not self.emit({"kind": "spans", "spans": spans}):
+            self.buffer_dropped += len(spans)  # the client's outbox was full
+
+    def _render(self, item: Tuple[Any, ...], out: List[Dict[str, Any]]) -> None:
+        call = item[1]
+        root = len(out)
+        span = self._call_span(call)
+        span["otel"] = item[2]
+        out.append(span)
+        if item[0] != "tree":
+            return
+        base = len(out)
+        for name, file, line, start, end, parent, _library in item[3]:
+            out.append({"name": name, "file": file, "line": line, "thread_id": span["thread_id"],
+                        "thread": span["thread"], "start_ns": to_epoch_ns(start),
+                        "end_ns": to_epoch_ns(end or call.end), "attributes": {}, "exception": None,
+                        "parent": root if parent is None else base + parent, "otel": None})
+
+    def _call_span(self, call: Call) -> Dict[str, Any]:
+        attributes: Dict[str, str] = {}
+        if self.capture_args and call.params:
+            for key, value in call.params.items():
+                attributes["peeka.arg." + key] = self._value(key, value)
+        if self.capture_result and call.exception is None:
+            attributes["peeka.result"] = self._value("result", call.result)
+        exception = None
+        if call.exception is not None:
+            exc = call.exception
+            exception = {"type": "%s.%s" % (type(exc).__module__, type(exc).__qualname__)
+                         if type(exc).__module__ != "builtins" else type(exc).__qualname__,
+                         "message": str(exc)[: self.max_value * 4],
+                         "stacktrace": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                         "time_ns": to_epoch_ns(call.end)}
+        return {"name": call.probe.name, "file": call.probe.filename, "line": call.probe.lineno,
+                "thread_id": call.thread, "thread": instrument.thread_name(call.thread),
+                "start_ns": to_epoch_ns(call.start), "end_ns": to_epoch_ns(call.end),
+                "attributes": attributes, "exception": exception, "parent": None}
+
+    def _secret(self, name: Any) -> bool:
+        lowered = str(name).lower()
+        return any(fragment in lowered for fragment in self.redact)
+
+    def _value(self, name: str, value: Any) -> str:
+        if self._secret(name):
+            return "[redacted]"
+        if type(value) is dict and any(self._secret(k) for k in value):
+            value = {k: ("[redacted]" if self._secret(k) else v) for k, v in value.items()}
+        return values.safe_repr(value, self.max_value)
+
+    def _sample(self) -> None:
+        own = {t.ident for t in threading.enumerate() if t.name.startswith("peeka")}
+        own.add(threading.get_ident())
+        for ident, frame in sys._current_frames().items():
+            if ident in own:
+                continue
+            code = frame.f_code
+            module = frame.f_globals.get("__name__")
+            self.samples["%s.%s" % (module, getattr(code, "co_qualname", code.co_name))] += 1
+            self.sample_count += 1
+
+    def _stats(self) -> Dict[str, Any]:
+        rows = [row for monitor in self.monitors for row in monitor.snapshot()["functions"]]
+        top = [[name, round(n / self.sample_count, 4)] for name, n in self.samples.most_common(_TOP)]
+        self.samples, self.sample_count = Counter(), 0
+        return {"kind": "stats", "time": time.time(), "functions": rows,
+                "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": top,
+                "dropped": self.buffer_dropped}
+
+
+def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Export:
+    return Export(agent, args)

@@ -1,0 +1,157 @@
+"""What to export: a TOML file and/or the quick-form flags, checked once into plain dataclasses.
+
+    interval = 5                          # seconds between stats (metrics) and console summaries
+    metrics_address = "127.0.0.1:9464"
+    spans_file = "peeka-spans.jsonl"      # used when no OTLP endpoint is configured
+    keep_agent = false                    # on exit leave the agent loaded (probes always go)
+
+    [[targets]]
+    match = "gunicorn: worker .*shop"     # or pid = 1234, pids = [..], all = true
+    service = "shop"                      # default: from the target's command line
+    watch = ["shop.views.*", {pattern = "shop.pay", condition = "cost > 5", sample = 0.1}]
+    trace = ["shop.checkout"]
+    monitor = ["shop.db.*"]
+    capture_args = true
+    capture_result = true
+    max_value = 256                       # characters per captured value
+    redact = ["ssn"]                      # added to password, token, secret, authorization, cookie, key
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from peeka.errors import UsageError
+
+DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
+_TARGET_KEYS = {"pid", "pids", "all", "match", "service", "watch", "trace", "monitor", "capture_args",
+                "capture_result", "max_value", "redact", "regex", "max_match"}
+_TOP_KEYS = {"interval", "metrics_address", "spans_file", "keep_agent", "attach_timeout", "method", "targets"}
+
+
+@dataclass
+class TargetRule:
+    """Which processes, and what to install in each."""
+
+    pids: list[int] = field(default_factory=list)
+    all: bool = False
+    match: str | None = None
+    service: str | None = None
+    watch: list[Any] = field(default_factory=list)
+    trace: list[Any] = field(default_factory=list)
+    monitor: list[Any] = field(default_factory=list)
+    capture_args: bool = True
+    capture_result: bool = True
+    max_value: int = 256
+    redact: list[str] = field(default_factory=list)
+    regex: bool = False
+    max_match: int = 50
+
+    def agent_args(self, interval: float) -> dict[str, Any]:
+        """The ``export`` agent command's arguments for this rule."""
+        return {"watch": self.watch, "trace": self.trace, "monitor": self.monitor, "interval": interval,
+                "capture_args": self.capture_args, "capture_result": self.capture_result,
+                "max_value": self.max_value, "redact": self.redact, "regex": self.regex,
+                "max_match": self.max_match}
+
+    def selects(self, pid: int, cmdline: str) -> bool:
+        if pid in self.pids or self.all:
+            return True
+        return self.match is not None and re.search(self.match, cmdline) is not None
+
+
+@dataclass
+class ExportConfig:
+    rules: list[TargetRule]
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    interval: float = 5.0
+    spans_file: str | None = None
+    keep_agent: bool = False
+    attach_timeout: float = 10.0
+    method: str = "auto"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"metrics address {text!r} is not HOST:PORT", "For example --metrics-address 0.0.0.0:9464.")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 clients
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror}", "Check the --config path.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"the config file {path} is not valid TOML: {exc}", "Fix the file and retry.") from None
+
+
+def _rule(raw: Any, where: str) -> TargetRule:
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where} must be a table", "Write [[targets]] tables with pid/all/match and patterns.")
+    unknown = set(raw) - _TARGET_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
+                         f"Known keys: {', '.join(sorted(_TARGET_KEYS))}.")
+    data = dict(raw)
+    pids = list(data.pop("pids", []))
+    if "pid" in data:
+        pids.append(data.pop("pid"))
+    if not all(type(p) is int and p > 0 for p in pids):
+        raise UsageError(f"{where}: pid/pids must be positive integers, got {pids!r}", "")
+    try:
+        rule = TargetRule(pids=pids, **data)
+    except TypeError as exc:
+        raise UsageError(f"{where}: {exc}", "") from None
+    check_rule(rule, where)
+    return rule
+
+
+def check_rule(rule: TargetRule, where: str) -> None:
+    if not (rule.pids or rule.all or rule.match):
+        raise UsageError(f"{where} selects no process", "Give --pid PID, --all or --match REGEX (pid/all/match in TOML).")
+    if not (rule.watch or rule.trace or rule.monitor):
+        raise UsageError(f"{where} installs nothing", "Give at least one --watch, --trace or --monitor pattern.")
+    if rule.match is not None:
+        try:
+            re.compile(rule.match)
+        except re.error as exc:
+            raise UsageError(f"{where}: --match {rule.match!r} is not a regular expression: {exc}", "") from None
+    for key in ("watch", "trace", "monitor"):
+        for item in getattr(rule, key):
+            if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("pattern"), str))):
+                raise UsageError(f"{where}: each {key} entry is a pattern or {{pattern = ...}}, got {item!r}", "")
+
+
+def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) -> ExportConfig:
+    """The file (if any), then the quick-form target rule and flag overrides on top."""
+    raw: dict[str, Any] = _read_toml(path) if path else {}
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}", f"Known: {', '.join(sorted(_TOP_KEYS))}.")
+    rules = [_rule(r, f"{path} [[targets]] #{i + 1}") for i, r in enumerate(raw.get("targets", []))]
+    if quick is not None:
+        check_rule(quick, "the command line")
+        rules.append(quick)
+    if not rules:
+        raise UsageError("nothing to export", "Give --pid/--all/--match with --watch/--trace/--monitor, or --config FILE.")
+    settings = {k: v for k, v in raw.items() if k != "targets"}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    host, port = parse_address(str(settings.pop("metrics_address", DEFAULT_METRICS_ADDRESS)))
+    interval = settings.get("interval", 5.0)
+    if type(interval) not in (int, float) or interval < 0.1:
+        raise UsageError(f"interval must be a number of seconds >= 0.1, got {interval!r}", "")
+    return ExportConfig(rules=rules, metrics_host=host, metrics_port=port, interval=float(interval),
+                        spans_file=settings.get("spans_file"), keep_agent=bool(settings.get("keep_agent", False)),
+                        attach_timeout=float(settings.get("attach_timeout", 10.0)),
+                        method=str(settings.get("method", "auto")))

@@ -1,0 +1,107 @@
+"""Prometheus side: each target's numbers -> metric families, in a collector of a private registry.
+
+Names (all with the labels ``pid`` and ``service`` of the target they describe):
+
+    peeka_function_calls_total{function,outcome}     counter, outcome = ok | error
+    peeka_function_duration_seconds{function}        histogram (monitor's cumulative buckets)
+    peeka_process_cpu_seconds_total                  counter, user + system, from /proc
+    peeka_process_resident_memory_bytes              gauge, from /proc
+    peeka_process_threads                            gauge, OS threads, from /proc
+    peeka_gc_collections_total{generation}           counter, gc.get_stats() in the target
+    peeka_top_function_share{function}               gauge, share of stack samples (top 10 per interval)
+    peeka_observations_dropped_total{stage}          counter, stage = agent | queue | export
+    peeka_target_up                                  gauge, 1 while the exporter streams from the target
+    peeka_exporter_queue_spans                       gauge, spans waiting in this target's export queue
+    peeka_exporter_export_failures_total             counter, export calls that failed after the SDK's retries
+
+Labels are bounded: function names the user chose to probe (top shares: at most 10 per target),
+never arguments, results, messages or trace ids. The default registry is not used: it would mix
+the sidecar's own process metrics with the targets'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+@dataclass
+class TargetSnapshot:
+    """What the exporter knows about one target at scrape time (plain data, no live objects)."""
+
+    pid: int
+    service: str
+    up: bool
+    process: Mapping[str, float] | None = None  # cpu_seconds, resident_bytes, threads
+    functions: list[Mapping[str, Any]] = field(default_factory=list)  # monitor rows (with "total")
+    gc: list[int] = field(default_factory=list)
+    top: list[list[Any]] = field(default_factory=list)  # [function, share]
+    dropped: Mapping[str, int] = field(default_factory=dict)  # stage -> count
+    queue_spans: int = 0
+    export_failures: int = 0
+
+
+def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
+    """The metric families for these targets (pure: same input, same exposition)."""
+    base = ["pid", "service"]
+    calls = CounterMetricFamily("peeka_function_calls", "Calls of probed functions by outcome.",
+                                labels=[*base, "function", "outcome"])
+    duration = HistogramMetricFamily("peeka_function_duration_seconds", "Duration of probed function calls.",
+                                     labels=[*base, "function"], unit="seconds")
+    cpu = CounterMetricFamily("peeka_process_cpu_seconds", "Target CPU time, user plus system.",
+                              labels=base, unit="seconds")
+    rss = GaugeMetricFamily("peeka_process_resident_memory_bytes", "Target resident memory.",
+                            labels=base, unit="bytes")
+    threads = GaugeMetricFamily("peeka_process_threads", "Target OS threads.", labels=base)
+    gcs = CounterMetricFamily("peeka_gc_collections", "Target garbage collections by generation.",
+                              labels=[*base, "generation"])
+    top = GaugeMetricFamily("peeka_top_function_share",
+                            "Share of the target's stack samples in each of its busiest functions (top 10).",
+                            labels=[*base, "function"])
+    dropped = CounterMetricFamily("peeka_observations_dropped", "Observed calls lost before export, by stage.",
+                                  labels=[*base, "stage"])
+    up = GaugeMetricFamily("peeka_target_up", "1 while the exporter streams from the target, else 0.", labels=base)
+    queue = GaugeMetricFamily("peeka_exporter_queue_spans", "Spans waiting in the export queue.", labels=base)
+    failures = CounterMetricFamily("peeka_exporter_export_failures", "Span exports that failed after retries.",
+                                   labels=base)
+    for t in targets:
+        ids = [str(t.pid), t.service]
+        up.add_metric(ids, 1.0 if t.up else 0.0)
+        queue.add_metric(ids, t.queue_spans)
+        failures.add_metric(ids, t.export_failures)
+        for stage in ("agent", "queue", "export"):
+            dropped.add_metric([*ids, stage], t.dropped.get(stage, 0))
+        if t.process is not None:
+            cpu.add_metric(ids, t.process["cpu_seconds"])
+            rss.add_metric(ids, t.process["resident_bytes"])
+            threads.add_metric(ids, t.process["threads"])
+        for generation, count in enumerate(t.gc):
+            gcs.add_metric([*ids, str(generation)], count)
+        for name, share in t.top:
+            top.add_metric([*ids, name], share)
+        for row in t.functions:
+            total = row["total"]
+            failed = total["failures"]
+            calls.add_metric([*ids, row["function"], "ok"], total["count"] - failed)
+            calls.add_metric([*ids, row["function"], "error"], failed)
+            buckets = [(_le(bound), count) for bound, count in total["buckets"]]
+            duration.add_metric([*ids, row["function"]], buckets, total["sum_s"])
+    return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures]
+
+
+def _le(bound: Any) -> str:
+    return "+Inf" if bound == "+Inf" else repr(float(bound))
+
+
+class PeekaCollector(Collector):
+    """Rebuilds the families from the exporter's live state at every scrape."""
+
+    def __init__(self, snapshots: Callable[[], Iterable[TargetSnapshot]]) -> None:
+        self.snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        yield from families(self.snapshots())

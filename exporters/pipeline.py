@@ -1,0 +1,200 @@
+"""Transport: the SDK's own OTLP exporters (or a local OTLP-JSON lines file) behind a bounded queue.
+
+``SpanQueue`` is the BatchSpanProcessor's shape with the one thing it does not expose: counts.
+A full queue drops the newest spans and counts them; an export that fails after the exporter's own
+retries (with backoff, in the SDK) counts a failure and the spans it carried. Memory stays flat
+while a backend is down, and export resumes by itself when it is back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from peeka.errors import UsageError
+
+DEFAULT_SPANS_FILE = "peeka-spans.jsonl"
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name}={raw!r} is not a whole number", f"Set {name} to a positive integer.") from None
+    if value <= 0:
+        raise UsageError(f"{name}={raw!r} must be positive", f"Set {name} to a positive integer.")
+    return value
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """OTLP/JSON, one ExportTraceServiceRequest per line (the collector's file exporter format)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open until shutdown
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        line = otlp_json(spans)
+        try:
+            with self._lock:
+                self._file.write(line + "\n")
+                self._file.flush()
+        except (OSError, ValueError):
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Shared by every target's queue: a queue ending leaves the file open; ``close`` ends it."""
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def otlp_json(spans: Sequence[ReadableSpan]) -> str:
+    """The SDK's OTLP encoding as OTLP/JSON: camelCase fields, integer enums, hex trace and span ids."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    doc = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    for resource_spans in doc.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if key in span:
+                        span[key] = _b64_to_hex(span[key])
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _b64_to_hex(text: str) -> str:
+    import base64
+
+    return base64.b64decode(text).hex()
+
+
+def exporter_factory(environ: Mapping[str, str], spans_file: str | None) -> tuple[Callable[[], SpanExporter], str]:
+    """How to make one target's span exporter, and a description for the console.
+
+    With no OTLP endpoint or protocol configured, spans go to a local OTLP-JSON lines file.
+    ``OTEL_EXPORTER_OTLP_PROTOCOL`` is read by the SDK's auto-configuration only, so it is read here:
+    ``grpc`` or ``http/protobuf`` (the specification's default). Everything else (headers,
+    compression, timeout, certificates, insecure) the exporter classes read from the environment.
+    """
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    protocol = (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or "").strip().lower()
+    if not endpoint and not protocol:
+        path = os.path.abspath(spans_file or DEFAULT_SPANS_FILE)
+        shared = JsonLinesSpanExporter(path)
+        return (lambda: shared), f"OTLP-JSON lines to {path}"
+    if protocol in ("", "http/protobuf"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        probe = HttpExporter()
+        where = probe._endpoint  # what the exporter resolved from the environment
+        probe.shutdown()
+        return HttpExporter, f"OTLP http/protobuf to {where}"
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter, f"OTLP grpc to {endpoint or 'localhost:4317'}"
+    raise UsageError(
+        f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported",
+        "Use grpc or http/protobuf (http/json is not offered by the SDK's exporters).",
+    )
+
+
+class SpanQueue:
+    """A bounded queue and one worker thread feeding one span exporter in batches."""
+
+    def __init__(self, exporter: SpanExporter, environ: Mapping[str, str], name: str = "peeka-export") -> None:
+        self.exporter = exporter
+        self.max_queue = _env_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 20_000)
+        self.batch = min(_env_int(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048), self.max_queue)
+        self.delay = _env_int(environ, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000
+        self._items: deque[ReadableSpan] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._exporting = 0
+        self.dropped = 0  # queue full
+        self.failed_spans = 0  # carried by failed exports
+        self.failures = 0
+        self.exported = 0
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, spans: Sequence[ReadableSpan]) -> None:
+        with self._cond:
+            if self._stopping:
+                self.dropped += len(spans)
+                return
+            room = self.max_queue - len(self._items)
+            if room < len(spans):
+                self.dropped += len(spans) - max(room, 0)
+                spans = spans[: max(room, 0)]
+            self._items.extend(spans)
+            if len(self._items) >= self.batch:
+                self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._stopping and len(self._items) < self.batch:
+                    self._cond.wait(self.delay)
+                if not self._items:
+                    if self._stopping:
+                        return
+                    continue
+                take = min(self.batch, len(self._items))
+                batch = [self._items.popleft() for _ in range(take)]
+                self._exporting = take
+            try:
+                result = self.exporter.export(batch)
+            except Exception:  # an exporter should not raise; if it does, count it as a failure
+                result = SpanExportResult.FAILURE
+            with self._cond:
+                self._exporting = 0
+                if result is SpanExportResult.SUCCESS:
+                    self.exported += len(batch)
+                else:
+                    self.failures += 1
+                    self.failed_spans += len(batch)
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued was handed to the exporter (or the timeout passes)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify()
+            while self._items or self._exporting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+                self._cond.notify()
+        return True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)

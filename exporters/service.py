@@ -1,0 +1,200 @@
+"""The sidecar: find targets, keep one session per target, serve /metrics and /healthz, summarize.
+
+Targets come from the rules (PIDs, ``all`` Python processes, or a command-line regex). A rescan
+every second notices new processes (a restarted target has a new PID and the same command line)
+and sessions that ended; a target that is gone keeps ``peeka_target_up 0`` for five minutes.
+SIGTERM/SIGINT: stop every stream (the agent's last batch is flushed), flush the export queues,
+detach the agents (unless ``keep_agent``) and return 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from peeka.errors import UsageError
+from peeka.process import python_processes
+
+from .config import ExportConfig, TargetRule
+from .metrics import PeekaCollector, TargetSnapshot
+from .pipeline import exporter_factory
+from .session import TargetSession
+
+RESCAN = 1.0  # s
+RETRY = 5.0  # s before re-attaching to a PID whose session ended while it still runs
+FORGET = 300.0  # s a gone target stays visible as up 0
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+
+
+class Exporter:
+    def __init__(self, config: ExportConfig, environ: Mapping[str, str] | None = None,
+                 out: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.environ = dict(os.environ if environ is None else environ)
+        self.make_exporter, self.destination = exporter_factory(self.environ, config.spans_file)
+        self.sessions: dict[int, TargetSession] = {}
+        self.stop_event = threading.Event()
+        self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(PeekaCollector(self.snapshots))
+        self.server: ThreadingHTTPServer | None = None
+        self._lock = threading.Lock()
+
+    # -- state for /metrics and /healthz
+    def snapshots(self) -> list[TargetSnapshot]:
+        with self._lock:
+            sessions = list(self.sessions.values())
+        return [s.snapshot() for s in sessions]
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            sessions = list(self.sessions.values())
+        return {"status": "stopping" if self.stop_event.is_set() else "running", "spans_to": self.destination,
+                "targets": [s.health() for s in sessions]}
+
+    # -- discovery
+    def _wanted(self) -> dict[int, TargetRule]:
+        wanted: dict[int, TargetRule] = {}
+        scan = any(r.all or r.match for r in self.config.rules)
+        candidates = {t.pid for t in python_processes()} if scan else set()
+        for rule in self.config.rules:
+            for pid in rule.pids:
+                wanted.setdefault(pid, rule)
+            if rule.all or rule.match:
+                for pid in candidates:
+                    cmd = _cmdline(pid)
+                    if cmd is not None and pid not in wanted and rule.selects(pid, cmd):
+                        wanted[pid] = rule
+        return wanted
+
+    def _reconcile(self) -> None:
+        now = time.monotonic()
+        for pid, rule in self._wanted().items():
+            session = self.sessions.get(pid)
+            if session is not None:
+                if session.alive or not os.path.exists(f"/proc/{pid}"):
+                    continue
+                if session.ended_at is not None and now - session.ended_at < RETRY:
+                    continue
+            elif not os.path.exists(f"/proc/{pid}"):
+                continue
+            fresh = TargetSession(pid, rule, self.config, self.make_exporter, self.environ)
+            with self._lock:
+                self.sessions[pid] = fresh
+            fresh.start()
+        with self._lock:
+            for pid, session in list(self.sessions.items()):
+                gone = not session.alive and not os.path.exists(f"/proc/{pid}")
+                if gone and session.ended_at is not None and now - session.ended_at > FORGET:
+                    del self.sessions[pid]
+
+    # -- HTTP
+    def _serve(self) -> None:
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    body, ctype, code = generate_latest(exporter.registry), CONTENT_TYPE_LATEST, 200
+                elif path == "/healthz":
+                    body, ctype, code = json.dumps(exporter.health()).encode(), "application/json", 200
+                else:
+                    body, ctype, code = b"peeka export: see /metrics and /healthz\n", "text/plain", 404
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        host, port = self.config.metrics_host, self.config.metrics_port
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise UsageError(f"cannot serve metrics on {host}:{port}: {exc.strerror}",
+                             "Pick another --metrics-address HOST:PORT (port 0 picks a free one).") from None
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="peeka-export-http", daemon=True).start()
+
+    @property
+    def metrics_address(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    # -- the main loop
+    def summary(self, previous: int, elapsed: float) -> tuple[str, int]:
+        health = self.health()["targets"]
+        spans = sum(t["spans_received"] for t in health)
+        dropped = sum(sum(t["dropped"].values()) for t in health)
+        line = (f"peeka export: {sum(t['up'] for t in health)}/{len(health)} targets up, {spans} spans "
+                f"({(spans - previous) / max(elapsed, 1e-9):.0f}/s), queue {sum(t['queue'] for t in health)}, "
+                f"dropped {dropped}, export failures {sum(t['export_failures'] for t in health)}")
+        return line, spans
+
+    def run(self) -> int:
+        self._serve()
+        self.out(f"peeka export: metrics on http://{self.metrics_address}/metrics, spans to {self.destination}")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        last_summary, spans_then = time.monotonic(), 0
+        try:
+            while not self.stop_event.is_set():
+                self._reconcile()
+                self.stop_event.wait(RESCAN)
+                now = time.monotonic()
+                if now - last_summary >= self.config.interval:
+                    line, spans_then = self.summary(spans_then, now - last_summary)
+                    self.out(line)
+                    last_summary = now
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        with self._lock:
+            sessions = list(self.sessions.values())
+        stoppers = [threading.Thread(target=s.stop, daemon=True) for s in sessions]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(15.0)
+        if not self.config.keep_agent:
+            from peeka.attach import detach
+
+            for s in sessions:
+                if os.path.exists(f"/proc/{s.pid}") and s.client is not None:
+                    try:
+                        detach(s.pid, timeout=5.0)
+                    except Exception as exc:
+                        self.out(f"peeka export: detach from {s.pid} failed: {exc}")
+        line, _ = self.summary(0, 1.0)
+        self.out(line.replace("peeka export:", "peeka export: stopped;", 1))
+        # The shared file exporter (when spans go to a file) is closed once, after every queue.
+        close = getattr(self.make_exporter(), "close", None)
+        if close is not None:
+            close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()

@@ -1,0 +1,144 @@
+"""One target: attach (or reuse its agent), run the ``export`` stream, feed spans and numbers on.
+
+A session lives on its own thread. Whatever ends the stream (target gone, agent detached, a
+refusal) ends the session with ``up`` false and the reason kept for /healthz; the service decides
+whether to start a new one.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExporter
+from peeka_agent.protocol import End
+
+from peeka.attach import attach
+from peeka.client import AgentClient
+from peeka.errors import PeekaError
+from peeka.process import TargetProcess
+
+from .config import ExportConfig, TargetRule
+from .metrics import TargetSnapshot
+from .pipeline import SpanQueue
+from .procfs import process_numbers
+from .translate import RandomIds, SpanTranslator, resource_attributes
+
+
+class TargetSession:
+    def __init__(self, pid: int, rule: TargetRule, config: ExportConfig,
+                 make_exporter: Callable[[], SpanExporter], environ: Mapping[str, str]) -> None:
+        self.pid = pid
+        self.rule = rule
+        self.config = config
+        self.make_exporter = make_exporter
+        self.environ = environ
+        self.service = rule.service or str(pid)
+        self.state = "attaching"
+        self.error: str | None = None
+        self.up = False
+        self.ended_at: float | None = None
+        self.functions: list[str] = []
+        self.rows: list[Mapping[str, Any]] = []
+        self.gc: list[int] = []
+        self.top: list[list[Any]] = []
+        self.agent_dropped = 0
+        self.spans_received = 0
+        self.attached_here = False
+        self.queue: SpanQueue | None = None
+        self.client: AgentClient | None = None
+        self._stopping = False
+        self.thread = threading.Thread(target=self._run, name=f"peeka-export-{pid}", daemon=True)
+
+    def start(self) -> TargetSession:
+        self.thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._stream()
+        except PeekaError as exc:
+            self.error = exc.message
+        except Exception as exc:  # never let one target take the exporter down
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.up = False
+            self.state = "stopped" if self._stopping else "lost"
+            self.ended_at = time.monotonic()
+            if self.client is not None:
+                self.client.close()
+            if self.queue is not None:
+                self.queue.shutdown(timeout=5.0)
+                self.queue.exporter.shutdown()
+
+    def _stream(self) -> None:
+        client, report = attach(self.pid, method=self.config.method, timeout=self.config.attach_timeout)
+        self.client = client
+        self.attached_here = not report.reused
+        assert client.hello is not None
+        hello = asdict(client.hello)
+        attrs = resource_attributes(hello, TargetProcess(self.pid).cmdline, socket.gethostname(), self.rule.service,
+                                    self.environ)
+        self.service = str(attrs["service.name"])
+        translator = SpanTranslator(Resource(attrs), RandomIds())
+        self.queue = SpanQueue(self.make_exporter(), self.environ, name=f"peeka-export-queue-{self.pid}")
+        stream = client.stream("export", self.rule.agent_args(self.config.interval))
+        try:
+            self.functions = list(next(stream).data.get("functions", []))
+            self.up, self.state, self.error = True, "exporting", None
+            for message in stream:
+                if isinstance(message, End):
+                    self.error = f"the agent ended the export: {message.reason}"
+                    return
+                data = message.data
+                if data.get("kind") == "spans":
+                    self.spans_received += len(data["spans"])
+                    self.queue.put(translator.spans(data["spans"]))
+                elif data.get("kind") == "stats":
+                    self.rows, self.gc, self.top = data["functions"], data["gc"], data["top"]
+                    self.agent_dropped = data["dropped"]
+        except PeekaError:
+            if not self._stopping:
+                raise
+        finally:
+            stream.close()
+
+    def stop(self, grace: float = 0.2) -> None:
+        """End the stream: let the agent's last batch arrive, then close (its probes go with it)."""
+        self._stopping = True
+        if self.up:
+            time.sleep(grace)
+        client = self.client
+        if client is not None and client.sock is not None:
+            try:
+                client.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(10.0)
+
+    def snapshot(self) -> TargetSnapshot:
+        queue = self.queue
+        return TargetSnapshot(
+            pid=self.pid, service=self.service, up=self.up,
+            process=process_numbers(self.pid) if self.up else None,
+            functions=list(self.rows), gc=list(self.gc), top=list(self.top),
+            dropped={"agent": self.agent_dropped, "queue": queue.dropped if queue is not None else 0,
+                     "export": queue.failed_spans if queue is not None else 0},
+            queue_spans=len(queue) if queue is not None else 0, export_failures=queue.failures if queue is not None else 0,
+        )
+
+    def health(self) -> dict[str, Any]:
+        queue = self.queue
+        return {"pid": self.pid, "service": self.service, "up": self.up, "state": self.state, "error": self.error,
+                "functions": self.functions, "spans_received": self.spans_received,
+                "spans_exported": queue.exported if queue is not None else 0, "queue": len(queue) if queue is not None else 0,
+                "dropped": self.snapshot().dropped, "export_failures": queue.failures if queue is not None else 0}
