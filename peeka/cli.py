@@ -17,7 +17,7 @@ from .errors import PeekaError
 # One name per capability end to end: CLI verb = agent command = peeka/commands/<verb>.py.
 COMMANDS = (
     "ps", "attach", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
-    "top", "memory",
+    "logger", "tasks", "source", "top", "memory",
 )
 
 app = typer.Typer(

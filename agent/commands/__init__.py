@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 COMMAND_MODULES = (
     "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
-    "top", "memory",
+    "logger", "tasks", "source", "top", "memory",
 )
 
 

@@ -63,8 +63,10 @@ def probe_args(pattern: str, regex: bool, max_match: int, limit: int | None, tim
 
 
 def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bool,
-               on_event: Callable[[dict[str, Any]], None], pid: int) -> int:
-    """Start a stream, say what it affects, show each event; Ctrl-C ends it. Returns events shown."""
+               on_event: Callable[[dict[str, Any]], None], pid: int,
+               header: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Start a stream, say what it affects (``header``: for streams other than probes), show each
+    event; Ctrl-C ends it. Returns events shown."""
     from peeka_agent.protocol import End
 
     stream = client.stream(command, args)
@@ -73,6 +75,8 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
         start = next(stream).data
         if json:
             emit_json({"type": "start", **start})
+        elif header is not None:
+            header(start)
         else:
             names = start.get("functions", [])
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

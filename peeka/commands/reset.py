@@ -1,4 +1,4 @@
-"""Remove instrumentation: every probe, or those on functions matching PATTERN."""
+"""Remove instrumentation: every probe, or those on functions matching PATTERN (no PATTERN: logger levels too)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,5 @@ def command(
     console.print(f"{pid}: removed {result['count']} probe(s)" + (f": {', '.join(result['removed'])}" if result["removed"] else ""))
     if result["remaining"]:
         console.print(f"  still probed: {', '.join(result['remaining'])}")
+    for entry in result.get("loggers") or ():
+        console.print(f"  logger {entry['name']}: " + (f"level {entry['level']} restored" if entry["restored"] else entry["note"]))

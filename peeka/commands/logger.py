@@ -1,0 +1,96 @@
+"""Loggers and handlers, live: list them with levels and where they write; --name N --level L changes
+a level (restored by `peeka reset PID` and by detach); --follow streams records as they are emitted.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..render import console, console_err, emit_json, escape, table
+from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent, run_stream
+
+NAME = "logger"
+
+LEVEL_STYLE = {"DEBUG": "dim", "INFO": "green", "WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
+
+
+def handler_text(handler: dict[str, Any]) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in handler["writes_to"].items())
+    level = f" {handler['level']}" if handler["level"] != "NOTSET" else ""
+    text = f"{handler['type']}{level}" + (f" -> {where}" if where else "")
+    return text + (" (peeka --follow)" if handler.get("peeka") else "")
+
+
+def show_loggers(result: dict[str, Any]) -> None:
+    rows = []
+    placeholders = 0
+    for entry in result["loggers"]:
+        if entry["placeholder"]:
+            placeholders += 1
+            continue
+        level = entry["level"]
+        if entry.get("original_level") is not None:
+            level += f" (peeka; was {entry['original_level']})"
+        flags = [f for f, on in (("no-propagate", not entry["propagate"]), ("DISABLED", entry["disabled"])) if on]
+        rows.append([entry["name"], level, entry["effective_level"], " ".join(flags),
+                     "\n".join(handler_text(h) for h in entry["handlers"])])
+    console.print(table(None, ["LOGGER", "LEVEL", "EFFECTIVE", "FLAGS", "HANDLERS"], rows))
+    notes = [f"{len(rows)} logger(s)"]
+    if placeholders:
+        notes.append(f"{placeholders} placeholder(s) (parents never created) not shown")
+    if result.get("disable"):
+        notes.append(f"logging.disable({result['disable']}) in force")
+    if result.get("changed"):
+        notes.append("changed by peeka: " + ", ".join(result["changed"]) + " (`peeka reset PID` restores)")
+    console.print(f"[dim]{'; '.join(notes)}[/]")
+
+
+def show_record(event: dict[str, Any]) -> None:
+    when = datetime.datetime.fromtimestamp(event["time"]).strftime("%H:%M:%S.%f")[:-3]
+    style = LEVEL_STYLE.get(event["level"], "")
+    level = f"[{style}]{event['level']:<8}[/]" if style else f"{event['level']:<8}"
+    console.print(f"[dim]{when}[/] {level} [bold]{escape(event['logger'])}[/] {escape(event['message'])} "
+                  f"[dim]({escape(str(event['file']))}:{event['line']} {escape(str(event['thread']))})[/]")
+    for key in ("exception", "stack"):
+        if event.get(key):
+            console.print(escape(event[key]))
+
+
+def command(
+    pid: Pid,
+    name: Annotated[Optional[str], typer.Option("--name", help="A logger's name (root for the root logger).")] = None,  # noqa: UP045
+    level: Annotated[Optional[str], typer.Option("--level", "-l", help="Set --name's level (DEBUG, INFO, ... or a number); with --follow: the lowest level streamed.")] = None,  # noqa: UP045,E501
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream records reaching --name (default root) as they are emitted.")] = False,  # noqa: E501
+    limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="With --follow: end after N records.")] = None,  # noqa: UP045
+    timeout: StreamTimeout = None,
+    method: Method = "auto",
+    attach_timeout: Timeout = 10.0,
+    json: Json = False,
+) -> None:
+    args: dict[str, Any] = {"name": name, "level": level}
+    with agent(pid, method, attach_timeout, quiet=json) as client:
+        if follow:
+            args.update(follow=True, limit=limit, timeout=timeout)
+            run_stream(client, NAME, args, json, show_record, pid, header=_follow_header)
+            return
+        result = client.request(NAME, args)
+    if json:
+        emit_json(result)
+    elif level is not None:
+        was = result["previous_level"]
+        console.print(f"{pid}: logger {result['name']} level {was} -> {result['level']} "
+                      f"(effective {result['effective_level']}); `peeka reset {pid}` or detach restores it")
+        for warning in result.get("warnings") or ():
+            console_err.print(f"[yellow]note: {escape(warning)}[/]")
+    else:
+        show_loggers(result)
+
+
+def _follow_header(start: dict[str, Any]) -> None:
+    console_err.print(f"[dim]logger: following {escape(start['logger'])} from {start['level']} "
+                      f"(effective level {start['effective_level']}); ends on Ctrl-C, -n or --timeout[/]")
+    for note in start.get("notes") or ():
+        console_err.print(f"[yellow]note: {escape(note)}[/]")

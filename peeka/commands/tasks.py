@@ -1,0 +1,79 @@
+"""asyncio tasks of every running event loop: coroutine stacks (innermost first) and what each awaits.
+
+Tasks with the same stack and the same kind of wait are shown once, with their count and names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.tree import Tree
+
+from ..render import console, emit_json, escape
+from ._common import Debug, Json, Method, Pid, Timeout, agent
+
+NAME = "tasks"
+GROUP_NAMES_SHOWN = 5
+
+
+def awaits_text(awaits: dict[str, Any]) -> str:
+    extra = [f"{k}={v}" for k, v in awaits.items() if k not in ("kind", "what", "task_id") and v is not None]
+    return f"[magenta]{escape(awaits['kind'])}[/] {escape(str(awaits['what']))}" + (
+        f" [dim]({escape(', '.join(extra))})[/]" if extra else "")
+
+
+def _signature(task: dict[str, Any]) -> tuple[Any, ...]:
+    frames = tuple((f["function"], f["file"], f["line"]) for f in task["frames"])
+    return frames, task["state"], task["awaits"]["kind"], not task.get("awaited_by")
+
+
+def _loop_tree(loop: dict[str, Any]) -> Tree:
+    where = f"thread {loop['thread']}" if loop.get("thread") else "thread unknown"
+    state = "running" if loop["running"] else ("closed" if loop["closed"] else "not running")
+    tree = Tree(f"[bold]{escape(loop['type'])}[/] [dim]{where}, {state}, {loop['task_count']} task(s), "
+                f"{loop.get('ready')} ready callback(s), {loop.get('scheduled')} timer(s)[/]")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for task in loop["tasks"]:
+        groups.setdefault(_signature(task), []).append(task)
+    for members in groups.values():
+        first = members[0]
+        if len(members) == 1:
+            label = f"[bold]{escape(first['name'])}[/] [dim]{first['state']}[/]"
+            # a single task awaiting a particular object: show exactly what (another task's name, a peer)
+            label += f"  awaits {awaits_text(first['awaits'])}"
+        else:
+            names = ", ".join(t["name"] for t in members[:GROUP_NAMES_SHOWN])
+            more = f" and {len(members) - GROUP_NAMES_SHOWN} more" if len(members) > GROUP_NAMES_SHOWN else ""
+            label = (f"[bold]{len(members)} tasks[/] [dim]{first['state']} ({escape(names)}{more})[/]"
+                     f"  await [magenta]{escape(first['awaits']['kind'])}[/]")
+        if first.get("awaited_by"):
+            label += f" [dim]awaited by {escape(', '.join(first['awaited_by']))}[/]"
+        branch = tree.add(label)
+        for frame in first["frames"]:
+            branch.add(f"[green]{escape(frame['function'])}[/]  [dim]{escape(str(frame['file']))}:{frame['line']}[/]")
+        if first.get("frames_omitted"):
+            branch.add(f"[dim]... {first['frames_omitted']} outer frames (--max-frames)[/]")
+    if loop["truncated"]:
+        tree.add(f"[dim]... only the first {len(loop['tasks'])} tasks shown (--limit)[/]")
+    return tree
+
+
+def command(
+    pid: Pid,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N tasks per loop.")] = 10_000,
+    max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Frames per task (innermost kept).")] = 32,
+    method: Method = "auto",
+    timeout: Timeout = 10.0,
+    json: Json = False,
+    debug: Debug = False,
+) -> None:
+    with agent(pid, method, timeout, quiet=json) as client:
+        result = client.request(NAME, {"limit": limit, "max_frames": max_frames})
+    if json:
+        emit_json(result)
+        return
+    for loop in result["loops"]:
+        console.print(_loop_tree(loop))
+    note = result.get("note") or f"{len(result['loops'])} event loop(s), {result['count']} task(s); stacks innermost first"
+    console.print(f"[dim]{escape(note)}[/]")
