@@ -47,10 +47,12 @@ fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
 # A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.
-if [ -n "$PY314" ] && [ ! -x .venv314/bin/peeka ]; then
-  rm -rf .venv314
-  "$PY314" -m venv --without-pip .venv314
-  wheel=$(ls "$(dirname "$(dirname "$PY314")")"/share/python-wheels/pip-*.whl | head -n 1)
-  .venv314/bin/python "$wheel/pip" install -q pip >&2
+if [ -n "$PY314" ]; then
+  if [ ! -x .venv314/bin/pip ]; then
+    rm -rf .venv314
+    "$PY314" -m venv --without-pip .venv314
+    wheel=$(ls "$(dirname "$(dirname "$PY314")")"/share/python-wheels/pip-*.whl | head -n 1)
+    .venv314/bin/python "$wheel/pip" install -q pip >&2
+  fi
   .venv314/bin/python -m pip install -q -e ".[test]" >&2
 fi

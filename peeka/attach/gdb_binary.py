@@ -1,6 +1,7 @@
 """Which gdb to run, and whether it can call functions in a process on this machine.
 
-Order: ``$PEEKA_GDB``; the gdb bundled with the ``gdb-for-pwndbg`` wheel (a current gdb that
+Order: ``$PEEKA_GDB`` (a gdb binary, or the ``gdb`` wrapper of a gdb-for-pwndbg in another
+environment, for a client whose own Python cannot host it); the gdb bundled with the ``gdb-for-pwndbg`` wheel (a current gdb that
 peeka's own environment installs); the ``gdb`` on PATH. Each candidate is probed once per machine
 (cached): gdb attaches to a throwaway ``sleep`` and calls ``getpid()`` there. The probe exists
 because a gdb can attach fine and still fail every inferior call: gdb 13 (Debian 12's) cannot
@@ -11,14 +12,14 @@ interrupted thread with a corrupted system call. Finding that out on the user's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
 import subprocess
-import sys
-import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,23 +46,62 @@ class Gdb:
         return env
 
 
-def _bundled() -> Gdb | None:
-    """The gdb inside the ``gdb-for-pwndbg`` wheel, run directly (not through its wrapper script)."""
+_BUNDLED_PATHS = """
+import json, sys, sysconfig
+from pathlib import Path
+try:
+    import gdb_for_pwndbg
+except ImportError:
+    print("null"); raise SystemExit
+package_dir = Path(gdb_for_pwndbg.__file__).resolve().parent
+home = sys.base_prefix if sys.base_prefix == sys.base_exec_prefix else sys.base_prefix + ":" + sys.base_exec_prefix
+print(json.dumps({"binary": str(package_dir / "_vendor" / "bin" / "gdb"),
+                  "python_package": str(package_dir.parent / "gdb"),
+                  "libdir": sysconfig.get_config_var("LIBDIR") or "",
+                  "soname": sysconfig.get_config_var("INSTSONAME") or "", "home": home}))
+"""
+
+
+def _bundled(python: str | None = None, origin: str = "gdb-for-pwndbg") -> Gdb | None:
+    """The gdb inside the ``gdb-for-pwndbg`` wheel of this environment (or of ``python``'s), run
+    directly rather than through its wrapper script: it embeds that interpreter's shared libpython."""
+    if python is None:
+        scope: dict[str, object] = {}
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                exec(_BUNDLED_PATHS, scope)  # noqa: S102 - our own constant: one code path for both cases
+        except SystemExit:
+            return None
+        text = out.getvalue()
+    else:
+        try:
+            text = subprocess.run([python, "-c", _BUNDLED_PATHS], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
     try:
-        import gdb_for_pwndbg  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+        info = json.loads(text)
+    except ValueError:
         return None
-    package_dir = Path(gdb_for_pwndbg.__file__).resolve().parent
-    binary = package_dir / "_vendor" / "bin" / "gdb"
-    python_package = package_dir.parent / "gdb"  # the wheel installs gdb's package beside it
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    if not info:
+        return None
+    binary, python_package = Path(info["binary"]), Path(info["python_package"])
     if not (binary.is_file() and (python_package / "__init__.py").is_file()):
         return None
-    if not (libdir and soname and (Path(libdir) / soname).exists()):
-        return None  # it embeds this interpreter's shared libpython; a static build has none
-    home = sys.base_prefix if sys.base_prefix == sys.base_exec_prefix else f"{sys.base_prefix}:{sys.base_exec_prefix}"
-    return Gdb(str(binary), python_package, {"LD_LIBRARY_PATH": libdir, "PYTHONHOME": home}, "gdb-for-pwndbg")
+    if not (info["libdir"] and info["soname"] and (Path(info["libdir"]) / info["soname"]).exists()):
+        return None  # a static build of that interpreter has no libpython to embed
+    return Gdb(str(binary), python_package, {"LD_LIBRARY_PATH": info["libdir"], "PYTHONHOME": info["home"]}, origin)
+
+
+def _wrapper_python(path: str) -> str | None:
+    """The interpreter behind a gdb-for-pwndbg wrapper script (``venv/bin/gdb``), if it is one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if head.startswith(b"#!") and b"gdb_for_pwndbg" in head:
+        return head[2:].split(b"\n", 1)[0].decode(errors="replace").strip()
+    return None
 
 
 def _from_path(path: str, origin: str) -> Gdb:
@@ -76,7 +116,9 @@ def candidates() -> list[Gdb]:
         found = shutil.which(explicit)
         if found is None:
             raise GdbMissing(f"PEEKA_GDB={explicit} is not an executable gdb", "Point PEEKA_GDB at a gdb binary, or unset it.")
-        return [_from_path(found, "PEEKA_GDB")]
+        python = _wrapper_python(found)
+        bundled = _bundled(python, "PEEKA_GDB") if python else None
+        return [bundled or _from_path(found, "PEEKA_GDB")]
     found = [g for g in (_bundled(),) if g is not None]
     on_path = shutil.which("gdb")
     if on_path:

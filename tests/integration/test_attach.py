@@ -6,11 +6,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, VERSIONS, peeka_cli, python_for
+
+from peeka.attach import gdb_binary
 
 pytestmark = pytest.mark.integration
 
@@ -75,10 +78,13 @@ def test_cli_on_314_attaches_older_targets(spawn, version: str) -> None:
     if not cli314.exists():
         pytest.skip("no .venv314 (scripts/setup.sh creates it when a Python 3.14 is available)")
     target = spawn(python_for(version), "app.py", "sleep")
-    out = peeka_cli("thread", str(target.pid), "--json", python=str(cli314))
+    # That 3.14 is a static build: it cannot host the bundled gdb, so it borrows the one of the
+    # 3.11 venv through PEEKA_GDB (the machine's gdb 13 may not work on this CPU).
+    env = {"PEEKA_GDB": str(Path(sys.executable).with_name("gdb"))} if gdb_binary._bundled() else {}
+    out = peeka_cli("thread", str(target.pid), "--json", python=str(cli314), env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["threads"]
-    assert peeka_cli("detach", str(target.pid), python=str(cli314)).returncode == 0
+    assert peeka_cli("detach", str(target.pid), python=str(cli314), env=env).returncode == 0
     assert target.stop() == ""
 
 
@@ -143,9 +149,15 @@ def test_gdb_missing_is_diagnosed(spawn, tmp_path: Path) -> None:
                         (bindir / name).symlink_to(os.path.join(d, name))
                     except OSError:
                         pass
-    out = peeka_cli("attach", str(target.pid), env={"PATH": str(bindir)})
+    out = peeka_cli("attach", str(target.pid), env={"PATH": str(bindir), "PEEKA_GDB": "gdb"})
     assert out.returncode == 9, out.stderr
-    assert "gdb" in out.stderr and "apt-get install gdb" in out.stderr
+    assert "PEEKA_GDB=gdb is not an executable gdb" in out.stderr
+    # No gdb anywhere: the 3.14 client's static interpreter cannot host the bundled gdb either.
+    cli314 = ROOT / ".venv314" / "bin" / "python"
+    if cli314.exists():
+        out = peeka_cli("attach", str(target.pid), "--method", "gdb", python=str(cli314), env={"PATH": str(bindir)})
+        assert out.returncode == 9, out.stderr
+        assert "gdb is not installed" in out.stderr and "apt-get install gdb" in out.stderr
     assert target.alive()
 
 
