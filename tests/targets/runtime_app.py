@@ -3,7 +3,7 @@
     burn      thread "burner" spends its CPU in burn_hot (7 units) and burn_cool (3 units)
     idle      thread "idler" sleeps in a loop; thread "waiter" waits on an Event
     deadlock  threads "deadlock-a" and "deadlock-b" take RLocks LOCK_A/LOCK_B in opposite orders
-    leak      thread "leaker" appends 200 LeakRecord objects to the list LEAK every 20 ms
+    leak      thread "leaker" appends 50 LeakRecord objects to the list LEAK every 20 ms
     inprocess start the agent in this process (no attach needed), as tests/targets/cmd_target.py does
 
 Prints "ready" once everything runs (and the deadlock has happened); exits when stdin closes.
@@ -60,7 +60,7 @@ class LeakRecord:
 def leaker():
     n = 0
     while not STOP.wait(0.02):
-        for _ in range(200):
+        for _ in range(50):
             LEAK.append(LeakRecord(n))
             n += 1
 
