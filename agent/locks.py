@@ -204,26 +204,31 @@ def global_names(objects: List[Any]) -> Dict[int, str]:
 
 
 def holding_frame(frame: Any, lock: Any) -> Optional[Dict[str, Any]]:
-    """The outermost frame of a holder's stack that refers to ``lock``: where it most likely took it."""
+    """The outermost frame of a holder's stack that refers to ``lock`` (a local or a global it names,
+    or an attribute of one, such as ``self.lock``): where it most likely took it."""
     found = None
     for f in _frames(frame):
-        try:
-            local_values = list(f.f_locals.values())
-        except Exception:
-            local_values = []
-        refs = any(v is lock for v in local_values)
-        if not refs:
-            refs = any(f.f_globals.get(n) is lock for n in f.f_code.co_names)
-        if not refs:
-            try:
-                owner = f.f_locals.get("self")
-            except Exception:
-                owner = None
-            namespace = getattr(owner, "__dict__", None) if owner is not None else None
-            refs = isinstance(namespace, dict) and any(v is lock for v in namespace.values())
-        if refs:
+        if _refers_to(f, lock):
             found = f
     return where(found) if found is not None else None
+
+
+def _refers_to(frame: Any, lock: Any) -> bool:
+    candidates = [frame.f_globals[n] for n in frame.f_code.co_names if n in frame.f_globals]
+    try:
+        candidates.extend(frame.f_locals.values())
+    except Exception:
+        pass
+    for value in candidates:
+        if value is lock:
+            return True
+        try:
+            namespace = object.__getattribute__(value, "__dict__")
+        except Exception:
+            continue
+        if isinstance(namespace, dict) and any(v is lock for v in list(namespace.values())):
+            return True
+    return False
 
 
 def cycles(edges: Dict[int, int]) -> List[List[int]]:

@@ -1,0 +1,173 @@
+"""The pure parts of the runtime views: /proc parsing, profile arithmetic, lock analysis.
+
+Lock analysis runs on real threads blocked on real locks in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from peeka_agent import locks, procfs, sampling
+
+# A real /proc/PID/stat line whose command name has spaces and a ")" in it.
+STAT = (b"4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 2135 0 0 0 250 75 0 0 20 0 7 0 "
+        b"86051 27176960 4470 18446744073709551615 1 1 0 0 0 0 0 16781312 16386 0 0 0 17 1 0 0 0 0 0")
+
+
+def test_parse_stat() -> None:
+    name, state, cpu, threads = procfs.parse_stat(STAT, 100)
+    assert (name, state, cpu, threads) == ("my (odd) app", "S", 3.25, 7)
+
+
+def test_parse_stat_of_this_process() -> None:
+    stat = procfs.process_stat()
+    assert stat is not None and stat[1] in "RSD" and stat[3] >= 1 and stat[2] >= 0
+
+
+def test_parse_kb_table() -> None:
+    raw = b"Name:\tpython\nVmRSS:\t   1624 kB\nThreads:\t3\nPrivate_Dirty:       112 kB\nbad line\n"
+    assert procfs.parse_kb_table(raw) == {"VmRSS": 1624 * 1024, "Private_Dirty": 112 * 1024}
+
+
+def test_memory_of_this_process() -> None:
+    mem = procfs.memory()
+    assert mem["rss_bytes"] and mem["uss_bytes"] and 0 < mem["uss_bytes"] <= mem["rss_bytes"]
+
+
+def _code(name: str) -> Any:
+    namespace: dict[str, Any] = {}
+    exec(f"def {name}(): pass", {"__name__": "fake_mod"}, namespace)
+    return namespace[name].__code__
+
+
+def test_summarize_self_total_and_recursion() -> None:
+    names = sampling.Names()
+    leaf, mid, root = _code("leaf"), _code("mid"), _code("root")
+    raw = {
+        (1, (leaf, mid, root)): 6,
+        (1, (mid, root)): 2,
+        (2, (mid, mid, root)): 2,  # recursion counts once per sample in total
+    }
+    stacks = sampling.label_stacks(raw, None, {1: "w1", 2: "w2"}, names)
+    samples, functions = sampling.summarize(stacks, names.where, 10)
+    rows = {f["function"].rsplit(" ", 1)[0]: f for f in functions}
+    assert samples == 10
+    assert [f["function"].split(" ")[0] for f in functions] == ["leaf", "mid", "root"]
+    assert rows["leaf"]["self_percent"] == 60.0 and rows["leaf"]["total_percent"] == 60.0
+    assert rows["mid"]["self_samples"] == 4 and rows["mid"]["total_samples"] == 10
+    assert rows["root"]["self_samples"] == 0 and rows["root"]["total_percent"] == 100.0
+
+
+def test_label_stacks_weights_and_leaves_out() -> None:
+    names = sampling.Names()
+    busy, idle = _code("busy"), _code("idle")
+    raw = {(1, (busy,)): 10, (2, (idle,)): 10, (3, (idle,)): 10}
+    stacks = sampling.label_stacks(raw, {1: 1.0, 2: 0.5}, {1: "a", 2: "b", 3: "c"}, names)
+    assert sorted(stacks.values()) == [5.0, 10.0]  # thread 3 left out, thread 2 at half weight
+
+
+def test_collapsed_format() -> None:
+    stacks = {("main", ("inner", "outer;odd")): 2.6, ("main", ("other", "outer;odd")): 0.3, ("t2", ("x",)): 1.0}
+    assert sampling.collapsed(stacks) == [["thread main;outer:odd;inner", 3], ["thread t2;x", 1]]
+
+
+def test_sampler_skips_and_counts() -> None:
+    sampler = sampling.Sampler()
+    sampler.skip = frozenset({threading.get_ident()})
+    sampler.sample()
+    sampler.sample()
+    raw, ticks, busy = sampler.take()
+    assert ticks == 2 and busy > 0
+    assert all(ident != threading.get_ident() for ident, _ in raw)
+    assert sampler.take()[1] == 0
+
+
+def test_cycles() -> None:
+    assert locks.cycles({1: 2, 2: 1, 3: 1}) == [[1, 2]]
+    assert locks.cycles({5: 7, 7: 9, 9: 5}) == [[5, 7, 9]]
+    assert locks.cycles({1: 2, 2: 3}) == []
+
+
+def test_lock_facts() -> None:
+    plain, reentrant = threading.Lock(), threading.RLock()
+    assert locks.lock_facts(plain)["locked"] is False
+    with reentrant, reentrant:
+        facts = locks.lock_facts(reentrant)
+        assert facts["type"] == "RLock" and facts["owner"] == threading.get_ident() and facts["count"] == 2
+    assert locks.lock_facts(reentrant)["locked"] is False
+    pure = threading._PyRLock()  # type: ignore[attr-defined]
+    with pure:
+        assert locks.lock_facts(pure)["owner"] == threading.get_ident()
+
+
+class Holder:
+    def __init__(self) -> None:
+        self.guard = threading.RLock()
+
+
+@pytest.fixture
+def blocked_threads() -> Iterator[dict[str, Any]]:
+    """Real threads blocked on a held RLock (an attribute chain), a held Lock (a local), a Condition."""
+    holder = Holder()
+    plain = threading.Lock()
+    cond = threading.Condition()
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with holder.guard:
+            plain.acquire()
+            holding.set()
+            release.wait()
+            plain.release()
+
+    def want_chain() -> None:
+        with holder.guard:
+            pass
+
+    def want_local(lock: Any) -> None:
+        lock.acquire()
+        lock.release()
+
+    def want_notify() -> None:
+        with cond:
+            cond.wait(5)
+
+    threads = {"hold": threading.Thread(target=hold, daemon=True)}
+    threads["hold"].start()
+    holding.wait(5)
+    threads["chain"] = threading.Thread(target=want_chain, daemon=True)
+    threads["local"] = threading.Thread(target=want_local, args=(plain,), daemon=True)
+    threads["notify"] = threading.Thread(target=want_notify, daemon=True)
+    for name in ("chain", "local", "notify"):
+        threads[name].start()
+    time.sleep(0.2)
+    yield {"threads": threads, "holder": holder, "plain": plain, "cond": cond}
+    release.set()
+    with cond:
+        cond.notify_all()
+    for t in threads.values():
+        t.join(5)
+
+
+def test_waiting_on(blocked_threads: dict[str, Any]) -> None:
+    frames = sys._current_frames()
+    threads = blocked_threads["threads"]
+    chain = locks.waiting_on(threads["chain"].ident, frames[threads["chain"].ident])
+    assert chain is not None and chain["kind"] == "lock" and chain["name"] == "holder.guard"
+    assert chain["object"] is blocked_threads["holder"].guard
+    assert chain["lock"]["owner"] == threads["hold"].ident
+    local = locks.waiting_on(threads["local"].ident, frames[threads["local"].ident])
+    assert local is not None and local["name"] == "lock" and local["lock"]["type"] == "Lock"
+    assert local["lock"]["owner"] is None  # a plain Lock records no owner
+    notify = locks.waiting_on(threads["notify"].ident, frames[threads["notify"].ident])
+    assert notify is not None and notify["kind"] == "condition" and notify["at"]["function"].endswith("want_notify")
+    where = locks.holding_frame(frames[threads["hold"].ident], blocked_threads["holder"].guard)
+    assert where is not None and where["function"].endswith("hold")
+    hold = locks.waiting_on(threads["hold"].ident, frames[threads["hold"].ident])
+    assert hold is not None and hold["kind"] == "event"
