@@ -233,18 +233,19 @@ def test_sidecar_in_a_simulated_pod(version: str, receiver: Receiver, tmp_path: 
         exporter, exporter_pid = pod.run(
             f"mount --bind {config_dir} {CONFIG_MOUNT} && mount -t tmpfs tmpfs /tmp",
             [str(ROOT / ".venv" / "bin" / "peeka"), *args], sidecar_env, caps=caps, stdout=subprocess.DEVNULL)
-        # Separate mount namespaces, one PID namespace, only the capabilities the manifest grants.
+        assert exporter.stderr is not None
+        line = exporter.stderr.readline()
+        match = re.search(r"metrics on http://([\d.]+:\d+)/metrics", line)
+        assert match, line + (exporter.stderr.read() if exporter.poll() is not None else "")
+        base = f"http://{match.group(1)}"
+        # It runs peeka now (not the setup shell): separate mount namespaces, one PID namespace,
+        # and only the capabilities the manifest grants.
         ns = {p: {n: os.readlink(f"/proc/{p}/ns/{n}") for n in ("mnt", "pid")} for p in (shop_pid, exporter_pid)}
         assert ns[shop_pid]["mnt"] != ns[exporter_pid]["mnt"] != os.readlink("/proc/self/ns/mnt")
         assert ns[shop_pid]["pid"] == ns[exporter_pid]["pid"] != os.readlink("/proc/self/ns/pid")
         status = Path(f"/proc/{exporter_pid}/status").read_text()
         assert re.search(r"CapEff:\s+0000000000080000", status) and re.search(r"NoNewPrivs:\s+1", status), status
 
-        assert exporter.stderr is not None
-        line = exporter.stderr.readline()
-        match = re.search(r"metrics on http://([\d.]+:\d+)/metrics", line)
-        assert match, line + (exporter.stderr.read() if exporter.poll() is not None else "")
-        base = f"http://{match.group(1)}"
         stderr_lines: list[str] = []
         threading.Thread(target=lambda: stderr_lines.extend(exporter.stderr), daemon=True).start()  # type: ignore[arg-type]
 
