@@ -56,6 +56,7 @@ class Exporter:
         self.registry.register(PeekaCollector(self.snapshots))
         self.server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
+        self._said: dict[TargetSession, str] = {}
 
     # -- state for /metrics and /healthz
     def snapshots(self) -> list[TargetSnapshot]:
@@ -95,15 +96,31 @@ class Exporter:
                     continue
             elif not os.path.exists(f"/proc/{pid}"):
                 continue
+            if session is not None and session.error:
+                self.out(f"peeka export: {pid} ({session.service}): {session.error}; retrying")
             fresh = TargetSession(pid, rule, self.config, self.make_exporter, self.environ)
             with self._lock:
                 self.sessions[pid] = fresh
             fresh.start()
         with self._lock:
             for pid, session in list(self.sessions.items()):
+                self._announce(session)
                 gone = not session.alive and not os.path.exists(f"/proc/{pid}")
                 if gone and session.ended_at is not None and now - session.ended_at > FORGET:
                     del self.sessions[pid]
+                    self._said.pop(session, None)
+
+    def _announce(self, session: TargetSession) -> None:
+        """One console line when a target starts streaming and when it is lost."""
+        said = self._said.get(session)
+        if session.up and said != "up":
+            how = "reusing its agent" if not session.attached_here else f"attached via {session.attach_method}"
+            self.out(f"peeka export: {session.pid} ({session.service}) streaming, {how}; "
+                     f"{len(session.functions)} function(s) probed")
+            self._said[session] = "up"
+        elif not session.alive and said != "ended":
+            self.out(f"peeka export: {session.pid} ({session.service}) {session.state}: {session.error or 'ended'}")
+            self._said[session] = "ended"
 
     # -- HTTP
     def _serve(self) -> None:

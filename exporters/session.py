@@ -50,6 +50,7 @@ class TargetSession:
         self.agent_dropped = 0
         self.spans_received = 0
         self.attached_here = False
+        self.attach_method = ""
         self.queue: SpanQueue | None = None
         self.client: AgentClient | None = None
         self._stopping = False
@@ -84,6 +85,7 @@ class TargetSession:
         client, report = attach(self.pid, method=self.config.method, timeout=self.config.attach_timeout)
         self.client = client
         self.attached_here = not report.reused
+        self.attach_method = report.method
         assert client.hello is not None
         hello = asdict(client.hello)
         attrs = resource_attributes(hello, TargetProcess(self.pid).cmdline, socket.gethostname(), self.rule.service,
@@ -139,6 +141,7 @@ class TargetSession:
     def health(self) -> dict[str, Any]:
         queue = self.queue
         return {"pid": self.pid, "service": self.service, "up": self.up, "state": self.state, "error": self.error,
+                "agent": None if self.client is None else ("attached" if self.attached_here else "reused"),
                 "functions": self.functions, "spans_received": self.spans_received,
                 "spans_exported": queue.exported if queue is not None else 0, "queue": len(queue) if queue is not None else 0,
                 "dropped": self.snapshot().dropped, "export_failures": queue.failures if queue is not None else 0}
