@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, python_for
-from deploy_support import DEPLOY, documents, find, sidecar
+from deploy_support import DEPLOY, documents, find, sidecar, tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -232,7 +232,7 @@ def test_sidecar_in_a_simulated_pod(version: str, receiver: Receiver, tmp_path: 
         assert shop.stdout is not None and shop.stdout.readline().startswith("ready")
         exporter, exporter_pid = pod.run(
             f"mount --bind {config_dir} {CONFIG_MOUNT} && mount -t tmpfs tmpfs /tmp",
-            [str(ROOT / ".venv" / "bin" / "peeka"), *args], sidecar_env, caps=caps, stdout=subprocess.DEVNULL)
+            [tool("peeka"), *args], sidecar_env, caps=caps, stdout=subprocess.DEVNULL)
         assert exporter.stderr is not None
         line = exporter.stderr.readline()
         match = re.search(r"metrics on http://([\d.]+:\d+)/metrics", line)
