@@ -16,6 +16,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -qq -y "${need_apt[@]}" >&2
 fi
 
+# Prometheus (server and promtool) for the exporter's tests. The tests run their own server on a
+# free loopback port with a temp config; where systemd runs Debian's service, it is stopped and
+# disabled so nothing is left scraping or holding 9090.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -qq -y --no-install-recommends prometheus >&2
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
 # Python 3.14 for remote_exec targets and for running the CLI on 3.14.
 PY314=""
 for script in "$ROOT/../shared/tools/get-python314.sh" "$ROOT/scripts/get-python314.sh"; do
