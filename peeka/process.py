@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .errors import NoSuchProcess, NotPython, PermissionDenied, UnsupportedVersion
+from .errors import (
+    PTRACE_HELP,
+    NoSuchProcess,
+    NotPython,
+    PeekaError,
+    PermissionDenied,
+    PtraceRefused,
+    UnsupportedVersion,
+)
 
 SUPPORTED = ((3, 9), (3, 14))
 _LIBPYTHON = re.compile(r"libpython(\d+)\.(\d+)[a-z]*\.so")
@@ -130,8 +138,13 @@ class TargetProcess:
             out.append(Mapping(start, end, parts[1], int(parts[2], 16), path))
         return out
 
-    def permission_error(self, what: str) -> PermissionDenied:
+    def permission_error(self, what: str) -> PeekaError:
         me = os.geteuid()
+        if me == self.uid:
+            # Same user and still refused: the kernel's ptrace access check said no (a
+            # non-dumpable process, or root without CAP_SYS_PTRACE, or Yama).
+            return PtraceRefused(f"cannot {what} of process {self.pid}: the kernel refuses ptrace access "
+                                 "(the process may be non-dumpable, or CAP_SYS_PTRACE is missing)", PTRACE_HELP)
         return PermissionDenied(
             f"cannot {what} of process {self.pid} (owned by {self.user}, you are uid {me})",
             f"Run peeka as the target's user (`sudo -u {self.user} peeka ...`) or as root.",
@@ -147,7 +160,7 @@ class TargetProcess:
                 if hit:
                     return int(hit.group(1)), int(hit.group(2))
             exe = self.exe
-        except PermissionDenied:
+        except (PermissionDenied, PtraceRefused):
             # Another user's process: only its command line is readable.
             exe = self.cmdline[0] if self.cmdline else ""
         hit = _EXE_VERSION.search(os.path.basename(exe.replace(" (deleted)", "")))
@@ -196,7 +209,7 @@ class TargetProcess:
         """The target's temp dir in its own namespace, as ``tempfile.gettempdir()`` there picks it."""
         try:
             env = self.environ
-        except PermissionDenied:
+        except (PermissionDenied, PtraceRefused):
             env = {}
         for key in ("TMPDIR", "TEMP", "TMP"):
             value = env.get(key)

@@ -45,6 +45,43 @@ def handler(a, b):
 @functools.wraps(add)
 def wrapped(a, b): return add(a, b)
 
+# A call tree: what tracing costs *inside* the traced call (every callee is timed).
+def leaf(x): return x * 2 + 1
+def branch(x): return leaf(x) + leaf(x + 1)
+def tree(a, b):
+    total = 0
+    for i in range(10):
+        total += branch(i + a)
+    return total
+
+# A WSGI app driven in a loop (no sockets): the host's throughput with its view probed.
+import io
+from wsgiref.util import setup_testing_defaults
+def load_item(item_id): return {"id": item_id, "name": "item-%d" % item_id, "cents": 100 * item_id}
+def view(environ):
+    item = load_item(int(environ["PATH_INFO"].rsplit("/", 1)[1]))
+    item["total"] = round(item["cents"] * 1.2)
+    return json.dumps(item).encode()
+def app(environ, start_response):
+    body = view(environ)
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+def wsgi_loop(n):
+    statuses = []
+    start_response = lambda status, headers: statuses.append(status)
+    for i in range(n):
+        environ = {"PATH_INFO": "/items/%d" % (i % 50 + 1), "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(environ)
+        b"".join(app(environ, start_response))
+    return len(statuses)
+def requests_per_s():
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        wsgi_loop(N // 40)
+        best = max(best, (N // 40) / (time.perf_counter() - t))
+    return best
+
 def bench(fn):
     n = N if fn is not handler else N // 10
     best = float("inf")
@@ -72,6 +109,18 @@ for target in (add, handler):
     probed(key + ":monitor", cmds["monitor"].Monitor, {}, target)
     probed(key + ":trace", cmds["trace"].Trace, {}, target)
 out["add:functools.wraps wrapper"] = bench(wrapped)
+out["tree:plain"] = bench(tree)
+probed("tree:trace (31 calls timed per call)", cmds["trace"].Trace, {}, tree)
+wsgi = {"untouched": requests_per_s()}
+for mode, cls, args in (("view watched", cmds["watch"].Watch, {}), ("view monitored", cmds["monitor"].Monitor, {}),
+                        ("view traced", cmds["trace"].Trace, {})):
+    stream = cls(agent, dict(args, pattern="__main__.view", limit=1 << 60))
+    stream.client = Client(); stream.request_id = 1; stream.setup()
+    try:
+        wsgi[mode] = requests_per_s()
+    finally:
+        stream.cancel("done")
+out["wsgi"] = wsgi
 out["other:plain"] = bench(other)
 probed("other:unwatched while add is watched", cmds["watch"].Watch, {}, add, measure=other)
 try:
@@ -106,12 +155,15 @@ def main() -> None:
             print(f"{version}: failed\n{proc.stderr}")
             continue
         data = json.loads(proc.stdout)
+        wsgi = data.pop("wsgi")
         print(f"\nPython {version}  ({python})")
         print(f"  {'function:mode':44} {'ns/call':>9} {'added ns':>9} {'ratio':>7}")
         for key, ns in data.items():
             fn = key.split(":")[0]
             base = data.get(f"{fn}:plain", ns)
             print(f"  {key:44} {ns:9.0f} {ns - base:9.0f} {ns / base:7.2f}")
+        base = wsgi["untouched"]
+        print(f"  WSGI loop requests/s: " + ", ".join(f"{k} {v:,.0f} ({v / base:.3f}x)" for k, v in wsgi.items()))
         span = data.get("add:OTel SDK span")
         if span:
             for mode in ("watch capture args+result", "monitor"):

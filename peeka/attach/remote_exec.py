@@ -14,8 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import AttachFailed, AttachTimeout, PermissionDenied, PtraceRefused, RemoteDebugDisabled
-from ..errors import PTRACE_HELP
+from ..errors import (
+    PTRACE_HELP,
+    AttachFailed,
+    AttachTimeout,
+    PermissionDenied,
+    PtraceRefused,
+    RemoteDebugDisabled,
+)
 from ..process import TargetProcess
 
 _CALL = "import sys; sys.remote_exec(int(sys.argv[1]), sys.argv[2])"
@@ -59,6 +65,11 @@ def inject_with_remote_exec(target: TargetProcess, launch_path: str, timeout: fl
         )
     except subprocess.TimeoutExpired:
         raise AttachTimeout(f"sys.remote_exec on {target.pid} did not return within {timeout:g}s", "") from None
+    except PermissionError as exc:
+        # /proc/PID/exe of a non-dumpable process is closed to a caller without CAP_SYS_PTRACE,
+        # and so is the process itself.
+        raise PtraceRefused(f"cannot run the interpreter of process {target.pid} ({exc.filename}): {exc.strerror}",
+                            PTRACE_HELP) from None
     finally:
         if local_copy is not None:
             local_copy.unlink(missing_ok=True)

@@ -224,3 +224,21 @@ def test_other_uid_is_refused(spawn) -> None:
     assert out.stdout.strip() == "PermissionDenied", out.stderr
     assert peeka_cli("thread", str(target.pid)).returncode == 0
     assert peeka_cli("detach", str(target.pid)).returncode == 0
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.14"])
+def test_ptrace_refused_is_diagnosed(spawn, version: str) -> None:
+    """For real: a client without CAP_SYS_PTRACE against a non-dumpable target of the same uid."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_SYS_PTRACE from the client")
+    target = spawn(python_for(version), "nondumpable.py")
+    drop = [setpriv, "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"]
+    out = subprocess.run([*drop, sys.executable, "-m", "peeka", "attach", str(target.pid), "--json"],
+                         capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert out.returncode == 7, out.stdout + out.stderr
+    error = json.loads(out.stdout)
+    assert error["error"] == "ptrace-refused", error
+    assert "CAP_SYS_PTRACE" in error["help"] and "SYS_PTRACE" in error["help"]
+    assert target.alive()
+    assert target.stop() == ""
