@@ -1,0 +1,195 @@
+"""Benchmark: peeka export end to end, and what it costs the target, vs the OTel SDK in-process.
+
+    python tests/bench_export.py [--versions 3.14] [--seconds 5] [--rates 100,1000,10000]
+
+For each Python version, a target (tests/targets/export_bench_target.py) does a fixed amount of
+"other work" per loop and makes RATE calls per second of ``handle``. Three runs per rate:
+  plain   nothing observes it (the baseline throughput of other work)
+  peeka   ``peeka export --watch __main__.handle`` streams one span per call to a real OTLP/HTTP
+          receiver (oteltest's sink) through the exporter subprocess
+  sdk     the same target instrumented in-process with the OpenTelemetry SDK (one span per call,
+          BatchSpanProcessor, OTLP/HTTP to the same receiver); only where the SDK is importable
+Then one run at full speed (RATE 0) measures spans/s through one exporter (target -> agent ->
+exporter -> receiver) and what was dropped where. Prints numbers; not a test (machine load shows).
+Goals (issue 5): >= 20,000 spans/s through one exporter; <= 5% throughput loss at 1k calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(HERE / "integration")]
+from conftest import TARGETS, find_python  # noqa: E402
+from oteltest.sink import HttpSink  # noqa: E402
+from oteltest.sink.handler import RequestHandler  # noqa: E402
+from peeka_exporters.procfs import process_numbers  # noqa: E402
+from test_export import ExportProcess, free_port, wait_for  # noqa: E402
+
+
+class Count(RequestHandler):
+    """Counts spans received (no per-span Python work: the receiver must not be the bottleneck)."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+        self.lock = threading.Lock()
+
+    def handle_trace(self, request: Any, headers: Any) -> None:
+        n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        with self.lock:
+            self.spans += n
+
+    def handle_metrics(self, request: Any, headers: Any) -> None:
+        pass
+
+    def handle_logs(self, request: Any, headers: Any) -> None:
+        pass
+
+
+def sdk_python(version: str) -> str | None:
+    """An interpreter of this version that can import the OTel SDK (the project's venv for it)."""
+    for venv in (ROOT / ".venv", ROOT / f".venv{version.replace('.', '')}"):
+        py = venv / "bin" / "python"
+        if py.exists():
+            out = subprocess.run([str(py), "-c", "import sys, opentelemetry.sdk; print('%d.%d' % sys.version_info[:2])"],
+                                 capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip() == version:
+                return str(py)
+    return None
+
+
+class Run:
+    def __init__(self, python: str, mode: str, rate: float, seconds: float, env: dict[str, str], tmp: Path) -> None:
+        self.go = tmp / f"go-{mode}-{rate}-{time.monotonic_ns()}"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        full.update(env)
+        self.proc = subprocess.Popen([python, "-u", str(TARGETS / "export_bench_target.py"), mode, str(rate),
+                                      str(seconds), str(self.go)], stdout=subprocess.PIPE, text=True, env=full,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("ready"), line
+        self.pid = self.proc.pid
+
+    def result(self) -> dict[str, Any]:
+        self.go.touch()
+        out = json.loads(self.proc.stdout.readline())  # type: ignore[union-attr]
+        return out  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: int, tmp: Path,
+        sdk: str | None) -> dict[str, Any]:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    run = Run(sdk if mode == "sdk" and sdk else python, mode, rate, seconds, env if mode == "sdk" else {}, tmp)
+    exporter = None
+    try:
+        if mode == "peeka":
+            exporter = ExportProcess(tmp, "--pid", str(run.pid), "--watch", "__main__.handle", "--no-args", env=env)
+            exporter.wait_up(run.pid, 60)
+        before = sink.spans
+        exporter_cpu = process_numbers(exporter.proc.pid)["cpu_seconds"] if exporter else 0.0  # type: ignore[index]
+        went = time.monotonic()
+        out = run.result()
+        health = None
+        if exporter is not None:
+            expected = out["calls"]
+
+            def drained() -> Any:
+                t = exporter.target(run.pid)  # type: ignore[union-attr]
+                if t is None:
+                    return None
+                lost = sum(t["dropped"].values())
+                return t if t["spans_exported"] + lost >= expected and t["queue"] == 0 else None
+
+            try:
+                health = wait_for(drained, 60, "the exporter to drain")
+            except AssertionError:
+                health = exporter.target(run.pid)
+            out["delivered_in"] = time.monotonic() - went  # the run, then until the exporter drained
+            out["exporter_cpu"] = process_numbers(exporter.proc.pid)["cpu_seconds"] - exporter_cpu  # type: ignore[index]
+        elif mode == "sdk":
+            time.sleep(1.0)
+        out["received"] = sink.spans - before
+        out["health"] = health
+        return out
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        run.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--versions", default="3.14")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", default="100,1000,10000")
+    args = parser.parse_args()
+    logging.disable(logging.CRITICAL)
+    from http.server import BaseHTTPRequestHandler
+
+    BaseHTTPRequestHandler.log_message = lambda *a: None  # type: ignore[method-assign]  # the sink logs every POST
+    sink = Count()
+    port = free_port()
+    server = HttpSink(sink, logging.getLogger("bench"), port=port)
+    server.start()
+    time.sleep(0.3)
+    rates = [float(r) for r in args.rates.split(",")]
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for version in args.versions.split(","):
+            python = find_python(version)
+            if python is None:
+                print(f"{version}: no interpreter found, skipped")
+                continue
+            sdk = sdk_python(version)
+            print(f"\n== Python {version} target ({python}); SDK comparison: {sdk or 'none (SDK not importable)'}")
+            print("loss/cpu: other work per CPU second of the target process vs plain (robust to the machine's load);"
+                  "\nloss/wall: other work per wall second vs plain; exporter cpu: the sidecar's CPU per run second")
+            print(f"{'rate/s':>8} {'mode':>6} {'calls/s':>9} {'work/cpu-s':>11} {'loss/cpu':>9} {'loss/wall':>9} "
+                  f"{'spans rcvd':>10} {'dropped':>8} {'exporter cpu':>12}")
+            for rate in rates:
+                base: tuple[float, float] | None = None
+                for mode in ("plain", "peeka", "sdk"):
+                    if mode == "sdk" and sdk is None:
+                        continue
+                    out = one(python, mode, rate, args.seconds, sink, port, tmp, sdk)
+                    per_cpu, per_wall = out["units"] / out["cpu"], out["units"] / out["seconds"]
+                    if mode == "plain":
+                        base = (per_cpu, per_wall)
+                    assert base is not None
+                    loss_cpu = f"{(1 - per_cpu / base[0]) * 100:8.1f}%" if mode != "plain" else "        -"
+                    loss_wall = f"{(1 - per_wall / base[1]) * 100:8.1f}%" if mode != "plain" else "        -"
+                    dropped = sum(out["health"]["dropped"].values()) if out.get("health") else "-"
+                    ecpu = f"{out['exporter_cpu'] / out['seconds'] * 100:11.1f}%" if "exporter_cpu" in out else "-"
+                    print(f"{rate:>8.0f} {mode:>6} {out['calls'] / out['seconds']:>9.0f} {per_cpu:>11.0f} {loss_cpu} "
+                          f"{loss_wall} {out['received']:>10} {dropped:>8} {ecpu:>12}", flush=True)
+            out = one(python, "peeka", 0, args.seconds, sink, port, tmp, sdk)
+            h = out.get("health") or {}
+            took = out.get("delivered_in") or out["seconds"]
+            print(f"full speed, peeka: target made {out['calls'] / out['seconds']:,.0f} calls/s for {out['seconds']:.1f} s; "
+                  f"receiver got {out['received']:,} spans in {took:.1f} s = {out['received'] / took:,.0f} spans/s "
+                  f"end to end (dropped {h.get('dropped')}; exporter CPU {out.get('exporter_cpu', 0):.1f} s)", flush=True)
+            if sdk:
+                out = one(python, "sdk", 0, args.seconds, sink, port, tmp, sdk)
+                print(f"full speed, sdk:   target made {out['calls'] / out['seconds']:,.0f} calls/s; receiver got "
+                      f"{out['received']:,} spans ({out['received'] / out['seconds']:,.0f} spans/s)", flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
