@@ -23,7 +23,8 @@ Events (numbers in base units; sample counts are CPU-weighted as above, hence fr
             sampler: {busy_seconds (GIL held while sampling), busy_percent (of the interval)},
             stacks?: [[collapsed line, samples]]}
   profile  (with ``record``) the whole recording: {type: "profile", duration_s, ticks, samples,
-            functions (as above), collapsed: [[line, samples]] ("thread NAME;outer;...;inner"), process}
+            functions (as above), collapsed: [[line, samples]] ("thread NAME;outer;...;inner"),
+            process (as above, over the last interval)}
 """
 
 from __future__ import annotations
@@ -92,52 +93,69 @@ class Top(Stream):
                     reports += 1
                 if end is not None and now >= end:
                     if self.record is not None:
-                        self.emit(self.profile(now - started))
+                        self.emit(self.profile(now - started, window))
                     self.finish("record" if self.record is not None else "timeout")
                     return
                 if self.max_reports and reports >= self.max_reports:
                     self.finish("limit")
                     return
-                window = _Window(self.sampler)
+                window = _Window(self.sampler, window)
                 next_report += self.interval
             if self.wake.wait(max(0.0, next_tick - time.monotonic())):
                 return
 
-    def profile(self, duration: float) -> Dict[str, Any]:
+    def profile(self, duration: float, last: _Window) -> Dict[str, Any]:
         samples, functions = sampling.summarize(self.recorded, self.names.where, self.rows)
         return {"type": "profile", "duration_s": round(duration, 3), "samples": samples,
                 "functions": functions, "collapsed": sampling.collapsed(self.recorded),
-                "process": _Window(self.sampler).process_now()}
+                "process": last.process()}
 
 
 class _Window:
-    """One report interval: the sampler's counts plus the process and thread CPU around them."""
+    """One report interval: the sampler's counts plus the process and thread CPU around them.
 
-    def __init__(self, sampler: sampling.Sampler) -> None:
+    A window starts from the numbers its predecessor read when it closed, so /proc is read once
+    per interval (each read releases the GIL, and taking it back costs the host a switch).
+    """
+
+    def __init__(self, sampler: sampling.Sampler, previous: Optional[_Window] = None) -> None:
         self.sampler = sampler
-        self.started = time.monotonic()
+        self.started = time.monotonic() if previous is None else previous.closed
         self.threads = _python_threads()
         sampler.skip = frozenset(i for i, (_name, _nid, agent) in self.threads.items() if agent)
-        self.cpu_before = _thread_cpu(self.threads)
-        stat = procfs.process_stat()
-        self.process_cpu = stat[2] if stat else None
-        self.gc_before = gc.get_stats()
+        if previous is None:
+            self.cpu_before = _thread_cpu(self.threads)
+            stat = procfs.process_stat()
+            self.process_cpu = stat[2] if stat else None
+            self.gc_before = gc.get_stats()
+        else:
+            self.cpu_before = previous.cpu_after
+            self.process_cpu = previous.process_cpu_after
+            self.gc_before = previous.gc_after
+        self.cpu_after: Dict[int, float] = {}
         self.idle: List[int] = []
 
     def close(self, names: sampling.Names, keep_idle: bool) -> sampling.Labelled:
         raw, self.ticks, self.busy = self.sampler.take()
-        self.elapsed = max(1e-6, time.monotonic() - self.started)
+        self.closed = time.monotonic()
+        self.elapsed = max(1e-6, self.closed - self.started)
         weights: Optional[Dict[int, float]] = None
         sampled = {i for i, _codes in raw}
+        self.cpu_after = _thread_cpu(self.threads)
+        stat = procfs.process_stat()
+        self.process_cpu_after = stat[2] if stat else None
+        self.os_threads = stat[3] if stat else threading.active_count()
+        self.rss = procfs.rss_bytes()
+        self.gc_after = gc.get_stats()
         if not keep_idle:
-            after = _thread_cpu(self.threads)
             weights = {}
             for ident in sampled:
-                before, now = self.cpu_before.get(ident), after.get(ident)
-                if before is None or now is None:
+                now = self.cpu_after.get(ident)
+                if now is None:
                     weights[ident] = 1.0  # no native id (a _thread thread): no way to tell, count it
                     continue
-                share = (now - before) / self.elapsed
+                # A thread first seen in this window started in it: all its CPU time is this window's.
+                share = (now - self.cpu_before.get(ident, 0.0)) / self.elapsed
                 if share >= IDLE_CPU_SHARE:
                     weights[ident] = min(1.0, share)
                 else:
@@ -152,31 +170,26 @@ class _Window:
             "type": "summary", "time": time.time(), "interval_s": round(self.elapsed, 3), "ticks": self.ticks,
             "rate_hz": round(self.ticks / self.elapsed, 1), "samples": samples,
             "threads_sampled": self.threads_sampled - len(self.idle), "threads_idle": len(self.idle),
-            "functions": functions, "process": self.process_now(),
+            "functions": functions, "process": self.process(),
             "sampler": {"busy_seconds": round(self.busy, 6), "busy_percent": round(100 * self.busy / self.elapsed, 3)},
         }
         if with_stacks:
             event["stacks"] = sampling.collapsed(stacks)[:5000]
         return event
 
-    def process_now(self) -> Dict[str, Any]:
-        stat = procfs.process_stat()
-        elapsed = max(1e-6, time.monotonic() - self.started)
+    def process(self) -> Dict[str, Any]:
+        """The process over this (closed) window: CPU, RSS, threads, GC."""
         cpu_percent = None
-        if stat is not None and self.process_cpu is not None:
-            cpu_percent = round(100.0 * (stat[2] - self.process_cpu) / elapsed, 1)
-        stats = gc.get_stats()
+        if self.process_cpu_after is not None and self.process_cpu is not None:
+            cpu_percent = round(100.0 * (self.process_cpu_after - self.process_cpu) / self.elapsed, 1)
+        deltas = {key: [a[key] - b[key] for a, b in zip(self.gc_after, self.gc_before)]
+                  for key in ("collections", "collected", "uncollectable")}
         return {
             "cpu_percent": cpu_percent,
-            "cpu_seconds": round(stat[2], 3) if stat else None,
-            "rss_bytes": procfs.rss_bytes(),
-            "threads": stat[3] if stat else threading.active_count(),
-            "gc": {
-                "counts": list(gc.get_count()),
-                "collections": [a["collections"] - b["collections"] for a, b in zip(stats, self.gc_before)],
-                "collected": [a["collected"] - b["collected"] for a, b in zip(stats, self.gc_before)],
-                "uncollectable": [a["uncollectable"] - b["uncollectable"] for a, b in zip(stats, self.gc_before)],
-            },
+            "cpu_seconds": None if self.process_cpu_after is None else round(self.process_cpu_after, 3),
+            "rss_bytes": self.rss,
+            "threads": self.os_threads,
+            "gc": dict(counts=list(gc.get_count()), **deltas),
         }
 
 

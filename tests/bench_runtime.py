@@ -1,0 +1,155 @@
+"""Benchmark: what the runtime views cost a busy target, and how fast one answer comes, per Python.
+
+    python tests/bench_runtime.py [--versions 3.9,3.12,3.14] [--seconds 3] [--rounds 3]
+
+For each interpreter a real target (tests/targets/runtime_bench.py: one thread doing pure-Python
+work units, eight idle threads, the agent started in-process) reports its units per second while
+(a) nothing watches it, (b) a thread of its own merely wakes at 100 Hz (the floor for any sampler
+inside the process: each wakeup takes the GIL from the busy thread), (c) ``top`` samples at 100 Hz,
+(d) ``thread -n 5 -i 200`` runs back to back.
+Phases alternate over several rounds in one run and the medians are compared (ratio to untouched).
+Then the latency of one ``thread`` answer (all threads with stacks, no interval) and one ``memory``
+answer (process numbers, GC, type census) through the real socket, median of 7.
+Not a test: numbers depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from conftest import VERSIONS, find_python  # noqa: E402
+
+from peeka.client import AgentClient  # noqa: E402
+from peeka.process import TargetProcess  # noqa: E402
+
+
+class Bench:
+    def __init__(self, python: str, tmp: Path) -> None:
+        lib = tmp / "lib"
+        lib.mkdir()
+        (lib / "peeka_agent").symlink_to(ROOT / "agent")
+        env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1")
+        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "runtime_bench.py")], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().startswith("ready")  # type: ignore[union-attr]
+
+    def measure(self, seconds: float, how: str = "") -> float:
+        self.proc.stdin.write(f"measure {seconds} {how}\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        return float(self.proc.stdout.readline())  # type: ignore[union-attr]
+
+    def client(self) -> AgentClient:
+        return AgentClient(TargetProcess(self.proc.pid), timeout=60).open()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+SAMPLER_BUSY: list[float] = []  # the sampler's own report: % of wall time it held the GIL
+
+
+def while_top(bench: Bench, seconds: float) -> float:
+    def sample() -> None:  # the agent ends the stream itself after its timeout
+        with bench.client() as client:
+            for message in client.stream("top", {"rate": 100, "interval": 1.0, "timeout": seconds + 0.6}):
+                data = getattr(message, "data", None)
+                if isinstance(data, dict) and data.get("type") == "summary":
+                    SAMPLER_BUSY.append(data["sampler"]["busy_percent"])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    time.sleep(0.3)  # sampling has started
+    rate = bench.measure(seconds)
+    sampler.join(30)
+    return rate
+
+
+def while_thread_n(bench: Bench, seconds: float) -> float:
+    done = threading.Event()
+
+    def ask() -> None:
+        with bench.client() as client:
+            while not done.is_set():
+                client.request("thread", {"interval_ms": 200, "top": 5})
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    time.sleep(0.1)
+    rate = bench.measure(seconds)
+    done.set()
+    asker.join(10)
+    return rate
+
+
+def latency(bench: Bench, command: str, args: dict) -> float:
+    with bench.client() as client:
+        times = []
+        for _ in range(7):
+            started = time.perf_counter()
+            client.request(command, args)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def run(version: str, python: str, seconds: float, rounds: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="pkb-"))
+    bench = Bench(python, tmp)
+    try:
+        bench.measure(1.0)  # warm up
+        phases = {"untouched": bench.measure, "bare 100 Hz wakeups": lambda s: bench.measure(s, "wake"),
+                  "top 100 Hz": lambda s: while_top(bench, s),
+                  "thread -n 5 -i 200": lambda s: while_thread_n(bench, s)}
+        results: dict[str, list[float]] = {name: [] for name in phases}
+        for _ in range(rounds):
+            for name, phase in phases.items():
+                results[name].append(phase(seconds))
+        base = statistics.median(results["untouched"])
+        print(f"Python {version}: {base:,.0f} units/s untouched "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in results['untouched'])})")
+        for name in list(phases)[1:]:
+            value = statistics.median(results[name])
+            print(f"  {name:<20} {value:>10,.0f} units/s  ratio {value / base:.3f}  "
+                  f"slowdown {100 * (1 - value / base):+.1f}%")
+        print(f"  top's sampler held the GIL {statistics.median(SAMPLER_BUSY):.3f}% of the time (median of "
+              f"{len(SAMPLER_BUSY)} one-second reports; the rest of its cost is the GIL handoffs)")
+        SAMPLER_BUSY.clear()
+        thread_ms = latency(bench, "thread", {})
+        memory_ms = latency(bench, "memory", {})
+        with bench.client() as client:
+            objects = client.request("memory", {})["census"]["objects"]
+        print(f"  latency: thread {thread_ms:.1f} ms (10 threads with stacks), memory {memory_ms:.1f} ms "
+              f"(census of {objects:,} objects)")
+    finally:
+        bench.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", default=",".join(VERSIONS))
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    opts = parser.parse_args()
+    for version in opts.versions.split(","):
+        python = find_python(version)
+        if python is None:
+            print(f"Python {version}: not found on this machine, skipped")
+            continue
+        run(version, python, opts.seconds, opts.rounds)
+
+
+if __name__ == "__main__":
+    main()

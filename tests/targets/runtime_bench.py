@@ -1,0 +1,64 @@
+"""Target for tests/bench_runtime.py: one thread does fixed units of pure-Python work and counts
+them; eight threads idle (as a server's pool would); the agent starts in-process.
+
+Prints "ready"; then for every stdin line "measure S" prints the units done per second over S
+seconds ("measure S wake": while a thread of its own wakes at 100 Hz and does nothing else, the
+floor any in-process sampler pays for taking the GIL 100 times a second). Exits when stdin closes.
+"""
+
+import os
+import sys
+import tempfile
+import threading
+import time
+
+DONE = [0]
+
+
+def unit():
+    total = 0
+    for i in range(2000):
+        total += i * i % 7
+    return total
+
+
+def worker():
+    while True:
+        unit()
+        DONE[0] += 1
+
+
+def wake(stop):
+    while not stop.wait(0.01):
+        pass
+
+
+def idle(stop):
+    stop.wait()
+
+
+def main():
+    stop = threading.Event()
+    threading.Thread(target=worker, name="worker", daemon=True).start()
+    for n in range(8):
+        threading.Thread(target=idle, args=(stop,), name=f"idle-{n}", daemon=True).start()
+    from peeka_agent import runtime
+
+    socket_path = os.path.join(tempfile.gettempdir(), f"peeka_{os.getpid()}.sock")
+    runtime.start({"module": "peeka_agent", "socket_path": socket_path, "files_dir": None, "method": "in-process"})
+    print("ready", flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        seconds = float(words[1])
+        waking = threading.Event()
+        if "wake" in words:
+            threading.Thread(target=wake, args=(waking,), daemon=True).start()
+        start_units, start = DONE[0], time.perf_counter()
+        time.sleep(seconds)
+        waking.set()
+        print(f"{(DONE[0] - start_units) / (time.perf_counter() - start):.1f}", flush=True)
+    stop.set()
+
+
+if __name__ == "__main__":
+    main()
