@@ -1,6 +1,7 @@
 """tasks: every running asyncio event loop, its tasks, their coroutine stacks and what each awaits.
 
-args: ``limit`` (tasks per loop, default 10,000), ``max_frames`` (per task, innermost kept, default 32).
+args: ``limit`` (tasks per loop, default 2,000: a reply stays well below the frame limit),
+``max_frames`` (per task, innermost kept, default 32).
 
 Result: ``{"loops": [...], "count": tasks in all}``; a loop: id, type, thread, thread_id, running,
 closed, ready (callbacks queued), scheduled (timers), task_count, truncated, tasks; a task: name,
@@ -8,11 +9,11 @@ id, state (pending | running | cancelling | done), coroutine, frames (innermost 
 function, module), awaits (kind, what, details), awaited_by (names of the tasks waiting for it).
 
 Loops are found where they can be read from another thread on every version 3.9-3.14: the loops of
-the registered tasks (``_all_tasks`` to 3.11, ``_scheduled_tasks``/``_eager_tasks`` from 3.12), and
-the ``self`` of ``run_forever``/``_run_once`` frames in the threads' stacks (3.14 keeps native tasks
-in per-thread lists no other thread can walk, so a loop is found through its thread, then
-``asyncio.all_tasks(loop)`` lists its tasks). Only when both find nothing: a scan of the gc's
-objects. Every shared collection is copied first, retried when a host thread changes it meanwhile.
+the registered tasks (``_all_tasks`` to 3.11, ``_scheduled_tasks``/``_eager_tasks`` from 3.12), and,
+from 3.13, the ``self`` of ``run_forever``/``_run_once`` frames in the threads' stacks (3.14 keeps
+native tasks in per-thread lists only ``asyncio.all_tasks(loop)`` walks, so a loop is found through
+its thread first). Only when both find nothing: a scan of the gc's objects. Every shared
+collection is copied first, retried when a host thread changes it meanwhile.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..search import is_agent_module
 
 NAME = "tasks"
 
-DEFAULT_LIMIT = 10_000
+DEFAULT_LIMIT = 2_000
 DEFAULT_MAX_FRAMES = 32
 _COPY_RETRIES = 20
 
@@ -103,11 +104,16 @@ def _loop_of(task: Any) -> Any:
 def find_loops() -> Tuple[Dict[int, Any], List[Any]]:
     """``({id: loop}, registered tasks)``."""
     registered = _registered_tasks()
-    loops = _loops_in_threads()
+    loops: Dict[int, Any] = {}
     for task in registered:
         loop = _loop_of(task)
         if loop is not None:
             loops.setdefault(id(loop), loop)
+    if sys.version_info >= (3, 13) or not loops:
+        # Reading a running frame's locals from another thread is safe from 3.13 (PEP 667's
+        # proxy); before, it writes a locals dict into that frame: only when the registries are empty.
+        for key, loop in _loops_in_threads().items():
+            loops.setdefault(key, loop)
     if not loops:
         loops = _loops_in_gc()
     return loops, registered
@@ -273,10 +279,27 @@ def _state(task: Any, running: bool) -> str:
     return "pending"
 
 
-def describe_task(task: Any, max_frames: int) -> Dict[str, Any]:
+def _running_frames(coro: Any, thread_id: Optional[int]) -> List[Any]:
+    """A running task's frames, outermost first: its thread's stack down from the coroutine's frame
+    (a running coroutine does not say what it awaits: the stack does)."""
+    top = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    stack: List[Any] = []
+    while frame is not None and len(stack) < 500:
+        stack.append(frame)
+        if frame is top:
+            return stack[::-1]
+        frame = frame.f_back
+    return [top] if top is not None else []
+
+
+def describe_task(task: Any, max_frames: int, thread_id: Optional[int] = None) -> Dict[str, Any]:
     coro = task.get_coro()
     running = bool(getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False))
-    frames, leaf = await_chain(coro)
+    if running:
+        frames, leaf = _running_frames(coro, thread_id), None
+    else:
+        frames, leaf = await_chain(coro)
     entries = [_frame_entry(f) for f in reversed(frames)]
     entry = {
         "name": _name(task),
@@ -306,22 +329,21 @@ def _thread_name(loop: Any) -> Tuple[Optional[int], Optional[str]]:
 
 def describe_loop(loop: Any, registered: List[Any], limit: int, max_frames: int) -> Dict[str, Any]:
     ident, thread = _thread_name(loop)
-    tasks = tasks_of(loop, registered)
+    named = sorted(((_name(t), t) for t in tasks_of(loop, registered)), key=lambda nt: _natural(nt[0]))
+    waiting_for: Dict[int, List[str]] = {}  # task id -> the tasks awaiting it, over all tasks
+    for name, task in named:
+        awaited = getattr(task, "_fut_waiter", None)
+        if isinstance(awaited, asyncio.Task):
+            waiting_for.setdefault(id(awaited), []).append(name)
     described = []
-    for task in tasks:
+    for name, task in named[:limit]:
         try:
-            described.append(describe_task(task, max_frames))
+            entry = describe_task(task, max_frames, ident)
         except Exception as exc:  # a task changing under us: say so, keep the rest
-            described.append({"name": _name(task), "id": id(task), "state": "unknown", "frames": [],
-                              "awaits": {"kind": "unknown", "what": "peeka could not read it: %s" % exc}})
-    waiting_for: Dict[int, List[str]] = {}
-    for entry in described:
-        target = entry["awaits"].get("task_id")
-        if target is not None:
-            waiting_for.setdefault(target, []).append(entry["name"])
-    for entry in described:
-        entry["awaited_by"] = waiting_for.get(entry["id"], [])
-    described.sort(key=lambda e: _natural(e["name"]))
+            entry = {"name": name, "id": id(task), "state": "unknown", "frames": [],
+                     "awaits": {"kind": "unknown", "what": "peeka could not read it: %s" % exc}}
+        entry["awaited_by"] = waiting_for.get(id(task), [])
+        described.append(entry)
     return {
         "id": id(loop),
         "type": values.type_name(type(loop)),
@@ -331,9 +353,9 @@ def describe_loop(loop: Any, registered: List[Any], limit: int, max_frames: int)
         "closed": bool(getattr(loop, "is_closed", lambda: None)()),
         "ready": _len(getattr(loop, "_ready", None)),
         "scheduled": _len(getattr(loop, "_scheduled", None)),
-        "task_count": len(described),
-        "truncated": len(described) > limit,
-        "tasks": described[:limit],
+        "task_count": len(named),
+        "truncated": len(named) > limit,
+        "tasks": described,
     }
 
 

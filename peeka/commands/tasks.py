@@ -18,6 +18,8 @@ GROUP_NAMES_SHOWN = 5
 
 
 def awaits_text(awaits: dict[str, Any]) -> str:
+    if awaits["kind"] in ("running", "scheduled"):
+        return f"[magenta]{escape(str(awaits['what']))}[/]"
     extra = [f"{k}={v}" for k, v in awaits.items() if k not in ("kind", "what", "task_id") and v is not None]
     return f"[magenta]{escape(awaits['kind'])}[/] {escape(str(awaits['what']))}" + (
         f" [dim]({escape(', '.join(extra))})[/]" if extra else "")
@@ -41,7 +43,8 @@ def _loop_tree(loop: dict[str, Any]) -> Tree:
         if len(members) == 1:
             label = f"[bold]{escape(first['name'])}[/] [dim]{first['state']}[/]"
             # a single task awaiting a particular object: show exactly what (another task's name, a peer)
-            label += f"  awaits {awaits_text(first['awaits'])}"
+            label += f"  {awaits_text(first['awaits'])}" if first["awaits"]["kind"] in ("running", "scheduled") \
+                else f"  awaits {awaits_text(first['awaits'])}"
         else:
             names = ", ".join(t["name"] for t in members[:GROUP_NAMES_SHOWN])
             more = f" and {len(members) - GROUP_NAMES_SHOWN} more" if len(members) > GROUP_NAMES_SHOWN else ""
@@ -61,7 +64,7 @@ def _loop_tree(loop: dict[str, Any]) -> Tree:
 
 def command(
     pid: Pid,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N tasks per loop.")] = 10_000,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N tasks per loop.")] = 2_000,
     max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Frames per task (innermost kept).")] = 32,
     method: Method = "auto",
     timeout: Timeout = 10.0,

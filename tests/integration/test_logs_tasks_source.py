@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 from conftest import TARGETS, VERSIONS, Target, peeka_cli, python_for
-from test_instrument import CliStream, cli_json
+from test_instrument import cli_json
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +76,16 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
     assert err == "", "the target wrote to stderr: " + err
 
 
+def stream_json(*args: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(start, events, end) of a CLI stream that ends by itself (-n or --timeout)."""
+    out = peeka_cli(*args, "--json")
+    assert out.returncode == 0, out.stderr + out.stdout
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    start, events, end = lines[0], lines[1:-1], lines[-1]
+    assert start["type"] == "start" and end["type"] == "end" and end["events"] == len(events)
+    return start, events, end
+
+
 def fails(*args: str) -> str:
     out = peeka_cli(*args)
     assert out.returncode != 0, out.stdout
@@ -127,9 +137,9 @@ def test_logger_level_change_takes_effect_and_reset_restores(runtime: Runtime) -
 
 
 def test_logger_follow_streams_records_and_removes_its_handler(runtime: Runtime) -> None:
-    stream = CliStream("logger", runtime.pid, "--follow", "--name", "app.orders", "-n", "5", "--timeout", "30")
-    assert stream.start["logger"] == "app.orders"
-    events, end = stream.finish()
+    start, events, end = stream_json("logger", runtime.pid, "--follow", "--name", "app.orders", "-n", "5",
+                                     "--timeout", "30")
+    assert start["logger"] == "app.orders"
     assert end["reason"] == "limit" and len(events) == 5
     numbers = []
     for event in events:
@@ -139,13 +149,14 @@ def test_logger_follow_streams_records_and_removes_its_handler(runtime: Runtime)
         numbers.append(int(event["message"].split()[-1]))
     assert numbers == list(range(numbers[0], numbers[0] + 5))
     # the threshold: nothing at WARNING or above is logged, so the timeout ends the stream
-    quiet = CliStream("logger", runtime.pid, "--follow", "--name", "app", "--level", "WARNING", "--timeout", "0.5")
-    events, end = quiet.finish()
+    _, events, end = stream_json("logger", runtime.pid, "--follow", "--name", "app", "--level", "WARNING",
+                                 "--timeout", "0.5")
     assert events == [] and end["reason"] == "timeout"
-    # below the logger's effective level: the start says why nothing would come
-    low = CliStream("logger", runtime.pid, "--follow", "--name", "app.orders", "--level", "DEBUG", "--timeout", "0.2")
-    assert any("effective level is INFO" in note for note in low.start["notes"])
-    low.finish()
+    # below the logger's effective level: the start says why DEBUG records would not come
+    start, events, _ = stream_json("logger", runtime.pid, "--follow", "--name", "app.orders", "--level", "DEBUG",
+                                   "--timeout", "0.3")
+    assert any("effective level is INFO" in note for note in start["notes"])
+    assert events and all(event["level"] == "INFO" for event in events)
     handlers = cli_json("logger", runtime.pid, "--name", "app")["loggers"]
     assert not any(h["peeka"] for entry in handlers for h in entry["handlers"])
 
@@ -164,7 +175,10 @@ def test_logger_bad_input(runtime: Runtime) -> None:
 def test_tasks_of_a_server_and_what_each_awaits(runtime: Runtime) -> None:
     result = cli_json("tasks", runtime.pid)
     loops = {loop["thread"]: loop for loop in result["loops"]}
-    assert set(loops) == {"loop-main", "loop-side"}
+    assert set(loops) == {"loop-main", "loop-side", "loop-busy"}
+    (busy,) = loops["loop-busy"]["tasks"]
+    assert busy["name"] == "busy" and busy["state"] == "running" and busy["awaits"]["kind"] == "running"
+    assert busy["frames"][0]["function"] == "busy"  # its live stack, from the thread running it
     main = loops["loop-main"]
     assert main["running"] and not main["closed"]
     tasks = {t["name"]: t for t in main["tasks"]}
@@ -197,7 +211,7 @@ def test_tasks_of_a_server_and_what_each_awaits(runtime: Runtime) -> None:
     assert all(t["state"] == "pending" for t in main["tasks"])
     side = {t["name"]: t for t in loops["loop-side"]["tasks"]}
     assert side["side-sleeper"]["awaits"]["kind"] == "sleep"
-    assert result["count"] == main["task_count"] + loops["loop-side"]["task_count"]
+    assert result["count"] == main["task_count"] + loops["loop-side"]["task_count"] + 1
 
     text = peeka_cli("tasks", runtime.pid).stdout
     assert "awaits task child" in text and "awaited by parent" in text

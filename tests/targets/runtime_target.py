@@ -9,7 +9,8 @@ Logging: logger "app.orders" logs INFO "order N" and DEBUG "debug order N" every
 (through a FileHandler on "app"); "app.audit" has a SocketHandler (never used), root a NullHandler.
 asyncio, in thread "loop-main": a server (asyncio.start_server) with two connected clients, each side
 waiting on a read; tasks sleeping, waiting on a Queue, an Event, a Lock held by another task, and on
-another task; EXTRA_TASKS more sleeping tasks. A second loop in thread "loop-side" runs one task.
+another task; EXTRA_TASKS more sleeping tasks. A second loop in thread "loop-side" runs one task; a
+third, in "loop-busy", a task that never yields (always caught running).
 """
 
 import asyncio
@@ -18,13 +19,14 @@ import logging.handlers
 import os
 import sys
 import threading
+import time
 
 sys.path.insert(0, sys.argv[1])
 import runtime_lib  # noqa: E402
 
 LOG = logging.getLogger("app.orders")
 stop = threading.Event()
-ready = threading.Barrier(3)
+ready = threading.Barrier(4)
 BASKET = runtime_lib.Basket()
 
 
@@ -125,6 +127,15 @@ async def side():
     task.cancel()
 
 
+async def busy():
+    # Runs without ever yielding to its loop (a blocking call in a coroutine): a task caught running.
+    task = asyncio.current_task()
+    task.set_name("busy")
+    ready.wait()
+    while not stop.is_set():
+        time.sleep(0.01)
+
+
 def run_loop(coro):
     asyncio.run(coro)
 
@@ -135,6 +146,7 @@ if __name__ == "__main__":
     threading.Thread(target=log_forever, name="logger-thread", daemon=True).start()
     threading.Thread(target=run_loop, args=(main(extra),), name="loop-main", daemon=True).start()
     threading.Thread(target=run_loop, args=(side(),), name="loop-side", daemon=True).start()
+    threading.Thread(target=run_loop, args=(busy(),), name="loop-busy", daemon=True).start()
     ready.wait()
     BASKET.add("apple", 2)
     print("ready", os.getpid(), flush=True)
