@@ -12,8 +12,9 @@ What the rendered overlay describes is what runs here:
   /proc/PID/root;
 - a real OTLP/gRPC receiver standing in for the collector, and /metrics and /healthz scraped.
 
-Both containers run as root here, which is the manifests' "same uid" rule with uid 0: this
-machine's interpreters live under /root, which other uids cannot reach.
+Users and capabilities are the runtime's: the rendered uid (10001 for both containers), the
+sidecar's SYS_PTRACE in its bounding set only (a non-root process gets no effective capability),
+no_new_privs; and once with both containers switched to root, where SYS_PTRACE is effective.
 The dashboard's queries are checked against this live exporter's /metrics.
 """
 
@@ -47,6 +48,14 @@ NODE_NAME = "node-1"
 # PromQL words that are not metric names.
 PROMQL_WORDS = {"sum", "by", "without", "rate", "increase", "histogram_quantile", "le", "label_values", "and",
                 "or", "unless", "on", "ignoring", "group_left", "group_right", "avg", "max", "min", "count"}
+
+
+# This machine's interpreters (and the venv's) live under /root, mode 0700. In a container's own
+# mount namespace /root becomes a 0755 tmpfs holding bind mounts of the same directories, so a
+# non-root container user can run them; nothing changes outside the namespace.
+EXPOSE_ROOT = ("mkdir /tmp/.root && mount --bind /root /tmp/.root && mount -t tmpfs -o mode=755 tmpfs /root"
+               " && for d in .pyenv .cache; do if [ -d /tmp/.root/$d ]; then mkdir /root/$d"
+               " && mount --bind /tmp/.root/$d /root/$d; fi; done && umount /tmp/.root && rmdir /tmp/.root")
 
 
 def _needs_namespaces() -> None:
@@ -134,17 +143,24 @@ class Pod:
         self.pause_pid = _descendant(self.pause.pid)
         self.containers: list[subprocess.Popen[str]] = []
 
-    def run(self, script: str, command: list[str], env: dict[str, str], caps: list[str] | None = None,
+    def run(self, script: str, command: list[str], env: dict[str, str], security: dict[str, Any],
             stdout: Any = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
-        """A container: its own mount namespace and /proc of the pod, ``script`` set up, then ``command``."""
-        wrap: list[str] = []
-        if caps is not None:  # what drop: [ALL], add: [...] and allowPrivilegeEscalation: false leave a root process
-            wrap = ["setpriv", "--bounding-set", ",".join(["-all", *(f"+{c}" for c in caps)]), "--inh-caps", "-all",
-                    "--no-new-privs", "--"]
-        setup = f"mount -t proc proc /proc && {script} && exec \"$@\""
+        """A container: its own mount namespace and /proc of the pod, ``script`` run as root to set
+        up its filesystem, then ``command`` with the user and capabilities a container runtime
+        gives for ``security`` (the container's securityContext)."""
+        uid, gid = security.get("runAsUser", 0), security.get("runAsGroup", 0)
+        caps = [f"+{c.lower()}" for c in security["capabilities"].get("add", [])]
+        assert security["capabilities"]["drop"] == ["ALL"] and not security.get("privileged")
+        # Runtimes put added capabilities in the bounding set; a non-root user gets none effective.
+        wrap = ["setpriv", "--reuid", str(uid), "--regid", str(gid), "--clear-groups",
+                "--bounding-set", ",".join(["-all", *caps]), "--inh-caps", "-all"]
+        if security.get("allowPrivilegeEscalation") is False:
+            wrap.append("--no-new-privs")
+        setup = f"mount -t proc proc /proc && {script} && {EXPOSE_ROOT} && exec \"$@\""
         proc = subprocess.Popen(
             ["nsenter", "--target", str(self.pause_pid), "--pid", "--",
-             "unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "container", *wrap, *command],
+             "unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "container", *wrap, "--",
+             *command],
             stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
         self.containers.append(proc)
         return proc, _descendant(proc.pid)
@@ -200,16 +216,23 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-@pytest.mark.parametrize("version", ["3.9", "3.12", "3.14"])
-def test_sidecar_in_a_simulated_pod(version: str, receiver: Receiver, tmp_path: Path) -> None:
+# The manifests as rendered (both containers uid 10001), and with both switched to root (`runAsUser: 0`,
+# the README's setting for an app that runs as root).
+CASES = [("3.9", "manifest"), ("3.12", "manifest"), ("3.14", "manifest"), ("3.12", "root")]
+
+
+@pytest.mark.parametrize(("version", "users"), CASES, ids=[f"{v}-{u}" for v, u in CASES])
+def test_sidecar_in_a_simulated_pod(version: str, users: str, receiver: Receiver, tmp_path: Path) -> None:
     _needs_namespaces()
     python = python_for(version)
     docs = documents(OVERLAY)
     deployment = find(docs, "Deployment", "shop")
     container = sidecar(deployment)
-    security = container["securityContext"]
-    caps = [c.lower() for c in security["capabilities"]["add"]]
-    assert security["capabilities"]["drop"] == ["ALL"] and security["allowPrivilegeEscalation"] is False
+    security = dict(container["securityContext"])
+    app_security = dict(deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"])
+    if users == "root":
+        for context in (security, app_security):
+            context.update(runAsUser=0, runAsGroup=0, runAsNonRoot=False)
     config_map = find(docs, "ConfigMap")
     mount = next(m for m in container["volumeMounts"] if m["name"] == "peeka-config")
     config_dir = tmp_path / "configmap"
@@ -228,23 +251,27 @@ def test_sidecar_in_a_simulated_pod(version: str, receiver: Receiver, tmp_path: 
     pod = Pod()
     try:
         shop, shop_pid = pod.run("mount -t tmpfs tmpfs /tmp", [python, "-u", str(ROOT / "examples" / "shop.py"), "0"],
-                                 {"PATH": os.environ["PATH"]})
+                                 {"PATH": os.environ["PATH"]}, app_security)
         assert shop.stdout is not None and shop.stdout.readline().startswith("ready")
         exporter, exporter_pid = pod.run(
             f"mount --bind {config_dir} {CONFIG_MOUNT} && mount -t tmpfs tmpfs /tmp",
-            [tool("peeka"), *args], sidecar_env, caps=caps, stdout=subprocess.DEVNULL)
+            [tool("peeka"), *args], sidecar_env, security, stdout=subprocess.DEVNULL)
         assert exporter.stderr is not None
         line = exporter.stderr.readline()
         match = re.search(r"metrics on http://([\d.]+:\d+)/metrics", line)
         assert match, line + (exporter.stderr.read() if exporter.poll() is not None else "")
         base = f"http://{match.group(1)}"
         # It runs peeka now (not the setup shell): separate mount namespaces, one PID namespace,
-        # and only the capabilities the manifest grants.
+        # the manifest's uid, and at most the capability it grants (effective only for root).
         ns = {p: {n: os.readlink(f"/proc/{p}/ns/{n}") for n in ("mnt", "pid")} for p in (shop_pid, exporter_pid)}
         assert ns[shop_pid]["mnt"] != ns[exporter_pid]["mnt"] != os.readlink("/proc/self/ns/mnt")
         assert ns[shop_pid]["pid"] == ns[exporter_pid]["pid"] != os.readlink("/proc/self/ns/pid")
         status = Path(f"/proc/{exporter_pid}/status").read_text()
-        assert re.search(r"CapEff:\s+0000000000080000", status) and re.search(r"NoNewPrivs:\s+1", status), status
+        assert re.search(rf"Uid:\s+{security['runAsUser']}\s", status), status
+        assert re.search(rf"Uid:\s+{app_security['runAsUser']}\s", Path(f"/proc/{shop_pid}/status").read_text())
+        effective = "0000000000080000" if security["runAsUser"] == 0 else "0000000000000000"  # CAP_SYS_PTRACE or none
+        assert re.search(rf"CapEff:\s+{effective}", status) and re.search(r"CapBnd:\s+0000000000080000", status)
+        assert re.search(r"NoNewPrivs:\s+1", status), status
 
         stderr_lines: list[str] = []
         threading.Thread(target=lambda: stderr_lines.extend(exporter.stderr), daemon=True).start()  # type: ignore[arg-type]
