@@ -160,13 +160,15 @@ class Exporter:
         return f"{host}:{port}"
 
     # -- the main loop
-    def summary(self, previous: int, elapsed: float) -> tuple[str, int]:
+    def summary(self, previous: int | None = None, elapsed: float = 0.0) -> tuple[str, int]:
+        """The console line: targets up, spans received (and their rate since ``previous``), losses."""
         health = self.health()["targets"]
         spans = sum(t["spans_received"] for t in health)
         dropped = sum(sum(t["dropped"].values()) for t in health)
-        line = (f"peeka export: {sum(t['up'] for t in health)}/{len(health)} targets up, {spans} spans "
-                f"({(spans - previous) / max(elapsed, 1e-9):.0f}/s), queue {sum(t['queue'] for t in health)}, "
-                f"dropped {dropped}, export failures {sum(t['export_failures'] for t in health)}")
+        rate = "" if previous is None else f" ({(spans - previous) / max(elapsed, 1e-9):.0f}/s)"
+        line = (f"peeka export: {sum(t['up'] for t in health)}/{len(health)} targets up, {spans} spans{rate}, "
+                f"queue {sum(t['queue'] for t in health)}, dropped {dropped}, "
+                f"export failures {sum(t['export_failures'] for t in health)}")
         return line, spans
 
     def run(self) -> int:
@@ -206,7 +208,7 @@ class Exporter:
                         detach(s.pid, timeout=5.0)
                     except Exception as exc:
                         self.out(f"peeka export: detach from {s.pid} failed: {exc}")
-        line, _ = self.summary(0, 1.0)
+        line, _ = self.summary()
         self.out(line.replace("peeka export:", "peeka export: stopped;", 1))
         # The shared file exporter (when spans go to a file) is closed once, after every queue.
         close = getattr(self.make_exporter(), "close", None)

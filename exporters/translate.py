@@ -24,10 +24,10 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 class RandomIds:
-    """Trace and span ids as the SDK makes them (random, never zero)."""
+    """Trace and span ids as the SDK's RandomIdGenerator makes them (random, never zero)."""
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._bits = (rng or random.SystemRandom()).getrandbits
+        self._bits = (rng or random.Random()).getrandbits
 
     def trace_id(self) -> int:
         return self._bits(128) or 1
@@ -130,10 +130,13 @@ class SpanTranslator:
             }, timestamp=int(exc["time_ns"])))
             status = Status(StatusCode.ERROR, f"{exc['type']}: {exc['message']}")
         limits = self.limits
-        bounded = BoundedAttributes(limits.max_span_attributes, attributes, immutable=True,
-                                    max_value_len=limits.max_span_attribute_length)
+        if limits.max_span_attribute_length is not None or len(attributes) > (limits.max_span_attributes or 128):
+            # Limits from OTEL_*_LIMIT apply as the SDK applies them; without any, the values are already
+            # plain strings and ints, and the SDK's per-value checks would double the translation's cost.
+            attributes = BoundedAttributes(limits.max_span_attributes, attributes, immutable=True,  # type: ignore[assignment]
+                                           max_value_len=limits.max_span_attribute_length)
         return ReadableSpan(
             name=item["name"], context=context, parent=parent, resource=self.resource,
-            attributes=bounded, events=events, kind=SpanKind.INTERNAL, status=status,
+            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status,
             start_time=int(item["start_ns"]), end_time=int(item["end_ns"]), instrumentation_scope=SCOPE,
         )

@@ -27,3 +27,25 @@ step trace "$SHOP" __main__.handle_item -n 1
 step stack "$SHOP" __main__.lookup_item -n 1
 step monitor "$SHOP" '__main__.handle_*' -c 2 -n 1
 step detach "$SHOP"
+
+# -- The sidecar on its embedded default (exporter block; keep it last): no backend configured, so
+# spans go to ./peeka-spans.jsonl (OTLP/JSON lines) and /metrics serves on 127.0.0.1:9464.
+spans_dir=$(mktemp -d)
+echo
+echo "\$ peeka export --pid $SHOP --watch '__main__.handle_*' --trace __main__.handle_item --interval 2   # 6 s, in $spans_dir"
+(cd "$spans_dir" && exec "$OLDPWD/$PEEKA" export --pid "$SHOP" --watch '__main__.handle_*' \
+  --trace __main__.handle_item --interval 2) &
+EXPORT=$!
+trap 'kill $EXPORT $SHOP 2>/dev/null || true; rm -f "$out"' EXIT
+sleep 6
+echo "\$ curl -s http://127.0.0.1:9464/metrics | grep -E '^peeka_(function_calls_total|target_up)'"
+curl -s http://127.0.0.1:9464/metrics | grep -E '^peeka_(function_calls_total|target_up)' || true
+kill -TERM "$EXPORT"
+wait "$EXPORT" || true
+.venv/bin/python - "$spans_dir/peeka-spans.jsonl" <<'PY'
+import json, sys
+spans = [s for line in open(sys.argv[1]) for rs in json.loads(line)["resourceSpans"]
+         for ss in rs["scopeSpans"] for s in ss["spans"]]
+names = sorted({s["name"] for s in spans})
+print(f"{len(spans)} spans in {sys.argv[1]}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
+PY
