@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import simpleeval
 from conftest import ROOT, VERSIONS, Target, peeka_cli, python_for
+from test_commands_inprocess import CmdTarget, _library  # in-process agent targets, as there
 
 from peeka.client import AgentClient
-from peeka.process import TargetProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -34,38 +33,24 @@ THIS_VERSION = "{}.{}".format(*sys.version_info[:2])
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
-class RuntimeTarget:
-    def __init__(self, process: Target, version: str) -> None:
-        self.process = process
-        self.version = version
-        self.pid = process.pid
-
-    def client(self) -> AgentClient:
-        return AgentClient(TargetProcess(self.pid), timeout=30).open()
-
-
 @pytest.fixture(scope="module", params=VERSIONS)
-def target(request: pytest.FixtureRequest) -> Iterator[RuntimeTarget]:
+def target(request: pytest.FixtureRequest) -> Iterator[CmdTarget]:
     python = python_for(request.param)
     tmp = Path(tempfile.mkdtemp(prefix="pk-"))  # short: a Unix socket path has ~100 bytes
+    env = {"TMPDIR": str(tmp), "PYTHONPATH": str(_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1"}
+    process = None
     try:
-        lib = tmp / "lib"
-        lib.mkdir()
-        (lib / "peeka_agent").symlink_to(ROOT / "agent")
-        shutil.copy(simpleeval.__file__, lib / "simpleeval.py")
-        env = {"TMPDIR": str(tmp), "PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"}
         process = Target(python, "runtime_app.py", "burn", "idle", "deadlock", "leak", "inprocess", env=env)
-        try:
-            yield RuntimeTarget(process, request.param)
-            assert process.alive(), "the target died while the runtime views ran"
-        finally:
-            process.stop()
+        yield CmdTarget(process, request.param)
+        assert process.alive(), "the target died while the runtime views ran"
     finally:
+        if process is not None:
+            process.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
-def client(target: RuntimeTarget) -> Iterator[AgentClient]:
+def client(target: CmdTarget) -> Iterator[AgentClient]:
     with target.client() as c:
         yield c
 
@@ -156,7 +141,7 @@ def _collapsed(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def test_top_record_agrees_with_py_spy(target: RuntimeTarget, tmp_path: Path) -> None:
+def test_top_record_agrees_with_py_spy(target: CmdTarget, tmp_path: Path) -> None:
     _py_spy_probe(target.pid)
     folded = tmp_path / "peeka.folded"
     spy_out = tmp_path / "py-spy.txt"
@@ -231,7 +216,7 @@ def test_tracemalloc_start_top_diff_stop(client: AgentClient) -> None:
 # ---------------------------------------------------------------- the CLI, once per version
 
 
-def test_cli_views(target: RuntimeTarget) -> None:
+def test_cli_views(target: CmdTarget) -> None:
     pid = str(target.pid)
     out = peeka_cli("thread", pid, "-b")
     assert out.returncode == 0, out.stderr
@@ -250,7 +235,7 @@ def test_cli_views(target: RuntimeTarget) -> None:
     assert out.returncode == 2 and "--output" in out.stderr
 
 
-def test_detach_stops_tracemalloc(target: RuntimeTarget) -> None:
+def test_detach_stops_tracemalloc(target: CmdTarget) -> None:
     """Last: detaches the in-process agent, then attaches for real to look."""
     with target.client() as c:
         assert c.request("memory", {"tracemalloc": "start", "frames": 3})["tracemalloc"]["tracing"]

@@ -101,7 +101,7 @@ def main(features):
     if "inprocess" in features:
         from peeka_agent import runtime
 
-        socket_path = os.path.join(tempfile.gettempdir(), "peeka_%d.sock" % os.getpid())
+        socket_path = os.path.join(tempfile.gettempdir(), f"peeka_{os.getpid()}.sock")
         runtime.start({"module": "peeka_agent", "socket_path": socket_path, "files_dir": None,
                        "method": "in-process"})
     print("ready", flush=True)
