@@ -27,10 +27,10 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe, values
+from .. import instrument, observe, sampling, values
 from ..probes import MONITORING, Call, Listener, engine_of, to_epoch_ns
 from . import CommandError, Stream
 from .monitor import Monitor
@@ -256,8 +256,8 @@ class Export(Stream):
             [Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
         self.buffer: Any = deque()  # append and popleft are atomic: no lock on the host's path
         self.buffer_dropped = 0
-        self.samples: Counter = Counter()
-        self.sample_count = 0
+        self.sampler = sampling.Sampler()
+        self.names = sampling.Names()
         self._done = threading.Event()
 
     def describe(self) -> Dict[str, Any]:
@@ -373,22 +373,20 @@ class Export(Stream):
         return values.safe_repr(value, self.max_value)
 
     def _sample(self) -> None:
-        own = {t.ident for t in threading.enumerate() if t.name.startswith("peeka")}
-        own.add(threading.get_ident())
-        for ident, frame in sys._current_frames().items():
-            if ident in own:
-                continue
-            code = frame.f_code
-            module = frame.f_globals.get("__name__")
-            self.samples["%s.%s" % (module, getattr(code, "co_qualname", code.co_name))] += 1
-            self.sample_count += 1
+        self.sampler.skip = frozenset(t.ident for t in threading.enumerate()
+                                      if t.name.startswith("peeka") and t.ident is not None)
+        self.sampler.sample()
+
+    def _top(self) -> List[List[Any]]:
+        """The busiest functions since the last stats: share of all stack samples in each (self time)."""
+        raw, _ticks, _busy = self.sampler.take()
+        _samples, functions = sampling.summarize(sampling.label_stacks(raw, None, {}, self.names), self.names.where, _TOP)
+        return [[f["function"], round(f["self_percent"] / 100.0, 4)] for f in functions if f["self_samples"]]
 
     def _stats(self) -> Dict[str, Any]:
         rows = [row for monitor in self.monitors for row in monitor.snapshot()["functions"]]
-        top = [[name, round(n / self.sample_count, 4)] for name, n in self.samples.most_common(_TOP)]
-        self.samples, self.sample_count = Counter(), 0
         return {"kind": "stats", "time": time.time(), "functions": rows,
-                "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": top,
+                "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": self._top(),
                 "dropped": self.buffer_dropped}
 
 

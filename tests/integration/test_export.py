@@ -352,6 +352,12 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
         assert _query(prom_port, f'peeka_target_up{{pid="{pid}"}}') == 1
         lint = subprocess.run(["promtool", "check", "metrics"], input=exp.metrics(), capture_output=True, text=True)
         assert lint.returncode == 0, lint.stdout + lint.stderr
+        families = {f.name: f for f in text_string_to_metric_families(exp.metrics())}
+        tops = [s for s in families["peeka_top_function_share"].samples if s.labels["pid"] == pid]
+        assert 1 <= len(tops) <= 10 and all(0 < s.value <= 1 for s in tops)
+        assert exp.sample("peeka_gc_collections_total", pid=pid, generation="0") is not None
+        assert exp.sample("peeka_process_threads", pid=pid) >= 2  # main + werkzeug's server thread at least
+        assert exp.sample("peeka_process_resident_memory_bytes", pid=pid) > 10 << 20
 
         # The target dies: its series go up=0. It comes back (same command line, new PID): re-attached.
         os.killpg(shop.target.proc.pid, signal.SIGKILL)
