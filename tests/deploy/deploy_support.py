@@ -63,3 +63,20 @@ def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
 def sidecar(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "peeka")
+
+
+def crd_models() -> Any:
+    """The Prometheus Operator's CRD models (``cloudcoil.models.prometheus_operator.v1``).
+
+    scripts/setup.sh installs them into .peeka/crd-models rather than the venv: the package
+    registers a pytest plugin that must not load in every test run.
+    """
+    where = ROOT / ".peeka" / "crd-models"
+    if not (where / ".complete").exists():
+        pytest.fail(f"{where} is missing: run scripts/setup.sh (it installs the CRD models there)")
+    sys.path.insert(0, str(where))
+    try:
+        from cloudcoil.models.prometheus_operator import v1
+    finally:
+        sys.path.remove(str(where))
+    return v1
