@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Any, Dict, List, Tuple
 
-from .. import locks, procfs
+from .. import compat, locks, procfs
 from ..instrument import float_arg, int_arg
 from . import CommandError
 from .thread import AGENT_DIR
@@ -64,7 +64,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
             result["census"] = facts
     else:
         counts, sizes, largest, _facts = census(max_objects, max_seconds)
-        time.sleep(diff)  # in this client's reader thread: the host runs on
+        compat.original("time", "sleep")(diff)  # in this client's reader thread (real sleep, also under gevent)
         after_counts, after_sizes, after_largest, facts = census(max_objects, max_seconds)
         after = procfs.memory()
         rows_all = _type_rows(after_counts, after_sizes, counts, sizes)
@@ -97,6 +97,7 @@ def census(max_objects: int, max_seconds: float) -> Tuple[Dict[type, int], Dict[
     sizes: Dict[type, int] = {}
     heap: List[Tuple[int, int, Any]] = []
     getsizeof = sys.getsizeof
+    pause = compat.original("time", "sleep")  # the real one, also under gevent
     objects = gc.get_objects()
     total = len(objects)
     scanned = 0
@@ -119,7 +120,7 @@ def census(max_objects: int, max_seconds: float) -> Tuple[Dict[type, int], Dict[
             if scanned >= max_objects or time.monotonic() > deadline:
                 truncated = True
                 break
-            time.sleep(0)  # lets the host's threads have the GIL between chunks
+            pause(0)  # lets the host's threads have the GIL between chunks
     del objects
     largest = [{"type": _type_name(type(o)), "id": i, "len": n, "size_bytes": getsizeof(o), "object": o}
                for n, i, o in sorted(heap, reverse=True)]

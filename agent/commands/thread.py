@@ -38,7 +38,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import locks, procfs, values
+from .. import compat, locks, procfs, values
 from . import CommandError
 
 NAME = "thread"
@@ -83,7 +83,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     before = procfs.all_task_stats() if interval_ms else {}
     started = time.monotonic()
     if interval_ms:
-        time.sleep(interval_ms / 1000.0)
+        compat.original("time", "sleep")(interval_ms / 1000.0)  # the real one, also under gevent
     after = procfs.all_task_stats()
     elapsed = time.monotonic() - started if interval_ms else None
 

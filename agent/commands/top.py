@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import procfs, sampling
+from .. import compat, procfs, sampling
 from ..instrument import float_arg, int_arg
 from . import Stream
 from .thread import is_agent
@@ -57,7 +57,7 @@ class Top(Stream):
         self.sampler = sampling.Sampler()
         self.names = sampling.Names()
         self.recorded: sampling.Labelled = {}
-        self.wake = threading.Event()
+        self.wake = compat.Event()  # a real lock: a gevent-patched Event would wait on a hub nobody runs
 
     def describe(self) -> Dict[str, Any]:
         return {"stream": True, "rate_hz": self.rate, "interval_s": self.interval, "record_s": self.record,

@@ -213,6 +213,25 @@ def test_tracemalloc_start_top_diff_stop(client: AgentClient) -> None:
     assert stopped["tracing"] is False
 
 
+def test_bad_input_is_a_usage_error(client: AgentClient) -> None:
+    from peeka.errors import UsageError
+
+    for command, args, expected in (
+        ("thread", {"interval_ms": 600_000}, "interval_ms must be between 0 and 60000"),
+        ("thread", {"top": "5"}, "top must be an integer"),
+        ("memory", {"tracemalloc": "sideways"}, "tracemalloc must be start, top, diff or stop"),
+        ("memory", {"diff": 7200}, "diff must be at most 3600"),
+        ("memory", {"types": -1}, "types must be a whole number"),
+    ):
+        with pytest.raises(UsageError, match=expected):
+            client.request(command, args)
+    with pytest.raises(UsageError, match="rate must be a whole number from 1 to 1000"):
+        next(client.stream("top", {"rate": 5000}))
+    with pytest.raises(UsageError, match="interval must be a number >= 0.1"):
+        next(client.stream("top", {"interval": 0}))
+    assert client.request("ping")["pid"] > 0
+
+
 # ---------------------------------------------------------------- the CLI, once per version
 
 
