@@ -66,6 +66,7 @@ def command(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream records reaching --name (default root) as they are emitted.")] = False,  # noqa: E501
     limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="With --follow: end after N records.")] = None,  # noqa: UP045
     timeout: StreamTimeout = None,
+    max_rate: Annotated[int, typer.Option("--max-rate", min=1, help="With --follow: records per second streamed at most; the rest are counted as dropped.")] = 2000,  # noqa: E501
     method: Method = "auto",
     attach_timeout: Timeout = 10.0,
     json: Json = False,
@@ -73,7 +74,7 @@ def command(
     args: dict[str, Any] = {"name": name, "level": level}
     with agent(pid, method, attach_timeout, quiet=json) as client:
         if follow:
-            args.update(follow=True, limit=limit, timeout=timeout)
+            args.update(follow=True, limit=limit, timeout=timeout, max_rate=max_rate)
             run_stream(client, NAME, args, json, show_record, pid, header=_follow_header)
             return
         result = client.request(NAME, args)
@@ -91,6 +92,7 @@ def command(
 
 def _follow_header(start: dict[str, Any]) -> None:
     console_err.print(f"[dim]logger: following {escape(start['logger'])} from {start['level']} "
-                      f"(effective level {start['effective_level']}); ends on Ctrl-C, -n or --timeout[/]")
+                      f"(effective level {start['effective_level']}), at most {start['max_rate']} records/s; "
+                      f"ends on Ctrl-C, -n or --timeout[/]")
     for note in start.get("notes") or ():
         console_err.print(f"[yellow]note: {escape(note)}[/]")

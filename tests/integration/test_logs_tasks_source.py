@@ -157,6 +157,11 @@ def test_logger_follow_streams_records_and_removes_its_handler(runtime: Runtime)
                                    "--timeout", "0.3")
     assert any("effective level is INFO" in note for note in start["notes"])
     assert events and all(event["level"] == "INFO" for event in events)
+    # the rate cap: the target logs ~50 records/s; above 10/s the rest are only counted
+    start, events, end = stream_json("logger", runtime.pid, "--follow", "--name", "app", "--max-rate", "10",
+                                     "--timeout", "1.5")
+    assert start["max_rate"] == 10
+    assert 5 <= len(events) <= 20 and end["dropped"] >= 20
     handlers = cli_json("logger", runtime.pid, "--name", "app")["loggers"]
     assert not any(h["peeka"] for entry in handlers for h in entry["handlers"])
 
