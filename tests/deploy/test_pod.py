@@ -62,6 +62,8 @@ def _needs_namespaces() -> None:
     for name in ("unshare", "nsenter", "setpriv"):
         if shutil.which(name) is None:
             pytest.skip(f"{name} is not installed (util-linux)")
+    if not os.path.isdir(CONFIG_MOUNT):
+        pytest.skip(f"{CONFIG_MOUNT} does not exist: nowhere to bind-mount the ConfigMap in the sidecar's namespace")
     if os.geteuid() != 0:
         pytest.skip("the simulated pod needs root to create PID and mount namespaces")
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
