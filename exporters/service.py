@@ -31,7 +31,8 @@ from .pipeline import exporter_factory
 from .session import TargetSession
 
 RESCAN = 1.0  # s
-RETRY = 5.0  # s before re-attaching to a PID whose session ended while it still runs
+RETRY = 5.0  # s before re-attaching to a PID whose session ended while it still runs, doubling
+RETRY_MAX = 120.0  # ... per failure in a row up to this
 FORGET = 300.0  # s a gone target stays visible as up 0
 
 
@@ -57,6 +58,8 @@ class Exporter:
         self.server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._said: dict[TargetSession, str] = {}
+        self._failures: dict[int, int] = {}  # pid -> sessions in a row that never streamed
+        self._last_message: dict[int, str] = {}
 
     # -- state for /metrics and /healthz
     def snapshots(self) -> list[TargetSnapshot]:
@@ -92,12 +95,12 @@ class Exporter:
             if session is not None:
                 if session.alive or not os.path.exists(f"/proc/{pid}"):
                     continue
-                if session.ended_at is not None and now - session.ended_at < RETRY:
+                failures = self._failures.get(pid, 0)
+                if session.ended_at is not None and now - session.ended_at < min(RETRY_MAX, RETRY * 2 ** failures):
                     continue
+                self._failures[pid] = 0 if session.functions else failures + 1  # streamed once: start afresh
             elif not os.path.exists(f"/proc/{pid}"):
                 continue
-            if session is not None and session.error:
-                self.out(f"peeka export: {pid} ({session.service}): {session.error}; retrying")
             fresh = TargetSession(pid, rule, self.config, self.make_exporter, self.environ)
             with self._lock:
                 self.sessions[pid] = fresh
@@ -109,18 +112,24 @@ class Exporter:
                 if gone and session.ended_at is not None and now - session.ended_at > FORGET:
                     del self.sessions[pid]
                     self._said.pop(session, None)
+                    self._failures.pop(pid, None)
+                    self._last_message.pop(pid, None)
 
     def _announce(self, session: TargetSession) -> None:
         """One console line when a target starts streaming and when it is lost."""
         said = self._said.get(session)
         if session.up and said != "up":
+            self._last_message.pop(session.pid, None)
             how = "reusing its agent" if not session.attached_here else f"attached via {session.attach_method}"
             self.out(f"peeka export: {session.pid} ({session.service}) streaming, {how}; "
                      f"{len(session.functions)} function(s) probed")
             self._said[session] = "up"
         elif not session.alive and said != "ended":
-            self.out(f"peeka export: {session.pid} ({session.service}) {session.state}: {session.error or 'ended'}")
             self._said[session] = "ended"
+            message = f"{session.state}: {session.error or 'ended'}"
+            if self._last_message.get(session.pid) != message:  # a retry failing the same way says nothing new
+                self.out(f"peeka export: {session.pid} ({session.service}) {message}")
+                self._last_message[session.pid] = message
 
     # -- HTTP
     def _serve(self) -> None:

@@ -416,3 +416,21 @@ def test_backend_outage_then_exporter_restart(spawn, exporters, tmp_path) -> Non
         assert not agent_loaded(shop.pid)
     finally:
         sink.stop()
+
+
+def test_bad_input_is_refused_with_what_to_do(spawn, exporters, tmp_path) -> None:
+    from conftest import peeka_cli
+
+    out = peeka_cli("export", "--watch", "a.b")
+    assert out.returncode == 2 and "selects no process" in out.stderr and "--pid" in out.stderr
+    out = peeka_cli("export", "--pid", "1", "--watch", "a.b", "--metrics-address", "nowhere")
+    assert out.returncode == 2 and "HOST:PORT" in out.stderr
+    # A pattern that matches nothing in the target: the exporter runs on, says why in /healthz and on
+    # the console, and keeps retrying (the module may be imported later).
+    shop = Shop(spawn, "3.14", tmp_path / "port")
+    exp = exporters("--pid", str(shop.pid), "--watch", "flaskshop.nothing_here")
+    t = wait_for(lambda: (exp.target(shop.pid) or {}).get("error"), 30, "the refusal in /healthz")
+    assert "no loaded function matches 'flaskshop.nothing_here'" in t and "peeka sm" in t
+    assert exp.sample("peeka_target_up", pid=str(shop.pid)) == 0
+    wait_for(lambda: "no loaded function matches" in exp.output(), 10, "the refusal on the console")
+    assert exp.stop() == 0
