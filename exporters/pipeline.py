@@ -139,6 +139,14 @@ class SpanQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def room(self) -> int:
+        """Spans the queue takes now: callers translate no more than that (the rest is dropped anyway)."""
+        return max(0, self.max_queue - len(self._items))
+
+    def drop(self, count: int) -> None:
+        with self._cond:
+            self.dropped += count
+
     def put(self, spans: Sequence[ReadableSpan]) -> None:
         with self._cond:
             if self._stopping:

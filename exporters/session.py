@@ -103,8 +103,13 @@ class TargetSession:
                     return
                 data = message.data
                 if data.get("kind") == "spans":
-                    self.spans_received += len(data["spans"])
-                    self.queue.put(translator.spans(data["spans"]))
+                    batch = data["spans"]
+                    self.spans_received += len(batch)
+                    room = self.queue.room()
+                    if room < len(batch):  # overloaded: spend no CPU on spans the queue would drop
+                        self.queue.drop(len(batch) - room)
+                        batch = batch[:room]  # a prefix keeps every parent before its children
+                    self.queue.put(translator.spans(batch))
                 elif data.get("kind") == "stats":
                     self.rows, self.gc, self.top = data["functions"], data["gc"], data["top"]
                     self.agent_dropped = data["dropped"]
