@@ -318,8 +318,8 @@ class Follow(Stream):
         effective = self.logger.getEffectiveLevel()
         notes = []
         if self.level and effective > self.level:
-            notes.append("logger %r's effective level is %s: records below it are never created; "
-                         "`peeka logger PID --name %s --level %s` lowers it"
+            notes.append("logger %r's effective level is %s: its records below that are never created (a child "
+                         "logger set lower still sends its own); `peeka logger PID --name %s --level %s` lowers it"
                          % (self.logger.name, level_name(effective), self.logger.name, level_name(self.level)))
         if logging.Logger.manager.disable:
             notes.append("logging.disable(%s) is in force" % level_name(logging.Logger.manager.disable))

@@ -96,10 +96,13 @@ def _compile_block(block: List[str], first: int, enclosing: List[str], flags: in
     if wrappers and indent < len(wrappers):
         return None
     text = "\n" * max(0, first - 1 - len(wrappers)) + "".join(wrappers) + "".join(block)
-    # Compiling can warn (SyntaxWarning: invalid escapes, `is` with a literal). The interpreter
-    # warned once when it loaded the file: silence the repeat, not print it into the host's stderr.
+    # Compiling can warn (SyntaxWarning: `is` with a literal, invalid escapes; DeprecationWarning for
+    # those before 3.12). The interpreter warned once when it loaded the file: the repeat must not
+    # reach the host's stderr. catch_warnings swaps the process-wide filter list (per context only
+    # on free-threaded 3.14) for the length of one compile, so just these two categories are muted.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", SyntaxWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return compile(text, "<peeka source>", "exec", flags, dont_inherit=True)
         except (SyntaxError, ValueError):

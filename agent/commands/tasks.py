@@ -212,9 +212,17 @@ def _describe_primitive(function: str, local: Dict[str, Any]) -> Optional[Dict[s
             except Exception:
                 pass
         return out
+    if function in ("_wait", "wait") and local.get("fs") is not None:  # asyncio.wait
+        pending = [f for f in _copy(local["fs"]) if not f.done()]
+        return {"kind": "wait", "what": "asyncio.wait on %d" % len(pending), "children": [_name(f) for f in pending[:20]],
+                "return_when": local.get("return_when")}
     if this is None:
         return None
     cls = type(this).__name__
+    if cls == "TaskGroup" and short in ("__aexit__", "_aexit"):
+        children = _copy(getattr(this, "_tasks", ()))
+        return {"kind": "task group", "what": "TaskGroup of %d" % len(children),
+                "children": [_name(t) for t in children[:20]]}
     if isinstance(this, asyncio.Lock) and short == "acquire":
         return {"kind": "lock", "what": "%s at 0x%x" % (cls, id(this)), "locked": this.locked(), "waiters": _waiters(this)}
     if isinstance(this, asyncio.Semaphore) and short == "acquire":

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ..errors import UsageError
 from ..render import console, console_err, emit_json, escape, table
 from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent, run_stream
 
@@ -71,6 +72,8 @@ def command(
     attach_timeout: Timeout = 10.0,
     json: Json = False,
 ) -> None:
+    if not follow and (limit is not None or timeout is not None):
+        raise UsageError("-n/--limit and --timeout end a --follow stream: add --follow")
     args: dict[str, Any] = {"name": name, "level": level}
     with agent(pid, method, attach_timeout, quiet=json) as client:
         if follow:

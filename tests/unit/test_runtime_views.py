@@ -93,9 +93,19 @@ def test_await_chain_and_what_a_task_awaits() -> None:
         waiter = asyncio.ensure_future(asyncio.wait_for(task, 10))
         await asyncio.sleep(0.01)
         assert tasks.describe_task(waiter, 32)["awaits"]["kind"] in ("task", "future")
-        task.cancel()
-        waiter.cancel()
-        await asyncio.gather(task, waiter, return_exceptions=True)
+        gathered = asyncio.ensure_future(gather_two(q))
+        waiting = asyncio.ensure_future(asyncio.wait([task, gathered]))
+        await asyncio.sleep(0.01)
+        assert tasks.describe_task(gathered, 32)["awaits"]["kind"] == "gather"
+        assert tasks.describe_task(gathered, 32)["awaits"]["pending"] == 2
+        many = tasks.describe_task(waiting, 32)["awaits"]
+        assert many["kind"] == "wait" and many["what"] == "asyncio.wait on 2"
+        for t in (task, waiter, gathered, waiting):
+            t.cancel()
+        await asyncio.gather(task, waiter, gathered, waiting, return_exceptions=True)
+
+    async def gather_two(q: asyncio.Queue) -> None:
+        await asyncio.gather(q.get(), q.get())
 
     asyncio.run(main())
 
@@ -199,3 +209,21 @@ def test_compiling_the_file_prints_no_warning(tmp_path: Path, capfd: pytest.Capt
     code = namespace["pattern"].__code__  # type: ignore[attr-defined]
     assert compare(code, text)[0] == "matches"
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.TaskGroup is new in 3.11")
+def test_a_task_waiting_on_its_task_group() -> None:
+    async def group() -> None:
+        async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
+            tg.create_task(asyncio.sleep(10), name="member-1")
+            tg.create_task(asyncio.sleep(10), name="member-2")
+
+    async def main() -> None:
+        owner = asyncio.ensure_future(group())
+        await asyncio.sleep(0.01)
+        awaits = tasks.describe_task(owner, 32)["awaits"]
+        assert awaits["kind"] == "task group" and sorted(awaits["children"]) == ["member-1", "member-2"]
+        owner.cancel()
+        await asyncio.gather(owner, return_exceptions=True)
+
+    asyncio.run(main())
