@@ -42,7 +42,7 @@ from deploy_support import DEPLOY, documents, find, sidecar, tool
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 OVERLAY = "sidecar"
-CONFIG_MOUNT = "/mnt"  # where the sidecar's mount namespace sees the ConfigMap's files
+CONFIG_MOUNT = "/mnt/config"  # where the sidecar's mount namespace sees the ConfigMap's files
 POD_NAME = "shop-5d9f7c6b8-x2x9q"
 NODE_NAME = "node-1"
 # PromQL words that are not metric names.
@@ -62,8 +62,8 @@ def _needs_namespaces() -> None:
     for name in ("unshare", "nsenter", "setpriv"):
         if shutil.which(name) is None:
             pytest.skip(f"{name} is not installed (util-linux)")
-    if not os.path.isdir(CONFIG_MOUNT):
-        pytest.skip(f"{CONFIG_MOUNT} does not exist: nowhere to bind-mount the ConfigMap in the sidecar's namespace")
+    if not os.path.isdir("/mnt"):
+        pytest.skip("/mnt does not exist: the containers' namespaces mount their scratch space there")
     if os.geteuid() != 0:
         pytest.skip("the simulated pod needs root to create PID and mount namespaces")
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
@@ -145,11 +145,11 @@ class Pod:
         self.pause_pid = _descendant(self.pause.pid)
         self.containers: list[subprocess.Popen[str]] = []
 
-    def run(self, script: str, command: list[str], env: dict[str, str], security: dict[str, Any],
-            stdout: Any = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
-        """A container: its own mount namespace and /proc of the pod, ``script`` run as root to set
-        up its filesystem, then ``command`` with the user and capabilities a container runtime
-        gives for ``security`` (the container's securityContext)."""
+    def run(self, command: list[str], env: dict[str, str], security: dict[str, Any],
+            binds: dict[str, str] | None = None, stdout: Any = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
+        """A container: its own mount namespace with the pod's /proc, a private /tmp (its emptyDir),
+        ``binds`` (host path -> path inside) mounted, then ``command`` with the user and
+        capabilities a container runtime gives for ``security`` (its securityContext)."""
         uid, gid = security.get("runAsUser", 0), security.get("runAsGroup", 0)
         caps = [f"+{c.lower()}" for c in security["capabilities"].get("add", [])]
         assert security["capabilities"]["drop"] == ["ALL"] and not security.get("privileged")
@@ -158,7 +158,18 @@ class Pod:
                 "--bounding-set", ",".join(["-all", *caps]), "--inh-caps", "-all"]
         if security.get("allowPrivilegeEscalation") is False:
             wrap.append("--no-new-privs")
-        setup = f"mount -t proc proc /proc && {script} && {EXPOSE_ROOT} && exec \"$@\""
+        # The host's /tmp is kept reachable under /mnt while the binds are made, so a checkout
+        # that lives under /tmp is mounted back at its own path inside the private /tmp.
+        steps = ["mount -t proc proc /proc", "mount -t tmpfs tmpfs /mnt", "mkdir /mnt/host-tmp",
+                 "mount --bind /tmp /mnt/host-tmp"]
+        for source, target in (binds or {}).items():
+            steps += [f"mkdir -p {target}", f"mount --bind {source} {target}"]
+        steps.append("mount -t tmpfs tmpfs /tmp")
+        if ROOT.is_relative_to("/tmp"):
+            inside = Path("/mnt/host-tmp") / ROOT.relative_to("/tmp")
+            steps += [f"mkdir -p {ROOT}", f"mount --bind {inside} {ROOT}"]
+        steps += ["umount /mnt/host-tmp", EXPOSE_ROOT]
+        setup = " && ".join(steps) + ' && exec "$@"'
         proc = subprocess.Popen(
             ["nsenter", "--target", str(self.pause_pid), "--pid", "--",
              "unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "container", *wrap, "--",
@@ -252,12 +263,12 @@ def test_sidecar_in_a_simulated_pod(version: str, users: str, receiver: Receiver
 
     pod = Pod()
     try:
-        shop, shop_pid = pod.run("mount -t tmpfs tmpfs /tmp", [python, "-u", str(ROOT / "examples" / "shop.py"), "0"],
+        shop, shop_pid = pod.run([python, "-u", str(ROOT / "examples" / "shop.py"), "0"],
                                  {"PATH": os.environ["PATH"]}, app_security)
         assert shop.stdout is not None and shop.stdout.readline().startswith("ready")
         exporter, exporter_pid = pod.run(
-            f"mount --bind {config_dir} {CONFIG_MOUNT} && mount -t tmpfs tmpfs /tmp",
-            [tool("peeka"), *args], sidecar_env, security, stdout=subprocess.DEVNULL)
+            [tool("peeka"), *args], sidecar_env, security, binds={str(config_dir): CONFIG_MOUNT},
+            stdout=subprocess.DEVNULL)
         assert exporter.stderr is not None
         line = exporter.stderr.readline()
         match = re.search(r"metrics on http://([\d.]+:\d+)/metrics", line)
