@@ -184,6 +184,11 @@ def main() -> None:
             print(f"full speed, peeka: target made {out['calls'] / out['seconds']:,.0f} calls/s for {out['seconds']:.1f} s; "
                   f"receiver got {out['received']:,} spans in {took:.1f} s = {out['received'] / took:,.0f} spans/s "
                   f"end to end (dropped {h.get('dropped')}; exporter CPU {out.get('exporter_cpu', 0):.1f} s)", flush=True)
+            handled = (h.get("spans_received") or 0) - (h.get("dropped") or {}).get("queue", 0)
+            if handled and out.get("exporter_cpu"):
+                per_span = out["exporter_cpu"] / handled
+                print(f"exporter CPU per span handled (decoded, translated, encoded, sent): {per_span * 1e6:.1f} us "
+                      f"= {1 / per_span:,.0f} spans/s per core it has to itself", flush=True)
             if sdk:
                 out = one(python, "sdk", 0, args.seconds, sink, port, tmp, sdk)
                 print(f"full speed, sdk:   target made {out['calls'] / out['seconds']:,.0f} calls/s; receiver got "
