@@ -13,7 +13,12 @@ def _peeka_boot(config):
         existing = sys.modules.get(config["module"])
         if existing is not None:
             runtime = getattr(existing, "runtime", None)
-            if runtime is None or runtime.current() is not None or getattr(existing, "_peeka_loading", False):
+            import os
+
+            # The loading mark holds the pid that loads: a fork child inherits a mark whose
+            # loader thread it does not have.
+            loading = getattr(existing, "_peeka_loading", 0) == os.getpid()
+            if runtime is None or runtime.current() is not None or loading:
                 return  # running, or another attach is loading it right now
         start_thread = None
         monkey = sys.modules.get("gevent.monkey")
@@ -95,14 +100,14 @@ def _peeka_load_and_start(config):
         try:
             # A fork child inherits the parent's loaded (stopped) agent: start that one afresh.
             package = sys.modules.get(name) or importlib.import_module(name)
-            package._peeka_loading = True
+            package._peeka_loading = os.getpid()
             try:
                 runtime = importlib.import_module(name + ".runtime")
                 for key in sorted(sources):
                     if key != "__init__" and not key.endswith("boot"):
                         importlib.import_module(name + "." + key.replace("/__init__", "").replace("/", "."))
             finally:
-                package._peeka_loading = False
+                package._peeka_loading = 0
         finally:
             sys.meta_path.remove(finder)  # every module is loaded: leave the import system as it was
         runtime.start(config)

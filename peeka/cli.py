@@ -9,7 +9,6 @@ import importlib
 import json
 import sys
 
-import click
 import typer
 
 from .errors import PeekaError
@@ -37,15 +36,11 @@ for _name in COMMANDS:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, standalone_mode=False)
+        # Standalone: typer (whichever click it carries) reports usage errors itself and exits 2.
+        app(args=args, prog_name="peeka")
     except PeekaError as exc:
         _report(exc, args)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)

@@ -11,6 +11,10 @@ with each method into a fresh target (tests/targets/gdb_target.py) and prints me
 
 and the ratios peeka / naive. Goals for peeka: e2e <= 150 ms, stopped <= 50 ms. A failed or
 crashing run is counted, not timed (the naive recipe is expected to fail now and then).
+
+A second table is what a user waits for with ``peeka attach``: the whole attach with the agent up
+and answering (per method: gdb, and sys.remote_exec on 3.14; goal <= 50 ms for remote-exec on an
+active target), then the median latency of one ``thread`` request once attached (goal <= 30 ms).
 Not a test: timings depend on the machine and its load.
 """
 
@@ -24,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -34,12 +39,14 @@ sys.path.insert(0, str(HERE.parent))
 
 from conftest import VERSIONS, find_python  # noqa: E402
 
+from peeka.attach import attach, detach  # noqa: E402
 from peeka.attach.gdb import GdbInjection, inject_naive_gdb, inject_with_gdb  # noqa: E402
 from peeka.errors import PeekaError  # noqa: E402
 from peeka.process import TargetProcess  # noqa: E402
 
 STATES = {"busy": "busy", "sleep": "sleep", "blocked": "event"}  # label -> gdb_target.py state
 GOAL_E2E, GOAL_STOPPED = 0.150, 0.050
+GOAL_REMOTE_EXEC, GOAL_THREAD = 0.050, 0.030
 Method = Callable[[TargetProcess, str, float], GdbInjection]
 
 
@@ -96,6 +103,33 @@ def measure(
     return e2e, stopped, outcomes
 
 
+def measure_full(python: str, state: str, method: str, runs: int) -> tuple[list[float], list[float], Counter[str]]:
+    """Whole attaches (agent up, hello read) and ``thread`` answers, each attach on a fresh agent."""
+    attaches: list[float] = []
+    answers: list[float] = []
+    outcomes: Counter[str] = Counter()
+    with tempfile.TemporaryDirectory(prefix="peeka-bench-") as workdir:
+        proc = start_target(python, state, workdir)
+        try:
+            for _ in range(runs):
+                try:
+                    client, report = attach(proc.pid, method=method, timeout=10.0)
+                except PeekaError as exc:
+                    outcomes[f"error:{type(exc).__name__}"] += 1
+                    continue
+                with client:
+                    attaches.append(report.seconds)
+                    outcomes[report.method] += 1
+                    for _ in range(10):
+                        started = time.perf_counter()
+                        client.request("thread", {})
+                        answers.append(time.perf_counter() - started)
+                detach(proc.pid)
+        finally:
+            stop_target(proc)
+    return attaches, answers, outcomes
+
+
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:7.1f}" if values else "      -"
 
@@ -145,6 +179,19 @@ def main() -> int:
     print(
         f"\ngoals (peeka e2e <= {GOAL_E2E * 1000:.0f} ms, stopped <= {GOAL_STOPPED * 1000:.0f} ms): {'all met' if met else 'missed somewhere'}"
     )
+    print(f"\nwhole attach (agent up and answering), then one `thread` request; medians, milliseconds")
+    print(f"{'python':7} {'state':8} {'method':12} | {'attach':>8} | {'thread':>7} | outcomes")
+    for version in args.versions.split(","):
+        python = find_python(version)
+        if python is None:
+            continue
+        methods = ["gdb", "remote-exec"] if version >= "3.14" and len(version) == 4 else ["gdb"]
+        for label in args.states.split(","):
+            for method in methods:
+                a, t, o = measure_full(python, STATES[label], method, args.runs)
+                goal = GOAL_REMOTE_EXEC if method == "remote-exec" else GOAL_E2E
+                verdict = "met" if a and statistics.median(a) <= goal and statistics.median(t) <= GOAL_THREAD else "MISS"
+                print(f"{version:7} {label:8} {method:12} | {ms(a):>8} | {ms(t):>7} | {verdict} {dict(o)}", flush=True)
     return 0
 
 

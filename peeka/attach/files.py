@@ -21,6 +21,7 @@ from typing import Any
 import peeka_agent
 import simpleeval
 
+from ..errors import PermissionDenied
 from ..process import TargetProcess
 
 AGENT_MODULE = "_peeka_agent"
@@ -82,10 +83,17 @@ def ship(target: TargetProcess, method: str) -> str:
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
     if os.geteuid() != 0:
         return  # we are the target's user already (checked before shipping)
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chown(dirpath, uid, gid)
-        for name in filenames:
-            os.chown(os.path.join(dirpath, name), uid, gid)
+    try:
+        for dirpath, _dirnames, filenames in os.walk(root):
+            os.chown(dirpath, uid, gid)
+            for name in filenames:
+                os.chown(os.path.join(dirpath, name), uid, gid)
+    except PermissionError as exc:
+        raise PermissionDenied(
+            f"cannot hand the agent's files to the target's uid {uid}: {exc.strerror}",
+            "Root without CAP_CHOWN (a container that dropped it) cannot give files to another user. "
+            f"Run peeka as uid {uid} (with CAP_SYS_PTRACE where Yama requires it), or add CAP_CHOWN.",
+        ) from None
 
 
 def boot_error(target: TargetProcess) -> str | None:
