@@ -434,3 +434,49 @@ def test_bad_input_is_refused_with_what_to_do(spawn, exporters, tmp_path) -> Non
     assert exp.sample("peeka_target_up", pid=str(shop.pid)) == 0
     wait_for(lambda: "no loaded function matches" in exp.output(), 10, "the refusal on the console")
     assert exp.stop() == 0
+
+
+def _rotel_binary() -> Path | None:
+    try:
+        import rotel
+    except ImportError:
+        return None
+    binary = Path(rotel.__file__).parent / "rotel-agent"
+    return binary if binary.exists() else None
+
+
+@pytest.mark.skipif(_rotel_binary() is None, reason="rotel is not installed (pip install rotel; see pyproject test extras)")
+def test_through_rotel_a_real_collector(spawn, exporters, tmp_path) -> None:
+    """peeka export -> rotel (OTLP/HTTP in, gzip) -> rotel's OTLP/gRPC exporter -> a gRPC sink."""
+    import sysconfig
+
+    sink = Sink("grpc")
+    http_port, grpc_port = free_port(), free_port()
+    rotel = subprocess.Popen(
+        [str(_rotel_binary()), "start", "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+         "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink.port}", "--otlp-exporter-protocol", "grpc",
+         "--batch-timeout", "100ms", "--pid-file", str(tmp_path / "rotel.pid")],
+        env={**os.environ, "LD_LIBRARY_PATH": sysconfig.get_config_var("LIBDIR") or ""},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: _accepts(http_port), what="rotel's OTLP/HTTP receiver")
+        shop = Shop(spawn, "3.14", tmp_path / "port")
+        exp = exporters("--pid", str(shop.pid), "--trace", "flaskshop.views.get_item",
+                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{http_port}",
+                             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+                             "OTEL_SERVICE_NAME": "shop-via-rotel"})
+        exp.wait_up(shop.pid)
+        windows = [shop.get(f"/items/{i}") for i in (11, 12)]
+        wait_for(lambda: len(sink.spans.named("flaskshop.views.get_item")) >= 2, 30, "2 spans through rotel")
+        assert exp.stop() == 0
+    finally:
+        rotel.terminate()
+        rotel.wait(10)
+        sink.stop()
+    roots = sorted(sink.spans.named("flaskshop.views.get_item"), key=lambda s: s["start"])
+    for root, (status, before, after) in zip(roots, windows):
+        assert status == 200 and before <= root["start"] < root["end"] <= after
+        assert root["resource"]["service.name"] == "shop-via-rotel" and root["resource"]["process.pid"] == shop.pid
+        kids = [s for s in sink.spans.items if s["parent"] == root["span"]]
+        assert "flaskshop.repo.find" in {k["name"] for k in kids} and all(k["trace"] == root["trace"] for k in kids)
