@@ -17,25 +17,40 @@ RawStacks = Dict[Tuple[int, Tuple[Any, ...]], int]  # (thread ident, code object
 Labelled = Dict[Tuple[str, Tuple[str, ...]], float]  # (thread name, labels innermost first) -> weighted samples
 
 
+_RESUMABLE = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
+
+
 class Sampler:
     def __init__(self) -> None:
         self.stacks: RawStacks = {}
         self.ticks = 0
         self.busy_seconds = 0.0  # time spent sampling (GIL held): the sampler's own cost
         self.skip: FrozenSet[int] = frozenset()
+        # ident -> (innermost frame, key): a frame still running has the same callers as when it was
+        # last walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
+        self._last: Dict[int, Tuple[Any, Tuple[int, Tuple[Any, ...]]]] = {}
 
     def sample(self) -> None:
         started = time.perf_counter()
         stacks = self.stacks
         skip = self.skip
+        last = self._last
         for ident, frame in sys._current_frames().items():
             if ident in skip:
                 continue
-            codes = []
-            while frame is not None:
-                codes.append(frame.f_code)
-                frame = frame.f_back
-            key = (ident, tuple(codes))
+            seen = last.get(ident)
+            if seen is not None and seen[0] is frame:
+                key = seen[1]
+            else:
+                codes = []
+                walk = frame
+                while walk is not None:
+                    codes.append(walk.f_code)
+                    walk = walk.f_back
+                key = (ident, tuple(codes))
+                # A generator's frame can be resumed from another caller: never reuse its stack.
+                if not frame.f_code.co_flags & _RESUMABLE:
+                    last[ident] = (frame, key)
             stacks[key] = stacks.get(key, 0) + 1
         self.ticks += 1
         self.busy_seconds += time.perf_counter() - started
@@ -44,6 +59,7 @@ class Sampler:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
         taken = self.stacks, self.ticks, self.busy_seconds
         self.stacks, self.ticks, self.busy_seconds = {}, 0, 0.0
+        self._last = {}  # let go of the frames: threads end, frames finish
         return taken
 
 

@@ -7,7 +7,9 @@ work units, eight idle threads, the agent started in-process) reports its units 
 (a) nothing watches it, (b) a thread of its own merely wakes at 100 Hz (the floor for any sampler
 inside the process: each wakeup takes the GIL from the busy thread), (c) ``top`` samples at 100 Hz,
 (d) ``thread -n 5 -i 200`` runs back to back.
-Phases alternate over several rounds in one run and the medians are compared (ratio to untouched).
+Phases alternate over several rounds in one run and the medians are compared with untouched, two
+ways: throughput (wall clock: honest but swings with the machine's other load) and the process's
+CPU time per unit of work (what the views add in CPU, steadier on a shared machine).
 Then the latency of one ``thread`` answer (all threads with stacks, no interval) and one ``memory``
 answer (process numbers, GC, type census) through the real socket, median of 7.
 Not a test: numbers depend on the machine's load.
@@ -45,10 +47,12 @@ class Bench:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().startswith("ready")  # type: ignore[union-attr]
 
-    def measure(self, seconds: float, how: str = "") -> float:
+    def measure(self, seconds: float, how: str = "") -> tuple[float, float]:
+        """``(units per second, process CPU microseconds per unit)`` over ``seconds``."""
         self.proc.stdin.write(f"measure {seconds} {how}\n")  # type: ignore[union-attr]
         self.proc.stdin.flush()  # type: ignore[union-attr]
-        return float(self.proc.stdout.readline())  # type: ignore[union-attr]
+        rate, cpu = self.proc.stdout.readline().split()  # type: ignore[union-attr]
+        return float(rate), float(cpu)
 
     def client(self) -> AgentClient:
         return AgentClient(TargetProcess(self.proc.pid), timeout=60).open()
@@ -61,7 +65,7 @@ class Bench:
 SAMPLER_BUSY: list[float] = []  # the sampler's own report: % of wall time it held the GIL
 
 
-def while_top(bench: Bench, seconds: float) -> float:
+def while_top(bench: Bench, seconds: float) -> tuple[float, float]:
     def sample() -> None:  # the agent ends the stream itself after its timeout
         with bench.client() as client:
             for message in client.stream("top", {"rate": 100, "interval": 1.0, "timeout": seconds + 0.6}):
@@ -77,7 +81,7 @@ def while_top(bench: Bench, seconds: float) -> float:
     return rate
 
 
-def while_thread_n(bench: Bench, seconds: float) -> float:
+def while_thread_n(bench: Bench, seconds: float) -> tuple[float, float]:
     done = threading.Event()
 
     def ask() -> None:
@@ -112,17 +116,19 @@ def run(version: str, python: str, seconds: float, rounds: int) -> None:
         phases = {"untouched": bench.measure, "bare 100 Hz wakeups": lambda s: bench.measure(s, "wake"),
                   "top 100 Hz": lambda s: while_top(bench, s),
                   "thread -n 5 -i 200": lambda s: while_thread_n(bench, s)}
-        results: dict[str, list[float]] = {name: [] for name in phases}
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
         for _ in range(rounds):
             for name, phase in phases.items():
                 results[name].append(phase(seconds))
-        base = statistics.median(results["untouched"])
-        print(f"Python {version}: {base:,.0f} units/s untouched "
-              f"(rounds: {', '.join(f'{r:,.0f}' for r in results['untouched'])})")
+        base_rate = statistics.median(r for r, _ in results["untouched"])
+        base_cpu = statistics.median(c for _, c in results["untouched"])
+        print(f"Python {version}: untouched {base_rate:,.0f} units/s, {base_cpu:.1f} us of process CPU per unit "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r, _ in results['untouched'])} units/s)")
         for name in list(phases)[1:]:
-            value = statistics.median(results[name])
-            print(f"  {name:<20} {value:>10,.0f} units/s  ratio {value / base:.3f}  "
-                  f"slowdown {100 * (1 - value / base):+.1f}%")
+            rate = statistics.median(r for r, _ in results[name])
+            cpu = statistics.median(c for _, c in results[name])
+            print(f"  {name:<20} throughput ratio {rate / base_rate:.3f} (slowdown {100 * (1 - rate / base_rate):+.1f}%)"
+                  f"   CPU per unit ratio {cpu / base_cpu:.3f} (extra CPU {100 * (cpu / base_cpu - 1):+.1f}%)")
         print(f"  top's sampler held the GIL {statistics.median(SAMPLER_BUSY):.3f}% of the time (median of "
               f"{len(SAMPLER_BUSY)} one-second reports; the rest of its cost is the GIL handoffs)")
         SAMPLER_BUSY.clear()

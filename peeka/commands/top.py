@@ -80,7 +80,8 @@ def command(
             args[key] = value
     with agent(pid, method, attach_timeout, quiet=json) as client:
         stream = client.stream(NAME, args)
-        live = Live(console=console, auto_refresh=False) if not json and record is None else None
+        # Refreshed in place on a terminal; piped into a file or a log, one table per refresh.
+        live = Live(console=console, auto_refresh=False) if not json and record is None and console.is_terminal else None
         reports = 0
         try:
             start = next(stream).data
@@ -106,6 +107,8 @@ def command(
                     emit_json(data)
                 elif live is not None:
                     live.update(render_summary(data, rows), refresh=True)
+                elif record is None:
+                    console.print(render_summary(data, rows))
         except KeyboardInterrupt:
             pass
         finally:

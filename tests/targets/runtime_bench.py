@@ -2,7 +2,7 @@
 them; eight threads idle (as a server's pool would); the agent starts in-process.
 
 Prints "ready"; then for every stdin line "measure S" prints the units done per second over S
-seconds ("measure S wake": while a thread of its own wakes at 100 Hz and does nothing else, the
+seconds and the process's CPU microseconds per unit ("measure S wake": while a thread of its own wakes at 100 Hz and does nothing else, the
 floor any in-process sampler pays for taking the GIL 100 times a second). Exits when stdin closes.
 """
 
@@ -53,10 +53,12 @@ def main():
         waking = threading.Event()
         if "wake" in words:
             threading.Thread(target=wake, args=(waking,), daemon=True).start()
-        start_units, start = DONE[0], time.perf_counter()
+        start_units, start, start_cpu = DONE[0], time.perf_counter(), time.process_time()
         time.sleep(seconds)
         waking.set()
-        print(f"{(DONE[0] - start_units) / (time.perf_counter() - start):.1f}", flush=True)
+        units = DONE[0] - start_units
+        cpu = time.process_time() - start_cpu  # the whole process: worker, agent, everything
+        print(f"{units / (time.perf_counter() - start):.1f} {cpu / max(units, 1) * 1e6:.3f}", flush=True)
     stop.set()
 
 

@@ -87,6 +87,38 @@ def test_sampler_skips_and_counts() -> None:
     assert sampler.take()[1] == 0
 
 
+def test_sampler_parked_thread_and_generator() -> None:
+    """A parked thread's stack is reused while its frame runs; a suspended generator's never is."""
+    parked = threading.Event()
+    release = threading.Event()
+
+    def park_here() -> None:
+        parked.set()
+        release.wait(5)
+
+    def gen() -> Iterator[int]:
+        while True:
+            yield 1
+
+    thread = threading.Thread(target=park_here, daemon=True)
+    thread.start()
+    parked.wait(5)
+    sampler = sampling.Sampler()
+    try:
+        for _ in range(3):
+            sampler.sample()
+        raw, _, _ = sampler.take()
+        names = sampling.Names()
+        stacks = sampling.label_stacks(raw, {thread.ident: 1.0}, {thread.ident: "parked"}, names)  # type: ignore[dict-item]
+        ((thread_name, labels), count), = stacks.items()
+        assert thread_name == "parked" and count == 3
+        assert any(label.endswith("park_here") for label in labels)
+    finally:
+        release.set()
+        thread.join(5)
+    assert sampling._RESUMABLE & gen.__code__.co_flags
+
+
 def test_cycles() -> None:
     assert locks.cycles({1: 2, 2: 1, 3: 1}) == [[1, 2]]
     assert locks.cycles({5: 7, 7: 9, 9: 5}) == [[5, 7, 9]]
