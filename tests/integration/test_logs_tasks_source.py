@@ -244,6 +244,7 @@ def test_source_shows_live_code_and_flags_edits_on_disk(runtime: Runtime) -> Non
     assert price["status"] == "changed"
     assert any("constants only the file has: 2" in why for why in price["why"])
     assert any("modified after the process started" in why for why in price["why"])
+    assert any("linecache holds an older copy" in why for why in price["why"])
     assert "total = quantity * unit * 2" in "\n".join(price["lines"])
     untouched = found["runtime_lib.untouched"]
     assert untouched["status"] == "moved" and untouched["line"] == 24 and untouched["disk_line"] == 26

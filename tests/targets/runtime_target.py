@@ -10,10 +10,12 @@ Logging: logger "app.orders" logs INFO "order N" and DEBUG "debug order N" every
 asyncio, in thread "loop-main": a server (asyncio.start_server) with two connected clients, each side
 waiting on a read; tasks sleeping, waiting on a Queue, an Event, a Lock held by another task, and on
 another task; EXTRA_TASKS more sleeping tasks. A second loop in thread "loop-side" runs one task; a
-third, in "loop-busy", a task that never yields (always caught running).
+third, in "loop-busy", a task that never yields (always caught running). runtime_lib's lines are
+put in linecache at start, as a traceback through it would.
 """
 
 import asyncio
+import linecache
 import logging
 import logging.handlers
 import os
@@ -149,6 +151,7 @@ if __name__ == "__main__":
     threading.Thread(target=run_loop, args=(busy(),), name="loop-busy", daemon=True).start()
     ready.wait()
     BASKET.add("apple", 2)
+    linecache.getlines(runtime_lib.__file__)  # as a traceback through runtime_lib would have
     print("ready", os.getpid(), flush=True)
     sys.stdin.read()
     stop.set()
