@@ -1,10 +1,10 @@
 """tasks: every running asyncio event loop, its tasks, their coroutine stacks and what each awaits.
 
 args: ``limit`` (tasks per loop, default 2,000: a reply stays well below the frame limit),
-``max_frames`` (per task, innermost kept, default 32).
+``max_frames`` (per task, innermost kept, default 32), ``scan_gc`` (when nothing else finds a loop).
 
 Result: ``{"loops": [...], "count": tasks in all}``; a loop: id, type, thread, thread_id, running,
-closed, ready (callbacks queued), scheduled (timers), task_count, truncated, tasks; a task: name,
+ready (callbacks queued), scheduled (timers), task_count, truncated, tasks; a task: name,
 id, state (pending | running | cancelling | done), coroutine, frames (innermost first: file, line,
 function, module), awaits (kind, what, details), awaited_by (names of the tasks waiting for it).
 
@@ -12,8 +12,8 @@ Loops are found where they can be read from another thread on every version 3.9-
 the registered tasks (``_all_tasks`` to 3.11, ``_scheduled_tasks``/``_eager_tasks`` from 3.12), and,
 from 3.13, the ``self`` of ``run_forever``/``_run_once`` frames in the threads' stacks (3.14 keeps
 native tasks in per-thread lists only ``asyncio.all_tasks(loop)`` walks, so a loop is found through
-its thread first). Only when both find nothing: a scan of the gc's objects. Every shared
-collection is copied first, retried when a host thread changes it meanwhile.
+its thread first). Only when both find nothing and ``scan_gc`` asks: a scan of the gc's objects.
+Every shared collection is copied first, retried when a host thread changes it meanwhile.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _loop_of(task: Any) -> Any:
         return getattr(task, "_loop", None)
 
 
-def find_loops() -> Tuple[Dict[int, Any], List[Any]]:
+def find_loops(scan_gc: bool = False) -> Tuple[Dict[int, Any], List[Any]]:
     """``({id: loop}, registered tasks)``."""
     registered = _registered_tasks()
     loops: Dict[int, Any] = {}
@@ -114,7 +114,7 @@ def find_loops() -> Tuple[Dict[int, Any], List[Any]]:
         # proxy); before, it writes a locals dict into that frame: only when the registries are empty.
         for key, loop in _loops_in_threads().items():
             loops.setdefault(key, loop)
-    if not loops:
+    if not loops and scan_gc:
         loops = _loops_in_gc()
     return loops, registered
 
@@ -358,7 +358,6 @@ def describe_loop(loop: Any, registered: List[Any], limit: int, max_frames: int)
         "thread": thread,
         "thread_id": ident,
         "running": _running(loop),
-        "closed": bool(getattr(loop, "is_closed", lambda: None)()),
         "ready": _len(getattr(loop, "_ready", None)),
         "scheduled": _len(getattr(loop, "_scheduled", None)),
         "task_count": len(named),
@@ -374,8 +373,13 @@ def _len(collection: Any) -> Optional[int]:
         return None
 
 
-def _is_agent_loop(loop: Any) -> bool:
-    return is_agent_module(type(loop).__module__)
+def _shown(loop: Any) -> bool:
+    """Not the agent's own, and not closed (a closed loop's pending tasks will never run again)."""
+    try:
+        closed = bool(loop.is_closed())
+    except Exception:
+        closed = False
+    return not closed and not is_agent_module(type(loop).__module__)
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -383,10 +387,15 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     max_frames = instrument.int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, 1000)
     if "asyncio" not in sys.modules:
         return {"loops": [], "count": 0, "note": "asyncio is not imported in this process"}
-    loops, registered = find_loops()
+    loops, registered = find_loops(bool(args.get("scan_gc")))
     out = [describe_loop(loop, registered, limit, max_frames) for loop in _ordered(loops.values())]
-    return {"loops": out, "count": sum(loop["task_count"] for loop in out)}
+    result: Dict[str, Any] = {"loops": out, "count": sum(loop["task_count"] for loop in out)}
+    if not out:
+        result["note"] = ("no running event loop: none in the threads' stacks or the task registries"
+                          + ("" if args.get("scan_gc") else "; a loop whose run_forever is not Python code (uvloop "
+                             "on 3.14) is found with --scan-gc, which walks every object once (costly on big heaps)"))
+    return result
 
 
 def _ordered(loops: Iterable[Any]) -> List[Any]:
-    return sorted((lp for lp in loops if not _is_agent_loop(lp)), key=lambda lp: (not _running(lp), str(_thread_name(lp)[1])))
+    return sorted((lp for lp in loops if _shown(lp)), key=lambda lp: (not _running(lp), str(_thread_name(lp)[1])))

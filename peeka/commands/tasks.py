@@ -32,7 +32,7 @@ def _signature(task: dict[str, Any]) -> tuple[Any, ...]:
 
 def _loop_tree(loop: dict[str, Any]) -> Tree:
     where = f"thread {loop['thread']}" if loop.get("thread") else "thread unknown"
-    state = "running" if loop["running"] else ("closed" if loop["closed"] else "not running")
+    state = "running" if loop["running"] else "not running"
     tree = Tree(f"[bold]{escape(loop['type'])}[/] [dim]{where}, {state}, {loop['task_count']} task(s), "
                 f"{loop.get('ready')} ready callback(s), {loop.get('scheduled')} timer(s)[/]")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -66,13 +66,14 @@ def command(
     pid: Pid,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N tasks per loop.")] = 2_000,
     max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Frames per task (innermost kept).")] = 32,
+    scan_gc: Annotated[bool, typer.Option("--scan-gc", help="When no loop is found otherwise (uvloop on 3.14): look through every object once (costly on big heaps).")] = False,  # noqa: E501
     method: Method = "auto",
     timeout: Timeout = 10.0,
     json: Json = False,
     debug: Debug = False,
 ) -> None:
     with agent(pid, method, timeout, quiet=json) as client:
-        result = client.request(NAME, {"limit": limit, "max_frames": max_frames})
+        result = client.request(NAME, {"limit": limit, "max_frames": max_frames, "scan_gc": scan_gc})
     if json:
         emit_json(result)
         return

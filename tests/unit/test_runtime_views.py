@@ -10,6 +10,7 @@ import logging.handlers
 import queue
 import sys
 import textwrap
+import threading
 import types
 import warnings
 from pathlib import Path
@@ -227,3 +228,27 @@ def test_a_task_waiting_on_its_task_group() -> None:
         await asyncio.gather(owner, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_no_running_loop_is_said_and_the_gc_scan_finds_a_running_one() -> None:
+    result = tasks.handle(None, None, {})
+    assert result["loops"] == [] and "--scan-gc" in result["note"]
+    started = threading.Event()
+    release: list[asyncio.Future] = []
+
+    async def idle() -> None:
+        release.append(asyncio.get_running_loop().create_future())
+        started.set()
+        await release[0]
+
+    thread = threading.Thread(target=asyncio.run, args=(idle(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        loop = release[0].get_loop()
+        assert id(loop) in tasks._loops_in_gc()
+        (found,) = tasks.handle(None, None, {})["loops"]
+        assert found["thread"] == thread.name and found["task_count"] == 1
+    finally:
+        loop.call_soon_threadsafe(release[0].set_result, None)
+        thread.join(10)
