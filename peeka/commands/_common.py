@@ -34,6 +34,17 @@ def agent(pid: int, method: str = "auto", timeout: float = 10.0, quiet: bool = F
         yield client
 
 
+def ask(pid: int, command: str, args: dict[str, Any], method: str, timeout: float, json: bool) -> Any:
+    """One request to PID's agent (attaching first when none runs). With --json the answer is printed
+    and None returned: the caller renders only for people."""
+    with agent(pid, method, timeout, quiet=json) as client:
+        result = client.request(command, args)
+    if json:
+        emit_json(result)
+        return None
+    return result
+
+
 # -- what every probing command (watch, trace, stack, monitor, tt) shares
 Pattern = Annotated[
     str, typer.Argument(help="Functions to probe: module.func, module.Class.method, wildcards (myapp.views.*).")

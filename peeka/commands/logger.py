@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..render import console, console_err, emit_json, escape, table
-from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent, run_stream
+from ..render import console, console_err, escape, table
+from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent, ask, run_stream
 
 NAME = "logger"
 
@@ -75,15 +75,15 @@ def command(
     if not follow and (limit is not None or timeout is not None):
         raise UsageError("-n/--limit and --timeout end a --follow stream: add --follow")
     args: dict[str, Any] = {"name": name, "level": level}
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        if follow:
-            args.update(follow=True, limit=limit, timeout=timeout, max_rate=max_rate)
+    if follow:
+        args.update(follow=True, limit=limit, timeout=timeout, max_rate=max_rate)
+        with agent(pid, method, attach_timeout, quiet=json) as client:
             run_stream(client, NAME, args, json, show_record, pid, header=_follow_header)
-            return
-        result = client.request(NAME, args)
-    if json:
-        emit_json(result)
-    elif level is not None:
+        return
+    result = ask(pid, NAME, args, method, attach_timeout, json)
+    if result is None:
+        return
+    if level is not None:
         was = result["previous_level"]
         console.print(f"{pid}: logger {result['name']} level {was} -> {result['level']} "
                       f"(effective {result['effective_level']}); `peeka reset {pid}` or detach restores it")

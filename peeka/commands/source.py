@@ -8,8 +8,8 @@ from typing import Any
 
 from rich.syntax import Syntax
 
-from ..render import console, emit_json, escape
-from ._common import Debug, Json, Method, Pid, Timeout, agent
+from ..render import console, escape
+from ._common import Debug, Json, Method, Pid, Timeout, ask
 from .sc import Limit, Pattern, Regex, footer
 
 NAME = "source"
@@ -48,10 +48,8 @@ def command(
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    with agent(pid, method, timeout, quiet=json) as client:
-        result = client.request(NAME, {"pattern": pattern, "regex": regex, "limit": limit})
-    if json:
-        emit_json(result)
+    result = ask(pid, NAME, {"pattern": pattern, "regex": regex, "limit": limit}, method, timeout, json)
+    if result is None:
         return
     for entry in result["sources"]:
         show_source(entry)

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
-from ..render import console, emit_json, escape
-from ._common import Debug, Json, Method, Pid, Timeout, agent
+from ..render import console, escape
+from ._common import Debug, Json, Method, Pid, Timeout, ask
 
 NAME = "tasks"
 GROUP_NAMES_SHOWN = 5
@@ -72,10 +72,8 @@ def command(
     json: Json = False,
     debug: Debug = False,
 ) -> None:
-    with agent(pid, method, timeout, quiet=json) as client:
-        result = client.request(NAME, {"limit": limit, "max_frames": max_frames, "scan_gc": scan_gc})
-    if json:
-        emit_json(result)
+    result = ask(pid, NAME, {"limit": limit, "max_frames": max_frames, "scan_gc": scan_gc}, method, timeout, json)
+    if result is None:
         return
     for loop in result["loops"]:
         console.print(_loop_tree(loop))
