@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, VERSIONS, python_for, target_site_env
-from oteltest.sink import GrpcSink, HttpSink
-from oteltest.sink.handler import RequestHandler
 from prometheus_client.parser import text_string_to_metric_families
+
+pytest.importorskip("oteltest", reason="oteltest (the OTLP test receivers) is in the test extras: pip install -e '.[test]'")
+from oteltest.sink import GrpcSink, HttpSink  # noqa: E402
+from oteltest.sink.handler import RequestHandler  # noqa: E402
 
 from peeka.process import TargetProcess
 
@@ -131,7 +133,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        with exc:  # 3.14 warns about an HTTPError left open
+            return exc.code, exc.read()
 
 
 class ExportProcess:
@@ -169,7 +172,10 @@ class ExportProcess:
             t = self.target(pid)
             return t if t and t["up"] else None
 
-        return wait_for(up, timeout, f"the exporter to stream from {pid}")  # type: ignore[no-any-return]
+        try:
+            return wait_for(up, timeout, f"the exporter to stream from {pid}")  # type: ignore[no-any-return]
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; exporter said:\n{self.output()}") from None
 
     def metrics(self) -> str:
         return http_get(f"http://127.0.0.1:{self.port}/metrics")[1].decode()
