@@ -375,7 +375,14 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
         new_ok = ok.replace(f'pid="{pid}"', f'pid="{again.pid}"')
         wait_for(lambda: _query(prom_port, new_ok) == 2, 40, "Prometheus to count the restarted target's calls")
         assert exp.sample("peeka_target_up", pid=pid) == 0 and exp.sample("peeka_target_up", pid=str(again.pid)) == 1
+        # SIGTERM right after the last requests: their spans are flushed to the file before exit.
+        assert [again.get(f"/items/{i}")[0] for i in (9, 10, 11)] == [200, 200, 200]
         assert exp.stop() == 0
+        spans = [(rs, s) for line in (tmp_path / "peeka-spans.jsonl").read_text().splitlines()
+                 for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+        pids = [next(a["value"]["intValue"] for a in rs["resource"]["attributes"] if a["key"] == "process.pid")
+                for rs, _ in spans]
+        assert pids.count(str(again.pid)) == 5 and pids.count(pid) == 7
     finally:
         prometheus.terminate()
         prometheus.wait(10)
