@@ -61,6 +61,9 @@ def _otel_parent() -> Optional[Tuple[str, str]]:
 class _Tap(Listener):
     """A watch or trace entry: its condition and sampling, feeding the export stream's buffer."""
 
+    def on_removed(self, probe: Any) -> None:
+        self.export.reset = True
+
     def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
         self.export = export
         self.pattern = spec["pattern"]
@@ -256,6 +259,7 @@ class Export(Stream):
             [Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
         self.buffer: Any = deque()  # append and popleft are atomic: no lock on the host's path
         self.buffer_dropped = 0
+        self.reset = False
         self.sampler = sampling.Sampler()
         self.names = sampling.Names()
         self._done = threading.Event()
@@ -307,6 +311,12 @@ class Export(Stream):
             if now >= next_stats:
                 self.emit(self._stats())
                 next_stats = now + self.interval
+            if self.reset or any(m.cancelled for m in self.monitors):
+                # `peeka reset` took probes away: end, so the exporter re-installs them (it retries).
+                self._flush()
+                self.emit(self._stats())
+                self.finish("reset")
+                return
 
     def _flush(self) -> None:
         spans: List[Dict[str, Any]] = []

@@ -493,3 +493,19 @@ def test_through_rotel_a_real_collector(spawn, exporters, tmp_path) -> None:
         assert root["resource"]["service.name"] == "shop-via-rotel" and root["resource"]["process.pid"] == shop.pid
         kids = [s for s in sink.spans.items if s["parent"] == root["span"]]
         assert "flaskshop.repo.find" in {k["name"] for k in kids} and all(k["trace"] == root["trace"] for k in kids)
+
+
+def test_probes_taken_away_by_reset_are_reinstalled(spawn, exporters, tmp_path) -> None:
+    from conftest import peeka_cli
+
+    shop = Shop(spawn, "3.14", tmp_path / "port")
+    exp = exporters("--pid", str(shop.pid), "--watch", "flaskshop.views.get_item", "--monitor", "flaskshop.repo.*")
+    exp.wait_up(shop.pid)
+    out = peeka_cli("reset", str(shop.pid))
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: "the agent ended the export: reset" in exp.output(), 10, "the exporter to notice the reset")
+    exp.wait_up(shop.pid, 20)  # a new stream, probes installed again
+    assert shop.get("/items/1")[0] == 200
+    wait_for(lambda: exp.sample("peeka_function_calls_total", pid=str(shop.pid), outcome="ok",
+                                function="flaskshop.views.get_item") == 1, 10, "the call counted after the reset")
+    assert exp.stop() == 0
