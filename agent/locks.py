@@ -208,18 +208,43 @@ def holding_frame(frame: Any, lock: Any) -> Optional[Dict[str, Any]]:
     or an attribute of one, such as ``self.lock``): where it most likely took it."""
     found = None
     for f in _frames(frame):
-        if _refers_to(f, lock):
+        if _reference(f, lock):
             found = f
     return where(found) if found is not None else None
 
 
-def _refers_to(frame: Any, lock: Any) -> bool:
-    candidates = [frame.f_globals[n] for n in frame.f_code.co_names if n in frame.f_globals]
-    try:
-        candidates.extend(frame.f_locals.values())
-    except Exception:
-        pass
-    for value in candidates:
+def infer_holder(frames: Dict[int, Any], lock: Any, waiters: Any) -> Optional[int]:
+    """The thread most likely holding a lock that records no owner, or None when it is not clear.
+
+    Among the threads not waiting for it: the only one with the lock in a frame's locals (or an
+    attribute of a local: ``self.lock``); failing any, the only one whose code names it as a global.
+    """
+    strength = {i: max([_reference(f, lock) for f in _frames(top)] or [0])
+                for i, top in frames.items() if i not in waiters}
+    for level in (2, 1):
+        found = [i for i, s in strength.items() if s == level]
+        if found:
+            return found[0] if len(found) == 1 else None
+    return None
+
+
+def _reference(frame: Any, lock: Any) -> int:
+    """2: a local (or an attribute of one) is ``lock``; 1: a global the code names is (or holds) it."""
+    if frame.f_code.co_name != "<module>":  # a module's top level: its locals are all its globals
+        try:
+            local_values = list(frame.f_locals.values())
+        except Exception:
+            local_values = []
+        if _holds(local_values, lock):
+            return 2
+    names = frame.f_code.co_names
+    if _holds([frame.f_globals[n] for n in names if n in frame.f_globals], lock):
+        return 1
+    return 0
+
+
+def _holds(values: List[Any], lock: Any) -> bool:
+    for value in values:
         if value is lock:
             return True
         try:

@@ -24,10 +24,13 @@ Blocked threads: ``blocked`` (bool) adds ``blocked``, one entry per thread waiti
 threading primitive (see locks.py): ``{ident, native_id, name, kind, name_of_object, lock, holder,
 at}`` where kind is lock/condition/event/semaphore/barrier/join, ``lock`` is ``{id, type, locked,
 owner, count, global_name}`` (owner and count known for an RLock), ``holder`` is
-``{ident, native_id, name, at, acquired_in}`` or None (a plain Lock records no owner), and ``at``
-/``acquired_in`` are ``{file, line, function}``. And ``deadlocks``: each a cycle of threads, every
-one waiting for an RLock the next one holds, ``{threads: [names], edges: [{ident, name, waits_for
-(lock facts + name_of_object), held_by, held_by_name, at}]}``.
+``{ident, native_id, name, inferred, at, acquired_in}`` or None, and ``at``/``acquired_in`` are
+``{file, line, function}``. An RLock names its owner (inferred false); a plain Lock records none,
+so its holder is inferred (locks.infer_holder): the one other thread, not waiting for it, with
+it in a frame's locals, else the one naming it as a global (None when that is not one thread). And ``deadlocks``: each a cycle of threads, every one
+waiting for a lock the next one holds, ``{threads: [names], inferred (some holder was inferred),
+edges: [{ident, name, waits_for (lock facts + name_of_object), held_by, held_by_name, inferred,
+at}]}``.
 """
 
 from __future__ import annotations
@@ -169,15 +172,20 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, Any]) -> Dict[str, Any]:
-    """Threads waiting in locks and threading primitives, who holds the locks, and RLock cycles."""
+    """Threads waiting in locks and threading primitives, who holds the locks, and lock cycles."""
 
     def who(ident: int) -> Dict[str, Any]:
         t = by_ident.get(ident)
         return {"ident": ident, "native_id": getattr(t, "native_id", None),
                 "name": t.name if t is not None else "(started outside threading)"}
 
+    def holder(ident: int, lock: Any, inferred: bool) -> Dict[str, Any]:
+        frame = frames.get(ident)
+        return dict(who(ident), inferred=inferred, at=locks.where(frame) if frame is not None else None,
+                    acquired_in=locks.holding_frame(frame, lock) if frame is not None else None)
+
     entries: List[Dict[str, Any]] = []
-    objects: Dict[int, Any] = {}
+    objects: Dict[int, Any] = {}  # waiter ident -> the lock it waits for
     for ident, frame in frames.items():
         found = locks.waiting_on(ident, frame)
         if found is None:
@@ -189,14 +197,19 @@ def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, 
         entry = dict(who(ident), kind=found["kind"], name_of_object=found.get("name"), at=found["at"],
                      lock=found.get("lock"), holder=None)
         if lock_object is not None:
-            objects[id(lock_object)] = lock_object
-            owner = entry["lock"]["owner"]
-            if owner is not None and owner in frames:
-                entry["holder"] = dict(who(owner), at=locks.where(frames[owner]),
-                                       acquired_in=locks.holding_frame(frames[owner], lock_object))
-            elif owner is not None:
-                entry["holder"] = dict(who(owner), at=None, acquired_in=None)
+            objects[ident] = lock_object
+            if entry["lock"]["owner"] is not None:
+                entry["holder"] = holder(entry["lock"]["owner"], lock_object, False)
         entries.append(entry)
+    for entry in entries:
+        lock_object = objects.get(entry["ident"])
+        if lock_object is None or entry["holder"] is not None:
+            continue
+        # A plain Lock records no owner: infer it from which other thread refers to it (marked so).
+        waiters = {i for i, o in objects.items() if o is lock_object}
+        inferred = locks.infer_holder(frames, lock_object, waiters)
+        if inferred is not None:
+            entry["holder"] = holder(inferred, lock_object, True)
     names = locks.global_names(list(objects.values()))
     for entry in entries:
         if entry["lock"] is not None:
@@ -207,8 +220,9 @@ def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, 
         edges = [{"ident": i, "name": by_waiter[i]["name"],
                   "waits_for": dict(by_waiter[i]["lock"], name_of_object=by_waiter[i]["name_of_object"]),
                   "held_by": by_waiter[i]["holder"]["ident"], "held_by_name": by_waiter[i]["holder"]["name"],
-                  "at": by_waiter[i]["at"]} for i in cycle]
-        deadlocks.append({"threads": [e["name"] for e in edges], "edges": edges})
+                  "inferred": by_waiter[i]["holder"]["inferred"], "at": by_waiter[i]["at"]} for i in cycle]
+        deadlocks.append({"threads": [e["name"] for e in edges], "edges": edges,
+                          "inferred": any(e["inferred"] for e in edges)})
     return {"blocked": entries, "deadlocks": deadlocks}
 
 

@@ -151,7 +151,8 @@ def _lock_label(lock: dict[str, Any] | None, name: str | None) -> str:
 def render_blocked(result: dict[str, Any]) -> None:
     entries = result.get("blocked") or []
     for cycle in result.get("deadlocks") or []:
-        console.print(f"[bold red]DEADLOCK[/] between {', '.join(escape(n) for n in cycle['threads'])}:")
+        kind = "probable DEADLOCK (a plain Lock's holder is inferred)" if cycle.get("inferred") else "DEADLOCK"
+        console.print(f"[bold red]{kind}[/] between {', '.join(escape(n) for n in cycle['threads'])}:")
         for edge in cycle["edges"]:
             console.print(f"  [bold]{escape(edge['name'])}[/] waits for "
                           f"{_lock_label(edge['waits_for'], edge['waits_for'].get('name_of_object'))} "
@@ -164,8 +165,10 @@ def render_blocked(result: dict[str, Any]) -> None:
         line = f"[bold]{escape(entry['name'])}[/] waits on {entry['kind']} {what}  [dim]at {escape(_at(entry['at']))}[/]"
         holder = entry.get("holder")
         if holder:
-            line += f"\n    held by [bold]{escape(holder['name'])}[/] [dim]now at {escape(_at(holder.get('at')))}[/]"
+            guess = " (inferred: its stack refers to the lock)" if holder.get("inferred") else ""
+            line += (f"\n    held by [bold]{escape(holder['name'])}[/]{guess} "
+                     f"[dim]now at {escape(_at(holder.get('at')))}[/]")
         elif entry["kind"] == "lock":
-            line += "\n    [dim]holder unknown: a plain Lock does not record its owner[/]"
+            line += "\n    [dim]holder unknown: a plain Lock records no owner, and no single other thread refers to it[/]"
         console.print(line)
     console.print(f"[dim]{len(entries)} waiting thread(s), {len(result.get('deadlocks') or [])} deadlock(s)[/]")

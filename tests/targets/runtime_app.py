@@ -2,7 +2,8 @@
 
     burn      thread "burner" spends its CPU in burn_hot (7 units) and burn_cool (3 units)
     idle      thread "idler" sleeps in a loop; thread "waiter" waits on an Event
-    deadlock  threads "deadlock-a" and "deadlock-b" take RLocks LOCK_A/LOCK_B in opposite orders
+    deadlock  threads "deadlock-a" and "deadlock-b" take RLocks LOCK_A/LOCK_B in opposite orders, and
+              "plain-a"/"plain-b" plain Locks PLAIN_A/PLAIN_B (no owner recorded)
     leak      thread "leaker" appends 50 LeakRecord objects to the list LEAK every 20 ms
     inprocess start the agent in this process (no attach needed), as tests/targets/cmd_target.py does
 
@@ -17,6 +18,8 @@ import time
 
 LOCK_A = threading.RLock()
 LOCK_B = threading.RLock()
+PLAIN_A = threading.Lock()
+PLAIN_B = threading.Lock()
 LEAK = []
 STOP = threading.Event()
 
@@ -79,6 +82,12 @@ def take_b_then_a(barrier):
         LOCK_A.release()
 
 
+def take_plain(first, second, barrier):
+    first.acquire()
+    barrier.wait()
+    second.acquire()
+
+
 def start(target, name, *args):
     thread = threading.Thread(target=target, name=name, args=args, daemon=True)
     thread.start()
@@ -97,6 +106,9 @@ def main(features):
         barrier = threading.Barrier(2)
         start(take_a_then_b, "deadlock-a", barrier)
         start(take_b_then_a, "deadlock-b", barrier)
+        plain = threading.Barrier(2)
+        start(take_plain, "plain-a", PLAIN_A, PLAIN_B, plain)
+        start(take_plain, "plain-b", PLAIN_B, PLAIN_A, plain)
         time.sleep(0.2)  # both are past the barrier and stuck on their second lock
     if "inprocess" in features:
         from peeka_agent import runtime

@@ -197,6 +197,11 @@ def test_waiting_on(blocked_threads: dict[str, Any]) -> None:
     local = locks.waiting_on(threads["local"].ident, frames[threads["local"].ident])
     assert local is not None and local["name"] == "lock" and local["lock"]["type"] == "Lock"
     assert local["lock"]["owner"] is None  # a plain Lock records no owner
+    # ... so it is inferred: the one thread, not waiting for it, with it among a frame's locals
+    plain = blocked_threads["plain"]
+    others = {i: f for i, f in frames.items() if i != threading.get_ident()}  # as the agent leaves itself out
+    assert locks.infer_holder(others, plain, {threads["local"].ident}) == threads["hold"].ident
+    assert locks.infer_holder(others, plain, set()) is None  # the waiter refers to it too: not clear
     notify = locks.waiting_on(threads["notify"].ident, frames[threads["notify"].ident])
     assert notify is not None and notify["kind"] == "condition" and notify["at"]["function"].endswith("want_notify")
     where = locks.holding_frame(frames[threads["hold"].ident], blocked_threads["holder"].guard)
