@@ -41,6 +41,9 @@ def command(
     if tracemalloc is not None and tracemalloc not in ACTIONS:
         raise UsageError(f"--tracemalloc must be one of {', '.join(ACTIONS)}, got {tracemalloc!r}",
                          "Start tracing, look, then stop: --tracemalloc start, top or diff, stop.")
+    if tracemalloc is not None and diff is not None:
+        raise UsageError("--diff and --tracemalloc go separately",
+                         "--diff S compares object types over S seconds; --tracemalloc diff compares allocation sites.")
     args: dict[str, Any] = {"types": types}
     if tracemalloc is not None:
         args.update(tracemalloc=tracemalloc, limit=limit, frames=frames)
