@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
-from ..render import console, emit_json, table
-from ._common import Json, Method, Pid, Timeout, agent
+from ..render import console, table
+from ._common import Json, Method, Pid, Timeout, ask
 
 NAME = "memory"
 ACTIONS = ("start", "top", "diff", "stop")
@@ -49,13 +49,11 @@ def command(
         args.update(tracemalloc=tracemalloc, limit=limit, frames=frames)
     elif diff is not None:
         args["diff"] = diff
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        if diff is not None and client.sock is not None:
-            client.sock.settimeout(diff + 30)  # the answer comes after the diff's wait and two censuses
-        result = client.request(NAME, args)
-    if json:
-        emit_json(result)
-    elif tracemalloc is not None:
+    # The answer comes after the diff's wait and two censuses (each capped at 2 s by the agent).
+    result = ask(pid, NAME, args, method, attach_timeout + (diff or 0) + 5, json)
+    if result is None:
+        return
+    if tracemalloc is not None:
         render_tracemalloc(result, tracemalloc)
     else:
         render(result)

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.tree import Tree
 
-from ..render import add_value, console, emit_json, escape, table
-from ._common import Debug, Json, Method, Pid, Timeout, agent
+from ..render import add_value, console, escape, table
+from ._common import Debug, Json, Method, Pid, Timeout, ask
 
 NAME = "thread"
 
@@ -66,10 +66,8 @@ def command(
         args["thread_id"] = thread_id
     if busiest is not None:
         args["top"] = busiest
-    with agent(pid, method, timeout, quiet=json) as client:
-        result = client.request(NAME, args)
-    if json:
-        emit_json(result)
+    result = ask(pid, NAME, args, method, timeout + interval / 1000, json)
+    if result is None:
         return
     if blocked:
         render_blocked(result)
