@@ -1,7 +1,8 @@
 """memory: how big the process is, what the garbage collector does, which object types fill it,
 what grew over a few seconds, and (on demand) tracemalloc's allocation sites.
 
-args: ``types`` (rows of the type census, default 20; 0 skips the census), ``max_objects`` (census
+args: ``types`` (rows of the type census, default 20; 0 skips the census), ``sort`` ("size", the
+default, or "count": how types are ranked, and with ``diff`` how growth is), ``max_objects`` (census
 cap, default 2,000,000), ``max_seconds`` (census time cap, default 2), ``diff`` (s: census now and
 again after that long, report what grew), ``tracemalloc`` ("start" | "top" | "diff" | "stop"),
 ``frames`` (tracemalloc start: traceback depth, default 1), ``limit`` (tracemalloc rows, default 20).
@@ -10,7 +11,7 @@ Result (bytes and seconds; None where /proc or a number is missing):
   process    {rss_bytes, vms_bytes, peak_rss_bytes, uss_bytes, pss_bytes, swap_bytes}
   gc         {enabled, counts [3], thresholds [3], frozen, generations: [{collections, collected,
               uncollectable}]}
-  types      [{type ("module.qualname"), count, size_bytes}] by size: objects the GC tracks
+  types      [{type ("module.qualname"), count, size_bytes}] by ``sort``: objects the GC tracks
              (containers and instances; ints and strings inside them are not tracked), shallow
              sys.getsizeof sizes
   containers [{type, id, len, size_bytes, name}]: the largest lists/dicts/sets/deques, ``name`` the
@@ -18,7 +19,7 @@ Result (bytes and seconds; None where /proc or a number is missing):
   census     {objects, truncated (a cap was hit), seconds}
   tracemalloc {tracing, started_by_peeka, traced_bytes, peak_bytes}
 With ``diff``: ``diff_s``, ``growth`` {rss_bytes, uss_bytes, vms_bytes deltas}, ``types`` rows gain
-``count_delta`` and ``size_delta_bytes`` (only types that grew, most first) and ``containers`` those
+``count_delta`` and ``size_delta_bytes`` (only types that grew, most first by ``sort``) and ``containers`` those
 that grew: ``len_before``, ``len`` and ``len_delta``.
 tracemalloc top/diff: ``{tracemalloc: {...}, sites: [{file, line, size_bytes, count, size_delta_bytes?,
 count_delta?}], since (epoch s of the baseline, diff only)}``; start/stop: ``{tracemalloc: {...}}``.
@@ -50,6 +51,9 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     if action is not None:
         return _tracemalloc(agent, action, args)
     rows = int_arg(args, "types", 20, 0, 100_000)
+    order = args.get("sort", "size")
+    if order not in ("size", "count"):
+        raise CommandError("sort must be size or count, got %r" % (order,))
     max_objects = int_arg(args, "max_objects", 2_000_000, 1, 10**9)
     max_seconds = float_arg(args, "max_seconds", 2.0, 0.01) or 2.0
     diff = float_arg(args, "diff", None, 0.1)
@@ -59,7 +63,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     if diff is None:
         if rows:
             counts, sizes, largest, facts = census(max_objects, max_seconds)
-            result["types"] = _type_rows(counts, sizes, {}, {})[:rows]
+            result["types"] = _type_rows(counts, sizes, {}, {}, order)[:rows]
             result["containers"] = _name_containers([dict(c) for c in largest])
             result["census"] = facts
     else:
@@ -67,9 +71,12 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         compat.original("time", "sleep")(diff)  # in this client's reader thread (real sleep, also under gevent)
         after_counts, after_sizes, after_largest, facts = census(max_objects, max_seconds)
         after = procfs.memory()
-        rows_all = _type_rows(after_counts, after_sizes, counts, sizes)
+        rows_all = _type_rows(after_counts, after_sizes, counts, sizes, order)
         grew = [r for r in rows_all if r["count_delta"] > 0 or r["size_delta_bytes"] > 0]
-        grew.sort(key=lambda r: (-r["size_delta_bytes"], -r["count_delta"]))
+        if order == "size":
+            grew.sort(key=lambda r: (-r["size_delta_bytes"], -r["count_delta"]))
+        else:
+            grew.sort(key=lambda r: (-r["count_delta"], -r["size_delta_bytes"]))
         result.update(
             diff_s=diff, process=after, census=facts, types=grew[: rows or 20],
             growth={k: _delta(after.get(k), result["process"].get(k)) for k in ("rss_bytes", "uss_bytes", "vms_bytes")},
@@ -137,7 +144,7 @@ def _type_name(kind: type) -> str:
 
 
 def _type_rows(counts: Dict[type, int], sizes: Dict[type, int], counts_before: Dict[type, int],
-               sizes_before: Dict[type, int]) -> List[Dict[str, Any]]:
+               sizes_before: Dict[type, int], order: str) -> List[Dict[str, Any]]:
     rows = []
     for kind, count in counts.items():
         row = {"type": _type_name(kind), "count": count, "size_bytes": sizes.get(kind, 0)}
@@ -145,7 +152,8 @@ def _type_rows(counts: Dict[type, int], sizes: Dict[type, int], counts_before: D
             row["count_delta"] = count - counts_before.get(kind, 0)
             row["size_delta_bytes"] = row["size_bytes"] - sizes_before.get(kind, 0)
         rows.append(row)
-    rows.sort(key=lambda r: (-r["size_bytes"], -r["count"]))
+    first, second = ("size_bytes", "count") if order == "size" else ("count", "size_bytes")
+    rows.sort(key=lambda r: (-r[first], -r[second]))
     return rows
 
 

@@ -32,6 +32,7 @@ def command(
         typer.Option("--tracemalloc", help="start | top | diff | stop: allocation sites by file:line."),
     ] = None,
     types: Annotated[int, typer.Option("--types", min=0, help="Object types listed (0: no census).")] = 20,
+    sort: Annotated[str, typer.Option("--sort", help="Rank object types by size or count.")] = "size",
     limit: Annotated[int, typer.Option("--limit", min=1, help="Allocation sites listed (tracemalloc).")] = 20,
     frames: Annotated[int, typer.Option("--frames", min=1, max=100, help="tracemalloc start: frames kept.")] = 1,
     method: Method = "auto",
@@ -44,7 +45,9 @@ def command(
     if tracemalloc is not None and diff is not None:
         raise UsageError("--diff and --tracemalloc go separately",
                          "--diff S compares object types over S seconds; --tracemalloc diff compares allocation sites.")
-    args: dict[str, Any] = {"types": types}
+    if sort not in ("size", "count"):
+        raise UsageError(f"--sort must be size or count, got {sort!r}", "")
+    args: dict[str, Any] = {"types": types, "sort": sort}
     if tracemalloc is not None:
         args.update(tracemalloc=tracemalloc, limit=limit, frames=frames)
     elif diff is not None:

@@ -193,6 +193,11 @@ def test_memory_snapshot(client: AgentClient) -> None:
     assert types["__main__.LeakRecord"]["count"] > 0 and types["__main__.LeakRecord"]["size_bytes"] > 0
     assert result["census"]["truncated"] is False and result["census"]["objects"] > 1000
     assert any(c["name"] == "__main__.LEAK" for c in result["containers"])
+    sizes = [t["size_bytes"] for t in result["types"]]
+    assert sizes == sorted(sizes, reverse=True)
+    by_count = client.request("memory", {"types": 10, "sort": "count"})["types"]
+    counts = [t["count"] for t in by_count]
+    assert counts == sorted(counts, reverse=True) and len(counts) == 10
 
 
 def test_memory_diff_finds_the_leaking_list(client: AgentClient) -> None:
@@ -231,6 +236,7 @@ def test_bad_input_is_a_usage_error(client: AgentClient) -> None:
         ("memory", {"tracemalloc": "sideways"}, "tracemalloc must be start, top, diff or stop"),
         ("memory", {"diff": 7200}, "diff must be at most 3600"),
         ("memory", {"types": -1}, "types must be a whole number"),
+        ("memory", {"sort": "age"}, "sort must be size or count"),
     ):
         with pytest.raises(UsageError, match=expected):
             client.request(command, args)
