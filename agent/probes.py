@@ -27,6 +27,7 @@ from . import compat
 
 MONITORING = sys.version_info >= (3, 12)
 _get_ident = threading.get_ident
+_getframe = sys._getframe
 CO_GENERATOR = 0x20
 CO_COROUTINE = 0x80
 CO_ITERABLE_COROUTINE = 0x100
@@ -59,7 +60,7 @@ class Call:
         self.params: Optional[Dict[str, Any]] = None
         self.result: Any = None
         self.exception: Optional[BaseException] = None
-        self.thread = threading.get_ident()
+        self.thread = _get_ident()
         self.yields = 0
         self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame
         self.data: Any = None  # per-listener scratch (e.g. trace's recorder)
@@ -271,21 +272,21 @@ class _MonitoringBackend:
         self.tool = None
         self.active.clear()
 
-    # The callbacks run on the host's threads: cheap, and never raising.
+    # The callbacks run on the host's threads: cheap, and never raising. Every attribute lookup
+    # and Python-level call here is paid on each probed call, hence the flat code.
     def _on_start(self, code: Any, offset: int) -> Any:
         try:
             probe = self.engine.by_code.get(code)
             if probe is None:
                 return None
             if probe.light:
-                now = perf_counter_ns()
                 stack = probe.starts.get(_get_ident())
                 if stack is None:
-                    probe.starts[_get_ident()] = [now]
+                    probe.starts[_get_ident()] = [perf_counter_ns()]
                 else:
-                    stack.append(now)
+                    stack.append(perf_counter_ns())
                 return None
-            frame = sys._getframe(1)
+            frame = _getframe(1)
             call = Call(probe, perf_counter_ns())
             call.frame = frame
             if probe.needs_args:
@@ -298,47 +299,54 @@ class _MonitoringBackend:
             pass
         return None
 
-    def _finish(self, code: Any, result: Any, exception: Optional[BaseException]) -> None:
+    def _on_return(self, code: Any, offset: int, retval: Any) -> Any:
+        end = perf_counter_ns()
         try:
-            call = self.active.pop(id(sys._getframe(2)), None)
-            if call is None or call.probe.code is not code:
-                return
-            call.end = perf_counter_ns()
-            call.result = result
-            call.exception = exception
-            call.probe.exit(call)
+            probe = self.engine.by_code.get(code)
+            if probe is None:
+                return None
+            if probe.light:
+                stack = probe.starts.get(_get_ident())
+                if stack:
+                    cost = end - stack.pop()
+                    for listener in probe.listeners:
+                        listener.on_light(probe, cost, False)
+                return None
+            call = self.active.pop(id(_getframe(1)), None)
+            if call is None or call.probe is not probe:
+                return None
+            call.end = end
+            call.result = retval
+            for listener in probe.listeners:
+                try:
+                    listener.on_exit(call)
+                except Exception:
+                    probe.errors += 1
             call.frame = None
         except Exception:
             pass
-
-    def _on_return(self, code: Any, offset: int, retval: Any) -> Any:
-        try:
-            probe = self.engine.by_code.get(code)
-            if probe is not None and probe.light:
-                end = perf_counter_ns()
-                stack = probe.starts.get(_get_ident())
-                if stack:
-                    probe.light_exit(end - stack.pop(), False)
-                return None
-        except Exception:
-            return None
-        self._finish(code, retval, None)
         return None
 
     def _on_unwind(self, code: Any, offset: int, exception: BaseException) -> Any:
-        probe = self.engine.by_code.get(code)
-        if probe is None:
-            return None
-        if probe.light:
-            try:
-                end = perf_counter_ns()
+        end = perf_counter_ns()
+        try:
+            probe = self.engine.by_code.get(code)
+            if probe is None:
+                return None
+            if probe.light:
                 stack = probe.starts.get(_get_ident())
                 if stack:
                     probe.light_exit(end - stack.pop(), True)
-            except Exception:
-                pass
-            return None
-        self._finish(code, None, exception)
+                return None
+            call = self.active.pop(id(_getframe(1)), None)
+            if call is None or call.probe is not probe:
+                return None
+            call.end = end
+            call.exception = exception
+            probe.exit(call)
+            call.frame = None
+        except Exception:
+            pass
         return None
 
     def _on_yield(self, code: Any, offset: int, value: Any) -> Any:

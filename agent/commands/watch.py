@@ -37,31 +37,41 @@ class Watch(instrument.ProbeStream):
         super().__init__(agent, args)
         self.needs_args = self.expression.source is None or self.expression.needs_args or self.condition.needs_args
         self.wants_enter = "enter" in self.at
+        # Which exits are reported, decided once: on_exit runs on the host's hot path.
+        self.on_success = bool(self.at & {"finish", "success"})
+        self.on_exception = bool(self.at & {"finish", "exception"})
 
     def on_enter(self, call: Call) -> None:
-        self._observe(call, "enter")
+        if self.cancelled or not self._passes(call, "enter"):
+            return
+        # Arguments as they are now, before the body runs and perhaps changes them.
+        self.emit(self._event(call, "enter"))
 
     def on_exit(self, call: Call) -> None:
-        failed = call.exception is not None
-        if "finish" in self.at or ("exception" if failed else "success") in self.at:
-            self._observe(call, "exception" if failed else "exit")
-
-    def _observe(self, call: Call, location: str) -> None:
         if self.cancelled:
             return
-        if self.condition.source is not None:
-            try:
-                if not self.condition.evaluate(call):
-                    return
-            except Exception as exc:
-                self.emit(dict(instrument.call_facts(call), location=location,
-                               error="condition failed: %s: %s" % (type(exc).__name__, exc)))
+        if call.exception is None:
+            if not self.on_success:
                 return
-        if location == "enter":
-            # Arguments as they are now, before the body runs and perhaps changes them.
-            self.emit(self._event(call, location))
+            location = "exit"
         else:
-            self.emit_later(self._event, call, location)
+            if not self.on_exception:
+                return
+            location = "exception"
+        if self.condition.source is not None and not self._passes(call, location):
+            return
+        # Rendering happens in the writer thread: the host thread only queues references.
+        self.emit_later(self._event, call, location)
+
+    def _passes(self, call: Call, location: str) -> bool:
+        if self.condition.source is None:
+            return True
+        try:
+            return bool(self.condition.evaluate(call))
+        except Exception as exc:
+            self.emit(dict(instrument.call_facts(call), location=location,
+                           error="condition failed: %s: %s" % (type(exc).__name__, exc)))
+            return False
 
     def _event(self, call: Call, location: str) -> Dict[str, Any]:
         event = instrument.call_facts(call)

@@ -87,11 +87,16 @@ class CliStream:
         time.sleep(SETTLE)
 
     def finish(self, timeout: float = 30.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        # Read through the text wrapper that already holds what followed the start line
+        # (communicate() would read the raw pipe and lose it); a timer bounds the wait.
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
         try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+            out = self.proc.stdout.read()  # type: ignore[union-attr]
+            err = self.proc.stderr.read()  # type: ignore[union-attr]
+            self.proc.wait()
+        finally:
+            timer.cancel()
         assert self.proc.returncode == 0, err + out
         lines = [json.loads(x) for x in out.splitlines() if x.strip()]
         assert lines and lines[-1].get("type") == "end", out
