@@ -270,7 +270,7 @@ def test_cli_views(target: CmdTarget) -> None:
 
 
 def test_detach_stops_tracemalloc(target: CmdTarget) -> None:
-    """Last: detaches the in-process agent, then attaches for real to look."""
+    """Last: detaches the in-process agent, then attaches for real (remote_exec or gdb) to look."""
     with target.client() as c:
         assert c.request("memory", {"tracemalloc": "start", "frames": 3})["tracemalloc"]["tracing"]
         c.request("detach")
@@ -278,4 +278,12 @@ def test_detach_stops_tracemalloc(target: CmdTarget) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     facts = json.loads(out.stdout)["tracemalloc"]
     assert facts["tracing"] is False and facts["traced_bytes"] is None
+    # The attached agent's code is named "<peeka agent>/...": still told apart from the host's.
+    out = peeka_cli("thread", str(target.pid), "--json", "-n", "3", "-i", "300")
+    busiest = json.loads(out.stdout)
+    assert busiest["threads"][0]["name"] == "burner" and busiest["agent_threads_hidden"] >= 2
+    out = peeka_cli("top", str(target.pid), "--json", "-n", "1", "-i", "0.5")
+    summary = next(json.loads(line) for line in out.stdout.splitlines() if '"summary"' in line)
+    assert summary["functions"][0]["function"] == "__main__.work"
+    assert not any("peeka agent" in (f["file"] or "") for f in summary["functions"])
     assert peeka_cli("detach", str(target.pid)).returncode == 0
