@@ -5,7 +5,8 @@ threads, hidden by default), ``depth`` (0 = no locals, 1-4 = locals rendered to 
 ``max_frames`` (per thread, innermost kept), ``max_size`` (per local value, default 512).
 
 Result: ``{"threads": [...], "count": n, "agent_threads_hidden": k}``; each thread has ident,
-native_id, name, daemon, alive, is_main, is_agent, cpu_seconds (Linux), ``frames`` and
+native_id, name, daemon, alive, is_main, is_agent, state, cpu_seconds, cpu_percent (see below;
+None off Linux), ``frames`` and
 ``frames_omitted``. Frames run **innermost first** (index 0 is the code running now, like a Java
 stack dump): file, line, function, module, and when depth > 0 ``locals`` (name -> value node, see
 values.py), ``locals_omitted`` (more than 50) or ``locals_error``.
@@ -27,10 +28,10 @@ owner, count, global_name}`` (owner and count known for an RLock), ``holder`` is
 ``{ident, native_id, name, inferred, at, acquired_in}`` or None, and ``at``/``acquired_in`` are
 ``{file, line, function}``. An RLock names its owner (inferred false); a plain Lock records none,
 so its holder is inferred (locks.infer_holder): the one other thread, not waiting for it, with
-it in a frame's locals, else the one naming it as a global (None when that is not one thread). And ``deadlocks``: each a cycle of threads, every one
-waiting for a lock the next one holds, ``{threads: [names], inferred (some holder was inferred),
-edges: [{ident, name, waits_for (lock facts + name_of_object), held_by, held_by_name, inferred,
-at}]}``.
+it in a frame's locals, else the one naming it as a global (None when that is not one thread).
+And ``deadlocks``: each a cycle of threads, every one waiting for a lock the next one holds,
+``{threads: [names], inferred (some holder was inferred), edges: [{ident, name, waits_for (lock
+facts + name_of_object), held_by, held_by_name, inferred, at}]}``.
 """
 
 from __future__ import annotations
