@@ -97,6 +97,8 @@ class CliStream:
             self.proc.wait()
         finally:
             timer.cancel()
+            self.proc.stdout.close()  # type: ignore[union-attr]
+            self.proc.stderr.close()  # type: ignore[union-attr]
         assert self.proc.returncode == 0, err + out
         lines = [json.loads(x) for x in out.splitlines() if x.strip()]
         assert lines and lines[-1].get("type") == "end", out
