@@ -1,6 +1,6 @@
 """Benchmark: peeka export end to end, and what it costs the target, vs the OTel SDK in-process.
 
-    python tests/bench_export.py [--versions 3.14] [--seconds 5] [--rates 100,1000,10000]
+    python tests/bench_export.py [--versions 3.14] [--seconds 5] [--rates 100,1000,10000] [--repeat 3]
 
 For each Python version, a target (tests/targets/export_bench_target.py) does a fixed amount of
 "other work" per loop and makes RATE calls per second of ``handle``. Three runs per rate:
@@ -9,7 +9,7 @@ For each Python version, a target (tests/targets/export_bench_target.py) does a 
           receiver (oteltest's sink) through the exporter subprocess
   sdk     the same target instrumented in-process with the OpenTelemetry SDK (one span per call,
           BatchSpanProcessor, OTLP/HTTP to the same receiver); only where the SDK is importable
-Then one run at full speed (RATE 0) measures spans/s through one exporter (target -> agent ->
+Each row is the median of --repeat runs (modes alternate). Then one run at full speed (RATE 0) measures spans/s through one exporter (target -> agent ->
 exporter -> receiver) and what was dropped where. Prints numbers; not a test (machine load shows).
 Goals (issue 5): >= 20,000 spans/s through one exporter; <= 5% throughput loss at 1k calls/s.
 """
@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--versions", default="3.14")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="100,1000,10000")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode and rate (medians are shown)")
     args = parser.parse_args()
     logging.disable(logging.CRITICAL)
     from http.server import BaseHTTPRequestHandler
@@ -162,22 +164,28 @@ def main() -> None:
                   "\nloss/wall: other work per wall second vs plain; exporter cpu: the sidecar's CPU per run second")
             print(f"{'rate/s':>8} {'mode':>6} {'calls/s':>9} {'work/cpu-s':>11} {'loss/cpu':>9} {'loss/wall':>9} "
                   f"{'spans rcvd':>10} {'dropped':>8} {'exporter cpu':>12}")
+            modes = [m for m in ("plain", "peeka", "sdk") if m != "sdk" or sdk is not None]
             for rate in rates:
-                base: tuple[float, float] | None = None
-                for mode in ("plain", "peeka", "sdk"):
-                    if mode == "sdk" and sdk is None:
-                        continue
-                    out = one(python, mode, rate, args.seconds, sink, port, tmp, sdk)
-                    per_cpu, per_wall = out["units"] / out["cpu"], out["units"] / out["seconds"]
-                    if mode == "plain":
-                        base = (per_cpu, per_wall)
-                    assert base is not None
-                    loss_cpu = f"{(1 - per_cpu / base[0]) * 100:8.1f}%" if mode != "plain" else "        -"
-                    loss_wall = f"{(1 - per_wall / base[1]) * 100:8.1f}%" if mode != "plain" else "        -"
-                    dropped = sum(out["health"]["dropped"].values()) if out.get("health") else "-"
-                    ecpu = f"{out['exporter_cpu'] / out['seconds'] * 100:11.1f}%" if "exporter_cpu" in out else "-"
-                    print(f"{rate:>8.0f} {mode:>6} {out['calls'] / out['seconds']:>9.0f} {per_cpu:>11.0f} {loss_cpu} "
-                          f"{loss_wall} {out['received']:>10} {dropped:>8} {ecpu:>12}", flush=True)
+                # Modes alternate within each repeat and the medians are compared, so a burst of load
+                # from elsewhere on the machine lands on one run, not on one mode.
+                runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+                for _ in range(args.repeat):
+                    for mode in modes:
+                        runs[mode].append(one(python, mode, rate, args.seconds, sink, port, tmp, sdk))
+                base_cpu = statistics.median(r["units"] / r["cpu"] for r in runs["plain"])
+                base_wall = statistics.median(r["units"] / r["seconds"] for r in runs["plain"])
+                for mode in modes:
+                    rs = runs[mode]
+                    per_cpu = statistics.median(r["units"] / r["cpu"] for r in rs)
+                    per_wall = statistics.median(r["units"] / r["seconds"] for r in rs)
+                    loss_cpu = f"{(1 - per_cpu / base_cpu) * 100:8.1f}%" if mode != "plain" else "        -"
+                    loss_wall = f"{(1 - per_wall / base_wall) * 100:8.1f}%" if mode != "plain" else "        -"
+                    last = rs[-1]
+                    dropped = sum(last["health"]["dropped"].values()) if last.get("health") else "-"
+                    ecpu = (f"{statistics.median(r['exporter_cpu'] / r['seconds'] for r in rs) * 100:11.1f}%"
+                            if "exporter_cpu" in last else "-")
+                    print(f"{rate:>8.0f} {mode:>6} {last['calls'] / last['seconds']:>9.0f} {per_cpu:>11.0f} {loss_cpu} "
+                          f"{loss_wall} {last['received']:>10} {dropped:>8} {ecpu:>12}", flush=True)
             out = one(python, "peeka", 0, args.seconds, sink, port, tmp, sdk)
             h = out.get("health") or {}
             took = out.get("delivered_in") or out["seconds"]

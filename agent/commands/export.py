@@ -38,7 +38,7 @@ from .trace import _SUSPENDABLE, _library_prefixes
 
 NAME = "export"
 REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
-_FLUSH_EVERY = 0.05  # s between batches while calls wait
+_FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
 _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
 _TOP = 10  # top functions reported per interval (bounded label set)
