@@ -18,7 +18,6 @@ Every shared collection is copied first, retried when a host thread changes it m
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -27,6 +26,15 @@ from .. import instrument, values
 from ..search import is_agent_module
 
 NAME = "tasks"
+# The target's own asyncio, looked up per request: the agent never imports it (a target that does
+# not use asyncio must not find it in sys.modules after an attach).
+asyncio: Any = None
+
+
+def _bind_asyncio() -> Any:
+    global asyncio
+    asyncio = sys.modules.get("asyncio")
+    return asyncio if asyncio is not None and hasattr(asyncio, "AbstractEventLoop") else None
 
 DEFAULT_LIMIT = 2_000
 DEFAULT_MAX_FRAMES = 32
@@ -82,6 +90,7 @@ def _loops_in_threads() -> Dict[int, Any]:
 
 
 def _loops_in_gc() -> Dict[int, Any]:
+    _bind_asyncio()
     import gc
 
     return {id(o): o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and _running(o)}
@@ -302,6 +311,7 @@ def _running_frames(coro: Any, thread_id: Optional[int]) -> List[Any]:
 
 
 def describe_task(task: Any, max_frames: int, thread_id: Optional[int] = None) -> Dict[str, Any]:
+    _bind_asyncio()
     coro = task.get_coro()
     running = bool(getattr(coro, "cr_running", False) or getattr(coro, "gi_running", False))
     if running:
@@ -385,7 +395,7 @@ def _shown(loop: Any) -> bool:
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     limit = instrument.int_arg(args, "limit", DEFAULT_LIMIT, 1, 1_000_000)
     max_frames = instrument.int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, 1000)
-    if "asyncio" not in sys.modules:
+    if _bind_asyncio() is None:
         return {"loops": [], "count": 0, "note": "asyncio is not imported in this process"}
     loops, registered = find_loops(bool(args.get("scan_gc")))
     out = [describe_loop(loop, registered, limit, max_frames) for loop in _ordered(loops.values())]

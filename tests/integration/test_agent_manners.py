@@ -190,3 +190,16 @@ def test_gevent_monkeypatched_target(spawn) -> None:
     assert peeka_cli("detach", str(target.pid), "--json").returncode == 0
     assert target.alive()
     assert target.stop() == ""
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.14"])
+def test_attach_does_not_import_asyncio_into_the_target(spawn, version: str) -> None:
+    # A guest imports what it needs of the standard library, never what changes how the host
+    # looks to itself: a WSGI app must not find asyncio in sys.modules after an attach.
+    target = spawn(python_for(version), "app.py", "sleep")
+    out = peeka_cli("tasks", str(target.pid), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["loops"] == [] and "asyncio is not imported" in result["note"], result
+    assert peeka_cli("detach", str(target.pid)).returncode == 0
+    assert target.stop() == ""
