@@ -6,16 +6,12 @@ The views are registered with ``@app.route`` at import time, so Flask calls them
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import VERSIONS, peeka_cli, python_for, target_site_env
-from test_instrument import CliStream, child, value
+from test_instrument import CliStream, child, http_get, value
 
 pytestmark = pytest.mark.integration
 
@@ -28,17 +24,7 @@ class FlaskApp:
         self.port = int(portfile.read_text())
 
     def get(self, path: str) -> tuple[int, Any, float]:
-        started = time.perf_counter()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as resp:
-                status, body = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read()
-        elapsed = time.perf_counter() - started
-        try:
-            return status, json.loads(body), elapsed
-        except ValueError:
-            return status, body.decode(errors="replace"), elapsed
+        return http_get(self.port, path)
 
     def close(self) -> None:
         out = peeka_cli("detach", str(self.pid), "--json")

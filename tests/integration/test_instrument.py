@@ -31,6 +31,21 @@ SETTLE = 0.3  # the agent answers "start" just before it installs the probes
 
 
 # ---------------------------------------------------------------- helpers
+def http_get(port: int, path: str) -> tuple[int, Any, float]:
+    """(status, body as JSON or else text, seconds) of one GET on loopback."""
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            status, data = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, data = exc.code, exc.read()
+    elapsed = time.perf_counter() - started
+    try:
+        return status, json.loads(data), elapsed
+    except ValueError:
+        return status, data.decode(errors="replace"), elapsed
+
+
 class App:
     def __init__(self, spawn: Any, version: str, tmp_path: Path) -> None:
         portfile = tmp_path / "port"
@@ -42,14 +57,7 @@ class App:
         assert out.returncode == 0, out.stderr + out.stdout
 
     def get(self, path: str) -> tuple[int, Any, float]:
-        """(status, JSON body, seconds) of one GET on loopback."""
-        started = time.perf_counter()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as resp:
-                status, data = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, data = exc.code, exc.read()
-        return status, json.loads(data), time.perf_counter() - started
+        return http_get(self.port, path)
 
     def send(self, paths: list[str], delay: float = 0.0) -> threading.Thread:
         """Send these requests in order from a background thread."""
