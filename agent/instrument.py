@@ -75,7 +75,7 @@ def thread_name(ident: int) -> str:
 def call_facts(call: Call) -> Dict[str, Any]:
     """Where and when a call ran, as every observation reports it."""
     probe = call.probe
-    return {
+    facts = {
         "function": probe.name,
         "file": probe.filename,
         "line": probe.lineno,
@@ -85,6 +85,11 @@ def call_facts(call: Call) -> Dict[str, Any]:
         "end_ns": to_epoch_ns(call.end) if call.end else None,
         "cost_ms": round((call.end - call.start) / 1e6, 6) if call.end else None,
     }
+    if probe.kind != "function":
+        # Generators: values yielded before exhaustion; coroutines: suspensions at an await.
+        facts["kind"] = probe.kind
+        facts["yields"] = call.yields
+    return facts
 
 
 class ProbeStream(Stream, Listener):

@@ -21,8 +21,9 @@ NAME = "watch"
 def render_event(event: dict[str, Any]) -> None:
     when = datetime.datetime.fromtimestamp(event["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
     cost = f"{event['cost_ms']:.3f} ms" if event.get("cost_ms") is not None else "-"
+    yields = f" yields={event['yields']}" if "yields" in event else ""
     head = (f"[dim]{when}[/] [bold]{escape(event['function'])}[/] [magenta]{event.get('location', '')}[/] "
-            f"cost={cost} [dim]thread={escape(str(event['thread']))}[/]")
+            f"cost={cost}{yields} [dim]thread={escape(str(event['thread']))}[/]")
     if "error" in event:
         console.print(f"{head}\n  [red]{escape(event['error'])}[/]")
     else:

@@ -302,6 +302,21 @@ def test_generator_recursion_decorated_and_method(app_factory, version: str) -> 
     app.close()
 
 
+@pytest.mark.parametrize("version", FAST)
+def test_generators_report_cost_to_exhaustion_and_yields(app_factory, version: str) -> None:
+    app = app_factory(version)
+    stream = CliStream("watch", str(app.pid), r"^instr_lib\.(countdown|ticks)$", "-E", "-n", "2", "--timeout", "30")
+    app.send(["/gen/3", "/agen/4"]).join(20)
+    events, end = stream.finish()
+    assert end["reason"] == "limit" and len(events) == 2
+    by_fn = {e["function"]: e for e in events}
+    gen, agen = by_fn["instr_lib.countdown"], by_fn["instr_lib.ticks"]
+    assert gen["kind"] == "generator" and gen["yields"] == 3
+    assert agen["kind"] == "asyncgen" and agen["yields"] >= 4  # its awaits suspend it too on 3.12+
+    assert agen["cost_ms"] >= 4 * 2.0  # from first start to exhaustion, across its awaits
+    app.close()
+
+
 # ---------------------------------------------------------------- monitor
 @pytest.mark.parametrize("version", FAST)
 def test_monitor_counts_calls_and_failures(app_factory, version: str) -> None:

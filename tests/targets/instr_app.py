@@ -3,7 +3,7 @@
     python instr_app.py [PORTFILE]   # prints "ready <pid> <port>" (and writes the port to PORTFILE)
 
 Routes (GET): /handle/<id>, /alias/<id> (a ``from ... import`` alias), /registry/<id> (a dict filled
-at import time), /gen/<n>, /fact/<n>, /deco/<n>, /parse/<text> (400 on ValueError), /async/<n>,
+at import time), /gen/<n>, /fact/<n>, /deco/<n>, /parse/<text> (400 on ValueError), /async/<n>, /agen/<n> (an async generator),
 /account/<cents>, /burst/<n> (n calls of price, timed), /check (is instr_lib.handle exactly as it was at import?).
 """
 
@@ -61,6 +61,8 @@ class Handler(BaseHTTPRequestHandler):
                 body = instr_lib.parse(arg)
             elif route == "async":
                 body = asyncio.run(instr_lib.fetch(int(arg)))
+            elif route == "agen":
+                body = asyncio.run(instr_lib.collect_ticks(int(arg)))
             elif route == "account":
                 body = ACCOUNT.balance(int(arg))
             elif route == "burst":

@@ -53,6 +53,16 @@ async def fetch(n):
     return n + 1
 
 
+async def ticks(n):
+    for i in range(n):
+        await asyncio.sleep(0.002)
+        yield i
+
+
+async def collect_ticks(n):
+    return [i async for i in ticks(n)]
+
+
 class Account:
     def __init__(self, owner):
         self.owner = owner
