@@ -69,7 +69,8 @@ def test_busy_and_idle_threads_told_apart(client: AgentClient) -> None:
     assert threads["burner"]["cpu_percent"] > 30  # a shared 2-core machine: at least a third of a core
     for idle in ("idler", "waiter", "deadlock-a", "deadlock-b", "plain-a", "MainThread"):
         assert threads[idle]["cpu_percent"] < 5, threads[idle]
-        assert threads[idle]["state"] in ("S", "D"), threads[idle]
+        if idle != "idler":  # it wakes every 50 ms: now and then caught running
+            assert threads[idle]["state"] in ("S", "D"), threads[idle]
     busiest = client.request("thread", {"interval_ms": 500, "top": 2})
     assert busiest["count"] == 2 and busiest["threads"][0]["name"] == "burner"
     functions = [f["function"] for f in busiest["threads"][0]["frames"]]
@@ -154,15 +155,16 @@ def test_top_record_agrees_with_py_spy(target: CmdTarget, tmp_path: Path) -> Non
     _py_spy_probe(target.pid)
     folded = tmp_path / "peeka.folded"
     spy_out = tmp_path / "py-spy.txt"
-    spy = subprocess.Popen([PY_SPY, "record", "--pid", str(target.pid), "--duration", "3", "--rate", "100",
+    # 5 s: some 500 samples each, so sampling noise (the shares' difference) stays near 3 points.
+    spy = subprocess.Popen([PY_SPY, "record", "--pid", str(target.pid), "--duration", "5", "--rate", "100",
                             "--format", "raw", "--nonblocking", "--output", str(spy_out)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ours = peeka_cli("top", str(target.pid), "--record", "3", "--output", str(folded), "--json")
+    ours = peeka_cli("top", str(target.pid), "--record", "5", "--output", str(folded), "--json")
     _, spy_err = spy.communicate(timeout=60)
     assert ours.returncode == 0, ours.stderr
     assert spy.returncode == 0 and spy_out.exists(), spy_err
     profile = [json.loads(line) for line in ours.stdout.splitlines() if '"profile"' in line][0]
-    assert profile["duration_s"] >= 2.9 and profile["samples"] > 50
+    assert profile["duration_s"] >= 4.9 and profile["samples"] > 50
     peeka_lines = _collapsed(folded.read_text())
     assert all(stack.startswith("thread ") for stack, _ in peeka_lines)
     assert any(stack.endswith(";__main__.burn_hot;__main__.work") for stack, _ in peeka_lines)
