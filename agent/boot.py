@@ -31,11 +31,18 @@ def _peeka_boot(config):
             import _thread
 
             start_thread = _thread.start_new_thread
-        start_thread(_peeka_load_and_start, (config,))
-        # Tell the client the script ran: it waits for the loader then, instead of trying gdb.
+        # One bootstrap per shipped copy, taken atomically: a 3.14 sys.remote_exec request that
+        # never ran (main thread blocked) runs the same launch.py once gdb's fallback has woken
+        # the main thread. The marker also tells the client that the script ran.
         import os
 
-        os.close(os.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            os.close(os.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return
+        except OSError:
+            pass
+        start_thread(_peeka_load_and_start, (config,))
     except BaseException:
         pass
 
@@ -102,15 +109,17 @@ def _peeka_load_and_start(config):
             package = sys.modules.get(name) or importlib.import_module(name)
             package._peeka_loading = os.getpid()
             try:
+                # Only the server now; each command's module is compiled when first asked for
+                # (through the finder, which stays on sys.meta_path, answering for this
+                # package's names only, until detach takes it off).
                 runtime = importlib.import_module(name + ".runtime")
-                for key in sorted(sources):
-                    if key != "__init__" and not key.endswith("boot"):
-                        importlib.import_module(name + "." + key.replace("/__init__", "").replace("/", "."))
+                if runtime.start(config, finder).finder is not finder:
+                    sys.meta_path.remove(finder)  # another bootstrap's agent runs: its finder serves
             finally:
                 package._peeka_loading = 0
-        finally:
-            sys.meta_path.remove(finder)  # every module is loaded: leave the import system as it was
-        runtime.start(config)
+        except BaseException:
+            sys.meta_path.remove(finder)
+            raise
     except BaseException:
         try:
             import traceback

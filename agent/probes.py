@@ -709,6 +709,13 @@ class Engine:
         return self.remove_matching(lambda probe: True)
 
 
+def cleanup(agent: Any) -> None:
+    """Detach: every probe off, every function as it was (whichever command installed them)."""
+    engine = agent.state.get("probes")
+    if engine is not None:
+        engine.shutdown()
+
+
 def engine_of(agent: Any) -> Engine:
     engine = agent.state.get("probes")
     if engine is None:

@@ -186,6 +186,7 @@ class Agent:
         self._thread: Any = None
         self._own_threads: List[Any] = []
         self.state: Dict[str, Any] = {}  # per-command state, e.g. installed probes
+        self.finder: Any = None
 
     # -- lifecycle
     def start(self) -> None:
@@ -270,6 +271,11 @@ class Agent:
             return
         self.running = False
         run_cleanups(self)
+        if self.finder is not None:
+            try:
+                sys.meta_path.remove(self.finder)  # the import system as it was
+            except ValueError:
+                pass
         for client in list(self.clients):
             if client is not keep:
                 client.close()
@@ -315,8 +321,11 @@ def current() -> Optional[Agent]:
     return agent
 
 
-def start(config: Dict[str, Any]) -> Agent:
-    """Start the agent once per process; a second call reuses the running one."""
+def start(config: Dict[str, Any], finder: Any = None) -> Agent:
+    """Start the agent once per process; a second call reuses the running one.
+
+    ``finder`` is the import hook that serves the agent's own modules; detach removes it.
+    """
     global _AGENT
     agent = current()
     if agent is not None:
@@ -329,8 +338,14 @@ def start(config: Dict[str, Any]) -> Agent:
         except Exception:
             pass
     agent = Agent(config)
-    agent.start()
+    agent.finder = finder
+    # Known before the socket exists: a client may connect and ask for detach at once.
     _AGENT = agent
+    try:
+        agent.start()
+    except BaseException:
+        _AGENT = None
+        raise
     return agent
 
 

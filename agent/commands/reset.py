@@ -31,10 +31,3 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         removed = engine.remove_matching(lambda probe: pattern.match(probe.name))
     return {"removed": sorted(removed), "count": len(removed), "remaining": sorted(p.name for p in engine.by_func.values()),
             "loggers": loggers}
-
-
-def cleanup(agent: Any) -> None:
-    """Detach: every probe off, every function as it was."""
-    engine = agent.state.get("probes")
-    if engine is not None:
-        engine.shutdown()
