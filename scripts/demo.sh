@@ -26,6 +26,8 @@ step watch "$SHOP" __main__.Cart.add -e -n 1 'exception'
 step trace "$SHOP" __main__.handle_item -n 1
 step stack "$SHOP" __main__.lookup_item -n 1
 step monitor "$SHOP" '__main__.handle_*' -c 2 -n 1
+step top "$SHOP" -i 2 -n 1
+step memory "$SHOP"
 step detach "$SHOP"
 
 # -- The sidecar on its embedded default (exporter block; keep it last): no backend configured, so
@@ -39,7 +41,8 @@ EXPORT=$!
 trap 'kill $EXPORT $SHOP 2>/dev/null || true; rm -f "$out"' EXIT
 sleep 6
 echo "\$ curl -s http://127.0.0.1:9464/metrics | grep -E '^peeka_(function_calls_total|target_up)'"
-curl -s http://127.0.0.1:9464/metrics | grep -E '^peeka_(function_calls_total|target_up)' || true
+.venv/bin/python -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode())' \
+  | grep -E '^peeka_(function_calls_total|target_up)' || true
 kill -TERM "$EXPORT"
 wait "$EXPORT" || true
 .venv/bin/python - "$spans_dir/peeka-spans.jsonl" <<'PY'
