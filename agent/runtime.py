@@ -349,12 +349,17 @@ def start(config: Dict[str, Any], finder: Any = None) -> Agent:
     return agent
 
 
-def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] = None) -> None:
+def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] = None,
+           serving: Optional[Agent] = None) -> None:
+    """Stop the agent (and ``serving``, the one that took the request, should it not be the
+    registered one), then forget the agent's modules."""
     global _AGENT
-    agent = _AGENT
-    if agent is None:
+    agents = [a for a in (serving, _AGENT) if a is not None]
+    if not agents:
         return
-    agent.stop(keep=keep)
+    for agent in dict.fromkeys(agents):
+        agent.stop(keep=keep)
+    agent = agents[0]
     _AGENT = None
     name = agent.config.get("module")
     if name:

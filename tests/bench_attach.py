@@ -179,7 +179,7 @@ def main() -> int:
     print(
         f"\ngoals (peeka e2e <= {GOAL_E2E * 1000:.0f} ms, stopped <= {GOAL_STOPPED * 1000:.0f} ms): {'all met' if met else 'missed somewhere'}"
     )
-    print(f"\nwhole attach (agent up and answering), then one `thread` request; medians, milliseconds")
+    print("\nwhole attach (agent up and answering), then one `thread` request; medians, milliseconds")
     print(f"{'python':7} {'state':8} {'method':12} | {'attach':>8} | {'thread':>7} | outcomes")
     for version in args.versions.split(","):
         python = find_python(version)

@@ -165,7 +165,7 @@ def main() -> None:
             base = data.get(f"{fn}:plain", ns)
             print(f"  {key:44} {ns:9.0f} {ns - base:9.0f} {ns / base:7.2f}")
         base = wsgi["untouched"]
-        print(f"  WSGI loop requests/s: " + ", ".join(f"{k} {v:,.0f} ({v / base:.3f}x)" for k, v in wsgi.items()))
+        print("  WSGI loop requests/s: " + ", ".join(f"{k} {v:,.0f} ({v / base:.3f}x)" for k, v in wsgi.items()))
         span = data.get("add:OTel SDK span")
         if span:
             for mode in ("watch capture args+result", "monitor"):

@@ -11,5 +11,5 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     from .. import runtime
 
     others = len([c for c in agent.clients if c is not client])
-    runtime.detach(keep=client)
+    runtime.detach(keep=client, serving=agent)
     return {"detached": True, "pid": agent.pid, "other_clients_closed": others}

@@ -8,8 +8,19 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..render import console, table
-from ._common import (Json, MaxMatch, Method, Pattern, Pid, Regex, StreamTimeout, Timeout, agent, probe_args,
-                      run_stream)
+from ._common import (
+    Json,
+    MaxMatch,
+    Method,
+    Pattern,
+    Pid,
+    Regex,
+    StreamTimeout,
+    Timeout,
+    agent,
+    probe_args,
+    run_stream,
+)
 
 NAME = "monitor"
 

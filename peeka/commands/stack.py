@@ -7,8 +7,21 @@ from typing import Any
 from rich.tree import Tree
 
 from ..render import console, escape
-from ._common import (Condition, Json, Limit, MaxMatch, Method, Pattern, Pid, Regex, StreamTimeout, Timeout,
-                      agent, probe_args, run_stream)
+from ._common import (
+    Condition,
+    Json,
+    Limit,
+    MaxMatch,
+    Method,
+    Pattern,
+    Pid,
+    Regex,
+    StreamTimeout,
+    Timeout,
+    agent,
+    probe_args,
+    run_stream,
+)
 
 NAME = "stack"
 

@@ -15,8 +15,20 @@ import typer
 
 from ..errors import UsageError
 from ..render import console, console_err, emit_json, escape, table, value_tree
-from ._common import (Condition, Json, Limit, MaxMatch, Method, Pid, Regex, StreamTimeout, Timeout, agent,
-                      probe_args, run_stream)
+from ._common import (
+    Condition,
+    Json,
+    Limit,
+    MaxMatch,
+    Method,
+    Pid,
+    Regex,
+    StreamTimeout,
+    Timeout,
+    agent,
+    probe_args,
+    run_stream,
+)
 
 NAME = "tt"
 

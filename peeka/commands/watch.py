@@ -12,8 +12,21 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..render import console, escape, value_tree
-from ._common import (Condition, Json, Limit, MaxMatch, Method, Pattern, Pid, Regex, StreamTimeout, Timeout,
-                      agent, probe_args, run_stream)
+from ._common import (
+    Condition,
+    Json,
+    Limit,
+    MaxMatch,
+    Method,
+    Pattern,
+    Pid,
+    Regex,
+    StreamTimeout,
+    Timeout,
+    agent,
+    probe_args,
+    run_stream,
+)
 
 NAME = "watch"
 

@@ -158,7 +158,7 @@ def test_watch_sees_each_request_args_and_result(app_factory, version: str) -> N
         assert e["thread"] != "MainThread"
         params = value(child(e["value"], "params"))
         result = value(child(e["value"], "result"))
-        assert result == {"user": {"id": params["user_id"], "name": "user-%d" % params["user_id"]},
+        assert result == {"user": {"id": params["user_id"], "name": f"user-{params['user_id']}"},
                           "price": round(params["user_id"] * 10 * 1.2, 2)}
         seen.append(params["user_id"])
     assert sorted(seen) == ids

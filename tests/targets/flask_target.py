@@ -11,9 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from werkzeug.serving import make_server  # noqa: E402
-
 from flaskshop.views import app  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
 server = make_server("127.0.0.1", 0, app, threaded=True)
 port = server.server_port

@@ -6,7 +6,6 @@ import socket
 import struct
 
 import pytest
-
 from peeka_agent import protocol
 
 
