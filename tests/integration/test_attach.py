@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, VERSIONS, peeka_cli, python_for
+from conftest import ROOT, TARGETS, VERSIONS, peeka_cli, python_for
 
 from peeka.attach import gdb_binary
 
@@ -112,7 +113,13 @@ def test_target_in_private_mount_namespace(spawn) -> None:
     py = python_for("3.12")
     wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
             'mount -t tmpfs tmpfs /tmp && exec "$0" "$@"']
-    target = spawn(py, "app.py", "sleep", wrap=wrap)
+    # The script must stay visible once the private /tmp covers the host's (a checkout may live there).
+    outside = Path(tempfile.mkdtemp(dir="/dev/shm" if os.path.isdir("/dev/shm") else "/var/tmp"))
+    shutil.copy(TARGETS / "app.py", outside / "app.py")
+    try:
+        target = spawn(py, str(outside / "app.py"), "sleep", wrap=wrap)
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)  # the running target keeps its open file
     assert os.readlink(f"/proc/{target.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     out = peeka_cli("thread", str(target.pid), "--json")
     assert out.returncode == 0, out.stderr
