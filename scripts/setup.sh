@@ -74,5 +74,5 @@ if [ -n "$PY314" ]; then
     wheel=$(ls "$(dirname "$(dirname "$PY314")")"/share/python-wheels/pip-*.whl | head -n 1)
     .venv314/bin/python "$wheel/pip" install -q pip >&2
   fi
-  .venv314/bin/python -m pip install -q -e ".[test]" >&2
+  .venv314/bin/python -m pip install -q -e . >&2  # the CLI only: the tests run on .venv
 fi
