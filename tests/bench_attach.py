@@ -185,11 +185,11 @@ def main() -> int:
         python = find_python(version)
         if python is None:
             continue
-        methods = ["gdb", "remote-exec"] if version >= "3.14" and len(version) == 4 else ["gdb"]
+        methods = ["gdb", "auto"] if version == "3.14" else ["gdb"]  # auto: remote-exec, gdb when blocked
         for label in args.states.split(","):
             for method in methods:
                 a, t, o = measure_full(python, STATES[label], method, args.runs)
-                goal = GOAL_REMOTE_EXEC if method == "remote-exec" else GOAL_E2E
+                goal = GOAL_REMOTE_EXEC if method == "auto" and label != "blocked" else GOAL_E2E
                 verdict = "met" if a and statistics.median(a) <= goal and statistics.median(t) <= GOAL_THREAD else "MISS"
                 print(f"{version:7} {label:8} {method:12} | {ms(a):>8} | {ms(t):>7} | {verdict} {dict(o)}", flush=True)
     return 0

@@ -22,8 +22,9 @@ from . import files, gdb_binary
 
 METHODS = ("auto", "remote-exec", "gdb")
 # How long a 3.14 target may take to reach its next eval-breaker check before we try gdb instead:
-# a busy target answers in milliseconds, a main thread blocked in C never does.
-REMOTE_EXEC_WAIT = 1.5
+# a busy target answers in milliseconds, a main thread blocked in C never does. Should the
+# request still run later, it finds the agent started (one bootstrap per shipped copy).
+REMOTE_EXEC_WAIT = 0.5
 
 
 @dataclass
