@@ -145,15 +145,30 @@ def require_symbols(target: GdbTarget, version: str) -> None:
         pytest.skip(f"Python {version}: {exc.message}")
 
 
+def signal_state(pid: int) -> str:
+    """Each thread's kernel state and signal masks: what a lost ping looked like, for the record."""
+    rows = []
+    for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines())
+            wchan = Path(f"/proc/{pid}/task/{tid}/wchan").read_text()
+        except OSError:
+            continue
+        rows.append(f"{tid} {fields['State'].strip()} wchan={wchan} " + " ".join(
+            f"{k}={fields[k].strip()}" for k in ("SigPnd", "ShdPnd", "SigBlk", "SigCgt")))
+    return "; ".join(rows)
+
+
 def assert_signal_handler_runs(target: GdbTarget, version: str, state: str) -> None:
     if target.ping():
         return
     assert target.alive() and target.stderr() == ""
+    threads = signal_state(target.pid)
     if version == "3.14" and state == "contention":
         # Known, intermittent, open: seen about once in three full-suite runs, never alone.
         pytest.xfail("after gdb injections into a 3.14 target whose main thread waits in Thread.join, "
-                     "its Python signal handler sometimes stops running (open bug, see issue 2's note)")
-    raise AssertionError("the target's main thread no longer runs its signal handler")
+                     f"its Python signal handler sometimes stops running (open bug, see issue 2's note): {threads}")
+    raise AssertionError(f"the target's main thread no longer runs its signal handler: {threads}")
 
 
 def inject_and_check(target: GdbTarget, state: str, name: str = "marker") -> GdbInjection:
