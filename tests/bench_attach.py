@@ -74,32 +74,39 @@ def stop_target(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
+def on_target(python: str, state: str, runs: int, one_run: Callable[[int], None], outcomes: Counter[str]) -> None:
+    """Call ``one_run(pid)`` ``runs`` times on one target in ``state``; a crashed target is counted and restarted."""
+    with tempfile.TemporaryDirectory(prefix="peeka-bench-") as workdir:
+        proc = start_target(python, state, workdir)
+        try:
+            for _ in range(runs):
+                one_run(proc.pid)
+                if proc.poll() is not None:
+                    outcomes[f"target-crashed:{proc.returncode}"] += 1
+                    proc = start_target(python, state, workdir)
+        finally:
+            stop_target(proc)
+
+
 def measure(
     python: str, state: str, method: Method, runs: int
 ) -> tuple[list[float], list[float], Counter[str]]:
     e2e: list[float] = []
     stopped: list[float] = []
     outcomes: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory(prefix="peeka-bench-") as workdir:
-        proc = start_target(python, state, workdir)
+
+    def one_run(pid: int) -> None:
         try:
-            for _ in range(runs):
-                try:
-                    result = method(TargetProcess(proc.pid), "pass", 10.0)
-                except PeekaError as exc:
-                    outcomes[f"error:{type(exc).__name__}"] += 1
-                else:
-                    e2e.append(result.elapsed)
-                    stopped.append(result.stopped)
-                    outcomes[
-                        result.where.split(":")[0]
-                        + (":" + result.where.split(":")[1] if result.where.startswith("safe") else "")
-                    ] += 1
-                if proc.poll() is not None:
-                    outcomes[f"target-crashed:{proc.returncode}"] += 1
-                    proc = start_target(python, state, workdir)
-        finally:
-            stop_target(proc)
+            result = method(TargetProcess(pid), "pass", 10.0)
+        except PeekaError as exc:
+            outcomes[f"error:{type(exc).__name__}"] += 1
+            return
+        e2e.append(result.elapsed)
+        stopped.append(result.stopped)
+        where = result.where.split(":")
+        outcomes[where[0] + (":" + where[1] if result.where.startswith("safe") else "")] += 1
+
+    on_target(python, state, runs, one_run, outcomes)
     return e2e, stopped, outcomes
 
 
@@ -108,25 +115,23 @@ def measure_full(python: str, state: str, method: str, runs: int) -> tuple[list[
     attaches: list[float] = []
     answers: list[float] = []
     outcomes: Counter[str] = Counter()
-    with tempfile.TemporaryDirectory(prefix="peeka-bench-") as workdir:
-        proc = start_target(python, state, workdir)
+
+    def one_run(pid: int) -> None:
         try:
-            for _ in range(runs):
-                try:
-                    client, report = attach(proc.pid, method=method, timeout=10.0)
-                except PeekaError as exc:
-                    outcomes[f"error:{type(exc).__name__}"] += 1
-                    continue
-                with client:
-                    attaches.append(report.seconds)
-                    outcomes[report.method] += 1
-                    for _ in range(10):
-                        started = time.perf_counter()
-                        client.request("thread", {})
-                        answers.append(time.perf_counter() - started)
-                detach(proc.pid)
-        finally:
-            stop_target(proc)
+            client, report = attach(pid, method=method, timeout=10.0)
+        except PeekaError as exc:
+            outcomes[f"error:{type(exc).__name__}"] += 1
+            return
+        with client:
+            attaches.append(report.seconds)
+            outcomes[report.method] += 1
+            for _ in range(10):
+                started = time.perf_counter()
+                client.request("thread", {})
+                answers.append(time.perf_counter() - started)
+        detach(pid)
+
+    on_target(python, state, runs, one_run, outcomes)
     return attaches, answers, outcomes
 
 
