@@ -85,78 +85,122 @@ class Node:
         return out
 
 
+# The profile function logs one entry per event and nothing else; the tree is built from the log
+# later (in the writer thread, or here every FOLD_AT entries so memory stays bounded). Entries:
+# ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``(t,)`` a C exception, a bare
+# ``t`` any return, RESUMED a generator/coroutine coming back. Holding neither frames nor return
+# values, the log keeps nothing of the host's alive but the C callables until it is folded.
+FOLD_AT = 1 << 16
+RESUMED = "resumed"
+
+
 class Recorder:
-    """The tree of one traced call, fed by the thread's profile function."""
+    """The tree of one traced call: the thread's profile function and the fold of its log."""
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         self.trace = trace
         self.call = call
+        self.code = call.probe.code
         self.root = Node(call.probe.name, call.probe.filename, call.probe.lineno, False, False)
-        # (node or None when not recorded, start ns, resumed?)
+        self.log: List[Any] = []
+        self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
+        # Fold state: (node or None when not recorded, start ns, resumed?) per open call below the root.
         self.stack: List[Tuple[Optional[Node], int, bool]] = []
-        self.root_frame: Any = call.frame if MONITORING else None
-        self.inside = MONITORING  # code swap: the copy's own frame starts the tree
+        # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
+        # starts it in the trampoline, so the tree begins at the call of the original code.
+        self.inside = MONITORING
         self.previous: Any = None
+        self.profile = self._profile_function()
 
-    def profile(self, frame: Any, event: str, arg: Any) -> None:
-        if self.trace.cancelled:
-            # The stream ended while this call ran: take the profiler off this thread now.
-            sys.setprofile(self.previous)
-            return
-        try:
-            self._event(frame, event, arg)
-        except Exception:
-            pass
+    def _profile_function(self) -> Any:
+        # Every name a local or a closure cell: this runs for each call and return in the tree.
+        log, limit, fold, pc = self.log, self.limit, self.fold_now, perf_counter_ns
+        append = log.append
 
-    def _event(self, frame: Any, event: str, arg: Any) -> None:
-        now = perf_counter_ns()
-        stack = self.stack
-        if not self.inside:
-            if event == "call" and frame.f_code is self.call.probe.code and self.root_frame is None:
-                self.root_frame = frame
-                self.inside = True
-            return
-        if event == "call" or event == "c_call":
-            if event == "call" and frame is self.root_frame:
-                return
-            parent = stack[-1][0] if stack else self.root
-            # Below a library function, a depth cut or an unrecorded node: keep the stack balanced only.
-            if parent is None or parent.library or len(stack) >= self.trace.max_depth:
-                stack.append((None, now, False))
-                return
+        def profile(frame: Any, event: str, arg: Any) -> None:
             if event == "call":
-                code = frame.f_code
-                key: Any = code
-                node = parent.children.get(key)
+                append((pc(), frame.f_code, frame.f_lasti))
+                if len(log) > limit[0]:
+                    fold()
+            elif event == "c_call":
+                append((pc(), arg))
+                if len(log) > limit[0]:
+                    fold()
+            elif event == "c_exception":
+                append((pc(),))
+            else:
+                append(pc())
+
+        return profile
+
+    def fold_now(self) -> None:
+        """On the host's thread (the profiler does not see this): fold the log, or stop if cancelled."""
+        try:
+            if self.trace.cancelled:
+                self.log.clear()
+                sys.setprofile(self.previous)
+                return
+            self.fold()
+        except Exception:
+            self.log.clear()
+
+    def fold(self) -> None:
+        """Fold the log into the tree: same results whenever and however often it runs."""
+        log = self.log
+        stack = self.stack
+        root = self.root
+        code_of_root = self.code
+        trace = self.trace
+        max_depth = trace.max_depth
+        inside = self.inside
+        for entry in log:
+            if type(entry) is int:  # a return
+                if stack:
+                    node, started, resumed = stack.pop()
+                    if node is not None:
+                        node.add(entry - started, resumed)
+                else:
+                    inside = False  # the root returned (or yielded)
+                continue
+            if entry is RESUMED:
+                inside, stack = MONITORING, []
+                continue
+            size = len(entry)
+            if size == 1:  # a C function raised: it returns too
+                if stack:
+                    node, started, resumed = stack.pop()
+                    if node is not None:
+                        node.add(entry[0] - started, resumed)
+                        node.exceptions += 1
+                continue
+            if not inside:
+                if size == 3 and entry[1] is code_of_root:
+                    inside = True
+                continue
+            parent = stack[-1][0] if stack else root
+            # Below a library function, a depth cut or an unrecorded node: keep the stack balanced only.
+            if parent is None or parent.library or len(stack) >= max_depth:
+                stack.append((None, entry[0], False))
+                continue
+            if size == 3:
+                code = entry[1]
+                node = parent.children.get(code)
                 if node is None:
-                    filename = code.co_filename
-                    library = not self.trace.all and filename.startswith(self.trace.library)
-                    module = frame.f_globals.get("__name__")
-                    name = getattr(code, "co_qualname", code.co_name)
-                    node = parent.children[key] = Node("%s.%s" % (module, name) if module else name, filename,
-                                                       code.co_firstlineno, False, library)
-                resumed = bool(code.co_flags & _SUSPENDABLE) and frame.f_lasti > 0
+                    node = parent.children[code] = trace.python_node(code)
+                stack.append((node, entry[0], bool(code.co_flags & _SUSPENDABLE) and entry[2] > 0))
             else:
                 # Bound builtin methods are new objects per access: key C functions by name.
-                key = getattr(arg, "__qualname__", None) or repr(arg)
+                func = entry[1]
+                key = getattr(func, "__qualname__", None) or repr(func)
                 node = parent.children.get(key)
                 if node is None:
-                    module = getattr(arg, "__module__", None)
+                    module = getattr(func, "__module__", None)
                     node = parent.children[key] = Node("%s.%s" % (module, key) if module else key,
                                                        None, None, True, False)
-                resumed = False
-            stack.append((node, now, resumed))
-            return
-        if event in ("return", "c_return", "c_exception"):
-            if event == "return" and frame is self.root_frame:
-                return
-            if not stack:
-                return
-            node, started, resumed = stack.pop()
-            if node is not None:
-                node.add(now - started, resumed)
-                if event == "c_exception":
-                    node.exceptions += 1
+                stack.append((node, entry[0], False))
+        self.inside = inside
+        self.stack = stack
+        log.clear()
 
     def start(self) -> None:
         self.previous = sys.getprofile()
@@ -164,6 +208,10 @@ class Recorder:
 
     def pause(self) -> None:
         sys.setprofile(self.previous)
+
+    def resume(self) -> None:
+        self.log.append(RESUMED)
+        self.start()
 
     def stop(self) -> None:
         sys.setprofile(self.previous)
@@ -183,6 +231,25 @@ class Trace(instrument.ProbeStream):
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there
+        self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
+        self.modules_seen = 0
+
+    def python_node(self, code: Any) -> Node:
+        filename = code.co_filename
+        library = not self.all and filename.startswith(self.library)
+        module = self.module_of(filename)
+        name = getattr(code, "co_qualname", code.co_name)
+        return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library)
+
+    def module_of(self, filename: str) -> Optional[str]:
+        # The log keeps code objects, not frames (whose globals name the module): map files to modules.
+        if filename not in self.modules and len(sys.modules) != self.modules_seen:
+            self.modules_seen = len(sys.modules)
+            for name, module in list(sys.modules.items()):
+                path = getattr(module, "__file__", None)
+                if isinstance(path, str):
+                    self.modules.setdefault(path, name)
+        return self.modules.get(filename)
 
     def on_enter(self, call: Call) -> None:
         if self.cancelled or call.thread in self.active:
@@ -203,8 +270,7 @@ class Trace(instrument.ProbeStream):
         if isinstance(recorder, Recorder) and not self.cancelled:
             if self.active.get(call.thread) is None:
                 self.active[call.thread] = recorder
-                recorder.stack.clear()
-                recorder.start()
+                recorder.resume()
 
     def on_exit(self, call: Call) -> None:
         recorder = call.data
@@ -224,19 +290,26 @@ class Trace(instrument.ProbeStream):
             except Exception as exc:
                 self.emit(dict(instrument.call_facts(call), error="condition failed: %s: %s" % (type(exc).__name__, exc)))
                 return
+        self.emit_later(self._event, call, recorder)  # the tree is built off the host's thread
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        # Calls still running keep their profiler until their next call event: make it the last.
+        for recorder in list(self.active.values()):
+            recorder.limit[0] = -1
+
+    def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
+        recorder.fold()
         root = recorder.root
+        cost = call.end - call.start
         root.count, root.total, root.min, root.max = 1, cost, cost, cost
         if call.exception is not None:
             root.exceptions = 1
-        self.emit_later(self._event, call, root)  # the tree is built into JSON off the host's thread
-
-    def _event(self, call: Call, root: Node) -> Dict[str, Any]:
         event = instrument.call_facts(call)
         event["tree"] = root.to_dict(self.min_cost_ns)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)
         return event
-
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Trace:
