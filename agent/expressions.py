@@ -28,7 +28,7 @@ import ast
 import builtins
 import sys
 import types
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from . import values
 
@@ -647,18 +647,19 @@ class _Rewriter(ast.NodeTransformer):
 
 
 def compile_expression(source: str, variables: Mapping[str, str], helpers: Optional[Mapping[str, Any]] = None,
-                       argument: str = "_c") -> Any:
-    """A function of one argument (``argument``) computing ``source``.
+                       argument: Union[str, Tuple[str, ...]] = "_c") -> Any:
+    """A function of ``argument`` (one name, or a tuple of names) computing ``source``.
 
     ``variables`` maps the names the expression may use to Python source over ``argument``
     (``{"cost": "(_c.end - _c.start) / 1e6"}``), which may call ``helpers`` (trusted functions,
     named ``_peeka_*``). Raises ExpressionError when refused.
     """
+    names = (argument,) if isinstance(argument, str) else argument
     expression = Expression(source)  # parses and applies the static refusals
     tree = _Rewriter(variables).visit(ast.Expression(body=expression.tree))
     lam = ast.Expression(
         body=ast.Lambda(
-            args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=argument)], vararg=None, kwonlyargs=[],
+            args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=name) for name in names], vararg=None, kwonlyargs=[],
                                kw_defaults=[], kwarg=None, defaults=[]),
             body=tree.body,
         )

@@ -9,6 +9,7 @@ are built, and arguments are captured only when some expression or the default v
 from __future__ import annotations
 
 import ast
+from threading import get_ident
 from typing import Any, Callable, Dict, FrozenSet, Optional
 
 from . import expressions, values
@@ -63,6 +64,17 @@ _HELPERS = {
 }
 
 
+# What a gate (probes.Listener.gate) offers: a call's ending before any Call object exists.
+_GATE_ARGUMENTS = ("_s", "_e", "_r", "_x")
+_GATE_VARIABLES = {
+    "result": "_r",
+    "exception": "_x",
+    "cost": "((_e - _s) / 1e6)",
+    "thread": "_peeka_thread(_peeka_ident())",
+}
+_GATE_HELPERS = {"_peeka_thread": thread_name, "_peeka_ident": get_ident}
+
+
 def used_names(source: str) -> FrozenSet[str]:
     try:
         tree = ast.parse(source, mode="eval")
@@ -97,9 +109,38 @@ class CallExpression:
     def needs_args(self) -> bool:
         return bool(self.names & ARG_NAMES)
 
+    def gate(self, success: bool = True, failure: bool = True) -> Optional[Callable[..., Any]]:
+        """A listener's gate: this condition, and which outcomes are wanted, tested on
+        ``(start, end, result, exception)`` so that a call that fails them costs no Call object.
+        None when it would spare nothing (no condition, or one that needs the arguments)."""
+        if not success and not failure:
+            return _never
+        test = None
+        if self.source is not None and self.names <= set(_GATE_VARIABLES):
+            test = expressions.compile_expression(self.source, _GATE_VARIABLES, _GATE_HELPERS, _GATE_ARGUMENTS)
+        if success and failure:
+            return test
+        if test is None:
+            return _succeeded if success else _failed
+        if success:
+            return lambda _s, _e, _r, _x: _x is None and test(_s, _e, _r, _x)
+        return lambda _s, _e, _r, _x: _x is not None and test(_s, _e, _r, _x)
+
 
 def _no_expression(call: Call) -> Any:
     return None
+
+
+def _succeeded(start: int, end: int, result: Any, exception: Any) -> bool:
+    return exception is None
+
+
+def _failed(start: int, end: int, result: Any, exception: Any) -> bool:
+    return exception is not None
+
+
+def _never(start: int, end: int, result: Any, exception: Any) -> bool:
+    return False
 
 
 def default_view(call: Call, at: str) -> Dict[str, Any]:

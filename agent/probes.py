@@ -53,16 +53,17 @@ class Call:
 
     __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "yields", "frame", "data")
 
-    def __init__(self, probe: "Probe", start: int) -> None:
+    def __init__(self, probe: "Probe", start: int, end: int = 0, params: Optional[Dict[str, Any]] = None,
+                 result: Any = None, exception: Optional[BaseException] = None) -> None:
         self.probe = probe
         self.start = start
-        self.end = 0
-        self.params: Optional[Dict[str, Any]] = None
-        self.result: Any = None
-        self.exception: Optional[BaseException] = None
+        self.end = end
+        self.params = params
+        self.result = result
+        self.exception = exception
         self.thread = _get_ident()
         self.yields = 0
-        self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame
+        self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame; set at entry only
         self.data: Any = None  # per-listener scratch (e.g. trace's recorder)
 
     @property
@@ -74,11 +75,16 @@ class Listener:
     """What a command registers on probes."""
 
     needs_args = False
+    needs_frame = False  # the call's frame while it runs (stack walks it): the Call is made at entry
     wants_enter = False
     wants_suspend = False  # on_suspend/on_resume around each yield or await of generators and coroutines
     # A light listener wants only each call's cost and outcome (monitor): when every listener of a
     # plain function is light, no Call object, frame or argument is ever made for it.
     light = False
+    # ``gate(start_ns, end_ns, result, exception) -> bool`` or None: a cheap test run when a call ends,
+    # before any Call is built, that lets the listener drop exits it would ignore (watch -s/-e, a
+    # condition over cost/result/exception/thread). On True (or if it raises) on_exit decides for real.
+    gate: Optional[Callable[[int, int, Any, Optional[BaseException]], Any]] = None
 
     def on_light(self, probe: "Probe", cost_ns: int, failed: bool) -> None:
         pass
@@ -116,6 +122,9 @@ def param_names(code: types.CodeType) -> Tuple[str, ...]:
     return tuple(code.co_varnames[:n])
 
 
+ENTRY_TIME, ENTRY_ARGS, ENTRY_CALL = 0, 1, 2
+
+
 class Probe:
     """One probed function: its listeners and how it is instrumented."""
 
@@ -133,7 +142,13 @@ class Probe:
         self.wants_enter = False
         self.wants_suspend = False
         self.light = False
-        self.starts: Dict[int, List[int]] = {}  # light mode: thread id -> start times of calls in progress
+        # Plain functions: calls nest per thread, so each thread keeps a stack of its calls in progress.
+        # What a stack entry holds is chosen per probe (``entry``): ENTRY_TIME a start time,
+        # ENTRY_ARGS (start, params), ENTRY_CALL a Call made at entry (enter listeners, frames).
+        self.plain = self.kind == "function"
+        self.entry = ENTRY_TIME
+        self.copy_locals = not self.code.co_freevars  # at entry a frame's locals are exactly its parameters
+        self.starts: Dict[int, List[Any]] = {}
         self.errors = 0  # exceptions raised by our own listeners, swallowed
         self.saved: Any = None  # backend state needed to restore the function
 
@@ -142,7 +157,30 @@ class Probe:
         self.needs_args = any(listener.needs_args for listener in listeners)
         self.wants_enter = any(listener.wants_enter for listener in listeners)
         self.wants_suspend = any(listener.wants_suspend for listener in listeners)
-        self.light = self.kind == "function" and bool(listeners) and all(listener.light for listener in listeners)
+        self.light = self.plain and bool(listeners) and all(listener.light for listener in listeners)
+        if self.light:
+            self.entry = ENTRY_TIME
+        elif self.wants_enter or any(listener.needs_frame for listener in listeners):
+            self.entry = ENTRY_CALL
+        else:
+            self.entry = ENTRY_ARGS if self.needs_args else ENTRY_TIME
+
+    def stack_of(self, ident: int) -> List[Any]:
+        """A thread's first call: a new stack (dead threads' empty stacks are dropped now and then)."""
+        starts = self.starts
+        if len(starts) >= 256:
+            for key in [key for key, stack in list(starts.items()) if not stack]:
+                starts.pop(key, None)
+        stack: List[Any] = []
+        starts[ident] = stack
+        return stack
+
+    def capture(self, frame: Any) -> Dict[str, Any]:
+        """The parameters of a call that just started, from its frame."""
+        local = frame.f_locals
+        if self.copy_locals:
+            return dict(local)
+        return {name: local[name] for name in self.params if name in local}
 
     # -- called on the host's hot path; must never raise
     def enter(self, call: Call) -> None:
@@ -152,13 +190,6 @@ class Probe:
                     listener.on_enter(call)
                 except Exception:
                     self.errors += 1
-
-    def light_exit(self, cost: int, failed: bool) -> None:
-        for listener in self.listeners:
-            try:
-                listener.on_light(self, cost, failed)
-            except Exception:
-                self.errors += 1
 
     def suspend(self, call: Call) -> None:
         call.yields += 1
@@ -180,9 +211,39 @@ class Probe:
     def exit(self, call: Call) -> None:
         for listener in self.listeners:
             try:
+                gate = listener.gate
+                if gate is not None:
+                    try:
+                        if not gate(call.start, call.end, call.result, call.exception):
+                            continue
+                    except Exception:
+                        pass  # on_exit checks again and reports the error
                 listener.on_exit(call)
             except Exception:
                 self.errors += 1
+
+    def deliver(self, start: int, end: int, params: Optional[Dict[str, Any]], result: Any,
+                exception: Optional[BaseException]) -> None:
+        """A plain function's call ended: gates first, and a Call only if some listener still wants it."""
+        call = None
+        for listener in self.listeners:
+            try:
+                if listener.light:
+                    listener.on_light(self, end - start, exception is not None)
+                    continue
+                gate = listener.gate
+                if gate is not None:
+                    try:
+                        if not gate(start, end, result, exception):
+                            continue
+                    except Exception:
+                        pass  # on_exit checks again and reports the error
+                if call is None:
+                    call = Call(self, start, end, params, result, exception)
+                listener.on_exit(call)
+            except Exception:
+                self.errors += 1
+
 
 
 def bind_params(code: types.CodeType, func: Any, args: tuple, kwargs: dict) -> Dict[str, Any]:
@@ -225,7 +286,7 @@ class _MonitoringBackend:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
         self.tool: Optional[int] = None
-        self.active: Dict[int, Call] = {}  # id(frame) -> call in progress
+        self.active: Dict[int, Call] = {}  # generators and coroutines: id(frame) -> call in progress
 
     def _acquire(self) -> None:
         mon = sys.monitoring  # type: ignore[attr-defined]
@@ -238,11 +299,9 @@ class _MonitoringBackend:
             raise ProbeError("every sys.monitoring tool id is taken (%s); detach another tool and retry" % users)
         self.tool = tool
         ev = mon.events
-        mon.register_callback(tool, ev.PY_START, self._on_start)
-        mon.register_callback(tool, ev.PY_RETURN, self._on_return)
-        mon.register_callback(tool, ev.PY_YIELD, self._on_yield)
-        mon.register_callback(tool, ev.PY_RESUME, self._on_resume)
-        mon.register_callback(tool, ev.PY_UNWIND, self._on_unwind)
+        events = (ev.PY_START, ev.PY_RETURN, ev.PY_YIELD, ev.PY_RESUME, ev.PY_UNWIND)
+        for event, callback in zip(events, self._callbacks()):
+            mon.register_callback(tool, event, callback)
         mon.set_events(tool, ev.PY_UNWIND)
 
     def install(self, probe: Probe) -> None:
@@ -273,99 +332,130 @@ class _MonitoringBackend:
         self.active.clear()
 
     # The callbacks run on the host's threads: cheap, and never raising. Every attribute lookup
-    # and Python-level call here is paid on each probed call, hence the flat code.
-    def _on_start(self, code: Any, offset: int) -> Any:
-        try:
-            probe = self.engine.by_code.get(code)
-            if probe is None:
-                return None
-            if probe.light:
-                stack = probe.starts.get(_get_ident())
-                if stack is None:
-                    probe.starts[_get_ident()] = [perf_counter_ns()]
-                else:
-                    stack.append(perf_counter_ns())
-                return None
-            frame = _getframe(1)
-            call = Call(probe, perf_counter_ns())
-            call.frame = frame
-            if probe.needs_args:
-                local = frame.f_locals
-                call.params = {name: local[name] for name in probe.params if name in local}
-            self.active[id(frame)] = call
-            if probe.wants_enter:
-                probe.enter(call)
-        except Exception:
-            pass
-        return None
+    # and Python-level call here is paid on each probed call, hence the flat code, the closures
+    # over locals, and probes found by ``id(code)``: hashing a code object hashes its bytecode and
+    # constants (nested code included) every time, ~0.5 µs for a realistic handler.
+    def _callbacks(self) -> Tuple[Callable[..., Any], ...]:
+        lookup = self.engine.by_code.get
+        active = self.active
+        get_ident = _get_ident
+        getframe = _getframe
+        now = perf_counter_ns
 
-    def _on_return(self, code: Any, offset: int, retval: Any) -> Any:
-        end = perf_counter_ns()
-        try:
-            probe = self.engine.by_code.get(code)
-            if probe is None:
-                return None
-            if probe.light:
-                stack = probe.starts.get(_get_ident())
-                if stack:
-                    cost = end - stack.pop()
-                    for listener in probe.listeners:
-                        listener.on_light(probe, cost, False)
-                return None
-            call = self.active.pop(id(_getframe(1)), None)
-            if call is None or call.probe is not probe:
-                return None
-            call.end = end
-            call.result = retval
-            for listener in probe.listeners:
-                try:
-                    listener.on_exit(call)
-                except Exception:
-                    probe.errors += 1
-            call.frame = None
-        except Exception:
-            pass
-        return None
+        def on_start(code: Any, offset: int) -> Any:
+            try:
+                probe = lookup(id(code))
+                if probe is None:
+                    return None
+                if probe.plain:
+                    stack = probe.starts.get(get_ident())
+                    if stack is None:
+                        stack = probe.stack_of(get_ident())
+                    entry = probe.entry
+                    if entry == ENTRY_TIME:
+                        stack.append(now())
+                    elif entry == ENTRY_ARGS:
+                        params = probe.capture(getframe(1))
+                        stack.append((now(), params))
+                    else:
+                        stack.append(_call_at_entry(probe, getframe(1)))
+                    return None
+                active[id(getframe(1))] = _call_at_entry(probe, getframe(1))
+            except Exception:
+                pass
+            return None
 
-    def _on_unwind(self, code: Any, offset: int, exception: BaseException) -> Any:
-        end = perf_counter_ns()
-        try:
-            probe = self.engine.by_code.get(code)
-            if probe is None:
-                return None
-            if probe.light:
-                stack = probe.starts.get(_get_ident())
-                if stack:
-                    probe.light_exit(end - stack.pop(), True)
-                return None
-            call = self.active.pop(id(_getframe(1)), None)
-            if call is None or call.probe is not probe:
-                return None
-            call.end = end
-            call.exception = exception
-            probe.exit(call)
-            call.frame = None
-        except Exception:
-            pass
-        return None
+        def on_return(code: Any, offset: int, retval: Any) -> Any:
+            end = now()
+            try:
+                probe = lookup(id(code))
+                if probe is None:
+                    return None
+                if probe.plain:
+                    stack = probe.starts.get(get_ident())
+                    if not stack:
+                        return None  # the call began before the probe was installed
+                    item = stack.pop()
+                    if type(item) is int:
+                        if probe.light:
+                            for listener in probe.listeners:
+                                listener.on_light(probe, end - item, False)
+                        else:
+                            probe.deliver(item, end, None, retval, None)
+                    elif type(item) is tuple:
+                        probe.deliver(item[0], end, item[1], retval, None)
+                    else:
+                        _call_exit(item, end, retval, None)
+                    return None
+                call = active.pop(id(getframe(1)), None)
+                if call is not None and call.probe is probe:
+                    _call_exit(call, end, retval, None)
+            except Exception:
+                pass
+            return None
 
-    def _on_yield(self, code: Any, offset: int, value: Any) -> Any:
-        try:
-            call = self.active.get(id(sys._getframe(1)))
-            if call is not None:
-                call.probe.suspend(call)
-        except Exception:
-            pass
-        return None
+        def on_unwind(code: Any, offset: int, exception: BaseException) -> Any:
+            end = now()
+            try:
+                probe = lookup(id(code))
+                if probe is None:
+                    return None
+                if probe.plain:
+                    stack = probe.starts.get(get_ident())
+                    if not stack:
+                        return None
+                    item = stack.pop()
+                    if type(item) is int:
+                        probe.deliver(item, end, None, None, exception)
+                    elif type(item) is tuple:
+                        probe.deliver(item[0], end, item[1], None, exception)
+                    else:
+                        _call_exit(item, end, None, exception)
+                    return None
+                call = active.pop(id(getframe(1)), None)
+                if call is not None and call.probe is probe:
+                    _call_exit(call, end, None, exception)
+            except Exception:
+                pass
+            return None
 
-    def _on_resume(self, code: Any, offset: int) -> Any:
-        try:
-            call = self.active.get(id(sys._getframe(1)))
-            if call is not None:
-                call.probe.resume(call)
-        except Exception:
-            pass
-        return None
+        def on_yield(code: Any, offset: int, value: Any) -> Any:
+            try:
+                call = active.get(id(getframe(1)))
+                if call is not None:
+                    call.probe.suspend(call)
+            except Exception:
+                pass
+            return None
+
+        def on_resume(code: Any, offset: int) -> Any:
+            try:
+                call = active.get(id(getframe(1)))
+                if call is not None:
+                    call.probe.resume(call)
+            except Exception:
+                pass
+            return None
+
+        return on_start, on_return, on_yield, on_resume, on_unwind
+
+
+def _call_at_entry(probe: Probe, frame: Any) -> Call:
+    call = Call(probe, perf_counter_ns())
+    call.frame = frame
+    if probe.needs_args:
+        call.params = probe.capture(frame)
+    if probe.wants_enter:
+        probe.enter(call)
+    return call
+
+
+def _call_exit(call: Call, end: int, result: Any, exception: Optional[BaseException]) -> None:
+    call.end = end
+    call.result = result
+    call.exception = exception
+    call.probe.exit(call)
+    call.frame = None
 
 
 # --------------------------------------------------------------------------- code swap (3.9-3.11)
@@ -487,23 +577,32 @@ def _end(call: Optional[Call], result: Any, exception: Optional[BaseException]) 
 
 
 def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
+    now = perf_counter_ns
+
     def hook(args: tuple, kwargs: dict) -> Any:
-        if probe.light:
-            start = perf_counter_ns()
+        entry = probe.entry
+        if entry == ENTRY_CALL:
+            call = _begin(probe, args, kwargs)
             try:
                 result = copy(*args, **kwargs)
-            except BaseException:
-                probe.light_exit(perf_counter_ns() - start, True)
+            except BaseException as exc:
+                _end(call, None, exc)
                 raise
-            probe.light_exit(perf_counter_ns() - start, False)
+            _end(call, result, None)
             return result
-        call = _begin(probe, args, kwargs)
+        params = None
+        if entry == ENTRY_ARGS:
+            try:
+                params = bind_params(probe.code, copy, args, kwargs)
+            except Exception:
+                pass
+        start = now()
         try:
             result = copy(*args, **kwargs)
         except BaseException as exc:
-            _end(call, None, exc)
+            probe.deliver(start, now(), params, None, exc)
             raise
-        _end(call, result, None)
+        probe.deliver(start, now(), params, result, None)
         return result
 
     return hook
@@ -641,7 +740,7 @@ class Engine:
     """All probes of one agent. Install/remove are serialized; the hot path takes no lock."""
 
     def __init__(self) -> None:
-        self.by_code: Dict[types.CodeType, Probe] = {}
+        self.by_code: Dict[int, Probe] = {}  # id(code) -> probe (the probe keeps its code alive)
         self.by_func: Dict[int, Probe] = {}
         self._lock = compat.rlock()  # on_removed may end a stream, which removes itself
         self.backend: Any = _MonitoringBackend(self) if MONITORING else _CodeSwapBackend(self)
@@ -659,7 +758,7 @@ class Engine:
                 probe.set_listeners((listener,))
                 self.backend.install(probe)
                 self.by_func[id(target)] = probe
-                self.by_code[probe.code] = probe
+                self.by_code[id(probe.code)] = probe
             elif listener not in probe.listeners:
                 probe.set_listeners(probe.listeners + (listener,))
             return probe
@@ -697,7 +796,7 @@ class Engine:
             self.backend.uninstall(probe)
         finally:
             self.by_func.pop(id(probe.func), None)
-            self.by_code.pop(probe.code, None)
+            self.by_code.pop(id(probe.code), None)
             probe.set_listeners(())
         for listener in listeners:
             try:

@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import __version__, compat, protocol
-from .commands import CommandError, Deferred, Stream, dispatch, run_cleanups
+from .commands import CommandError, Stream, deferred_message, dispatch, run_cleanups
 
 _ACCEPT_POLL = 0.2
 _DEFAULT_OUTBOX = 10_000
@@ -162,8 +162,8 @@ class Client:
 
 
 def _encode(message: Any) -> bytes:
-    if isinstance(message, Deferred):
-        message = message.message()
+    if type(message) is tuple:  # queued by Stream.emit_later
+        message = deferred_message(*message)
     try:
         return protocol.encode(message)
     except protocol.ProtocolError as exc:

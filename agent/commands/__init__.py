@@ -76,7 +76,7 @@ class Stream:
         For what is costly to render (values, expressions for display): the host thread only
         queues references; a slow build slows this client's stream, never the host.
         """
-        return self._queue(Deferred(self, build, args))
+        return self._queue((self, build, args))  # a tuple: the cheapest thing to make on the host's path
 
     def _queue(self, message: Any) -> bool:
         if self.cancelled or self.client is None:
@@ -109,24 +109,15 @@ class Stream:
         """Undo what this stream installed (probes, handlers)."""
 
 
-class Deferred:
-    """An event built when it is written (see ``Stream.emit_later``)."""
+def deferred_message(stream: Stream, build: Callable[..., Any], args: tuple) -> Any:
+    """The event ``emit_later`` queued as ``(stream, build, args)``, built now, in the writer thread."""
+    from .. import protocol
 
-    __slots__ = ("stream", "build", "args")
-
-    def __init__(self, stream: Stream, build: Callable[..., Any], args: tuple) -> None:
-        self.stream = stream
-        self.build = build
-        self.args = args
-
-    def message(self) -> Any:
-        from .. import protocol
-
-        try:
-            data = self.build(*self.args)
-        except Exception as exc:
-            data = {"error": "peeka failed to render this event: %s: %s" % (type(exc).__name__, exc)}
-        return protocol.Event(self.stream.request_id, data, self.stream.dropped)
+    try:
+        data = build(*args)
+    except Exception as exc:
+        data = {"error": "peeka failed to render this event: %s: %s" % (type(exc).__name__, exc)}
+    return protocol.Event(stream.request_id, data, stream.dropped)
 
 
 _MODULES: Dict[str, Any] = {}

@@ -33,6 +33,9 @@ class Stack(instrument.ProbeStream):
         self.max_frames = instrument.int_arg(args, "max_frames", 64, 1, 1000)
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
+        self.gate = self.condition.gate()
+
+    needs_frame = True  # the path is walked from the call's frame
 
     def on_exit(self, call: Call) -> None:
         if self.cancelled:

@@ -80,6 +80,7 @@ class Recorder(instrument.ProbeStream):
         super().__init__(agent, args)
         self.tunnel = tunnel(agent)
         self.needs_args = True
+        self.gate = self.condition.gate()
 
     def on_exit(self, call: Call) -> None:
         if self.cancelled:

@@ -40,6 +40,7 @@ class Watch(instrument.ProbeStream):
         # Which exits are reported, decided once: on_exit runs on the host's hot path.
         self.on_success = bool(self.at & {"finish", "success"})
         self.on_exception = bool(self.at & {"finish", "exception"})
+        self.gate = self.condition.gate(self.on_success, self.on_exception)
 
     def on_enter(self, call: Call) -> None:
         if self.cancelled or not self._passes(call, "enter"):

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import simpleeval
-from conftest import ROOT, VERSIONS, Target, peeka_cli, python_for
+from conftest import ROOT, VERSIONS, Target, agent_library, peeka_cli, python_for
 
 from peeka.client import AgentClient
 from peeka.errors import UsageError
@@ -43,21 +42,12 @@ class CmdTarget:
         return AgentClient(TargetProcess(self.pid), timeout=10).open()
 
 
-def _library(tmp: Path) -> Path:
-    """peeka_agent and simpleeval importable by any interpreter, as they are in an attached target."""
-    lib = tmp / "lib"
-    lib.mkdir()
-    (lib / "peeka_agent").symlink_to(ROOT / "agent")
-    shutil.copy(simpleeval.__file__, lib / "simpleeval.py")
-    return lib
-
-
 @pytest.fixture(scope="module", params=VERSIONS)
 def target(request: pytest.FixtureRequest) -> Iterator[CmdTarget]:
     python = python_for(request.param)
     tmp = Path(tempfile.mkdtemp(prefix="pk-"))  # short: a Unix socket path has ~100 bytes
     try:
-        env = {"TMPDIR": str(tmp), "PYTHONPATH": str(_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {"TMPDIR": str(tmp), "PYTHONPATH": str(agent_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1"}
         process = Target(python, TARGET.name, env=env)
         try:
             yield CmdTarget(process, request.param)

@@ -1,0 +1,64 @@
+"""Functions of every shape the probe engine handles, called in a loop by probe_target.py."""
+
+import threading
+
+FACTOR = 3
+
+
+def plain(a, b):
+    return a + b
+
+
+def rebinds(text):
+    text = text.upper()  # the body rebinds its parameter: watch must show what it received
+    return text
+
+
+def with_defaults(a, b=2, *rest, scale=10, **extra):
+    return (a + b + sum(rest)) * scale + len(extra)
+
+
+def make_closure(offset):
+    def shifted(x):
+        return x + offset  # a closure: its free variable is not a parameter
+
+    return shifted
+
+
+shifted = make_closure(100)
+
+
+def fails(n):
+    if n % 2:
+        raise ValueError("odd %d" % n)
+    return n // 2
+
+
+def outer(n):
+    return middle(n) + 1
+
+
+def middle(n):
+    return plain(n, FACTOR)
+
+
+def worker(stop):
+    i = 0
+    while not stop.wait(0.005):
+        i += 1
+        plain(i, 2)
+        rebinds("v%d" % i)
+        with_defaults(i, 1, 5, 6, scale=2, tag="t")
+        shifted(i)
+        try:
+            fails(i)
+        except ValueError:
+            pass
+        outer(i)
+
+
+def start():
+    stop = threading.Event()
+    thread = threading.Thread(target=worker, args=(stop,), name="probe-worker", daemon=True)
+    thread.start()
+    return stop
