@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from conftest import VERSIONS, Target, agent_library, python_for
-
 from peeka_agent import protocol
 
 from peeka.client import AgentClient
