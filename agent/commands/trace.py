@@ -12,6 +12,7 @@ limit (-n trees, default 100), timeout.
 
 from __future__ import annotations
 
+import dis
 import os
 import sys
 import sysconfig
@@ -187,7 +188,8 @@ class Recorder:
                 node = parent.children.get(code)
                 if node is None:
                     node = parent.children[code] = trace.python_node(code)
-                stack.append((node, entry[0], bool(code.co_flags & _SUSPENDABLE) and entry[2] > 0))
+                resumed = bool(code.co_flags & _SUSPENDABLE) and entry[2] > trace.first_offset(code)
+                stack.append((node, entry[0], resumed))
             else:
                 # Bound builtin methods are new objects per access: key C functions by name.
                 func = entry[1]
@@ -233,6 +235,7 @@ class Trace(instrument.ProbeStream):
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
+        self.offsets: Dict[Any, int] = {}  # generator/coroutine code -> f_lasti at its first start
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -240,6 +243,16 @@ class Trace(instrument.ProbeStream):
         module = self.module_of(filename)
         name = getattr(code, "co_qualname", code.co_name)
         return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library)
+
+    def first_offset(self, code: Any) -> int:
+        """f_lasti at a generator's or coroutine's first start: anything past it is a resumption."""
+        offset = self.offsets.get(code)
+        if offset is None:
+            offset = -1  # 3.9/3.10: a new frame has run nothing yet
+            if sys.version_info >= (3, 11):  # the start event comes at the body's first RESUME
+                offset = next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), 0)
+            self.offsets[code] = offset
+        return offset
 
     def module_of(self, filename: str) -> Optional[str]:
         # The log keeps code objects, not frames (whose globals name the module): map files to modules.
