@@ -16,10 +16,11 @@ import dis
 import os
 import sys
 import sysconfig
-from time import perf_counter_ns
+from time import monotonic, perf_counter_ns
+from types import CodeType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe
+from .. import compat, instrument, observe
 from ..probes import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR, MONITORING, Call
 
 NAME = "trace"
@@ -55,18 +56,6 @@ class Node:
         self.exceptions = 0
         self.children: Dict[Any, Node] = {}
 
-    def add(self, elapsed: int, resumed: bool) -> None:
-        if resumed:  # a generator/coroutine coming back: same call, more time
-            self.total += elapsed
-            self.max = max(self.max, elapsed)
-            return
-        if self.count == 0 or elapsed < self.min:
-            self.min = elapsed
-        if elapsed > self.max:
-            self.max = elapsed
-        self.count += 1
-        self.total += elapsed
-
     def to_dict(self, min_cost_ns: int) -> Dict[str, Any]:
         kids = sorted(self.children.values(), key=lambda n: -n.total)
         shown = [k.to_dict(min_cost_ns) for k in kids if k.total >= min_cost_ns]
@@ -88,11 +77,22 @@ class Node:
 
 # The profile function logs one entry per event and nothing else; the tree is built from the log
 # later (in the writer thread, or here every FOLD_AT entries so memory stays bounded). Entries:
-# ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``(t,)`` a C exception, a bare
-# ``t`` any return, RESUMED a generator/coroutine coming back. Holding neither frames nor return
+# ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``t`` any return, ``-t`` a C
+# function raising, RESUMED a generator/coroutine coming back. Holding neither frames nor return
 # values, the log keeps nothing of the host's alive but the C callables until it is folded.
 FOLD_AT = 1 << 16
 RESUMED = "resumed"
+
+# 3.12+: turning sys.setprofile on or off for the interpreter (the first profiled thread, the
+# last) re-instruments the code running on every thread: 2.5-5 us a traced call here, more with
+# more threads. While traced calls keep coming, the stream's own (sleeping) thread holds a profiler
+# too, so a traced thread's switch is a flag; until HOLD_S passes without one, other threads pay
+# CPython's per-event check for profiled threads (a C call per Python call), as during any traced call.
+HOLD_S = 0.25
+
+
+def _parked(frame: Any, event: str, arg: Any) -> None:
+    """The holding thread's profiler: it sleeps, so this hardly ever runs."""
 
 
 class Recorder:
@@ -105,8 +105,11 @@ class Recorder:
         self.root = Node(call.probe.name, call.probe.filename, call.probe.lineno, False, False)
         self.log: List[Any] = []
         self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
-        # Fold state: (node or None when not recorded, start ns, resumed?) per open call below the root.
-        self.stack: List[Tuple[Optional[Node], int, bool]] = []
+        # Fold state per open call below the root: its node (None: not recorded) and start
+        # (negative: a generator or coroutine resumed, its count already taken).
+        self.nodes: List[Optional[Node]] = []
+        self.starts: List[int] = []
+        self.depth = 0
         # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
         # starts it in the trampoline, so the tree begins at the call of the original code.
         self.inside = MONITORING
@@ -128,7 +131,7 @@ class Recorder:
                 if len(log) > limit[0]:
                     fold()
             elif event == "c_exception":
-                append((pc(),))
+                append(-pc())
             else:
                 append(pc())
 
@@ -146,62 +149,78 @@ class Recorder:
             self.log.clear()
 
     def fold(self) -> None:
-        """Fold the log into the tree: same results whenever and however often it runs."""
-        log = self.log
-        stack = self.stack
-        root = self.root
-        code_of_root = self.code
+        """Fold the log into the tree: same results whenever and however often it runs.
+
+        Written without calls where it can (stacks indexed by depth, ``in`` before ``[]``): it may
+        run while the interpreter reports calls to profilers, and each call would cost more then.
+        """
+        log, nodes, starts, root, code_of_root = self.log, self.nodes, self.starts, self.root, self.code
         trace = self.trace
         max_depth = trace.max_depth
         inside = self.inside
+        depth = self.depth  # open calls below the root: nodes[:depth], starts[:depth]
         for entry in log:
-            if type(entry) is int:  # a return
-                if stack:
-                    node, started, resumed = stack.pop()
-                    if node is not None:
-                        node.add(entry - started, resumed)
-                else:
-                    inside = False  # the root returned (or yielded)
+            if entry.__class__ is int:  # a return; negative: a C function raised
+                if not depth:
+                    if entry > 0:
+                        inside = False  # the root returned (or yielded)
+                    continue
+                depth -= 1
+                node = nodes[depth]
+                if node is None:
+                    continue
+                started = starts[depth]
+                if entry < 0:
+                    entry = -entry
+                    node.exceptions += 1
+                if started < 0:  # a generator or coroutine coming back: same call, more time
+                    elapsed = entry + started
+                    node.total += elapsed
+                    if elapsed > node.max:
+                        node.max = elapsed
+                    continue
+                elapsed = entry - started
+                if node.count == 0 or elapsed < node.min:
+                    node.min = elapsed
+                if elapsed > node.max:
+                    node.max = elapsed
+                node.count += 1
+                node.total += elapsed
                 continue
             if entry is RESUMED:
-                inside, stack = MONITORING, []
+                inside = MONITORING
+                depth = 0
                 continue
-            size = len(entry)
-            if size == 1:  # a C function raised: it returns too
-                if stack:
-                    node, started, resumed = stack.pop()
-                    if node is not None:
-                        node.add(entry[0] - started, resumed)
-                        node.exceptions += 1
-                continue
+            callee = entry[1]
+            python = callee.__class__ is CodeType
             if not inside:
-                if size == 3 and entry[1] is code_of_root:
+                if callee is code_of_root:
                     inside = True
                 continue
-            parent = stack[-1][0] if stack else root
-            # Below a library function, a depth cut or an unrecorded node: keep the stack balanced only.
-            if parent is None or parent.library or len(stack) >= max_depth:
-                stack.append((None, entry[0], False))
-                continue
-            if size == 3:
-                code = entry[1]
-                node = parent.children.get(code)
-                if node is None:
-                    node = parent.children[code] = trace.python_node(code)
-                resumed = bool(code.co_flags & _SUSPENDABLE) and entry[2] > trace.first_offset(code)
-                stack.append((node, entry[0], resumed))
+            parent = nodes[depth - 1] if depth else root
+            started = entry[0]
+            # Below a library function, a depth cut or an unrecorded node: keep the stacks balanced only.
+            if parent is None or parent.library or depth >= max_depth:
+                node = None
+            elif python:
+                children = parent.children
+                if callee in children:
+                    node = children[callee]
+                else:
+                    node = children[callee] = trace.python_node(callee)
+                if callee.co_flags & _SUSPENDABLE and entry[2] > trace.first_offset(callee):
+                    started = -started  # resumed
             else:
-                # Bound builtin methods are new objects per access: key C functions by name.
-                func = entry[1]
-                key = getattr(func, "__qualname__", None) or repr(func)
-                node = parent.children.get(key)
-                if node is None:
-                    module = getattr(func, "__module__", None)
-                    node = parent.children[key] = Node("%s.%s" % (module, key) if module else key,
-                                                       None, None, True, False)
-                stack.append((node, entry[0], False))
+                node = trace.c_node(parent, callee)
+            if depth == len(nodes):
+                nodes.append(node)
+                starts.append(started)
+            else:
+                nodes[depth] = node
+                starts[depth] = started
+            depth += 1
         self.inside = inside
-        self.stack = stack
+        self.depth = depth
         log.clear()
 
     def start(self) -> None:
@@ -236,6 +255,9 @@ class Trace(instrument.ProbeStream):
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
         self.offsets: Dict[Any, int] = {}  # generator/coroutine code -> f_lasti at its first start
+        self.entered = 0  # traced calls started (read by the holding thread)
+        self.holding = False
+        self.wake = compat.Event()
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -243,6 +265,15 @@ class Trace(instrument.ProbeStream):
         module = self.module_of(filename)
         name = getattr(code, "co_qualname", code.co_name)
         return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library)
+
+    def c_node(self, parent: Node, func: Any) -> Node:
+        # Bound builtin methods are new objects per access: key C functions by name.
+        key = getattr(func, "__qualname__", None) or repr(func)
+        node = parent.children.get(key)
+        if node is None:
+            module = getattr(func, "__module__", None)
+            node = parent.children[key] = Node("%s.%s" % (module, key) if module else key, None, None, True, False)
+        return node
 
     def first_offset(self, code: Any) -> int:
         """f_lasti at a generator's or coroutine's first start: anything past it is a resumption."""
@@ -271,6 +302,9 @@ class Trace(instrument.ProbeStream):
         call.data = recorder
         self.active[call.thread] = recorder
         recorder.start()
+        self.entered += 1
+        if MONITORING and not self.holding:
+            self.wake.set()  # a burst may be starting: hold a profiler (see HOLD_S)
 
     def on_suspend(self, call: Call) -> None:
         recorder = call.data
@@ -310,6 +344,41 @@ class Trace(instrument.ProbeStream):
         # Calls still running keep their profiler until their next call event: make it the last.
         for recorder in list(self.active.values()):
             recorder.limit[0] = -1
+        self.wake.set()
+
+    def run(self) -> None:
+        if not MONITORING:
+            instrument.ProbeStream.run(self)
+            return
+        deadline = None if self.timeout is None else monotonic() + self.timeout
+        while not self.cancelled:
+            left = None if deadline is None else deadline - monotonic()
+            if left is not None and left <= 0:
+                break
+            self.wake.wait(left)
+            self.wake = compat.Event()  # re-armed: a set() racing this only delays holding by one call
+            if not self.cancelled and self.entered:
+                self._hold(deadline)
+        if not self.cancelled:
+            self.finish("timeout" if self.timeout is not None else "done")
+
+    def _hold(self, deadline: Optional[float]) -> None:
+        """Keep a profiler on this thread while traced calls keep starting (see HOLD_S)."""
+        previous = sys.getprofile()
+        sys.setprofile(_parked)
+        self.holding = True
+        try:
+            seen = -1
+            while not self.cancelled and self.entered != seen:
+                seen = self.entered
+                wait = HOLD_S if deadline is None else min(HOLD_S, deadline - monotonic())
+                if wait <= 0:
+                    break
+                self.wake.wait(wait)
+                self.wake = compat.Event()
+        finally:
+            self.holding = False
+            sys.setprofile(previous)
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
