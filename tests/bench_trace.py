@@ -127,8 +127,8 @@ for fn, n in ((tree, N), (handler, N), (add, N), (wsgi_loop, N // 4)):
     time.sleep(0.05)  # the stream's thread lets go of its profiler
     out[k + ":after"] = bench(fn, n)
 
-# Thread B's speed (untraced tree) while thread A loops over the tree, traced or not.
-def beside(traced_a):
+# Thread B's speed (untraced code) while thread A loops over the tree, traced or not.
+def beside(traced_a, b_fn):
     stop = threading.Event()
     stream = client = None
     if traced_a:
@@ -138,12 +138,13 @@ def beside(traced_a):
             for i in range(100): tree(i, 2)
     other = threading.Thread(target=a_loop); other.start()
     try:
-        return bench(_untraced_tree, N)
+        return bench(b_fn, N // 4)
     finally:
         stop.set(); other.join()
         if stream is not None: stream.cancel("done")
+        time.sleep(0.05)
 
-# Thread B's tree must not be the traced function itself: same shape, other code objects.
+# Thread B's code must not be the traced function itself: same shapes, other code objects.
 def _leaf(x): return x * 2 + 1
 def _branch(x): return _leaf(x) + _leaf(x + 1)
 def _untraced_tree(a, b):
@@ -151,8 +152,15 @@ def _untraced_tree(a, b):
     for i in range(10):
         total += _branch(i + a)
     return total
-out["other thread:beside untraced"] = beside(False)
-out["other thread:beside traced"] = beside(True)
+def _untraced_wsgi(a, b):
+    start_response = lambda status, headers: None
+    environ = {"PATH_INFO": "/items/%d" % (a % 50 + 1), "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    return b"".join(app(environ, start_response))
+out["other thread tree:beside untraced"] = beside(False, _untraced_tree)
+out["other thread tree:beside traced"] = beside(True, _untraced_tree)
+out["other thread wsgi:beside untraced"] = beside(False, _untraced_wsgi)
+out["other thread wsgi:beside traced"] = beside(True, _untraced_wsgi)
 print(json.dumps(out))
 '''
 
@@ -186,8 +194,9 @@ def main() -> None:
         print(f"  fixed cost per traced call: {fixed / 1000:.1f} us on the thread, {fixed_p / 1000:.1f} us with tree building")
         print(f"  inside the 31-call tree: x{data['tree:traced'][0] / data['tree:plain'][0]:.2f}; "
               f"WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
-              f"(x{rps['traced'] / rps['plain']:.3f}); other thread while traced calls run "
-              f"x{data['other thread:beside traced'][0] / data['other thread:beside untraced'][0]:.2f}")
+              f"(x{rps['traced'] / rps['plain']:.3f}); another thread while traced calls run: "
+              + ", ".join(f"{b} x{data[f'other thread {b}:beside traced'][0] / data[f'other thread {b}:beside untraced'][0]:.2f}"
+                          for b in ("tree", "wsgi")))
 
 
 if __name__ == "__main__":

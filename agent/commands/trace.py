@@ -16,11 +16,11 @@ import dis
 import os
 import sys
 import sysconfig
-from time import monotonic, perf_counter_ns
+from time import perf_counter_ns
 from types import CodeType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import compat, instrument, observe
+from .. import instrument, observe
 from ..probes import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR, MONITORING, Call
 
 NAME = "trace"
@@ -83,43 +83,22 @@ class Node:
 FOLD_AT = 1 << 16
 RESUMED = "resumed"
 
-# 3.12+: turning sys.setprofile on or off for the interpreter (the first profiled thread, the
-# last) re-instruments the code running on every thread: 2.5-5 us a traced call here, more with
-# more threads. While traced calls keep coming, the stream's own (sleeping) thread holds a profiler
-# too, so a traced thread's switch is a flag; until HOLD_S passes without one, other threads pay
-# CPython's per-event check for profiled threads (a C call per Python call), as during any traced call.
-HOLD_S = 0.25
-
-
-def _parked(frame: Any, event: str, arg: Any) -> None:
-    """The holding thread's profiler: it sleeps, so this hardly ever runs."""
-
-
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
+    __slots__ = ("trace", "call", "log", "limit", "previous", "profile", "root", "nodes", "starts", "depth", "inside")
+
     def __init__(self, trace: "Trace", call: Call) -> None:
+        # Made on the host's thread at each traced call: only what the profile function needs.
         self.trace = trace
         self.call = call
-        self.code = call.probe.code
-        self.root = Node(call.probe.name, call.probe.filename, call.probe.lineno, False, False)
-        self.log: List[Any] = []
-        self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
-        # Fold state per open call below the root: its node (None: not recorded) and start
-        # (negative: a generator or coroutine resumed, its count already taken).
-        self.nodes: List[Optional[Node]] = []
-        self.starts: List[int] = []
-        self.depth = 0
-        # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
-        # starts it in the trampoline, so the tree begins at the call of the original code.
-        self.inside = MONITORING
+        log: List[Any] = []
+        self.log = log
+        limit = self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
         self.previous: Any = None
-        self.profile = self._profile_function()
-
-    def _profile_function(self) -> Any:
+        self.root: Optional[Node] = None  # the fold's state, made by the first fold
         # Every name a local or a closure cell: this runs for each call and return in the tree.
-        log, limit, fold, pc = self.log, self.limit, self.fold_now, perf_counter_ns
-        append = log.append
+        append, fold, pc = log.append, self.fold_now, perf_counter_ns
 
         def profile(frame: Any, event: str, arg: Any) -> None:
             if event == "call":
@@ -135,7 +114,20 @@ class Recorder:
             else:
                 append(pc())
 
-        return profile
+        self.profile = profile
+
+    def _fold_state(self) -> Node:
+        probe = self.call.probe
+        self.root = Node(probe.name, probe.filename, probe.lineno, False, False)
+        # Per open call below the root: its node (None: not recorded) and start (negative: a
+        # generator or coroutine resumed, its count already taken).
+        self.nodes: List[Optional[Node]] = []
+        self.starts: List[int] = []
+        self.depth = 0
+        # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
+        # starts it in the trampoline, so the tree begins at the call of the original code.
+        self.inside = MONITORING
+        return self.root
 
     def fold_now(self) -> None:
         """On the host's thread (the profiler does not see this): fold the log, or stop if cancelled."""
@@ -154,7 +146,8 @@ class Recorder:
         Written without calls where it can (stacks indexed by depth, ``in`` before ``[]``): it may
         run while the interpreter reports calls to profilers, and each call would cost more then.
         """
-        log, nodes, starts, root, code_of_root = self.log, self.nodes, self.starts, self.root, self.code
+        root = self.root or self._fold_state()
+        log, nodes, starts, code_of_root = self.log, self.nodes, self.starts, self.call.probe.code
         trace = self.trace
         max_depth = trace.max_depth
         inside = self.inside
@@ -255,9 +248,6 @@ class Trace(instrument.ProbeStream):
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
         self.offsets: Dict[Any, int] = {}  # generator/coroutine code -> f_lasti at its first start
-        self.entered = 0  # traced calls started (read by the holding thread)
-        self.holding = False
-        self.wake = compat.Event()
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -302,9 +292,6 @@ class Trace(instrument.ProbeStream):
         call.data = recorder
         self.active[call.thread] = recorder
         recorder.start()
-        self.entered += 1
-        if MONITORING and not self.holding:
-            self.wake.set()  # a burst may be starting: hold a profiler (see HOLD_S)
 
     def on_suspend(self, call: Call) -> None:
         recorder = call.data
@@ -344,45 +331,10 @@ class Trace(instrument.ProbeStream):
         # Calls still running keep their profiler until their next call event: make it the last.
         for recorder in list(self.active.values()):
             recorder.limit[0] = -1
-        self.wake.set()
-
-    def run(self) -> None:
-        if not MONITORING:
-            instrument.ProbeStream.run(self)
-            return
-        deadline = None if self.timeout is None else monotonic() + self.timeout
-        while not self.cancelled:
-            left = None if deadline is None else deadline - monotonic()
-            if left is not None and left <= 0:
-                break
-            self.wake.wait(left)
-            self.wake = compat.Event()  # re-armed: a set() racing this only delays holding by one call
-            if not self.cancelled and self.entered:
-                self._hold(deadline)
-        if not self.cancelled:
-            self.finish("timeout" if self.timeout is not None else "done")
-
-    def _hold(self, deadline: Optional[float]) -> None:
-        """Keep a profiler on this thread while traced calls keep starting (see HOLD_S)."""
-        previous = sys.getprofile()
-        sys.setprofile(_parked)
-        self.holding = True
-        try:
-            seen = -1
-            while not self.cancelled and self.entered != seen:
-                seen = self.entered
-                wait = HOLD_S if deadline is None else min(HOLD_S, deadline - monotonic())
-                if wait <= 0:
-                    break
-                self.wake.wait(wait)
-                self.wake = compat.Event()
-        finally:
-            self.holding = False
-            sys.setprofile(previous)
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
-        root = recorder.root
+        root = recorder.root or recorder._fold_state()
         cost = call.end - call.start
         root.count, root.total, root.min, root.max = 1, cost, cost, cost
         if call.exception is not None:
