@@ -52,6 +52,8 @@ WAIT_RUNNING = 2.0
 # only this much plus GRACE after the deadline, as a last resort.
 RESERVE = 1.0
 GRACE = 5.0
+# How long to wait after gdb's detach for the main thread to have run once (see settle()).
+SETTLE = 0.2
 
 REQUIRED = (
     "Py_AddPendingCall",
@@ -96,6 +98,9 @@ class GdbInjection:
     # inferior calls (the code's own run time): the interrupted thread makes no progress meanwhile.
     stopped: float
     waited: float  # seconds the target ran freely while gdb waited for a safe point
+    # The main thread ran again after the detach, so signals reach it as before (see settle());
+    # None when the kernel keeps no schedstat to tell.
+    settled: bool | None = None
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
@@ -139,7 +144,35 @@ def _inject(target: TargetProcess, code: str, timeout: float, naive: bool) -> Gd
     events, output = _run_gdb(
         gdb, data_dir, target, params, naive, timeout=max(0.5, deadline - time.monotonic()) + GRACE
     )
-    return _result(target, events, output, started)
+    runs = next((e.get("runs") for e in events if e["event"] == "detached"), None)
+    settled = settle(target, runs) if runs is not None else None
+    result = _result(target, events, output, started)
+    result.settled = settled
+    return result
+
+
+def settle(target: TargetProcess, runs: int, limit: float = SETTLE) -> bool:
+    """Wait (briefly) until the main thread has been on a CPU since gdb's detach; False if it has not.
+
+    PTRACE_DETACH wakes each thread with TIF_SIGPENDING set, and until the main thread runs and
+    clears it the kernel routes process-directed signals to other threads (``wants_signal()``).
+    A ``kill`` sent then to a target whose main thread sleeps in ``Thread.join`` lands on a busy
+    worker; CPython's C handler there only flags the main thread, which sleeps on, so the Python
+    handler waits until something else wakes it. A bare ptrace attach/detach of such a target
+    (no gdb, no inferior call) followed at once by ``kill`` left 60 of 200 pings unanswered;
+    waiting for this, none. The wait is nothing on an idle machine, a few ms under load.
+    """
+    end = time.monotonic() + limit
+    schedstat = target.proc / "task" / str(target.pid) / "schedstat"
+    while True:
+        try:
+            if int(schedstat.read_text().split()[2]) != runs:
+                return True
+        except (OSError, IndexError, ValueError):
+            return True  # gone: nothing left to route signals to
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.0005)
 
 
 # -- checks -----------------------------------------------------------------------------------

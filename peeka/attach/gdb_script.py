@@ -589,6 +589,18 @@ def main() -> str:
     return fallback()
 
 
+def main_thread_runs() -> int | None:
+    """How many times the main thread has been on a CPU (schedstat's third field), None if unknown.
+
+    Read while it is stopped; the client waits until the count moves after the detach (``gdb.settle``).
+    """
+    try:
+        with open(f"/proc/{PID}/task/{PID}/schedstat") as f:
+            return int(f.read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def cleanup() -> None:
     DEADLINE.cancel()
     for bp in gdb.breakpoints() or ():
@@ -597,13 +609,15 @@ def cleanup() -> None:
         except (gdb.error, RuntimeError):
             pass
     inferior = gdb.selected_inferior()
+    runs = None
     if inferior.pid:
+        runs = main_thread_runs()
         try:
             run("detach")
         except gdb.error as exc:
             emit("error", kind="detach", message=str(exc))
     CLOCK.running()
-    emit("detached", stopped=round(CLOCK.value(), 6))
+    emit("detached", stopped=round(CLOCK.value(), 6), runs=runs)
 
 
 def compile_data_dir() -> None:
