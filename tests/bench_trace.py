@@ -2,16 +2,17 @@
 
     python tests/bench_trace.py [--versions 3.9,3.12,3.14] [--calls 20000] [--agent DIR]
 
-For each interpreter a child process loads the agent from ``agent/`` (or ``--agent DIR``, e.g. an
-older checkout's, to compare), installs the real ``trace`` command object, and measures against the
-same code untraced:
+For each interpreter a child process imports the agent from ``agent/`` (or ``--agent DIR``, e.g. an
+older checkout's, to compare) as an attached target would, installs the real ``trace`` command
+object, and measures against the same code untraced:
 
 * inside a traced call tree: ``tree`` makes 31 calls of trivial functions (every callee timed), and a
   realistic ``handler`` (dict work + json);
 * the fixed cost per traced call: a traced leaf ``add(a, b)`` against the plain one;
 * a WSGI request loop (no sockets) with its view traced: the host's requests/s;
-* another thread's speed while traced calls run: thread B runs the untraced tree while thread A runs
-  the tree traced, against thread B beside an untraced thread A (same GIL sharing both ways).
+* another thread's speed while traced calls run: thread B runs an untraced copy of the tree (or the
+  WSGI requests) while thread A loops over the tree traced, against thread B beside thread A
+  untraced (the same GIL sharing both ways).
 
 Times are CPU time of the measuring thread (other load on the machine is not counted), best of 5.
 The agent builds each tree in its writer thread; here a writer thread does the same, and
@@ -23,75 +24,68 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from conftest import VERSIONS, find_python  # noqa: E402
+from conftest import VERSIONS, agent_library, find_python  # noqa: E402
 
 CHILD = r'''
-import importlib, importlib.util, io, json, queue, sys, threading, time
-AGENT = sys.argv[1]; N = int(sys.argv[2])
-spec = importlib.util.spec_from_file_location("_peeka_agent", AGENT + "/__init__.py",
-                                              submodule_search_locations=[AGENT])
-m = importlib.util.module_from_spec(spec); sys.modules["_peeka_agent"] = m; spec.loader.exec_module(m)
-trace = importlib.import_module("_peeka_agent.commands.trace")
-commands = importlib.import_module("_peeka_agent.commands")
+import io, json, queue, sys, threading, time
+from peeka_agent.commands import trace  # the agent under test, importable as in an attached target
+N = int(sys.argv[1])
 
 class Agent: state = {}
 class Client:
     """Accepts every event; a writer thread builds deferred ones, as the agent's writer does."""
     streams = {}
     def __init__(self):
-        self.queue = queue.SimpleQueue(); self.built = 0
+        self.queue = queue.SimpleQueue()
         threading.Thread(target=self.write, daemon=True).start()
     def send(self, message, droppable=False):
         self.queue.put(message); return True
     def write(self):
         while True:
             message = self.queue.get()
-            if isinstance(message, tuple):
-                stream, build, args = message
-                build(*args)
-            elif hasattr(message, "message"):
+            if isinstance(message, tuple):  # emit_later's (stream, build, args)
+                message[1](*message[2])
+            elif hasattr(message, "message"):  # an older agent's Deferred
                 message.message()
-            self.built += 1
     def drain(self):
         while not self.queue.empty():
             time.sleep(0.001)
         time.sleep(0.002)
 
+# bench_probes' 31-call tree (its source, passed in), compiled twice: thread B runs the second copy
+# (other code objects, never traced).
+TREE = sys.argv[2]
+exec(TREE)
+untraced = {}
+exec(TREE, untraced)
 def add(a, b): return a + b
-def leaf(x): return x * 2 + 1
-def branch(x): return leaf(x) + leaf(x + 1)
-def tree(a, b):
-    total = 0
-    for i in range(10):
-        total += branch(i + a)
-    return total
 def handler(a, b):
     order = {"id": a, "items": [{"sku": i, "qty": b} for i in range(5)]}
     order["total"] = sum(item["qty"] * 3 for item in order["items"])
     return json.dumps(order)
 
-from wsgiref.util import setup_testing_defaults
-def load_item(item_id): return {"id": item_id, "name": "item-%d" % item_id, "cents": 100 * item_id}
+# A WSGI request (no sockets) whose view is traced: the host's requests/s.
+from wsgiref.util import request_uri, setup_testing_defaults
+PRICES = {n: 100 * n for n in range(1, 51)}
+def find(item_id): return {"id": item_id, "cents": PRICES[item_id]}
+def taxed(cents): return round(cents * 1.2)
 def view(environ):
-    item = load_item(int(environ["PATH_INFO"].rsplit("/", 1)[1]))
-    item["total"] = round(item["cents"] * 1.2)
-    return json.dumps(item).encode()
-def app(environ, start_response):
-    body = view(environ)
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return [body]
-def wsgi_loop(a, b):
-    start_response = lambda status, headers: None
+    item = find(int(request_uri(environ).rsplit("/", 1)[1]))
+    item["total"] = taxed(item["cents"])
+    return [json.dumps(item).encode()]
+def request(a, b):
     environ = {"PATH_INFO": "/items/%d" % (a % 50 + 1), "wsgi.input": io.BytesIO()}
     setup_testing_defaults(environ)
-    return b"".join(app(environ, start_response))
+    return b"".join(view(environ))
 
 def bench(fn, n, client=None):
     """(thread CPU ns per call, process CPU ns per call incl. the writer's tree building), best of 5."""
@@ -115,20 +109,19 @@ def traced(fn, **args):
     return stream, client
 
 out = {}
-for fn, n in ((tree, N), (handler, N), (add, N), (wsgi_loop, N // 4)):
+for fn, n in ((tree, N), (handler, N), (add, N), (request, N // 4)):
     k = fn.__name__
     out[k + ":plain"] = bench(fn, n)
-    target = view if fn is wsgi_loop else fn
-    stream, client = traced(target)
+    stream, client = traced(view if fn is request else fn)
     try:
         out[k + ":traced"] = bench(fn, n, client)
     finally:
         stream.cancel("done")
-    time.sleep(0.05)  # the stream's thread lets go of its profiler
+    time.sleep(0.05)
     out[k + ":after"] = bench(fn, n)
 
-# Thread B's speed (untraced code) while thread A loops over the tree, traced or not.
 def beside(traced_a, b_fn):
+    """Thread B's speed (b_fn, untraced) while thread A loops over the tree, traced or not."""
     stop = threading.Event()
     stream = client = None
     if traced_a:
@@ -144,25 +137,19 @@ def beside(traced_a, b_fn):
         if stream is not None: stream.cancel("done")
         time.sleep(0.05)
 
-# Thread B's code must not be the traced function itself: same shapes, other code objects.
-def _leaf(x): return x * 2 + 1
-def _branch(x): return _leaf(x) + _leaf(x + 1)
-def _untraced_tree(a, b):
-    total = 0
-    for i in range(10):
-        total += _branch(i + a)
-    return total
-def _untraced_wsgi(a, b):
-    start_response = lambda status, headers: None
-    environ = {"PATH_INFO": "/items/%d" % (a % 50 + 1), "wsgi.input": io.BytesIO()}
-    setup_testing_defaults(environ)
-    return b"".join(app(environ, start_response))
-out["other thread tree:beside untraced"] = beside(False, _untraced_tree)
-out["other thread tree:beside traced"] = beside(True, _untraced_tree)
-out["other thread wsgi:beside untraced"] = beside(False, _untraced_wsgi)
-out["other thread wsgi:beside traced"] = beside(True, _untraced_wsgi)
+for name, b_fn in (("tree", untraced["tree"]), ("request", request)):
+    out["other thread %s:beside untraced" % name] = beside(False, b_fn)
+    out["other thread %s:beside traced" % name] = beside(True, b_fn)
 print(json.dumps(out))
 '''
+
+
+def probes_tree() -> str:
+    """The call tree bench_probes times, so both benchmarks measure the same code."""
+    import bench_probes
+
+    start = bench_probes.CHILD.index("def leaf(x)")
+    return bench_probes.CHILD[start : bench_probes.CHILD.index("\n\n", start)] + "\n"
 
 
 def main() -> None:
@@ -172,31 +159,43 @@ def main() -> None:
     parser.add_argument("--agent", default=str(ROOT / "agent"), help="agent package directory to measure")
     opts = parser.parse_args()
     print(f"agent: {opts.agent}")
-    for version in opts.versions.split(","):
-        python = find_python(version)
-        if python is None:
-            print(f"{version}: no interpreter found, skipped")
-            continue
-        proc = subprocess.run([python, "-c", CHILD, opts.agent, str(opts.calls)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{version}: failed\n{proc.stderr}")
-            continue
-        data = json.loads(proc.stdout)
-        print(f"\nPython {version}  ({python})")
-        print(f"  {'function:mode':34} {'thread ns':>10} {'ratio':>7} {'process ns':>11} {'ratio':>7}")
-        for key, (ns, pns) in data.items():
-            group = key.split(":")[0]
-            base, pbase = data.get(f"{group}:plain", data.get(f"{group}:beside untraced", (ns, pns)))
-            print(f"  {key:34} {ns:10.0f} {ns / base:7.2f} {pns:11.0f} {pns / pbase:7.2f}")
-        fixed = data["add:traced"][0] - data["add:plain"][0]
-        fixed_p = data["add:traced"][1] - data["add:plain"][1]
-        rps = {k: 1e9 / data[f"wsgi_loop:{k}"][0] for k in ("plain", "traced")}
-        print(f"  fixed cost per traced call: {fixed / 1000:.1f} us on the thread, {fixed_p / 1000:.1f} us with tree building")
-        print(f"  inside the 31-call tree: x{data['tree:traced'][0] / data['tree:plain'][0]:.2f}; "
-              f"WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
-              f"(x{rps['traced'] / rps['plain']:.3f}); another thread while traced calls run: "
-              + ", ".join(f"{b} x{data[f'other thread {b}:beside traced'][0] / data[f'other thread {b}:beside untraced'][0]:.2f}"
-                          for b in ("tree", "wsgi")))
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = agent_library(Path(tmp))
+        (lib / "peeka_agent").unlink()
+        (lib / "peeka_agent").symlink_to(Path(opts.agent).resolve())
+        for version in opts.versions.split(","):
+            run(version, opts.calls, lib)
+
+
+def run(version: str, calls: int, lib: Path) -> None:
+    python = find_python(version)
+    if python is None:
+        print(f"{version}: no interpreter found, skipped")
+        return
+    env = dict(os.environ, PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([python, "-c", CHILD, str(calls), probes_tree()], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        print(f"{version}: failed\n{proc.stderr}")
+        return
+    data = json.loads(proc.stdout)
+    print(f"\nPython {version}  ({python})")
+    print(f"  {'function:mode':38} {'thread ns':>10} {'ratio':>7} {'process ns':>11} {'ratio':>7}")
+    for key, (ns, pns) in data.items():
+        group = key.split(":")[0]
+        base, pbase = data.get(f"{group}:plain", data.get(f"{group}:beside untraced", (ns, pns)))
+        print(f"  {key:38} {ns:10.0f} {ns / base:7.2f} {pns:11.0f} {pns / pbase:7.2f}")
+
+    def ratio(group: str, mode: str, base: str) -> float:
+        return float(data[f"{group}:{mode}"][0] / data[f"{group}:{base}"][0])
+
+    fixed = [(data["add:traced"][i] - data["add:plain"][i]) / 1000 for i in (0, 1)]
+    rps = {mode: 1e9 / data[f"request:{mode}"][0] for mode in ("plain", "traced")}
+    print(f"  fixed cost per traced call: {fixed[0]:.1f} us on the thread, {fixed[1]:.1f} us with tree building")
+    print(f"  inside the 31-call tree x{ratio('tree', 'traced', 'plain'):.2f}, handler x{ratio('handler', 'traced', 'plain'):.2f}; "
+          f"WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
+          f"(x{rps['traced'] / rps['plain']:.3f}); another thread while traced calls run: tree "
+          f"x{ratio('other thread tree', 'beside traced', 'beside untraced'):.2f}, WSGI requests "
+          f"x{ratio('other thread request', 'beside traced', 'beside untraced'):.2f}")
 
 
 if __name__ == "__main__":

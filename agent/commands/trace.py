@@ -80,7 +80,7 @@ class Node:
 # ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``t`` any return, ``-t`` a C
 # function raising, RESUMED a generator/coroutine coming back. Holding neither frames nor return
 # values, the log keeps nothing of the host's alive but the C callables until it is folded.
-FOLD_AT = 1 << 16
+FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 RESUMED = "resumed"
 
 class Recorder:

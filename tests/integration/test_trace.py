@@ -19,21 +19,13 @@ from typing import Any
 
 import pytest
 from conftest import VERSIONS, Target, agent_library, python_for
-
-from peeka.client import AgentClient
-from peeka.process import TargetProcess
+from test_commands_inprocess import CmdTarget
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-class TraceTarget:
-    def __init__(self, process: Target, version: str) -> None:
-        self.process = process
-        self.version = version
-        self.pid = process.pid
-
-    def client(self) -> AgentClient:
-        return AgentClient(TargetProcess(self.pid), timeout=10).open()
+class TraceTarget(CmdTarget):
+    """The target, told what to run on its stdin."""
 
     def say(self, line: str) -> None:
         stdin = self.process.proc.stdin
@@ -166,7 +158,7 @@ def test_depth_min_cost_and_library(target: TraceTarget) -> None:
 def test_long_call_folds_on_the_host_and_stays_exact(target: TraceTarget) -> None:
     (event,) = target.trace("many")  # many(4000): 8,000 log entries, folded in the writer thread
     assert kids(event["tree"])["trace_work.tiny"]["count"] == 4000
-    with target.client() as client:  # 40,000 calls: more than one fold of 65,536 log entries
+    with target.client() as client:  # 40,000 calls: several folds of 16,384 log entries on the host
         stream = client.stream("trace", {"pattern": "trace_work.many", "limit": 1, "timeout": 30})
         next(stream)
         target.say("many_big")
