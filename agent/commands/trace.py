@@ -1,10 +1,21 @@
 """trace: the call tree below a function, each node with its cost.
 
-While a traced call runs, a profile function is set on *that thread only* (``sys.setprofile``),
-so other threads and other requests run at full speed; for generators and coroutines it is off
-while they are suspended. Repeated children collapse into one node with count/min/max/total;
-standard library and site-packages callees are summarized (their own callees not recorded)
-unless ``all``; C functions appear as leaves; exceptions are counted where the profiler sees them.
+While a traced call runs, a profile function is set on *that thread only* (``sys.setprofile``);
+for generators and coroutines it is off while they are suspended. It only logs each event (a
+clock reading and the code or C function); the tree is folded from the log in the writer thread,
+so the host's thread pays for the events and nothing else. Repeated children collapse into one
+node with count/min/max/total; standard library and site-packages callees are summarized (what
+they call is logged but left out of the tree) unless ``all``; C functions appear as leaves;
+exceptions are counted where the profiler sees them (C functions that raise, and the root).
+
+Costs, measured (tests/bench_trace.py): each event is a Python call of the profile function, so a
+tree of trivial calls runs many times slower while traced, a realistic one a few times. On 3.12+
+switching the profiler on or off re-instruments the code running on every thread (CPython's
+sys.setprofile is built on sys.monitoring), a fixed cost per traced call, and while any traced
+call runs every thread pays CPython's check for profiled threads on each call. Neither the
+stdlib's C profiler (_lsprof, which profiles all threads from 3.12) nor sys.monitoring callbacks
+(a Python call on every thread) confine the cost better; holding a profiler between traced calls
+made the switch cheap but slowed other threads all the while, so it is not done.
 
 args: pattern, regex, max_match, condition, min_cost (ms), depth (default 32), all,
 limit (-n trees, default 100), timeout.
@@ -82,6 +93,7 @@ class Node:
 # values, the log keeps nothing of the host's alive but the C callables until it is folded.
 FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 RESUMED = "resumed"
+
 
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
@@ -241,7 +253,7 @@ class Trace(instrument.ProbeStream):
         self.min_cost_ns = int((instrument.float_arg(args, "min_cost", 0.0, 0.0) or 0.0) * 1e6)
         self.max_depth = instrument.int_arg(args, "depth", 32, 1, 1000)
         self.all = bool(args.get("all"))
-        self.library = _library_prefixes()
+        self.library = _library_prefixes() + ("<frozen ",)  # frozen modules are the stdlib's too
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there
@@ -277,6 +289,8 @@ class Trace(instrument.ProbeStream):
 
     def module_of(self, filename: str) -> Optional[str]:
         # The log keeps code objects, not frames (whose globals name the module): map files to modules.
+        if filename.startswith("<frozen "):
+            return filename[8:-1]  # "<frozen os>"
         if filename not in self.modules and len(sys.modules) != self.modules_seen:
             self.modules_seen = len(sys.modules)
             for name, module in list(sys.modules.items()):
