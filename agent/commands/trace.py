@@ -95,6 +95,28 @@ FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 RESUMED = "resumed"
 
 
+def _profile_function(log: List[Any], limit: List[int], recorder: "Recorder") -> Any:
+    """The profile function of one traced call (made here: closure cells slow the maker's own code)."""
+    append, pc = log.append, perf_counter_ns
+
+    # Every name a local or a closure cell: this runs for each call and return in the tree.
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            append((pc(), frame.f_code, frame.f_lasti))
+            if len(log) > limit[0]:
+                recorder.fold_now()
+        elif event == "c_call":
+            append((pc(), arg))
+            if len(log) > limit[0]:
+                recorder.fold_now()
+        elif event == "c_exception":
+            append(-pc())
+        else:
+            append(pc())
+
+    return profile
+
+
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
@@ -104,29 +126,11 @@ class Recorder:
         # Made on the host's thread at each traced call: only what the profile function needs.
         self.trace = trace
         self.call = call
-        log: List[Any] = []
-        self.log = log
-        limit = self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
+        self.log: List[Any] = []
+        self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
         self.previous: Any = None
         self.root: Optional[Node] = None  # the fold's state, made by the first fold
-        # Every name a local or a closure cell: this runs for each call and return in the tree.
-        append, fold, pc = log.append, self.fold_now, perf_counter_ns
-
-        def profile(frame: Any, event: str, arg: Any) -> None:
-            if event == "call":
-                append((pc(), frame.f_code, frame.f_lasti))
-                if len(log) > limit[0]:
-                    fold()
-            elif event == "c_call":
-                append((pc(), arg))
-                if len(log) > limit[0]:
-                    fold()
-            elif event == "c_exception":
-                append(-pc())
-            else:
-                append(pc())
-
-        self.profile = profile
+        self.profile = _profile_function(self.log, self.limit, self)
 
     def _fold_state(self) -> Node:
         probe = self.call.probe
