@@ -89,6 +89,11 @@ class Listener:
     def on_light(self, probe: "Probe", cost_ns: int, failed: bool) -> None:
         pass
 
+    def light_sink(self, probe: "Probe") -> Optional[Callable[[int], Any]]:
+        """A light listener's fast lane, when it is a probe's only listener: a C-level callable
+        (a list's append) taking each call's cost in ns, or ``~cost`` when the call failed."""
+        return None
+
     def on_enter(self, call: Call) -> None:
         pass
 
@@ -125,6 +130,21 @@ def param_names(code: types.CodeType) -> Tuple[str, ...]:
 ENTRY_TIME, ENTRY_ARGS, ENTRY_CALL = 0, 1, 2
 
 
+def _params_reader(names: Tuple[str, ...]) -> Callable[[Any], Dict[str, Any]]:
+    """``read(locals) -> {name: value}`` for these parameter names, as one dict display."""
+    namespace: Dict[str, Any] = {"names": names}
+    items = ", ".join("%r: local[%r]" % (name, name) for name in names)
+    exec(
+        "def read(local):\n"
+        "    try:\n"
+        "        return {%s}\n"
+        "    except KeyError:\n"
+        "        return {name: local[name] for name in names if name in local}\n" % items,
+        namespace,
+    )
+    return namespace["read"]
+
+
 class Probe:
     """One probed function: its listeners and how it is instrumented."""
 
@@ -147,7 +167,12 @@ class Probe:
         # ENTRY_ARGS (start, params), ENTRY_CALL a Call made at entry (enter listeners, frames).
         self.plain = self.kind == "function"
         self.entry = ENTRY_TIME
-        self.copy_locals = not self.code.co_freevars  # at entry a frame's locals are exactly its parameters
+        self.gate: Any = None
+        # At entry a frame's locals are exactly its parameters (plus a closure's free variables). On
+        # 3.12 ``f_locals`` is a dict snapshot: copying it is cheapest; 3.13+ gives a proxy (PEP 667),
+        # read fastest by a dict display made for this function's parameter names.
+        self.copy_locals = sys.version_info < (3, 13) and not self.code.co_freevars
+        self.read_params = _params_reader(self.params)
         self.starts: Dict[int, List[Any]] = {}
         self.errors = 0  # exceptions raised by our own listeners, swallowed
         self.saved: Any = None  # backend state needed to restore the function
@@ -158,6 +183,9 @@ class Probe:
         self.wants_enter = any(listener.wants_enter for listener in listeners)
         self.wants_suspend = any(listener.wants_suspend for listener in listeners)
         self.light = self.plain and bool(listeners) and all(listener.light for listener in listeners)
+        # One listener with a gate (the usual watch): the callbacks test it before anything else.
+        self.gate = listeners[0].gate if len(listeners) == 1 and not self.light else None
+        self.sink = listeners[0].light_sink(self) if len(listeners) == 1 and self.light else None
         if self.light:
             self.entry = ENTRY_TIME
         elif self.wants_enter or any(listener.needs_frame for listener in listeners):
@@ -178,9 +206,7 @@ class Probe:
     def capture(self, frame: Any) -> Dict[str, Any]:
         """The parameters of a call that just started, from its frame."""
         local = frame.f_locals
-        if self.copy_locals:
-            return dict(local)
-        return {name: local[name] for name in self.params if name in local}
+        return local.copy() if self.copy_locals else self.read_params(local)
 
     # -- called on the host's hot path; must never raise
     def enter(self, call: Call) -> None:
@@ -287,6 +313,7 @@ class _MonitoringBackend:
         self.engine = engine
         self.tool: Optional[int] = None
         self.active: Dict[int, Call] = {}  # generators and coroutines: id(frame) -> call in progress
+        self.point: Callable[[], None] = lambda: None  # tells the callbacks the probes changed
 
     def _acquire(self) -> None:
         mon = sys.monitoring  # type: ignore[attr-defined]
@@ -338,15 +365,26 @@ class _MonitoringBackend:
     def _callbacks(self) -> Tuple[Callable[..., Any], ...]:
         lookup = self.engine.by_code.get
         active = self.active
+        # The only probe, when there is one (the common case): one identity test instead of a lookup.
+        only: Optional[Probe] = None
+
+        def point() -> None:
+            nonlocal only
+            probes = list(self.engine.by_code.values())
+            only = probes[0] if len(probes) == 1 else None
+
+        self.point = point
         get_ident = _get_ident
         getframe = _getframe
         now = perf_counter_ns
 
         def on_start(code: Any, offset: int) -> Any:
             try:
-                probe = lookup(id(code))
-                if probe is None:
-                    return None
+                probe = only
+                if probe is None or probe.code is not code:
+                    probe = lookup(id(code))
+                    if probe is None:
+                        return None
                 if probe.plain:
                     stack = probe.starts.get(get_ident())
                     if stack is None:
@@ -355,7 +393,8 @@ class _MonitoringBackend:
                     if entry == ENTRY_TIME:
                         stack.append(now())
                     elif entry == ENTRY_ARGS:
-                        params = probe.capture(getframe(1))
+                        local = getframe(1).f_locals
+                        params = local.copy() if probe.copy_locals else probe.read_params(local)
                         stack.append((now(), params))
                     else:
                         stack.append(_call_at_entry(probe, getframe(1)))
@@ -368,24 +407,39 @@ class _MonitoringBackend:
         def on_return(code: Any, offset: int, retval: Any) -> Any:
             end = now()
             try:
-                probe = lookup(id(code))
-                if probe is None:
-                    return None
+                probe = only
+                if probe is None or probe.code is not code:
+                    probe = lookup(id(code))
+                    if probe is None:
+                        return None
                 if probe.plain:
                     stack = probe.starts.get(get_ident())
                     if not stack:
                         return None  # the call began before the probe was installed
                     item = stack.pop()
                     if type(item) is int:
-                        if probe.light:
-                            for listener in probe.listeners:
-                                listener.on_light(probe, end - item, False)
-                        else:
-                            probe.deliver(item, end, None, retval, None)
+                        start, params = item, None
                     elif type(item) is tuple:
-                        probe.deliver(item[0], end, item[1], retval, None)
+                        start, params = item
                     else:
                         _call_exit(item, end, retval, None)
+                        return None
+                    if probe.light:
+                        sink = probe.sink
+                        if sink is not None:
+                            sink(end - start)
+                        else:
+                            for listener in probe.listeners:
+                                listener.on_light(probe, end - start, False)
+                        return None
+                    gate = probe.gate
+                    if gate is not None:
+                        try:
+                            if not gate(start, end, retval, None):
+                                return None
+                        except Exception:
+                            pass
+                    probe.deliver(start, end, params, retval, None)
                     return None
                 call = active.pop(id(getframe(1)), None)
                 if call is not None and call.probe is probe:
@@ -397,9 +451,11 @@ class _MonitoringBackend:
         def on_unwind(code: Any, offset: int, exception: BaseException) -> Any:
             end = now()
             try:
-                probe = lookup(id(code))
-                if probe is None:
-                    return None
+                probe = only
+                if probe is None or probe.code is not code:
+                    probe = lookup(id(code))
+                    if probe is None:
+                        return None
                 if probe.plain:
                     stack = probe.starts.get(get_ident())
                     if not stack:
@@ -437,6 +493,7 @@ class _MonitoringBackend:
                 pass
             return None
 
+        point()
         return on_start, on_return, on_yield, on_resume, on_unwind
 
 
@@ -547,6 +604,9 @@ class _CodeSwapBackend:
         probe.saved = None
 
     def release(self) -> None:
+        pass
+
+    def point(self) -> None:
         pass
 
 
@@ -759,6 +819,7 @@ class Engine:
                 self.backend.install(probe)
                 self.by_func[id(target)] = probe
                 self.by_code[id(probe.code)] = probe
+                self.backend.point()
             elif listener not in probe.listeners:
                 probe.set_listeners(probe.listeners + (listener,))
             return probe
@@ -797,6 +858,7 @@ class Engine:
         finally:
             self.by_func.pop(id(probe.func), None)
             self.by_code.pop(id(probe.code), None)
+            self.backend.point()
             probe.set_listeners(())
         for listener in listeners:
             try:

@@ -29,7 +29,6 @@ class Client:
         self.number = number
         self.closed = False
         lock_type = compat.original("_thread", "allocate_lock")
-        self._lock = lock_type()
         self._wakeup = lock_type()
         self._wakeup.acquire()
         self._outbox: Deque[Any] = deque()
@@ -38,32 +37,38 @@ class Client:
         self.streams: Dict[int, Stream] = {}
         self.close_when_flushed = False
 
-    # -- sending: never blocks the caller, which may be a host thread running a probe
+    # -- sending: never blocks the caller, which may be a host thread running a probe. No lock on
+    # this path: deque append/popleft are atomic, the bound is approximate under races (by a few
+    # messages), and a wakeup is at worst spurious, never lost (see _writer).
     def send(self, message: Any, droppable: bool = False) -> bool:
         # Encoding happens in the writer thread: a probe on a host thread only appends.
         if self.closed:
             return False
-        with self._lock:
-            if droppable and len(self._outbox) >= self.max_outbox:
-                self.dropped += 1
-                return False
-            self._outbox.append(message)
-            if self._wakeup.locked():
-                self._wakeup.release()
+        outbox = self._outbox
+        if droppable and len(outbox) >= self.max_outbox:
+            self.dropped += 1
+            return False
+        outbox.append(message)
+        wakeup = self._wakeup
+        if wakeup.locked():
+            try:
+                wakeup.release()
+            except RuntimeError:
+                pass  # another thread released it first
         return True
 
     def _writer(self) -> None:
+        # The writer holds _wakeup from one wait to the next, so a sender that appends after the
+        # outbox was found empty sees it locked and releases it: the next wait returns at once.
+        outbox = self._outbox
         try:
             while not self.closed:
                 self._wakeup.acquire(True, _ACCEPT_POLL)
-                while True:
-                    with self._lock:
-                        if not self._outbox:
-                            break
-                        batch = list(self._outbox)
-                        self._outbox.clear()
+                while outbox:
+                    pop = outbox.popleft
+                    batch = [pop() for _ in range(len(outbox))]
                     self.conn.sendall(b"".join(_encode(m) for m in batch))
-                if self.close_when_flushed:
+                if self.close_when_flushed and not outbox:
                     break
         except Exception:
             pass
@@ -129,10 +134,12 @@ class Client:
 
     def hang_up_after_flush(self) -> None:
         """The writer sends what is queued, then closes the connection."""
-        with self._lock:
-            self.close_when_flushed = True
-            if self._wakeup.locked():
+        self.close_when_flushed = True
+        if self._wakeup.locked():
+            try:
                 self._wakeup.release()
+            except RuntimeError:
+                pass
 
     def start(self) -> None:
         self.writer = compat.spawn(self._writer, "peeka-agent-client-%d-writer" % self.number)

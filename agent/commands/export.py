@@ -227,8 +227,7 @@ def _one_monitor_per_function(monitors: List[Monitor]) -> List[Monitor]:
         monitor.targets = [(name, f) for name, f in monitor.targets if name not in seen]
         seen.update(name for name, _ in monitor.targets)
         if monitor.targets:
-            monitor.windows = {name: monitor.windows[name] for name, _ in monitor.targets}
-            monitor.totals = {name: monitor.totals[name] for name, _ in monitor.targets}
+            monitor.keep({name for name, _ in monitor.targets})
             kept.append(monitor)
     return kept
 
@@ -308,6 +307,8 @@ class Export(Stream):
                 self._sample()
                 next_sample = now + _SAMPLE_EVERY
             self._flush()
+            for monitor in self.monitors:
+                monitor.drain()
             if now >= next_stats:
                 self.emit(self._stats())
                 next_stats = now + self.interval

@@ -18,10 +18,11 @@ NAME = "monitor"
 BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BUCKETS_NS = tuple(int(b * 1e9) for b in BUCKETS)
 _SAMPLE_CAP = 200_000  # per function per cycle; past it costs go straight into buckets
+DRAIN_EVERY = 0.2  # s: bounds the raw costs held between drains
 
 
 class _Window:
-    """One function's calls in the current cycle; the hot path only appends."""
+    """One function's calls in the current cycle."""
 
     __slots__ = ("costs", "failures", "overflow", "overflow_sum", "overflow_min", "overflow_max")
 
@@ -32,6 +33,20 @@ class _Window:
         self.overflow_sum = 0
         self.overflow_min = None
         self.overflow_max = 0
+
+    def add(self, signed_costs: List[int]) -> None:
+        costs = self.costs
+        for cost in signed_costs:
+            if cost < 0:
+                self.failures += 1
+                cost = ~cost
+            if len(costs) < _SAMPLE_CAP:
+                costs.append(cost)
+            else:
+                self.overflow[bisect_left(_BUCKETS_NS, cost)] += 1
+                self.overflow_sum += cost
+                self.overflow_max = max(self.overflow_max, cost)
+                self.overflow_min = cost if self.overflow_min is None else min(self.overflow_min, cost)
 
 
 class _Totals:
@@ -53,49 +68,68 @@ class Monitor(instrument.ProbeStream):
         self.cycle = instrument.float_arg(args, "cycle", 5.0, 0.05) or 5.0
         super().__init__(agent, args, limit=None)
         self.max_cycles = args.get("limit")
+        # Host threads only append each call's cost (~cost when it failed) to a function's raw list,
+        # a C-level append; this stream's thread drains them into the window every DRAIN_EVERY.
+        self.raw: Dict[str, List[int]] = {name: [] for name, _ in self.targets}
         self.windows: Dict[str, _Window] = {name: _Window() for name, _ in self.targets}
         self.totals: Dict[str, _Totals] = {name: _Totals() for name, _ in self.targets}
         self.started = time.time()
 
     light = True
 
+    def light_sink(self, probe: Any) -> Any:
+        return self.raw[probe.name].append
+
     def on_exit(self, call: Call) -> None:
         # Generators and coroutines (and functions shared with a heavier listener) come here.
         self.on_light(call.probe, call.end - call.start, call.exception is not None)
 
     def on_light(self, probe: Any, cost: int, failed: bool) -> None:
-        window = self.windows[probe.name]
-        if failed:
-            window.failures += 1
-        if len(window.costs) < _SAMPLE_CAP:
-            window.costs.append(cost)
-        else:
-            window.overflow[bisect_left(_BUCKETS_NS, cost)] += 1
-            window.overflow_sum += cost
-            window.overflow_max = max(window.overflow_max, cost)
-            window.overflow_min = cost if window.overflow_min is None else min(window.overflow_min, cost)
+        self.raw[probe.name].append(~cost if failed else cost)
+
+    def keep(self, names: Any) -> None:
+        """Only these of its functions (export counts each function once)."""
+        self.targets = [(name, f) for name, f in self.targets if name in names]
+        for table in (self.raw, self.windows, self.totals):
+            for name in [name for name in table if name not in names]:
+                del table[name]
+
+    def drain(self) -> None:
+        for name, raw in self.raw.items():
+            if raw:
+                batch = raw[:]
+                del raw[: len(batch)]  # what host threads appended meanwhile stays for the next drain
+                self.windows[name].add(batch)
 
     def run(self) -> None:
         cycles = 0
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = None if self.timeout is None else start + self.timeout
+        next_cycle = start + self.cycle
         while not self.cancelled:
-            wait = self.cycle if deadline is None else min(self.cycle, max(0.0, deadline - time.monotonic()))
-            if self._done.wait(wait):
+            now = time.monotonic()
+            wake = next_cycle if deadline is None else min(next_cycle, deadline)
+            if self._done.wait(max(0.0, min(DRAIN_EVERY, wake - now))):
                 return
-            self.emit(self.snapshot())
-            cycles += 1
-            if self.max_cycles and cycles >= self.max_cycles:
-                self.finish("limit")
-                return
-            if deadline is not None and time.monotonic() >= deadline:
+            self.drain()
+            now = time.monotonic()
+            if now >= next_cycle:
+                self.emit(self.snapshot())
+                next_cycle += self.cycle
+                cycles += 1
+                if self.max_cycles and cycles >= self.max_cycles:
+                    self.finish("limit")
+                    return
+            if deadline is not None and now >= deadline:
                 self.finish("timeout")
                 return
 
     def snapshot(self) -> Dict[str, Any]:
+        self.drain()
         now = time.time()
         rows = []
         for name, _ in self.targets:
-            window, self.windows[name] = self.windows[name], _Window()  # swap: the hot path never waits
+            window, self.windows[name] = self.windows[name], _Window()
             rows.append(self._row(name, window))
         return {"time": now, "cycle_s": self.cycle, "functions": rows, "since": self.started}
 
