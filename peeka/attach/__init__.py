@@ -117,9 +117,8 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
     deadline = started + timeout
     errors: list[PeekaError] = []
     for i, name in enumerate(candidates):
-        launch = files.ship(target, name)
         try:
-            detail = _inject(target, name, launch, max(0.5, deadline - time.monotonic()))
+            detail = _inject(target, name, max(0.5, deadline - time.monotonic()))
         except PeekaError as exc:
             errors.append(exc)
             if i + 1 < len(candidates) and _can_fall_back(name):
@@ -147,14 +146,22 @@ def _can_fall_back(method: str) -> bool:
     return method == "remote-exec" and gdb_binary.available()
 
 
-def _inject(target: TargetProcess, method: str, launch: str, timeout: float) -> str:
+def _inject(target: TargetProcess, method: str, timeout: float) -> str:
+    """Ship the agent's files and have the target run them; returns how it was done."""
     if method == "remote-exec":
-        from .remote_exec import inject_with_remote_exec
+        from .remote_exec import RemoteExec
 
-        inject_with_remote_exec(target, launch, timeout=min(timeout, 10.0))
+        request = RemoteExec(target).start()  # the caller interpreter starts up while we ship
+        try:
+            launch = files.ship(target, method)
+        except BaseException:
+            request.cancel()
+            raise
+        request.send(launch, timeout=min(timeout, 10.0))
         return "sys.remote_exec"
     from .gdb import inject_with_gdb
 
+    launch = files.ship(target, method)
     result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout)
     return result.where
 

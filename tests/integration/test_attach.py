@@ -78,8 +78,9 @@ def test_attach_thread_detach(spawn, version: str, state: str) -> None:
     assert target.stop() == "", "the target printed to stderr"
 
 
-@pytest.mark.parametrize("version", ["3.9", "3.12", "3.13"])
+@pytest.mark.parametrize("version", ["3.9", "3.12", "3.13", "3.14"])
 def test_cli_on_314_attaches_older_targets(spawn, version: str) -> None:
+    # And a 3.14 target: then the CLI's own interpreter makes the sys.remote_exec call in-process.
     cli314 = ROOT / ".venv314" / "bin" / "python"
     if not cli314.exists():
         pytest.skip("no .venv314 (scripts/setup.sh creates it when a Python 3.14 is available)")
@@ -87,6 +88,9 @@ def test_cli_on_314_attaches_older_targets(spawn, version: str) -> None:
     # That 3.14 is a static build: it cannot host the bundled gdb, so it borrows the one of the
     # 3.11 venv through PEEKA_GDB (the machine's gdb 13 may not work on this CPU).
     env = {"PEEKA_GDB": str(Path(sys.executable).with_name("gdb"))} if gdb_binary._bundled() else {}
+    out = peeka_cli("attach", str(target.pid), "--json", python=str(cli314), env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["method"] == ("remote-exec" if version == "3.14" else "gdb")
     out = peeka_cli("thread", str(target.pid), "--json", python=str(cli314), env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["threads"]
@@ -109,13 +113,14 @@ def test_remote_debug_disabled_is_diagnosed(spawn) -> None:
     assert target.stop() == ""
 
 
-def test_target_in_private_mount_namespace(spawn) -> None:
+@pytest.mark.parametrize("version", ["3.12", "3.14"])  # gdb; sys.remote_exec (the script copied to our side)
+def test_target_in_private_mount_namespace(spawn, version: str) -> None:
     if shutil.which("unshare") is None:
         pytest.skip("unshare not available")
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create a mount namespace here: {probe.stderr.decode().strip()}")
-    py = python_for("3.12")
+    py = python_for(version)
     wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
             'mount -t tmpfs tmpfs /tmp && exec "$0" "$@"']
     # The script must stay visible once the private /tmp covers the host's (a checkout may live there).
@@ -126,6 +131,9 @@ def test_target_in_private_mount_namespace(spawn) -> None:
     finally:
         shutil.rmtree(outside, ignore_errors=True)  # the running target keeps its open file
     assert os.readlink(f"/proc/{target.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    out = peeka_cli("attach", str(target.pid), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["method"] == ("remote-exec" if version == "3.14" else "gdb")
     out = peeka_cli("thread", str(target.pid), "--json")
     assert out.returncode == 0, out.stderr
     sock = f"/proc/{target.pid}/root/tmp/peeka_{target.pid}.sock"
