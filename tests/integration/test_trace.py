@@ -21,6 +21,8 @@ import pytest
 from conftest import VERSIONS, Target, agent_library, python_for
 from test_commands_inprocess import CmdTarget
 
+from peeka.client import AgentClient
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
@@ -44,12 +46,23 @@ class TraceTarget(CmdTarget):
         self.say(name)
         self.expect("done " + name)
 
+    def open_trace(self, client: AgentClient, pattern: str, **args: Any) -> Iterator[Any]:
+        """A trace stream of trace_work.PATTERN, once its probe is in place."""
+        stream = client.stream("trace", dict(args, pattern="trace_work." + pattern))
+        first = next(stream)
+        assert first.data["functions"] == ["trace_work." + pattern], first.data
+        deadline = time.monotonic() + 10
+        while True:
+            self.say("probed " + pattern)
+            if self.expect("done probed").split()[-1] == "true":
+                return stream
+            assert time.monotonic() < deadline, "the probe was never installed"
+            time.sleep(0.01)
+
     def trace(self, pattern: str, run: str | None = None, n: int = 1, **args: Any) -> list[dict[str, Any]]:
         """Start a trace of trace_work.PATTERN, run ``run`` (default: the function itself) and return n trees."""
         with self.client() as client:
-            stream = client.stream("trace", dict(args, pattern="trace_work." + pattern, limit=n, timeout=30))
-            first = next(stream)
-            assert first.data["functions"], first.data
+            stream = self.open_trace(client, pattern, limit=n, timeout=30, **args)
             self.run(run or pattern)
             events = []
             for message in stream:
@@ -159,8 +172,7 @@ def test_long_call_folds_on_the_host_and_stays_exact(target: TraceTarget) -> Non
     (event,) = target.trace("many")  # many(4000): 8,000 log entries, folded in the writer thread
     assert kids(event["tree"])["trace_work.tiny"]["count"] == 4000
     with target.client() as client:  # 40,000 calls: several folds of 16,384 log entries on the host
-        stream = client.stream("trace", {"pattern": "trace_work.many", "limit": 1, "timeout": 30})
-        next(stream)
+        stream = target.open_trace(client, "many", limit=1, timeout=30)
         target.say("many_big")
         target.expect("done many_big")
         (event,) = [m.data for m in stream if m.type == "event"]
@@ -169,10 +181,8 @@ def test_long_call_folds_on_the_host_and_stays_exact(target: TraceTarget) -> Non
 
 def test_two_threads_traced_at_once(target: TraceTarget) -> None:
     with target.client() as first, target.client() as second:
-        a = first.stream("trace", {"pattern": "trace_work.alpha", "limit": 1, "timeout": 30})
-        b = second.stream("trace", {"pattern": "trace_work.beta", "limit": 1, "timeout": 30})
-        next(a)
-        next(b)
+        a = target.open_trace(first, "alpha", limit=1, timeout=30)
+        b = target.open_trace(second, "beta", limit=1, timeout=30)
         target.run("pair")
         (ta,) = [m.data["tree"] for m in a if m.type == "event"]
         (tb,) = [m.data["tree"] for m in b if m.type == "event"]
@@ -183,8 +193,7 @@ def test_two_threads_traced_at_once(target: TraceTarget) -> None:
 
 def test_cancel_mid_call_leaves_no_profiler(target: TraceTarget) -> None:
     with target.client() as client:
-        stream = client.stream("trace", {"pattern": "trace_work.spin", "timeout": 60})
-        next(stream)
+        stream = target.open_trace(client, "spin", timeout=60)
         target.say("spin")
         target.expect("spinning")
         time.sleep(0.1)

@@ -1,7 +1,8 @@
 """Target for the trace tests: trace_work's functions on demand, the agent started in-process.
 
 Prints "ready <socket>"; then each stdin line ``NAME`` runs ``trace_work.NAME()`` (``run_NAME``
-helpers below for the shapes that need threads) and prints ``done NAME <json result>``.
+helpers below for the shapes that need threads) and prints ``done NAME <json result>``;
+``probed NAME`` answers whether that function is probed now.
 """
 
 import json
@@ -26,6 +27,15 @@ def run_pair():
     for t in threads:
         t.join()
     return results
+
+
+def probed(name):
+    """Is trace_work.NAME probed now? (The agent answers a stream's start before it installs probes.)"""
+    func = getattr(trace_work, name)
+    if hasattr(sys, "monitoring"):
+        mon = sys.monitoring
+        return any(mon.get_tool(t) and mon.get_local_events(t, func.__code__) for t in range(6))
+    return "_peeka_hook" in (func.__kwdefaults__ or {})
 
 
 def run_many():
@@ -65,8 +75,12 @@ def main():
         name = line.strip()
         if not name:
             continue
-        func = globals().get("run_" + name) or getattr(trace_work, name)
-        result = func()
+        if name.startswith("probed "):
+            name, arg = name.split()
+            result = probed(arg)
+        else:
+            func = globals().get("run_" + name) or getattr(trace_work, name)
+            result = func()
         print("done", name, json.dumps(result), flush=True)
 
 
