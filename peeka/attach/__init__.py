@@ -19,12 +19,16 @@ from ..client import AgentClient
 from ..errors import AgentUnavailable, AttachFailed, AttachTimeout, PeekaError, PermissionDenied, UsageError
 from ..process import TargetProcess
 from . import files, gdb_binary
+from .sched import BlockedWatch
 
 METHODS = ("auto", "remote-exec", "gdb")
 # How long a 3.14 target may take to reach its next eval-breaker check before we try gdb instead:
 # a busy target answers in milliseconds, a main thread blocked in C never does. Should the
 # request still run later, it finds the agent started (one bootstrap per shipped copy).
 REMOTE_EXEC_WAIT = 0.5
+# ...or less: a main thread that sleeps this long after the request without running once is
+# blocked in C (a main thread sleeping between bursts of work runs again sooner).
+BLOCKED_FOR = 0.15
 POLL_FAST_FOR = 0.25  # seconds of 1 ms polling for the agent's socket, then 10 ms
 
 
@@ -62,8 +66,12 @@ def try_connect(target: TargetProcess, timeout: float = 10.0) -> AgentClient | N
         return None
 
 
-def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float, final: float) -> AgentClient | None:
+def _wait_for_agent(
+    target: TargetProcess, deadline: float, timeout: float, final: float, blocked: BlockedWatch | None = None
+) -> AgentClient | None:
     """Poll for the agent until ``deadline``; once the injected script is seen to run, until ``final``.
+
+    ``blocked``: give up early once it says the script cannot run (the main thread never wakes).
 
     Every millisecond at first (a stat and a failed open: nothing to the target), as an agent
     usually serves within 20-60 ms and a doubling delay made us notice it up to 30 ms late;
@@ -81,6 +89,8 @@ def _wait_for_agent(target: TargetProcess, deadline: float, timeout: float, fina
                 f"the agent failed to start inside process {target.pid}",
                 "The target is unharmed. Its error:\n" + error.strip(),
             )
+        if blocked is not None and blocked() and not files.boot_started(target):
+            return None
         if time.monotonic() >= deadline:
             if deadline < final and files.boot_started(target):
                 deadline = final  # loading (slow when the target's threads hog the GIL): keep waiting
@@ -127,7 +137,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
             raise
         last = i + 1 == len(candidates)
         wait_until = deadline if last else min(deadline, time.monotonic() + REMOTE_EXEC_WAIT)
-        client = _wait_for_agent(target, wait_until, timeout, deadline)
+        client = _wait_for_agent(target, wait_until, timeout, deadline, None if last else BlockedWatch(target, BLOCKED_FOR))
         if client is not None:
             return client, AttachReport(pid, name, False, time.monotonic() - started, detail)
         errors.append(AttachTimeout(f"{name}: the agent did not come up", ""))

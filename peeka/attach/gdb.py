@@ -39,6 +39,7 @@ from ..errors import (
 from ..process import TargetProcess
 from . import elf
 from .gdb_binary import Gdb, find_gdb
+from .sched import main_thread_runs
 
 SCRIPT = Path(__file__).with_name("gdb_script.py")
 MAX_CODE = 16 * 1024  # copied onto a thread's stack; bigger code belongs in a file the code execs
@@ -163,13 +164,9 @@ def settle(target: TargetProcess, runs: int, limit: float = SETTLE) -> bool:
     waiting for this, none. The wait is nothing on an idle machine, a few ms under load.
     """
     end = time.monotonic() + limit
-    schedstat = target.proc / "task" / str(target.pid) / "schedstat"
     while True:
-        try:
-            if int(schedstat.read_text().split()[2]) != runs:
-                return True
-        except (OSError, IndexError, ValueError):
-            return True  # gone: nothing left to route signals to
+        if main_thread_runs(target) != runs:  # it ran, or it is gone (None): nothing to wait for
+            return True
         if time.monotonic() >= end:
             return False
         time.sleep(0.0005)

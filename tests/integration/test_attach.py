@@ -15,6 +15,8 @@ import pytest
 from conftest import ROOT, TARGETS, VERSIONS, peeka_cli, python_for
 
 from peeka.attach import gdb_binary
+from peeka.attach.sched import BlockedWatch
+from peeka.process import TargetProcess
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +53,8 @@ def test_attach_thread_detach(spawn, version: str, state: str) -> None:
     assert facts["method"] in ("remote-exec", "gdb")
     if version == "3.14" and state in ("busy", "sleep", "contention"):
         assert facts["method"] == "remote-exec"
+    if version == "3.14" and state in ("blocked", "pause") and gdb_binary.available():
+        assert facts["method"] == "gdb"  # the main thread never runs the remote_exec request
 
     again = json.loads(peeka_cli("attach", str(target.pid), "--json").stdout)
     assert again["reused"] is True
@@ -261,4 +265,20 @@ def test_ptrace_refused_is_diagnosed(spawn, version: str) -> None:
     assert error["error"] == "ptrace-refused", error
     assert "CAP_SYS_PTRACE" in error["help"] and "SYS_PTRACE" in error["help"]
     assert target.alive()
+    assert target.stop() == ""
+
+
+@pytest.mark.parametrize(("state", "blocked"), [("busy", False), ("sleep", False), ("blocked", True), ("pause", True)])
+def test_blocked_watch_tells_a_main_thread_that_never_wakes(spawn, state: str, blocked: bool) -> None:
+    # What lets auto attach give up on sys.remote_exec early: the kernel's view of the main
+    # thread, which either runs now and then (busy, a sleep(0.1) loop) or never (Event().wait(),
+    # pause()). The version does not matter.
+    target = spawn(python_for("3.12"), "app.py", state)
+    watch = BlockedWatch(TargetProcess(target.pid), 0.15)
+    fired = False
+    end = time.monotonic() + 0.6
+    while not fired and time.monotonic() < end:
+        fired = watch()
+        time.sleep(0.005)
+    assert fired is blocked
     assert target.stop() == ""
