@@ -69,9 +69,8 @@ def try_connect(target: TargetProcess, timeout: float = 10.0) -> AgentClient | N
 def _wait_for_agent(
     target: TargetProcess, deadline: float, timeout: float, final: float, blocked: BlockedWatch | None = None
 ) -> AgentClient | None:
-    """Poll for the agent until ``deadline``; once the injected script is seen to run, until ``final``.
-
-    ``blocked``: give up early once it says the script cannot run (the main thread never wakes).
+    """Poll for the agent until ``deadline``; once the injected script is seen to run, until ``final``;
+    with ``blocked``, give up as soon as it says the script cannot run (the main thread never wakes).
 
     Every millisecond at first (a stat and a failed open: nothing to the target), as an agent
     usually serves within 20-60 ms and a doubling delay made us notice it up to 30 ms late;
@@ -137,7 +136,8 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
             raise
         last = i + 1 == len(candidates)
         wait_until = deadline if last else min(deadline, time.monotonic() + REMOTE_EXEC_WAIT)
-        client = _wait_for_agent(target, wait_until, timeout, deadline, None if last else BlockedWatch(target, BLOCKED_FOR))
+        watch = None if last else BlockedWatch(target, BLOCKED_FOR)
+        client = _wait_for_agent(target, wait_until, timeout, deadline, watch)
         if client is not None:
             return client, AttachReport(pid, name, False, time.monotonic() - started, detail)
         errors.append(AttachTimeout(f"{name}: the agent did not come up", ""))
