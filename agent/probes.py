@@ -638,6 +638,10 @@ def _end(call: Optional[Call], result: Any, exception: Optional[BaseException]) 
 
 def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
     now = perf_counter_ns
+    code = probe.code
+    names = code.co_varnames[: code.co_argcount]
+    simple = not (code.co_kwonlyargcount or code.co_flags & (CO_VARARGS | CO_VARKEYWORDS))
+    positional = code.co_argcount if simple else -1
 
     def hook(args: tuple, kwargs: dict) -> Any:
         entry = probe.entry
@@ -652,17 +656,32 @@ def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]
             return result
         params = None
         if entry == ENTRY_ARGS:
-            try:
-                params = bind_params(probe.code, copy, args, kwargs)
-            except Exception:
-                pass
+            if not kwargs and len(args) == positional:
+                params = dict(zip(names, args))  # the usual call: every parameter given by position
+            else:
+                try:
+                    params = bind_params(probe.code, copy, args, kwargs)
+                except Exception:
+                    pass
         start = now()
         try:
             result = copy(*args, **kwargs)
         except BaseException as exc:
             probe.deliver(start, now(), params, None, exc)
             raise
-        probe.deliver(start, now(), params, result, None)
+        end = now()
+        sink = probe.sink
+        if sink is not None:
+            sink(end - start)
+            return result
+        gate = probe.gate
+        if gate is not None:
+            try:
+                if not gate(start, end, result, None):
+                    return result
+            except Exception:
+                pass
+        probe.deliver(start, end, params, result, None)
         return result
 
     return hook
