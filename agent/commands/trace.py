@@ -28,7 +28,7 @@ import os
 import sys
 import sysconfig
 from time import perf_counter_ns
-from types import CodeType
+from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import instrument, observe
@@ -95,42 +95,42 @@ FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 RESUMED = "resumed"
 
 
-def _profile_function(log: List[Any], limit: List[int], recorder: "Recorder") -> Any:
-    """The profile function of one traced call (made here: closure cells slow the maker's own code)."""
-    append, pc = log.append, perf_counter_ns
+def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = None, limit: Any = None,
+             recorder: Any = None, pc: Any = perf_counter_ns) -> None:
+    """A traced call's profile function: each Recorder gets a copy with its own log bound as defaults.
 
-    # Every name a local or a closure cell: this runs for each call and return in the tree.
-    def profile(frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            append((pc(), frame.f_code, frame.f_lasti))
-            if len(log) > limit[0]:
-                recorder.fold_now()
-        elif event == "c_call":
-            append((pc(), arg))
-            if len(log) > limit[0]:
-                recorder.fold_now()
-        elif event == "c_exception":
-            append(-pc())
-        else:
-            append(pc())
-
-    return profile
+    Defaults, not a closure: cheaper to make per traced call, and locals are the fastest names
+    here, where every call and return in the tree comes through.
+    """
+    if event == "call":
+        append((pc(), frame.f_code, frame.f_lasti))
+        if len(log) > limit[0]:
+            recorder.fold_now()
+    elif event == "c_call":
+        append((pc(), arg))
+        if len(log) > limit[0]:
+            recorder.fold_now()
+    elif event == "c_exception":
+        append(-pc())
+    else:
+        append(pc())
 
 
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
-    __slots__ = ("trace", "call", "log", "limit", "previous", "profile", "root", "nodes", "starts", "depth", "inside")
+    __slots__ = ("trace", "call", "log", "previous", "profile", "root", "nodes", "starts", "depth", "inside")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
         self.trace = trace
         self.call = call
-        self.log: List[Any] = []
-        self.limit = [FOLD_AT]  # a list so cancel can make the next call event fold (and stop) at once
+        log: List[Any] = []
+        self.log = log
         self.previous: Any = None
         self.root: Optional[Node] = None  # the fold's state, made by the first fold
-        self.profile = _profile_function(self.log, self.limit, self)
+        self.profile = FunctionType(_profile.__code__, _profile.__globals__, "profile",
+                                    (log.append, log, trace.fold_at, self, perf_counter_ns))
 
     def _fold_state(self) -> Node:
         probe = self.call.probe
@@ -264,6 +264,7 @@ class Trace(instrument.ProbeStream):
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
         self.offsets: Dict[Any, int] = {}  # generator/coroutine code -> f_lasti at its first start
+        self.fold_at = [FOLD_AT]  # log entries a traced call folds at; a list so cancel can make it -1
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -347,8 +348,7 @@ class Trace(instrument.ProbeStream):
     def on_stop(self) -> None:
         super().on_stop()
         # Calls still running keep their profiler until their next call event: make it the last.
-        for recorder in list(self.active.values()):
-            recorder.limit[0] = -1
+        self.fold_at[0] = -1
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
