@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, VERSIONS, Target, peeka_cli, python_for
-from test_commands_inprocess import CmdTarget, _library  # in-process agent targets, as there
+from conftest import ROOT, VERSIONS, Target, agent_library, peeka_cli, python_for
+from test_commands_inprocess import CmdTarget  # in-process agent targets, as there
 
 from peeka.client import AgentClient
 
@@ -37,7 +37,7 @@ PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 def target(request: pytest.FixtureRequest) -> Iterator[CmdTarget]:
     python = python_for(request.param)
     tmp = Path(tempfile.mkdtemp(prefix="pk-"))  # short: a Unix socket path has ~100 bytes
-    env = {"TMPDIR": str(tmp), "PYTHONPATH": str(_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {"TMPDIR": str(tmp), "PYTHONPATH": str(agent_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1"}
     process = None
     try:
         process = Target(python, "runtime_app.py", "burn", "idle", "deadlock", "leak", "inprocess", env=env)
