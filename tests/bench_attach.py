@@ -15,6 +15,9 @@ crashing run is counted, not timed (the naive recipe is expected to fail now and
 A second table is what a user waits for with ``peeka attach``: the whole attach with the agent up
 and answering (per method: gdb, and sys.remote_exec on 3.14; goal <= 50 ms for remote-exec on an
 active target), then the median latency of one ``thread`` request once attached (goal <= 30 ms).
+A third says where a remote-exec attach of a busy 3.14 target spends its time: when each step
+ended, counted from the call (the script's mark and the socket are polled every 1 ms by a
+thread of this process, which costs it some CPU).
 Not a test: timings depend on the machine and its load.
 """
 
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,7 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from conftest import VERSIONS, find_python  # noqa: E402
 
-from peeka.attach import attach, detach  # noqa: E402
+from peeka.attach import attach, detach, files, remote_exec  # noqa: E402
 from peeka.attach.gdb import GdbInjection, inject_naive_gdb, inject_with_gdb  # noqa: E402
 from peeka.errors import PeekaError  # noqa: E402
 from peeka.process import TargetProcess  # noqa: E402
@@ -135,6 +139,73 @@ def measure_full(python: str, state: str, method: str, runs: int) -> tuple[list[
     return attaches, answers, outcomes
 
 
+PHASES = ("caller started", "files shipped", "request sent", "script ran", "socket", "agent answered")
+
+
+def profile_remote_exec(python: str, runs: int) -> dict[str, list[float]]:
+    """Seconds from the attach call to the end of each phase, per run, on a busy target."""
+    ends: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    marks: dict[str, float] = {}
+    started = 0.0
+
+    def timed(cls_or_module: object, name: str, phase: str) -> Callable[[], None]:
+        original = getattr(cls_or_module, name)
+
+        def wrapper(*args: object, **kwargs: object) -> object:
+            try:
+                return original(*args, **kwargs)
+            finally:
+                marks[phase] = time.monotonic() - started
+
+        setattr(cls_or_module, name, wrapper)
+        return lambda: setattr(cls_or_module, name, original)
+
+    def one_run(pid: int) -> None:
+        nonlocal started
+        target = TargetProcess(pid)
+        mark = Path(target.host_path(target.files_dir)) / "started"
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                now = time.monotonic() - started
+                if "script ran" not in marks and mark.exists():
+                    marks["script ran"] = now
+                if "socket" not in marks and target.agent_socket_exists():
+                    marks["socket"] = now
+                time.sleep(0.001)
+
+        marks.clear()
+        started = time.monotonic()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            client, report = attach(pid, method="remote-exec", timeout=10.0)
+        except PeekaError:
+            return
+        finally:
+            done.set()
+            watcher.join()
+        marks["agent answered"] = report.seconds
+        client.close()
+        detach(pid)
+        if all(phase in marks for phase in PHASES):
+            for phase in PHASES:
+                ends[phase].append(marks[phase])
+
+    undo = [
+        timed(remote_exec.RemoteExec, "start", "caller started"),
+        timed(files, "ship", "files shipped"),
+        timed(remote_exec.RemoteExec, "send", "request sent"),
+    ]
+    try:
+        on_target(python, "busy", runs, one_run, Counter())
+    finally:
+        for restore in undo:
+            restore()
+    return ends
+
+
 def ms(values: list[float]) -> str:
     return f"{statistics.median(values) * 1000:7.1f}" if values else "      -"
 
@@ -197,6 +268,11 @@ def main() -> int:
                 goal = GOAL_REMOTE_EXEC if method == "auto" and label != "blocked" else GOAL_E2E
                 verdict = "met" if a and statistics.median(a) <= goal and statistics.median(t) <= GOAL_THREAD else "MISS"
                 print(f"{version:7} {label:8} {method:12} | {ms(a):>8} | {ms(t):>7} | {verdict} {dict(o)}", flush=True)
+    python = find_python("3.14") if "3.14" in args.versions.split(",") else None
+    if python is not None:
+        ends = profile_remote_exec(python, max(args.runs, 9))
+        print("\nwhere a remote-exec attach of a busy 3.14 target spends its time: each step's end, ms from the call")
+        print(" | ".join(f"{phase} {ms(ends[phase]).strip()}" for phase in PHASES))
     return 0
 
 
