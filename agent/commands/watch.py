@@ -61,8 +61,9 @@ class Watch(instrument.ProbeStream):
             location = "exception"
         if self.condition.source is not None and not self._passes(call, location):
             return
-        # Rendering happens in the writer thread: the host thread only queues references.
-        self.emit_later(self._event, call, location)
+        # Rendering happens in the writer thread: the host thread only queues references
+        # (emit_later's queueing, inlined: this runs on every reported call).
+        self._queue((self, self._event, (call, location)))
 
     def _passes(self, call: Call, location: str) -> bool:
         if self.condition.source is None:
