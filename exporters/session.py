@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -87,7 +86,7 @@ class TargetSession:
         self.attached_here = not report.reused
         self.attach_method = report.method
         assert client.hello is not None
-        hello = asdict(client.hello)
+        hello = client.hello.to_dict()
         attrs = resource_attributes(hello, TargetProcess(self.pid).cmdline, socket.gethostname(), self.rule.service,
                                     self.environ)
         self.service = str(attrs["service.name"])

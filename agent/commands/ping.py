@@ -9,9 +9,7 @@ NAME = "ping"
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
-    from dataclasses import asdict
-
-    facts = asdict(agent.hello())
+    facts = agent.hello().to_dict()
     facts.pop("type", None)
     facts.update(
         method=agent.attach_method,
