@@ -130,6 +130,22 @@ def param_names(code: types.CodeType) -> Tuple[str, ...]:
 ENTRY_TIME, ENTRY_ARGS, ENTRY_CALL = 0, 1, 2
 
 
+def _rebinds_parameters(code: types.CodeType, params: Tuple[str, ...]) -> bool:
+    """Whether the function may rebind or delete one of its parameters (then its frame, when the
+    call ends, no longer shows what the call received)."""
+    names = set(params)
+    if names & set(code.co_cellvars):
+        return True  # an inner function may rebind it (nonlocal), out of this code's sight
+    import dis
+
+    for ins in dis.get_instructions(code):
+        if ins.opname.startswith(("STORE_FAST", "DELETE_FAST", "LOAD_FAST_AND_CLEAR", "STORE_DEREF", "DELETE_DEREF")):
+            targets = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+            if names.intersection(targets):
+                return True
+    return False
+
+
 def _params_reader(names: Tuple[str, ...]) -> Callable[[Any], Dict[str, Any]]:
     """``read(locals) -> {name: value}`` for these parameter names, as one dict display."""
     namespace: Dict[str, Any] = {"names": names}
@@ -173,6 +189,11 @@ class Probe:
         # read fastest by a dict display made for this function's parameter names.
         self.copy_locals = sys.version_info < (3, 13) and not self.code.co_freevars
         self.read_params = _params_reader(self.params)
+        # Arguments read when the call ends, and only for calls that passed the gate, when that gives
+        # what the call received: the code swap keeps the call's own args; sys.monitoring reads the
+        # frame, right when the function's bytecode never rebinds or deletes a parameter.
+        self.args_late = not MONITORING or (self.plain and not _rebinds_parameters(self.code, self.params))
+        self.args_at_exit = False
         self.starts: Dict[int, List[Any]] = {}
         self.errors = 0  # exceptions raised by our own listeners, swallowed
         self.saved: Any = None  # backend state needed to restore the function
@@ -191,7 +212,8 @@ class Probe:
         elif self.wants_enter or any(listener.needs_frame for listener in listeners):
             self.entry = ENTRY_CALL
         else:
-            self.entry = ENTRY_ARGS if self.needs_args else ENTRY_TIME
+            self.entry = ENTRY_ARGS if self.needs_args and not self.args_late else ENTRY_TIME
+        self.args_at_exit = self.needs_args and self.entry == ENTRY_TIME
 
     def stack_of(self, ident: int) -> List[Any]:
         """A thread's first call: a new stack (dead threads' empty stacks are dropped now and then)."""
@@ -439,6 +461,8 @@ class _MonitoringBackend:
                                 return None
                         except Exception:
                             pass
+                    if probe.args_at_exit:
+                        params = probe.read_params(getframe(1).f_locals)
                     probe.deliver(start, end, params, retval, None)
                     return None
                 call = active.pop(id(getframe(1)), None)
@@ -462,7 +486,8 @@ class _MonitoringBackend:
                         return None
                     item = stack.pop()
                     if type(item) is int:
-                        probe.deliver(item, end, None, None, exception)
+                        params = probe.read_params(getframe(1).f_locals) if probe.args_at_exit else None
+                        probe.deliver(item, end, params, None, exception)
                     elif type(item) is tuple:
                         probe.deliver(item[0], end, item[1], None, exception)
                     else:
@@ -654,20 +679,12 @@ def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]
                 raise
             _end(call, result, None)
             return result
-        params = None
-        if entry == ENTRY_ARGS:
-            if not kwargs and len(args) == positional:
-                params = dict(zip(names, args))  # the usual call: every parameter given by position
-            else:
-                try:
-                    params = bind_params(probe.code, copy, args, kwargs)
-                except Exception:
-                    pass
         start = now()
         try:
             result = copy(*args, **kwargs)
         except BaseException as exc:
-            probe.deliver(start, now(), params, None, exc)
+            end = now()
+            probe.deliver(start, end, bind(args, kwargs) if probe.needs_args else None, None, exc)
             raise
         end = now()
         sink = probe.sink
@@ -681,8 +698,17 @@ def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]
                     return result
             except Exception:
                 pass
-        probe.deliver(start, end, params, result, None)
+        probe.deliver(start, end, bind(args, kwargs) if probe.needs_args else None, result, None)
         return result
+
+    def bind(args: tuple, kwargs: dict) -> Optional[Dict[str, Any]]:
+        # The call's own args tuple and kwargs dict: the body cannot rebind what they hold.
+        if not kwargs and len(args) == positional:
+            return dict(zip(names, args))  # the usual call: every parameter given by position
+        try:
+            return bind_params(code, copy, args, kwargs)
+        except Exception:
+            return None
 
     return hook
 

@@ -112,6 +112,10 @@ def test_arguments_as_received(target: Target) -> None:
     params = values(child(events[0]["value"], "params"))
     result = values(child(events[0]["value"], "result"))
     assert params["text"].startswith("v") and result == params["text"].upper()
+    _, events, _ = run(target, "watch", pattern="probeshapes.rebinds_in_closure", condition="result > 0",
+                       limit=1, timeout=20)
+    received = values(child(events[0]["value"], "params"))["count"]
+    assert values(child(events[0]["value"], "result")) == received + 1
     # a closure's free variable is not a parameter
     _, events, _ = run(target, "watch", pattern="probeshapes.shifted", expression="params",
                        limit=1, timeout=20)

@@ -14,6 +14,15 @@ def rebinds(text):
     return text
 
 
+def rebinds_in_closure(count):
+    def bump():
+        nonlocal count  # rebinds the parameter from another code object
+        count += 1
+
+    bump()
+    return count
+
+
 def with_defaults(a, b=2, *rest, scale=10, **extra):
     return (a + b + sum(rest)) * scale + len(extra)
 
@@ -48,6 +57,7 @@ def worker(stop):
         i += 1
         plain(i, 2)
         rebinds("v%d" % i)
+        rebinds_in_closure(i)
         with_defaults(i, 1, 5, 6, scale=2, tag="t")
         shifted(i)
         try:
