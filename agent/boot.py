@@ -10,11 +10,19 @@ def _peeka_boot(config):
     import sys
 
     try:
+        import os
+
+        # A copy runs at most twice: gdb's run, and a sys.remote_exec request that waited for the
+        # main thread. Once both have run, nothing is pending: detach needs to know (runtime.stop).
+        started = os.path.join(config["files_dir"], "started")
+        if os.path.exists(started):
+            try:
+                os.close(os.open(os.path.join(config["files_dir"], "rerun"), os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError:
+                pass
         existing = sys.modules.get(config["module"])
         if existing is not None:
             runtime = getattr(existing, "runtime", None)
-            import os
-
             # The loading mark holds the pid that loads: a fork child inherits a mark whose
             # loader thread it does not have.
             loading = getattr(existing, "_peeka_loading", 0) == os.getpid()
@@ -34,8 +42,6 @@ def _peeka_boot(config):
         # One bootstrap per shipped copy, taken atomically: a 3.14 sys.remote_exec request that
         # never ran (main thread blocked) runs the same launch.py once gdb's fallback has woken
         # the main thread. The marker also tells the client that the script ran.
-        import os
-
         try:
             os.close(os.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:

@@ -299,9 +299,32 @@ class Agent:
             if self.files_dir and os.path.basename(self.files_dir).startswith("peeka-"):
                 import shutil  # only detach needs it: keep it off the attach path
 
+                pending = self.config.get("pending_remote_exec") and not os.path.exists(
+                    os.path.join(self.files_dir, "rerun"))
                 shutil.rmtree(self.files_dir, ignore_errors=True)
+                if pending:
+                    leave_pending_stub(self.files_dir)
         if self._thread is not None:
             self._thread.join(join_timeout)
+
+
+PENDING_STUB_MARK = "# peeka: run by a sys.remote_exec request that was still pending at detach"
+
+
+def leave_pending_stub(files_dir: str) -> None:
+    """A 3.14 ``sys.remote_exec`` request made while attaching never ran (the main thread was
+    blocked, gdb started the agent instead). CPython runs it when the main thread next runs
+    Python, and prints an error to the target's stderr if its script is gone: leave a script that
+    removes itself and its directory, binding no name wherever it runs."""
+    path = os.path.join(files_dir, "launch.py")
+    try:
+        os.mkdir(files_dir, 0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("%s\ntry:\n    __import__('os').unlink(%r)\n    __import__('os').rmdir(%r)\n"
+                      "except OSError:\n    pass\n" % (PENDING_STUB_MARK, path, files_dir))
+    except OSError:
+        pass
 
 
 def _process_start_time() -> float:

@@ -127,7 +127,9 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
     errors: list[PeekaError] = []
     for i, name in enumerate(candidates):
         try:
-            detail = _inject(target, name, max(0.5, deadline - time.monotonic()))
+            # After a sys.remote_exec request that did not run, it may still run later.
+            pending = "remote-exec" in candidates[:i]
+            detail = _inject(target, name, max(0.5, deadline - time.monotonic()), pending)
         except PeekaError as exc:
             errors.append(exc)
             if i + 1 < len(candidates) and _can_fall_back(name):
@@ -156,7 +158,7 @@ def _can_fall_back(method: str) -> bool:
     return method == "remote-exec" and gdb_binary.available()
 
 
-def _inject(target: TargetProcess, method: str, timeout: float) -> str:
+def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_exec: bool = False) -> str:
     """Ship the agent's files and have the target run them; returns how it was done."""
     if method == "remote-exec":
         from .remote_exec import RemoteExec
@@ -171,7 +173,7 @@ def _inject(target: TargetProcess, method: str, timeout: float) -> str:
         return "sys.remote_exec"
     from .gdb import inject_with_gdb
 
-    launch = files.ship(target, method)
+    launch = files.ship(target, method, pending_remote_exec)
     result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout)
     return result.where
 
@@ -181,7 +183,8 @@ def detach(pid: int, timeout: float = 10.0) -> dict[str, object]:
     target = TargetProcess(pid)
     client = try_connect(target, timeout)
     if client is None:
-        leftovers = target.agent_socket_exists() or os.path.exists(target.host_path(target.files_dir))
+        leftovers = target.agent_socket_exists() or (
+            os.path.exists(target.host_path(target.files_dir)) and not files.only_pending_stub(target))
         files.remove(target)
         if target.agent_socket_exists():
             os.unlink(target.host_path(target.socket_path))
@@ -190,7 +193,8 @@ def detach(pid: int, timeout: float = 10.0) -> dict[str, object]:
         result = client.request("detach")
     # The agent removed its socket and files; make sure, without racing its own cleanup for long.
     for _ in range(50):
-        if not target.agent_socket_exists() and not os.path.exists(target.host_path(target.files_dir)):
+        if not target.agent_socket_exists() and (not os.path.exists(target.host_path(target.files_dir))
+                                                 or files.only_pending_stub(target)):
             break
         time.sleep(0.01)
     else:

@@ -39,7 +39,7 @@ def agent_sources() -> dict[str, str]:
     return out
 
 
-def agent_config(target: TargetProcess, method: str) -> dict[str, Any]:
+def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool = False) -> dict[str, Any]:
     return {
         "module": AGENT_MODULE,
         "sources": agent_sources(),
@@ -48,6 +48,9 @@ def agent_config(target: TargetProcess, method: str) -> dict[str, Any]:
         "socket_path": target.socket_path,
         "files_dir": target.files_dir,
         "method": method,
+        # gdb's fallback after a sys.remote_exec request that has not run yet (and may run later):
+        # on detach the agent leaves a self-removing script where that request will look.
+        "pending_remote_exec": pending_remote_exec,
     }
 
 
@@ -56,9 +59,9 @@ def launch_source(config: dict[str, Any]) -> str:
     return f"{boot}\n_peeka_boot({config!r})\n"
 
 
-def ship(target: TargetProcess, method: str) -> str:
+def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False) -> str:
     """Write the agent into the target's filesystem; returns launch.py's path in the target's namespace."""
-    config = agent_config(target, method)
+    config = agent_config(target, method, pending_remote_exec)
     final = Path(target.host_path(target.files_dir))
     parent = final.parent
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.
@@ -111,7 +114,24 @@ def boot_started(target: TargetProcess) -> bool:
 
 
 def remove(target: TargetProcess) -> None:
-    shutil.rmtree(target.host_path(target.files_dir), ignore_errors=True)
+    """Remove the agent's files, but never the script a pending sys.remote_exec request will run."""
+    if not only_pending_stub(target):
+        shutil.rmtree(target.host_path(target.files_dir), ignore_errors=True)
+
+
+def only_pending_stub(target: TargetProcess) -> bool:
+    """Whether all that is left is the self-removing script the agent leaves on detach for a
+    sys.remote_exec request still pending in the target (see runtime.leave_pending_stub)."""
+    from peeka_agent.runtime import PENDING_STUB_MARK
+
+    folder = Path(target.host_path(target.files_dir))
+    try:
+        if os.listdir(folder) != ["launch.py"]:
+            return False
+        with open(folder / "launch.py") as script:
+            return script.readline().rstrip("\n") == PENDING_STUB_MARK
+    except OSError:
+        return False
 
 
 def injected_code(launch_path: str) -> str:

@@ -30,7 +30,12 @@ def idle_worker(stop):
     stop.wait()
 
 
+def woken(signum, frame):
+    pass  # the main thread ran Python: what it had pending (a sys.remote_exec request) runs too
+
+
 def main():
+    signal.signal(signal.SIGUSR1, woken)
     stop = threading.Event()
     if STATE == "busy":
         print("ready", os.getpid(), flush=True)
