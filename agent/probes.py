@@ -205,7 +205,8 @@ class Probe:
         self.wants_suspend = any(listener.wants_suspend for listener in listeners)
         self.light = self.plain and bool(listeners) and all(listener.light for listener in listeners)
         # One listener with a gate (the usual watch): the callbacks test it before anything else.
-        self.gate = listeners[0].gate if len(listeners) == 1 and not self.light else None
+        self.single = listeners[0] if len(listeners) == 1 and not self.light else None
+        self.gate = self.single.gate if self.single is not None else None
         self.sink = listeners[0].light_sink(self) if len(listeners) == 1 and self.light else None
         if self.light:
             self.entry = ENTRY_TIME
@@ -463,6 +464,13 @@ class _MonitoringBackend:
                             pass
                     if probe.args_at_exit:
                         params = probe.read_params(getframe(1).f_locals)
+                    single = probe.single
+                    if single is not None:  # its gate passed above: straight to it
+                        try:
+                            single.on_exit(Call(probe, start, end, params, retval, None))
+                        except Exception:
+                            probe.errors += 1
+                        return None
                     probe.deliver(start, end, params, retval, None)
                     return None
                 call = active.pop(id(getframe(1)), None)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict, Optional
 
+# Imported once, here: a stream thread that ends after detach took the agent's modules out of
+# sys.modules could not import them any more.
+from .. import compat, protocol
+
 COMMAND_MODULES = (
     "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
     "logger", "tasks", "source", "top", "memory",
@@ -43,8 +47,6 @@ class Stream:
     def start(self, client: Any, request_id: int) -> None:
         self.client = client
         self.request_id = request_id
-        from .. import compat
-
         try:
             self.setup()
         except Exception as exc:
@@ -57,17 +59,19 @@ class Stream:
 
     def _run(self) -> None:
         try:
-            self.run()
-            self.finish("done")
-        except Exception as exc:
-            self.finish("error: %s: %s" % (type(exc).__name__, exc))
+            try:
+                self.run()
+                reason = "done"
+            except Exception as exc:
+                reason = "error: %s: %s" % (type(exc).__name__, exc)
+            self.finish(reason)
+        except Exception:
+            pass  # nothing of ours reaches the host's stderr, even while detach takes the agent apart
 
     def run(self) -> None:
         raise NotImplementedError
 
     def emit(self, data: Any) -> bool:
-        from .. import protocol
-
         return self._queue(protocol.Event(self.request_id, data, self.dropped))
 
     def emit_later(self, build: Callable[..., Any], *args: Any) -> bool:
@@ -90,8 +94,6 @@ class Stream:
         return True
 
     def finish(self, reason: str) -> None:
-        from .. import protocol
-
         if self.cancelled:
             return
         self.cancelled = True
@@ -111,8 +113,6 @@ class Stream:
 
 def deferred_message(stream: Stream, build: Callable[..., Any], args: tuple) -> Any:
     """The event ``emit_later`` queued as ``(stream, build, args)``, built now, in the writer thread."""
-    from .. import protocol
-
     try:
         data = build(*args)
     except Exception as exc:
