@@ -258,23 +258,12 @@ class Probe:
                     self.errors += 1
 
     def exit(self, call: Call) -> None:
-        for listener in self.listeners:
-            try:
-                gate = listener.gate
-                if gate is not None:
-                    try:
-                        if not gate(call.start, call.end, call.result, call.exception):
-                            continue
-                    except Exception:
-                        pass  # on_exit checks again and reports the error
-                listener.on_exit(call)
-            except Exception:
-                self.errors += 1
+        """A call made at entry (generators, coroutines, enter listeners) ended."""
+        self.deliver(call.start, call.end, call.params, call.result, call.exception, call)
 
     def deliver(self, start: int, end: int, params: Optional[Dict[str, Any]], result: Any,
-                exception: Optional[BaseException]) -> None:
-        """A plain function's call ended: gates first, and a Call only if some listener still wants it."""
-        call = None
+                exception: Optional[BaseException], call: Optional[Call] = None) -> None:
+        """A call ended: gates first, and a Call only if some listener still wants it."""
         for listener in self.listeners:
             try:
                 if listener.light:
@@ -292,7 +281,6 @@ class Probe:
                 listener.on_exit(call)
             except Exception:
                 self.errors += 1
-
 
 
 def bind_params(code: types.CodeType, func: Any, args: tuple, kwargs: dict) -> Dict[str, Any]:
@@ -415,9 +403,8 @@ class _MonitoringBackend:
                     entry = probe.entry
                     if entry == ENTRY_TIME:
                         stack.append(now())
-                    elif entry == ENTRY_ARGS:
-                        local = getframe(1).f_locals
-                        params = local.copy() if probe.copy_locals else probe.read_params(local)
+                    elif entry == ENTRY_ARGS:  # a function that rebinds a parameter
+                        params = probe.capture(getframe(1))
                         stack.append((now(), params))
                     else:
                         stack.append(_call_at_entry(probe, getframe(1)))
@@ -494,12 +481,15 @@ class _MonitoringBackend:
                         return None
                     item = stack.pop()
                     if type(item) is int:
-                        params = probe.read_params(getframe(1).f_locals) if probe.args_at_exit else None
-                        probe.deliver(item, end, params, None, exception)
+                        start, params = item, None
                     elif type(item) is tuple:
-                        probe.deliver(item[0], end, item[1], None, exception)
+                        start, params = item
                     else:
                         _call_exit(item, end, None, exception)
+                        return None
+                    if probe.args_at_exit:
+                        params = probe.read_params(getframe(1).f_locals)
+                    probe.deliver(start, end, params, None, exception)
                     return None
                 call = active.pop(id(getframe(1)), None)
                 if call is not None and call.probe is probe:

@@ -11,7 +11,6 @@ from bisect import bisect_left
 from typing import Any, Dict, List
 
 from .. import instrument
-from ..probes import Call
 
 NAME = "monitor"
 # Upper bounds in seconds, as Prometheus' defaults plus finer steps for fast functions.
@@ -79,10 +78,6 @@ class Monitor(instrument.ProbeStream):
 
     def light_sink(self, probe: Any) -> Any:
         return self.raw[probe.name].append
-
-    def on_exit(self, call: Call) -> None:
-        # Generators and coroutines (and functions shared with a heavier listener) come here.
-        self.on_light(call.probe, call.end - call.start, call.exception is not None)
 
     def on_light(self, probe: Any, cost: int, failed: bool) -> None:
         self.raw[probe.name].append(~cost if failed else cost)
