@@ -10,6 +10,10 @@ object, and measures against the same code untraced:
   realistic ``handler`` (dict work + json);
 * the fixed cost per traced call: a traced leaf ``add(a, b)`` against the plain one;
 * a WSGI request loop (no sockets) with its view traced: the host's requests/s;
+* the issue's reference on the same workloads (tree, handler, request): "sys.setprofile with timing"
+  (a profile function appending ``(perf_counter_ns(), event)`` to a list) and, for information,
+  cProfile, each installed once around the measured loop (so they time everything the loop runs,
+  where trace times the traced function's tree only, and pay no per-call start/stop);
 * another thread's speed while traced calls run: thread B runs an untraced copy of the tree (or the
   WSGI requests) while thread A loops over the tree traced, against thread B beside thread A
   untraced (the same GIL sharing both ways).
@@ -87,18 +91,38 @@ def request(a, b):
     setup_testing_defaults(environ)
     return b"".join(view(environ))
 
-def bench(fn, n, client=None):
-    """(thread CPU ns per call, process CPU ns per call incl. the writer's tree building), best of 5."""
+def bench(fn, n, client=None, profiler=None):
+    """(thread CPU ns per call, process CPU ns per call incl. the writer's tree building), best of 5.
+
+    ``profiler``: a reference profiler's (start, stop), run once around each measured loop."""
     best_thread = best_process = float("inf")
     for _ in range(5):
+        if profiler is not None:
+            profiler[0]()
         p = time.process_time_ns(); t = time.thread_time_ns()
         for i in range(n): fn(i, 2)
         t = time.thread_time_ns() - t
+        if profiler is not None:
+            profiler[1]()
         if client is not None:
             client.drain()
         p = time.process_time_ns() - p
         best_thread = min(best_thread, t / n); best_process = min(best_process, p / n)
     return best_thread, best_process
+
+# The issue's reference ("sys.setprofile with timing"): a profile function that only appends
+# (clock, event) for every event of the thread, installed once around the loop, not per call.
+timing_log = []
+def timing_profile(frame, event, arg, append=timing_log.append, pc=time.perf_counter_ns):
+    append((pc(), event))
+def timing_stop():
+    sys.setprofile(None)
+    timing_log.clear()  # between loops, not timed: the list is not left to grow across them
+SETPROFILE = (lambda: sys.setprofile(timing_profile), timing_stop)
+# cProfile, for information: the stdlib's C profiler (on 3.12+ it profiles every thread).
+import cProfile
+profile = cProfile.Profile()
+CPROFILE = (profile.enable, lambda: (profile.disable(), profile.clear()))
 
 agent = Agent()
 def traced(fn, **args):
@@ -119,6 +143,9 @@ for fn, n in ((tree, N), (handler, N), (add, N), (request, N // 4)):
         stream.cancel("done")
     time.sleep(0.05)
     out[k + ":after"] = bench(fn, n)
+    if fn is not add:  # the same workloads under the reference profilers (what they cost, not trees)
+        out[k + ":setprofile+timing"] = bench(fn, n, profiler=SETPROFILE)
+        out[k + ":cProfile"] = bench(fn, n, profiler=CPROFILE)
 
 def beside(traced_a, b_fn):
     """Thread B's speed (b_fn, untraced) while thread A loops over the tree, traced or not."""
@@ -191,8 +218,10 @@ def run(version: str, calls: int, lib: Path) -> None:
     fixed = [(data["add:traced"][i] - data["add:plain"][i]) / 1000 for i in (0, 1)]
     rps = {mode: 1e9 / data[f"request:{mode}"][0] for mode in ("plain", "traced")}
     print(f"  fixed cost per traced call: {fixed[0]:.1f} us on the thread, {fixed[1]:.1f} us with tree building")
-    print(f"  inside the 31-call tree x{ratio('tree', 'traced', 'plain'):.2f}, handler x{ratio('handler', 'traced', 'plain'):.2f}; "
-          f"WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
+    for group, label in (("tree", "the 31-call tree"), ("handler", "handler"), ("request", "a WSGI request (view traced)")):
+        print(f"  {label}: trace x{ratio(group, 'traced', 'plain'):.2f}; reference: sys.setprofile with timing "
+              f"x{ratio(group, 'setprofile+timing', 'plain'):.2f}, cProfile x{ratio(group, 'cProfile', 'plain'):.2f}")
+    print(f"  WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
           f"(x{rps['traced'] / rps['plain']:.3f}); another thread while traced calls run: tree "
           f"x{ratio('other thread tree', 'beside traced', 'beside untraced'):.2f}, WSGI requests "
           f"x{ratio('other thread request', 'beside traced', 'beside untraced'):.2f}")
