@@ -96,11 +96,12 @@ RESUMED = "resumed"
 
 
 def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = None, limit: Any = None,
-             recorder: Any = None, pc: Any = perf_counter_ns) -> None:
+             recorder: Any = None, root: Any = None, pc: Any = perf_counter_ns) -> None:
     """A traced call's profile function: each Recorder gets a copy with its own log bound as defaults.
 
     Defaults, not a closure: cheaper to make per traced call, and locals are the fastest names
-    here, where every call and return in the tree comes through.
+    here, where every call and return in the tree comes through. It switches itself off when the
+    root's frame returns (or yields): the agent's own code that ends the call runs unprofiled.
     """
     if event == "call":
         append((pc(), frame.f_code, frame.f_lasti))
@@ -114,23 +115,39 @@ def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = No
         append(-pc())
     else:
         append(pc())
+        if frame is root and event == "return":
+            recorder.stop()
 
 
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
-    __slots__ = ("trace", "call", "log", "previous", "profile", "root", "nodes", "starts", "depth", "inside")
+    __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
         self.trace = trace
         self.call = call
-        log: List[Any] = []
-        self.log = log
+        self.log: List[Any] = []
         self.previous: Any = None
+        self.on = False  # our profile function is the thread's now
         self.root: Optional[Node] = None  # the fold's state, made by the first fold
-        self.profile = FunctionType(_profile.__code__, _profile.__globals__, "profile",
-                                    (log.append, log, trace.fold_at, self, perf_counter_ns))
+        # sys.monitoring gives the root's own frame at its start, where the profiler starts; the
+        # code swap starts it in the trampoline, and ``arm`` finds the frame at the original code's call.
+        self.profile: Any = self.profiler(call.frame) if MONITORING else None
+
+    def profiler(self, root: Any) -> Any:
+        log = self.log
+        return FunctionType(_profile.__code__, _profile.__globals__, "profile",
+                            (log.append, log, self.trace.fold_at, self, root, perf_counter_ns))
+
+    def arm(self, frame: Any, event: str, arg: Any) -> None:
+        """The code swap's first profile function: ignores the agent's frames until the root's call."""
+        if event == "call" and frame.f_code is self.call.probe.code:
+            self.log.append((perf_counter_ns(), frame.f_code, frame.f_lasti))
+            if self.profile is None:
+                self.profile = self.profiler(frame)
+            sys.setprofile(self.profile)
 
     def _fold_state(self) -> Node:
         probe = self.call.probe
@@ -150,7 +167,7 @@ class Recorder:
         try:
             if self.trace.cancelled:
                 self.log.clear()
-                sys.setprofile(self.previous)
+                self.stop()
                 return
             self.fold()
         except Exception:
@@ -234,17 +251,18 @@ class Recorder:
 
     def start(self) -> None:
         self.previous = sys.getprofile()
-        sys.setprofile(self.profile)
-
-    def pause(self) -> None:
-        sys.setprofile(self.previous)
+        self.on = True
+        sys.setprofile(self.profile if MONITORING else self.arm)
 
     def resume(self) -> None:
         self.log.append(RESUMED)
         self.start()
 
     def stop(self) -> None:
-        sys.setprofile(self.previous)
+        """Gives the thread its previous profiler back, once (the root's return may have done it)."""
+        if self.on:
+            self.on = False
+            sys.setprofile(self.previous)
 
 
 class Trace(instrument.ProbeStream):
@@ -315,7 +333,7 @@ class Trace(instrument.ProbeStream):
     def on_suspend(self, call: Call) -> None:
         recorder = call.data
         if isinstance(recorder, Recorder) and self.active.get(call.thread) is recorder:
-            recorder.pause()
+            recorder.stop()
             del self.active[call.thread]
 
     def on_resume(self, call: Call) -> None:
@@ -332,6 +350,7 @@ class Trace(instrument.ProbeStream):
         if self.active.get(call.thread) is recorder:
             recorder.stop()
             del self.active[call.thread]
+        recorder.profile = None  # it holds the root's frame
         call.data = None
         cost = call.end - call.start
         if self.cancelled or cost < self.min_cost_ns:

@@ -42,12 +42,16 @@ def recorded() -> tuple[trace.Trace, probes.Call, list[Any]]:
     stream = trace.Trace(Agent(), {"pattern": __name__ + ".work"})
     call = probes.Call(probes.Probe(probes.Engine(), work, __name__ + ".work"), 0)
     recorder = trace.Recorder(stream, call)
-    sys.setprofile(recorder.profile)
+    recorder.start()
     work()
-    sys.setprofile(None)
+    recorder.stop()
+    assert sys.getprofile() is None
+    log = list(recorder.log)
     # The code swap (3.9-3.11) starts the profiler before the call of the original code, as here;
-    # sys.monitoring (3.12+) starts it inside the call: no call event for the root there.
-    return stream, call, list(recorder.log)[1 if probes.MONITORING else 0 :]
+    # sys.monitoring (3.12+) starts it inside the call: the log begins after the root's call there.
+    if probes.MONITORING:
+        log = log[[i for i, e in enumerate(log) if type(e) is tuple and e[1] is work.__code__][0] + 1 :]
+    return stream, call, log
 
 
 def fold(stream: trace.Trace, call: probes.Call, log: list[Any], piece: int) -> dict[str, Any]:
