@@ -52,14 +52,17 @@ def _library_prefixes() -> Tuple[str, ...]:
 
 
 class Node:
-    __slots__ = ("name", "file", "line", "c", "library", "count", "total", "min", "max", "exceptions", "children")
+    __slots__ = ("name", "file", "line", "c", "library", "code", "count", "total", "min", "max", "exceptions",
+                 "children")
 
-    def __init__(self, name: str, file: Optional[str], line: Optional[int], c: bool, library: bool) -> None:
+    def __init__(self, name: str, file: Optional[str], line: Optional[int], c: bool, library: bool,
+                 code: Optional[CodeType] = None) -> None:
         self.name = name
         self.file = file
         self.line = line
         self.c = c
         self.library = library
+        self.code = code  # a Python node's code: alive while the node is, so its id() stays its key
         self.count = 0
         self.total = 0
         self.min = 0
@@ -229,11 +232,13 @@ class Recorder:
             if parent is None or parent.library or depth >= max_depth:
                 node = None
             elif python:
+                # Keyed by id(): hashing a code object hashes its bytecode and constants each time.
                 children = parent.children
-                if callee in children:
-                    node = children[callee]
+                key = id(callee)
+                if key in children:
+                    node = children[key]
                 else:
-                    node = children[callee] = trace.python_node(callee)
+                    node = children[key] = trace.python_node(callee)
                 if callee.co_flags & _SUSPENDABLE and entry[2] > trace.first_offset(callee):
                     started = -started  # resumed
             else:
@@ -281,7 +286,7 @@ class Trace(instrument.ProbeStream):
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
-        self.offsets: Dict[Any, int] = {}  # generator/coroutine code -> f_lasti at its first start
+        self.offsets: Dict[int, Tuple[CodeType, int]] = {}  # generator/coroutine code's id -> f_lasti at its first start
         self.fold_at = [FOLD_AT]  # log entries a traced call folds at; a list so cancel can make it -1
 
     def python_node(self, code: Any) -> Node:
@@ -289,7 +294,7 @@ class Trace(instrument.ProbeStream):
         library = not self.all and filename.startswith(self.library)
         module = self.module_of(filename)
         name = getattr(code, "co_qualname", code.co_name)
-        return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library)
+        return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library, code)
 
     def c_node(self, parent: Node, func: Any) -> Node:
         # Bound builtin methods are new objects per access: key C functions by name.
@@ -302,12 +307,13 @@ class Trace(instrument.ProbeStream):
 
     def first_offset(self, code: Any) -> int:
         """f_lasti at a generator's or coroutine's first start: anything past it is a resumption."""
-        offset = self.offsets.get(code)
-        if offset is None:
-            offset = -1  # 3.9/3.10: a new frame has run nothing yet
-            if sys.version_info >= (3, 11):  # the start event comes at the body's first RESUME
-                offset = next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), 0)
-            self.offsets[code] = offset
+        known = self.offsets.get(id(code))  # (code, offset): the code kept alive, its id() stays its key
+        if known is not None:
+            return known[1]
+        offset = -1  # 3.9/3.10: a new frame has run nothing yet
+        if sys.version_info >= (3, 11):  # the start event comes at the body's first RESUME
+            offset = next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), 0)
+        self.offsets[id(code)] = (code, offset)
         return offset
 
     def module_of(self, filename: str) -> Optional[str]:
