@@ -655,22 +655,41 @@ def compile_expression(source: str, variables: Mapping[str, str], helpers: Optio
     named ``_peeka_*``). Raises ExpressionError when refused.
     """
     names = (argument,) if isinstance(argument, str) else argument
-    expression = Expression(source)  # parses and applies the static refusals
-    tree = _Rewriter(variables).visit(ast.Expression(body=expression.tree))
     lam = ast.Expression(
         body=ast.Lambda(
             args=ast.arguments(posonlyargs=[], args=[ast.arg(arg=name) for name in names], vararg=None, kwonlyargs=[],
                                kw_defaults=[], kwarg=None, defaults=[]),
-            body=tree.body,
+            body=_rewritten(source, variables),
         )
     )
     ast.fix_missing_locations(lam)
-    namespace: Dict[str, Any] = {"__builtins__": {}}
-    namespace.update(SAFE_FUNCTIONS)
-    namespace.update(_HELPERS)
-    namespace.update(helpers or {})
     try:
         code = compile(lam, "<peeka expression>", "eval")
     except (SyntaxError, ValueError) as exc:
         raise ExpressionError("cannot compile %r: %s" % (source, exc)) from None
-    return eval(code, namespace)  # noqa: S307 - a checked, rewritten tree with no builtins
+    return eval(code, expression_namespace(helpers))  # noqa: S307 - a checked, rewritten tree with no builtins
+
+
+def python_source(source: str, variables: Mapping[str, str]) -> str:
+    """``source`` checked and rewritten as compile_expression does, as Python source to be compiled
+    into other code (the probes inline a condition into their callbacks) in an
+    ``expression_namespace``. Raises ExpressionError when refused."""
+    body = _rewritten(source, variables)
+    try:
+        return ast.unparse(ast.fix_missing_locations(body))
+    except Exception as exc:  # ast.unparse of a tree we built: not expected to fail
+        raise ExpressionError("cannot compile %r: %s" % (source, exc)) from None
+
+
+def expression_namespace(helpers: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """The globals a compiled expression runs in: the safe functions and helpers, no builtins."""
+    namespace: Dict[str, Any] = {"__builtins__": {}}
+    namespace.update(SAFE_FUNCTIONS)
+    namespace.update(_HELPERS)
+    namespace.update(helpers or {})
+    return namespace
+
+
+def _rewritten(source: str, variables: Mapping[str, str]) -> Any:
+    expression = Expression(source)  # parses and applies the static refusals
+    return _Rewriter(variables).visit(ast.Expression(body=expression.tree)).body

@@ -194,7 +194,7 @@ class Probe:
         # frame, right when the function's bytecode never rebinds or deletes a parameter.
         self.args_late = not MONITORING or (self.plain and not _rebinds_parameters(self.code, self.params))
         self.args_at_exit = False
-        self.starts: Dict[int, List[Any]] = {}
+        self.local = threading.local()  # .stack: this thread's calls in progress
         self.errors = 0  # exceptions raised by our own listeners, swallowed
         self.saved: Any = None  # backend state needed to restore the function
 
@@ -215,16 +215,6 @@ class Probe:
         else:
             self.entry = ENTRY_ARGS if self.needs_args and not self.args_late else ENTRY_TIME
         self.args_at_exit = self.needs_args and self.entry == ENTRY_TIME
-
-    def stack_of(self, ident: int) -> List[Any]:
-        """A thread's first call: a new stack (dead threads' empty stacks are dropped now and then)."""
-        starts = self.starts
-        if len(starts) >= 256:
-            for key in [key for key, stack in list(starts.items()) if not stack]:
-                starts.pop(key, None)
-        stack: List[Any] = []
-        starts[ident] = stack
-        return stack
 
     def capture(self, frame: Any) -> Dict[str, Any]:
         """The parameters of a call that just started, from its frame."""
@@ -262,8 +252,9 @@ class Probe:
         self.deliver(call.start, call.end, call.params, call.result, call.exception, call)
 
     def deliver(self, start: int, end: int, params: Optional[Dict[str, Any]], result: Any,
-                exception: Optional[BaseException], call: Optional[Call] = None) -> None:
-        """A call ended: gates first, and a Call only if some listener still wants it."""
+                exception: Optional[BaseException], call: Optional[Call] = None, frame: Any = None) -> None:
+        """A call ended: gates first, and a Call only if some listener still wants it (its
+        arguments read then from ``frame``, the returning frame, when given)."""
         for listener in self.listeners:
             try:
                 if listener.light:
@@ -277,6 +268,8 @@ class Probe:
                     except Exception:
                         pass  # on_exit checks again and reports the error
                 if call is None:
+                    if params is None and frame is not None:
+                        params = self.read_params(frame.f_locals)
                     call = Call(self, start, end, params, result, exception)
                 listener.on_exit(call)
             except Exception:
@@ -372,22 +365,16 @@ class _MonitoringBackend:
     # The callbacks run on the host's threads: cheap, and never raising. Every attribute lookup
     # and Python-level call here is paid on each probed call, hence the flat code, the closures
     # over locals, and probes found by ``id(code)``: hashing a code object hashes its bytecode and
-    # constants (nested code included) every time, ~0.5 µs for a realistic handler.
+    # constants (nested code included) every time, ~0.5 µs for a realistic handler. When a plain
+    # function is the only probe, PY_START/PY_RETURN get callbacks generated for it (_fast_callbacks).
     def _callbacks(self) -> Tuple[Callable[..., Any], ...]:
         lookup = self.engine.by_code.get
         active = self.active
         # The only probe, when there is one (the common case): one identity test instead of a lookup.
         only: Optional[Probe] = None
-
-        def point() -> None:
-            nonlocal only
-            probes = list(self.engine.by_code.values())
-            only = probes[0] if len(probes) == 1 else None
-
-        self.point = point
-        get_ident = _get_ident
         getframe = _getframe
         now = perf_counter_ns
+        finish = _finish_plain
 
         def on_start(code: Any, offset: int) -> Any:
             try:
@@ -397,9 +384,10 @@ class _MonitoringBackend:
                     if probe is None:
                         return None
                 if probe.plain:
-                    stack = probe.starts.get(get_ident())
-                    if stack is None:
-                        stack = probe.stack_of(get_ident())
+                    try:
+                        stack = probe.local.stack
+                    except AttributeError:
+                        stack = probe.local.stack = []
                     entry = probe.entry
                     if entry == ENTRY_TIME:
                         stack.append(now())
@@ -423,42 +411,11 @@ class _MonitoringBackend:
                     if probe is None:
                         return None
                 if probe.plain:
-                    stack = probe.starts.get(get_ident())
-                    if not stack:
+                    try:
+                        item = probe.local.stack.pop()
+                    except Exception:
                         return None  # the call began before the probe was installed
-                    item = stack.pop()
-                    if type(item) is int:
-                        start, params = item, None
-                    elif type(item) is tuple:
-                        start, params = item
-                    else:
-                        _call_exit(item, end, retval, None)
-                        return None
-                    if probe.light:
-                        sink = probe.sink
-                        if sink is not None:
-                            sink(end - start)
-                        else:
-                            for listener in probe.listeners:
-                                listener.on_light(probe, end - start, False)
-                        return None
-                    gate = probe.gate
-                    if gate is not None:
-                        try:
-                            if not gate(start, end, retval, None):
-                                return None
-                        except Exception:
-                            pass
-                    if probe.args_at_exit:
-                        params = probe.read_params(getframe(1).f_locals)
-                    single = probe.single
-                    if single is not None:  # its gate passed above: straight to it
-                        try:
-                            single.on_exit(Call(probe, start, end, params, retval, None))
-                        except Exception:
-                            probe.errors += 1
-                        return None
-                    probe.deliver(start, end, params, retval, None)
+                    finish(probe, item, end, retval, None, getframe(1) if probe.args_at_exit else None)
                     return None
                 call = active.pop(id(getframe(1)), None)
                 if call is not None and call.probe is probe:
@@ -476,20 +433,11 @@ class _MonitoringBackend:
                     if probe is None:
                         return None
                 if probe.plain:
-                    stack = probe.starts.get(get_ident())
-                    if not stack:
+                    try:
+                        item = probe.local.stack.pop()
+                    except Exception:
                         return None
-                    item = stack.pop()
-                    if type(item) is int:
-                        start, params = item, None
-                    elif type(item) is tuple:
-                        start, params = item
-                    else:
-                        _call_exit(item, end, None, exception)
-                        return None
-                    if probe.args_at_exit:
-                        params = probe.read_params(getframe(1).f_locals)
-                    probe.deliver(start, end, params, None, exception)
+                    finish(probe, item, end, None, exception, getframe(1) if probe.args_at_exit else None)
                     return None
                 call = active.pop(id(getframe(1)), None)
                 if call is not None and call.probe is probe:
@@ -516,8 +464,127 @@ class _MonitoringBackend:
                 pass
             return None
 
-        point()
+        def point() -> None:
+            nonlocal only
+            probes = list(self.engine.by_code.values())
+            only = probes[0] if len(probes) == 1 else None
+            if self.tool is None:
+                return
+            fast = _fast_callbacks(only, on_start, on_return) if only is not None else None
+            mon = sys.monitoring  # type: ignore[attr-defined]
+            start, end = fast or (on_start, on_return)
+            mon.register_callback(self.tool, mon.events.PY_START, start)
+            mon.register_callback(self.tool, mon.events.PY_RETURN, end)
+
+        self.point = point
         return on_start, on_return, on_yield, on_resume, on_unwind
+
+
+def _finish_plain(probe: Probe, item: Any, end: int, result: Any, exception: Optional[BaseException],
+                  frame: Any) -> None:
+    """A call of a plain function ended; ``item`` is what its start put on the thread's stack.
+    ``frame``: the returning frame, when arguments are read at exit."""
+    try:
+        cls = item.__class__
+        if cls is int:
+            start, params = item, None
+        elif cls is tuple:
+            start, params = item
+        else:
+            _call_exit(item, end, result, exception)
+            return
+        sink = probe.sink  # monitor alone: each call's cost into its list
+        if sink is not None and exception is None:
+            sink(end - start)
+            return
+        probe.deliver(start, end, params, result, exception, frame=frame)
+    except Exception:
+        pass
+
+
+# PY_START/PY_RETURN callbacks for the only probe, a plain function whose calls start with a time
+# (ENTRY_TIME): its code compared by identity, its stack reached without a lookup, monitor's sink or
+# the listener's gate written into the return callback (a gate is a Python expression, see
+# observe.CallExpression.gate), and everything else left to _finish_plain. Stack entries are the
+# generic callbacks', so a switch between the two while calls are in progress loses nothing.
+_FAST_START = """
+def on_start(code, offset):
+    if code is _pk_code:
+        try:
+            _pk_local.stack.append(_pk_now())
+        except _pk_AttributeError:
+            _pk_local.stack = [_pk_now()]
+        except _pk_Exception:
+            pass
+        return None
+    return _pk_generic_start(code, offset)
+"""
+_FAST_RETURN = """
+def on_return(code, offset, _r):
+    _e = _pk_now()
+    if code is _pk_code:
+        try:
+            _s = _pk_local.stack.pop()
+        except _pk_Exception:
+            return None  # the call began before the probe was installed
+        if _s.__class__ is _pk_int:
+{tail}
+        return _pk_finish(_pk_probe, _s, _e, _r, None, {frame})
+    return _pk_generic_return(code, offset, _r)
+"""
+_FAST_SINK = """
+            try:
+                _pk_sink(_e - _s)
+            except _pk_Exception:
+                pass
+            return None"""
+_FAST_GATE = """
+            _x = None
+            try:
+                if not ({gate}):
+                    return None
+            except _pk_Exception:
+                pass  # on_exit checks again and reports the error"""
+_FAST_SINGLE = """
+            try:
+                _pk_on_exit(_pk_Call(_pk_probe, _s, _e, {params}, _r, None))
+            except _pk_Exception:
+                _pk_probe.errors += 1
+            return None"""
+
+
+def _fast_callbacks(probe: Probe, generic_start: Callable[..., Any],
+                    generic_return: Callable[..., Any]) -> Optional[Tuple[Callable[..., Any], Callable[..., Any]]]:
+    if not probe.plain or probe.entry != ENTRY_TIME:
+        return None
+    namespace: Dict[str, Any] = {"__builtins__": {}}
+    single = probe.single
+    if probe.sink is not None:
+        tail = _FAST_SINK
+    elif single is not None:
+        tail = ""
+        gate = single.gate
+        if gate is not None:
+            if not getattr(gate, "inline", None):
+                return None
+            namespace.update(gate.namespace)
+            tail = _FAST_GATE.format(gate=gate.inline)
+        params = "_pk_read(_pk_getframe(1).f_locals)" if probe.args_at_exit else "None"
+        tail += _FAST_SINGLE.format(params=params)
+    else:
+        tail = "            pass"
+    namespace.update(_pk_code=probe.code, _pk_local=probe.local, _pk_now=perf_counter_ns, _pk_int=int,
+                     _pk_probe=probe, _pk_sink=probe.sink, _pk_finish=_finish_plain, _pk_getframe=_getframe,
+                     _pk_read=probe.read_params, _pk_Call=Call, _pk_on_exit=single and single.on_exit,
+                     _pk_Exception=Exception, _pk_AttributeError=AttributeError,
+                     _pk_generic_start=generic_start, _pk_generic_return=generic_return)
+    source = _FAST_START + _FAST_RETURN.format(tail=tail, frame="_pk_getframe(1)" if probe.args_at_exit else "None")
+    try:
+        exec(compile(source, "<peeka probe %s>" % probe.name, "exec"), namespace)  # noqa: S102 - our template
+    except Exception:
+        return None  # the generic callbacks do the same, slower
+    return namespace["on_start"], namespace["on_return"]
+
 
 
 def _call_at_entry(probe: Probe, frame: Any) -> Call:
@@ -865,6 +932,7 @@ class Engine:
                 self.backend.point()
             elif listener not in probe.listeners:
                 probe.set_listeners(probe.listeners + (listener,))
+                self.backend.point()  # the callbacks may be made for the listeners
             return probe
 
     def remove(self, listener: Listener) -> int:
@@ -878,6 +946,8 @@ class Engine:
                     if not rest:
                         self._uninstall(probe)
                         removed += 1
+                    else:
+                        self.backend.point()
             if not self.by_func:
                 self.backend.release()
         return removed

@@ -151,3 +151,21 @@ def test_stack_gets_the_frame_from_entry(target: Target) -> None:
         # called directly by the worker loop, or through outer -> middle
         assert functions[1] in ("probeshapes.worker", "probeshapes.middle"), functions
         assert any(f.endswith("_bootstrap_inner") for f in functions), functions
+
+
+def test_listeners_coming_and_going_while_calls_are_in_progress(target: Target) -> None:
+    # The callbacks change with the listeners (3.12+: generated ones for a lone watch or monitor,
+    # generic ones for two listeners); calls started under one set end under another, recursion
+    # included, and each is still reported once with its own cost.
+    with AgentClient(TargetProcess(target.pid), timeout=10).open() as watch_client:
+        watch = watch_client.stream("watch", {"pattern": "probeshapes.nested", "expression": "(params['n'], result)",
+                                               "limit": 40, "timeout": 30})
+        assert next(watch).data["functions"] == ["probeshapes.nested"]
+        for _ in range(4):
+            _, rows, _ = run(target, "monitor", pattern="probeshapes.nested", cycle=0.1, limit=1)
+            assert rows[0]["functions"][0]["failures"] == 0
+        events = [m.data for m in watch if isinstance(m, protocol.Event)]
+    assert len(events) == 40 and not [e for e in events if "error" in e]
+    for e in events:
+        n, result = values(e["value"])
+        assert result == n and 4 <= e["cost_ms"] < 2000, e

@@ -1,6 +1,7 @@
 """Functions of every shape the probe engine handles, called in a loop by probe_target.py."""
 
 import threading
+import time
 
 FACTOR = 3
 
@@ -51,6 +52,13 @@ def middle(n):
     return plain(n, FACTOR)
 
 
+def nested(n):
+    if n == 0:
+        time.sleep(0.004)  # calls stay in progress while listeners come and go
+        return 0
+    return nested(n - 1) + 1
+
+
 def worker(stop):
     i = 0
     while not stop.wait(0.005):
@@ -65,6 +73,7 @@ def worker(stop):
         except ValueError:
             pass
         outer(i)
+        nested(3)
 
 
 def start():
