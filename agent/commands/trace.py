@@ -119,7 +119,10 @@ def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = No
     else:
         append(pc())
         if frame is root and event == "return":
-            recorder.stop()
+            try:
+                recorder.stop()
+            except Exception:
+                pass  # (an audit hook refusing sys.setprofile) never into the host's code
 
 
 class Recorder:
@@ -147,10 +150,13 @@ class Recorder:
     def arm(self, frame: Any, event: str, arg: Any) -> None:
         """The code swap's first profile function: ignores the agent's frames until the root's call."""
         if event == "call" and frame.f_code is self.call.probe.code:
-            self.log.append((perf_counter_ns(), frame.f_code, frame.f_lasti))
-            if self.profile is None:
-                self.profile = self.profiler(frame)
-            sys.setprofile(self.profile)
+            try:
+                self.log.append((perf_counter_ns(), frame.f_code, frame.f_lasti))
+                if self.profile is None:
+                    self.profile = self.profiler(frame)
+                sys.setprofile(self.profile)
+            except Exception:
+                pass  # a profile function must never raise into the host's code
 
     def _fold_state(self) -> Node:
         probe = self.call.probe
