@@ -8,14 +8,28 @@ node with count/min/max/total; standard library and site-packages callees are su
 they call is logged but left out of the tree) unless ``all``; C functions appear as leaves;
 exceptions are counted where the profiler sees them (C functions that raise, and the root).
 
-Costs, measured (tests/bench_trace.py): each event is a Python call of the profile function, so a
-tree of trivial calls runs many times slower while traced, a realistic one a few times. On 3.12+
-switching the profiler on or off re-instruments the code running on every thread (CPython's
-sys.setprofile is built on sys.monitoring), a fixed cost per traced call, and while any traced
-call runs every thread pays CPython's check for profiled threads on each call. Neither the
-stdlib's C profiler (_lsprof, which profiles all threads from 3.12) nor sys.monitoring callbacks
-(a Python call on every thread) confine the cost better; holding a profiler between traced calls
-made the switch cheap but slowed other threads all the while, so it is not done.
+Costs, measured (tests/bench_trace.py, which prints them beside the issue's reference: a profile
+function that only logs (clock, event), and cProfile, each installed once around the same loop):
+each event in the tree is a Python call of the profile function, about what the reference's own
+costs, so a tree of trivial calls runs many times slower while traced, a realistic one a few
+times; the writer thread then spends about as much again folding the log. Each traced call also
+pays a fixed cost to switch the thread's profiler on and off: ~4-7 us on 3.9-3.11, ~19-23 us on
+3.12, ~11-15 us on 3.13/3.14. On 3.12+ sys.setprofile is built on sys.monitoring: switching the
+interpreter's only profiler on or off re-instruments the code of every frame on every thread's
+stack and then each code object that runs next, so that cost grows with the threads and stacks
+of the process. Hence the profiler starts inside the root's own start callback and switches
+itself off at the root's return, before the agent's code that ends the call runs; on the code
+swap a first profile function (``arm``) ignores the agent's frames until the original code runs.
+While any traced call runs, every thread pays CPython's check for profiled threads on each call.
+
+Measured and not done: holding a profiler between traced calls (the switch gets cheap, but other
+threads run x1.8-1.9 slower all the while); sys.monitoring local events on the code objects a tree
+runs instead of a profiler (no switch, but trees lose calls no CALL instruction makes: operators,
+properties, callbacks from C functions; and every thread running a code object learnt that way
+runs it slower, a trivial tree x5-7); starting the profiler from a second tool id's callback,
+below the engine's frames (~2 us of ~19 on 3.12, noise on 3.13+). Neither the stdlib's C
+profiler (_lsprof, all threads from 3.12) nor sys.monitoring callbacks (a Python call on every
+thread) confine the cost better.
 
 args: pattern, regex, max_match, condition, min_cost (ms), depth (default 32), all,
 limit (-n trees, default 100), timeout.
