@@ -8,7 +8,8 @@ object, and measures against the same code untraced:
 
 * inside a traced call tree: ``tree`` makes 31 calls of trivial functions (every callee timed), and a
   realistic ``handler`` (dict work + json);
-* the fixed cost per traced call: a traced leaf ``add(a, b)`` against the plain one;
+* the fixed cost per traced call: a traced leaf ``add(a, b)`` against the plain one; and last, the
+  same in a bigger process (``add`` called 25 frames deep, 8 idle threads 25 frames deep);
 * a WSGI request loop (no sockets) with its view traced: the host's requests/s;
 * the issue's reference on the same workloads (tree, handler, request): "sys.setprofile with timing"
   (a profile function appending ``(perf_counter_ns(), event)`` to a list) and, for information,
@@ -167,6 +168,29 @@ def beside(traced_a, b_fn):
 for name, b_fn in (("tree", untraced["tree"]), ("request", request)):
     out["other thread %s:beside untraced" % name] = beside(False, b_fn)
     out["other thread %s:beside traced" % name] = beside(True, b_fn)
+
+# Last (its threads stay): the fixed cost in a bigger process. On 3.12+ switching the profiler
+# re-instruments the code of every frame on every thread, so a server's stacks make it grow:
+# ``add`` traced, called 25 frames deep, with 8 idle threads 25 frames deep (all distinct code).
+def chain(prefix, bottom, n=25):
+    """A function that calls ``bottom(a, b)`` n frames down, through n distinct functions."""
+    space = {prefix + "0": bottom}
+    exec("".join("def %s%d(a, b):\n    frame = [a, b, %d]\n    return %s%d(a, b) if frame else None\n"
+                 % (prefix, i, i, prefix, i - 1) for i in range(1, n + 1)), space)
+    return space[prefix + str(n)]
+deep_add = chain("deep", add)
+out["add 25 frames deep:plain"] = bench(deep_add, N)
+idle = threading.Event()
+for k in range(8):
+    threading.Thread(target=chain("idle%d_" % k, lambda a, b: idle.wait()), args=(0, 0), daemon=True).start()
+time.sleep(0.1)
+out["add 25 frames deep:8 idle threads, plain"] = bench(deep_add, N)
+stream, client = traced(add)
+try:
+    out["add 25 frames deep:8 idle threads, traced"] = bench(deep_add, N, client)
+finally:
+    stream.cancel("done")
+    idle.set()
 print(json.dumps(out))
 '''
 
@@ -210,6 +234,8 @@ def run(version: str, calls: int, lib: Path) -> None:
     for key, (ns, pns) in data.items():
         group = key.split(":")[0]
         base, pbase = data.get(f"{group}:plain", data.get(f"{group}:beside untraced", (ns, pns)))
+        if group == "add 25 frames deep" and key.endswith("traced"):
+            base, pbase = data[f"{group}:8 idle threads, plain"]
         print(f"  {key:38} {ns:10.0f} {ns / base:7.2f} {pns:11.0f} {pns / pbase:7.2f}")
 
     def ratio(group: str, mode: str, base: str) -> float:
@@ -218,6 +244,8 @@ def run(version: str, calls: int, lib: Path) -> None:
     fixed = [(data["add:traced"][i] - data["add:plain"][i]) / 1000 for i in (0, 1)]
     rps = {mode: 1e9 / data[f"request:{mode}"][0] for mode in ("plain", "traced")}
     print(f"  fixed cost per traced call: {fixed[0]:.1f} us on the thread, {fixed[1]:.1f} us with tree building")
+    bigger = data["add 25 frames deep:8 idle threads, traced"][0] - data["add 25 frames deep:8 idle threads, plain"][0]
+    print(f"  the same in a bigger process (called 25 frames deep, 8 idle threads 25 frames deep): {bigger / 1000:.1f} us")
     for group, label in (("tree", "the 31-call tree"), ("handler", "handler"), ("request", "a WSGI request (view traced)")):
         print(f"  {label}: trace x{ratio(group, 'traced', 'plain'):.2f}; reference: sys.setprofile with timing "
               f"x{ratio(group, 'setprofile+timing', 'plain'):.2f}, cProfile x{ratio(group, 'cProfile', 'plain'):.2f}")
