@@ -376,7 +376,8 @@ class _MonitoringBackend:
         now = perf_counter_ns
         finish = _finish_plain
 
-        def on_start(code: Any, offset: int) -> Any:
+        def on_start(code: Any, offset: int, depth: int = 1) -> Any:
+            # depth: where the probed frame is (2 when a generated callback passes the event on)
             try:
                 probe = only
                 if probe is None or probe.code is not code:
@@ -392,17 +393,17 @@ class _MonitoringBackend:
                     if entry == ENTRY_TIME:
                         stack.append(now())
                     elif entry == ENTRY_ARGS:  # a function that rebinds a parameter
-                        params = probe.capture(getframe(1))
+                        params = probe.capture(getframe(depth))
                         stack.append((now(), params))
                     else:
-                        stack.append(_call_at_entry(probe, getframe(1)))
+                        stack.append(_call_at_entry(probe, getframe(depth)))
                     return None
-                active[id(getframe(1))] = _call_at_entry(probe, getframe(1))
+                active[id(getframe(depth))] = _call_at_entry(probe, getframe(depth))
             except Exception:
                 pass
             return None
 
-        def on_return(code: Any, offset: int, retval: Any) -> Any:
+        def on_return(code: Any, offset: int, retval: Any, depth: int = 1) -> Any:
             end = now()
             try:
                 probe = only
@@ -415,9 +416,9 @@ class _MonitoringBackend:
                         item = probe.local.stack.pop()
                     except Exception:
                         return None  # the call began before the probe was installed
-                    finish(probe, item, end, retval, None, getframe(1) if probe.args_at_exit else None)
+                    finish(probe, item, end, retval, None, getframe(depth) if probe.args_at_exit else None)
                     return None
-                call = active.pop(id(getframe(1)), None)
+                call = active.pop(id(getframe(depth)), None)
                 if call is not None and call.probe is probe:
                     _call_exit(call, end, retval, None)
             except Exception:
@@ -470,7 +471,7 @@ class _MonitoringBackend:
             only = probes[0] if len(probes) == 1 else None
             if self.tool is None:
                 return
-            fast = _fast_callbacks(only, on_start, on_return) if only is not None else None
+            fast = _fast_callbacks(probes, on_start, on_return)
             mon = sys.monitoring  # type: ignore[attr-defined]
             start, end = fast or (on_start, on_return)
             mon.register_callback(self.tool, mon.events.PY_START, start)
@@ -502,89 +503,111 @@ def _finish_plain(probe: Probe, item: Any, end: int, result: Any, exception: Opt
         pass
 
 
-# PY_START/PY_RETURN callbacks for the only probe, a plain function whose calls start with a time
-# (ENTRY_TIME): its code compared by identity, its stack reached without a lookup, monitor's sink or
-# the listener's gate written into the return callback (a gate is a Python expression, see
-# observe.CallExpression.gate), and everything else left to _finish_plain. Stack entries are the
-# generic callbacks', so a switch between the two while calls are in progress loses nothing.
+# PY_START/PY_RETURN callbacks generated for the usual case: plain functions whose calls start with
+# a time (ENTRY_TIME), all with the same single listener (one watch or monitor over one function or a
+# pattern). Such a probe is found by identity tests (by id(code) beyond CHAIN_UP_TO probes), its
+# stack reached without a detour, and monitor's sink or the listener's gate written into the return
+# callback (a gate is a Python expression, see observe.CallExpression.gate); any other probe, or an
+# entry left by another configuration, goes to the generic callbacks, whose stack entries are the
+# same: a switch between the two while calls are in progress loses nothing.
 _FAST_START = """
 def on_start(code, offset):
-    if code is _pk_code:
-        try:
-            _pk_local.stack.append(_pk_now())
-        except _pk_AttributeError:
-            _pk_local.stack = [_pk_now()]
-        except _pk_Exception:
-            pass
-        return None
-    return _pk_generic_start(code, offset)
+{find}
+        return _pk_generic_start(code, offset, 2)
+    try:
+        {local}.stack.append(_pk_now())
+    except _pk_AttributeError:
+        {local}.stack = [_pk_now()]
+    except _pk_Exception:
+        pass
+    return None
 """
 _FAST_RETURN = """
 def on_return(code, offset, _r):
     _e = _pk_now()
-    if code is _pk_code:
-        try:
-            _s = _pk_local.stack.pop()
-        except _pk_Exception:
-            return None  # the call began before the probe was installed
-        if _s.__class__ is _pk_int:
+{find}
+        return _pk_generic_return(code, offset, _r, 2)
+    try:
+        _s = {local}.stack.pop()
+    except _pk_Exception:
+        return None  # the call began before the probe was installed
+    if _s.__class__ is _pk_int:
 {tail}
-        return _pk_finish(_pk_probe, _s, _e, _r, None, {frame})
-    return _pk_generic_return(code, offset, _r)
+    return _pk_finish(_pk_p, _s, _e, _r, None, _pk_getframe(1) if _pk_p.args_at_exit else None)
 """
 _FAST_SINK = """
-            try:
-                _pk_sink(_e - _s)
-            except _pk_Exception:
-                pass
-            return None"""
+        try:
+            _pk_p.sink(_e - _s)
+        except _pk_Exception:
+            pass
+        return None"""
 _FAST_GATE = """
-            _x = None
-            try:
-                if not ({gate}):
-                    return None
-            except _pk_Exception:
-                pass  # on_exit checks again and reports the error"""
-_FAST_SINGLE = """
-            try:
-                _pk_on_exit(_pk_Call(_pk_probe, _s, _e, {params}, _r, None))
-            except _pk_Exception:
-                _pk_probe.errors += 1
-            return None"""
+        _x = None
+        try:
+            if not ({gate}):
+                return None
+        except _pk_Exception:
+            pass  # on_exit checks again and reports the error"""
+_FAST_EXIT = """
+        try:
+            _pk_on_exit(_pk_Call(_pk_p, _s, _e, {params}, _r, None))
+        except _pk_Exception:
+            _pk_p.errors += 1
+        return None"""
+CHAIN_UP_TO = 8  # probes found by identity tests up to this many, by id(code) beyond
 
 
-def _fast_callbacks(probe: Probe, generic_start: Callable[..., Any],
+def _fast_callbacks(probes: List[Probe], generic_start: Callable[..., Any],
                     generic_return: Callable[..., Any]) -> Optional[Tuple[Callable[..., Any], Callable[..., Any]]]:
-    if not probe.plain or probe.entry != ENTRY_TIME:
+    """Callbacks for the probes that share the first eligible probe's listener, or None."""
+    fast = [p for p in probes if p.plain and p.entry == ENTRY_TIME and len(p.listeners) == 1]
+    if not fast:
         return None
+    listener = fast[0].listeners[0]
+    fast = [p for p in fast if p.listeners[0] is listener]
     namespace: Dict[str, Any] = {"__builtins__": {}}
-    single = probe.single
-    if probe.sink is not None:
+    if listener.light:
+        if any(p.sink is None for p in fast):
+            return None
         tail = _FAST_SINK
-    elif single is not None:
+    else:
         tail = ""
-        gate = single.gate
+        gate = listener.gate
         if gate is not None:
             if not getattr(gate, "inline", None):
                 return None
             namespace.update(gate.namespace)
             tail = _FAST_GATE.format(gate=gate.inline)
-        params = "_pk_read(_pk_getframe(1).f_locals)" if probe.args_at_exit else "None"
-        tail += _FAST_SINGLE.format(params=params)
+        if all(p.args_at_exit for p in fast):
+            params = "_pk_p.read_params(_pk_getframe(1).f_locals)"
+        elif not any(p.args_at_exit for p in fast):
+            params = "None"
+        else:
+            params = "_pk_p.read_params(_pk_getframe(1).f_locals) if _pk_p.args_at_exit else None"
+        tail += _FAST_EXIT.format(params=params)
+    if len(probes) == 1:
+        find, local = "    _pk_p = _pk_p0\n    if code is not _pk_c0:", "_pk_l0"
+        namespace.update(_pk_p0=fast[0], _pk_c0=fast[0].code, _pk_l0=fast[0].local)
+    elif len(fast) <= CHAIN_UP_TO:
+        tests = ["    if code is _pk_c%d:\n        _pk_p = _pk_p%d" % (i, i) for i in range(len(fast))]
+        find, local = "\n".join(tests).replace("\n    if", "\n    elif") + "\n    else:", "_pk_p.local"
+        for i, probe in enumerate(fast):
+            namespace.update({"_pk_p%d" % i: probe, "_pk_c%d" % i: probe.code})
     else:
-        tail = "            pass"
-    namespace.update(_pk_code=probe.code, _pk_local=probe.local, _pk_now=perf_counter_ns, _pk_int=int,
-                     _pk_probe=probe, _pk_sink=probe.sink, _pk_finish=_finish_plain, _pk_getframe=_getframe,
-                     _pk_read=probe.read_params, _pk_Call=Call, _pk_on_exit=single and single.on_exit,
+        find, local = "    _pk_p = _pk_lookup(_pk_id(code))\n    if _pk_p is None:", "_pk_p.local"
+        namespace.update(_pk_lookup={id(p.code): p for p in fast}.get)
+    namespace.update(_pk_now=perf_counter_ns, _pk_int=int, _pk_id=id, _pk_finish=_finish_plain, _pk_getframe=_getframe,
+                     _pk_Call=Call, _pk_on_exit=None if listener.light else listener.on_exit,
                      _pk_Exception=Exception, _pk_AttributeError=AttributeError,
                      _pk_generic_start=generic_start, _pk_generic_return=generic_return)
-    source = _FAST_START + _FAST_RETURN.format(tail=tail, frame="_pk_getframe(1)" if probe.args_at_exit else "None")
+    source = (_FAST_START.format(find=find, local=local)
+              + _FAST_RETURN.format(find=find, local=local, tail=tail))
     try:
-        exec(compile(source, "<peeka probe %s>" % probe.name, "exec"), namespace)  # noqa: S102 - our template
+        exec(compile(source, "<peeka probes>", "exec"), namespace)  # noqa: S102 - our template
+        namespace["on_start"].source = source  # for whoever reads them (tests, a debugging session)
     except Exception:
         return None  # the generic callbacks do the same, slower
     return namespace["on_start"], namespace["on_return"]
-
 
 
 def _call_at_entry(probe: Probe, frame: Any) -> Call:

@@ -108,7 +108,7 @@ def bench(fn):
 out = {}
 agent = Agent()
 def probed(name, cls, args, fn, measure=None):
-    stream = cls(agent, dict(args, pattern="__main__." + fn.__name__, limit=1 << 60))
+    stream = cls(agent, dict({"pattern": "__main__." + fn.__name__, "limit": 1 << 60}, **args))
     stream.client = Client(); stream.request_id = 1; stream.setup()
     try:
         out[name] = bench(measure or fn)
@@ -130,6 +130,10 @@ for target in (add, handler):
     probed(key + ":watch capture args+result", cmds["watch"].Watch, {}, target)
     probed(key + ":monitor", cmds["monitor"].Monitor, {}, target)
     probed(key + ":trace", cmds["trace"].Trace, {}, target)
+# A pattern matching several functions (one watch or monitor over a module's views, say).
+several = {"pattern": r"^__main__\.(add|other|leaf|branch)$", "regex": True}
+probed("add:watch condition false, 4 functions", cmds["watch"].Watch, dict(several, condition="cost > 100000"), add)
+probed("add:monitor, 4 functions", cmds["monitor"].Monitor, several, add)
 out["add:after every probe was removed"] = bench(add)  # reset leaves the function as fast as before
 out["add:functools.wraps wrapper"] = bench(wrapped)
 out["tree:plain"] = bench(tree)

@@ -169,3 +169,22 @@ def test_listeners_coming_and_going_while_calls_are_in_progress(target: Target) 
     for e in events:
         n, result = values(e["value"])
         assert result == n and 4 <= e["cost_ms"] < 2000, e
+
+
+def test_a_pattern_over_many_functions(target: Target) -> None:
+    # One watch over a module: past a handful of functions (3.12+: found by id(code) rather than
+    # identity tests), every function still reports its own calls, arguments and results.
+    start, events, end = run(target, "watch", pattern="probeshapes.*", expression="(params, result)",
+                             condition="exception is None", limit=120, timeout=30)
+    assert len(start["functions"]) >= 10, start
+    assert end.reason == "limit" and not [e for e in events if "error" in e]
+    seen = set()
+    for e in events:
+        params, result = values(e["value"])
+        name = e["function"].rsplit(".", 1)[1]
+        seen.add(name)
+        expected = {"plain": lambda p: p.get("a", 0) + p.get("b", 0), "middle": lambda p: p.get("n", 0) + 3,
+                    "outer": lambda p: p.get("n", 0) + 4, "nested": lambda p: p.get("n")}.get(name)
+        if expected is not None:
+            assert result == expected(params), e
+    assert {"plain", "middle", "outer", "nested"} <= seen, seen
