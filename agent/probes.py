@@ -535,25 +535,25 @@ def on_return(code, offset, _r):
 {tail}
     return _pk_finish(_pk_p, _s, _e, _r, None, _pk_getframe(1) if _pk_p.args_at_exit else None)
 """
-_FAST_SINK = """
-        try:
-            _pk_p.sink(_e - _s)
-        except _pk_Exception:
-            pass
-        return None"""
-_FAST_GATE = """
-        _x = None
-        try:
-            if not ({gate}):
-                return None
-        except _pk_Exception:
-            pass  # on_exit checks again and reports the error"""
-_FAST_EXIT = """
-        try:
-            _pk_on_exit(_pk_Call(_pk_p, _s, _e, {params}, _r, None))
-        except _pk_Exception:
-            _pk_p.errors += 1
-        return None"""
+_FAST_SINK = """try:
+    _pk_p.sink(_e - _s)
+except _pk_Exception:
+    pass
+return {done}
+"""
+_FAST_GATE = """_x = None
+try:
+    if not ({gate}):
+        return {done}
+except _pk_Exception:
+    pass  # on_exit checks again and reports the error
+"""
+_FAST_EXIT = """try:
+    _pk_on_exit(_pk_Call(_pk_p, _s, _e, {params}, _r, None))
+except _pk_Exception:
+    _pk_p.errors += 1
+return {done}
+"""
 CHAIN_UP_TO = 8  # probes found by identity tests up to this many, by id(code) beyond
 
 
@@ -565,26 +565,18 @@ def _fast_callbacks(probes: List[Probe], generic_start: Callable[..., Any],
         return None
     listener = fast[0].listeners[0]
     fast = [p for p in fast if p.listeners[0] is listener]
-    namespace: Dict[str, Any] = {"__builtins__": {}}
-    if listener.light:
-        if any(p.sink is None for p in fast):
-            return None
-        tail = _FAST_SINK
+    if listener.light and any(p.sink is None for p in fast):
+        return None
+    if all(p.args_at_exit for p in fast):
+        params = "_pk_p.read_params(_pk_getframe(1).f_locals)"
+    elif not any(p.args_at_exit for p in fast):
+        params = "None"
     else:
-        tail = ""
-        gate = listener.gate
-        if gate is not None:
-            if not getattr(gate, "inline", None):
-                return None
-            namespace.update(gate.namespace)
-            tail = _FAST_GATE.format(gate=gate.inline)
-        if all(p.args_at_exit for p in fast):
-            params = "_pk_p.read_params(_pk_getframe(1).f_locals)"
-        elif not any(p.args_at_exit for p in fast):
-            params = "None"
-        else:
-            params = "_pk_p.read_params(_pk_getframe(1).f_locals) if _pk_p.args_at_exit else None"
-        tail += _FAST_EXIT.format(params=params)
+        params = "_pk_p.read_params(_pk_getframe(1).f_locals) if _pk_p.args_at_exit else None"
+    made = _fast_tail(listener, params, "None", "        ")
+    if made is None:
+        return None
+    tail, namespace = made
     if len(probes) == 1:
         find, local = "    _pk_p = _pk_p0\n    if code is not _pk_c0:", "_pk_l0"
         namespace.update(_pk_p0=fast[0], _pk_c0=fast[0].code, _pk_l0=fast[0].local)
@@ -596,18 +588,73 @@ def _fast_callbacks(probes: List[Probe], generic_start: Callable[..., Any],
     else:
         find, local = "    _pk_p = _pk_lookup(_pk_id(code))\n    if _pk_p is None:", "_pk_p.local"
         namespace.update(_pk_lookup={id(p.code): p for p in fast}.get)
-    namespace.update(_pk_now=perf_counter_ns, _pk_int=int, _pk_id=id, _pk_finish=_finish_plain, _pk_getframe=_getframe,
-                     _pk_Call=Call, _pk_on_exit=None if listener.light else listener.on_exit,
-                     _pk_Exception=Exception, _pk_AttributeError=AttributeError,
-                     _pk_generic_start=generic_start, _pk_generic_return=generic_return)
+    namespace.update(_pk_int=int, _pk_id=id, _pk_finish=_finish_plain, _pk_getframe=_getframe,
+                     _pk_AttributeError=AttributeError, _pk_generic_start=generic_start,
+                     _pk_generic_return=generic_return)
     source = (_FAST_START.format(find=find, local=local)
               + _FAST_RETURN.format(find=find, local=local, tail=tail))
+    made_functions = _compiled(source, namespace, ("on_start", "on_return"))
+    return None if made_functions is None else (made_functions[0], made_functions[1])
+
+
+def _fast_tail(listener: Listener, params: str, done: str, indent: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """What generated code does once a call returned (``_s``, ``_e``, ``_r``; probe ``_pk_p``):
+    monitor's sink, or the listener's gate then its on_exit; with the globals it needs. None when
+    the listener's gate cannot be compiled in."""
+    namespace: Dict[str, Any] = {"__builtins__": {}}
+    if listener.light:
+        tail = _FAST_SINK.format(done=done)
+    else:
+        tail = ""
+        gate = listener.gate
+        if gate is not None:
+            if not getattr(gate, "inline", None):
+                return None
+            namespace.update(gate.namespace)
+            tail = _FAST_GATE.format(gate=gate.inline, done=done)
+        tail += _FAST_EXIT.format(params=params, done=done)
+        namespace["_pk_on_exit"] = listener.on_exit
+    namespace.update(_pk_now=perf_counter_ns, _pk_Call=Call, _pk_Exception=Exception)
+    return "".join(indent + line if line else line for line in tail.splitlines(True)), namespace
+
+
+def _compiled(source: str, namespace: Dict[str, Any], names: Tuple[str, ...]) -> Optional[List[Any]]:
     try:
         exec(compile(source, "<peeka probes>", "exec"), namespace)  # noqa: S102 - our template
-        namespace["on_start"].source = source  # for whoever reads them (tests, a debugging session)
     except Exception:
-        return None  # the generic callbacks do the same, slower
-    return namespace["on_start"], namespace["on_return"]
+        return None  # the generic code does the same, slower
+    made = [namespace[name] for name in names]
+    made[0].source = source  # for whoever reads them (tests, a debugging session)
+    return made
+
+
+# The code swap's hook for a plain function with one listener (see _fast_callbacks): the same tail.
+_FAST_HOOK = """
+def hook(args, kwargs):
+    _s = _pk_now()
+    try:
+        _r = _pk_copy(*args, **kwargs)
+    except _pk_BaseException as exc:
+        _pk_p.deliver(_s, _pk_now(), {params}, None, exc)
+        raise
+    _e = _pk_now()
+{tail}"""
+
+
+def _fast_hook(probe: Probe, generic: Any) -> Optional[Callable[..., Any]]:
+    if probe.kind != "function" or probe.entry != ENTRY_TIME or len(probe.listeners) != 1:
+        return None
+    listener = probe.listeners[0]
+    if listener.light and probe.sink is None:
+        return None
+    params = "_pk_bind(args, kwargs)" if probe.needs_args else "None"
+    made = _fast_tail(listener, params, "_r", "    ")
+    if made is None:
+        return None
+    tail, namespace = made
+    namespace.update(_pk_p=probe, _pk_copy=probe.saved[3], _pk_bind=generic.bind, _pk_BaseException=BaseException)
+    made_functions = _compiled(_FAST_HOOK.format(params=params, tail=tail), namespace, ("hook",))
+    return None if made_functions is None else made_functions[0]
 
 
 def _call_at_entry(probe: Probe, frame: Any) -> Call:
@@ -694,7 +741,7 @@ class _CodeSwapBackend:
         trampoline = _trampoline_code(original, probe.kind)
         had_signature = "__signature__" in func.__dict__
         # The copy keeps the original defaults: bind_params reads them from it.
-        probe.saved = (original, func.__kwdefaults__, had_signature, copy)
+        probe.saved = (original, func.__kwdefaults__, had_signature, copy, hook)
         if not had_signature:
             try:
                 import inspect
@@ -708,7 +755,7 @@ class _CodeSwapBackend:
     def uninstall(self, probe: Probe) -> None:
         if probe.saved is None:
             return
-        original, kwdefaults, had_signature, _copy = probe.saved
+        original, kwdefaults, had_signature = probe.saved[:3]
         func = probe.func
         func.__code__ = original
         func.__kwdefaults__ = kwdefaults
@@ -720,7 +767,12 @@ class _CodeSwapBackend:
         pass
 
     def point(self) -> None:
-        pass
+        """Each plain function's hook, generated for its listener when it has one (_fast_hook)."""
+        for probe in list(self.engine.by_func.values()):
+            saved = probe.saved
+            if saved is not None and probe.kind == "function":
+                hook = _fast_hook(probe, saved[4]) or saved[4]
+                probe.func.__kwdefaults__ = {"_peeka_hook": hook}
 
 
 def _begin(probe: Probe, args: tuple, kwargs: dict) -> Optional[Call]:
@@ -798,6 +850,7 @@ def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]
         except Exception:
             return None
 
+    hook.bind = bind  # type: ignore[attr-defined]  # for _fast_hook
     return hook
 
 
