@@ -28,7 +28,7 @@ import ast
 import builtins
 import sys
 import types
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 from . import values
 
@@ -670,11 +670,13 @@ def compile_expression(source: str, variables: Mapping[str, str], helpers: Optio
     return eval(code, expression_namespace(helpers))  # noqa: S307 - a checked, rewritten tree with no builtins
 
 
-def python_source(source: str, variables: Mapping[str, str]) -> str:
+def python_source(source: str, variables: Mapping[str, str],
+                  transform: Optional[Callable[[ast.AST], ast.AST]] = None) -> str:
     """``source`` checked and rewritten as compile_expression does, as Python source to be compiled
     into other code (the probes inline a condition into their callbacks) in an
-    ``expression_namespace``. Raises ExpressionError when refused."""
-    body = _rewritten(source, variables)
+    ``expression_namespace``; ``transform`` may first replace parts of the checked tree with
+    equivalents over ``variables``. Raises ExpressionError when refused."""
+    body = _rewritten(source, variables, transform)
     try:
         return ast.unparse(ast.fix_missing_locations(body))
     except Exception as exc:  # ast.unparse of a tree we built: not expected to fail
@@ -690,6 +692,10 @@ def expression_namespace(helpers: Optional[Mapping[str, Any]] = None) -> Dict[st
     return namespace
 
 
-def _rewritten(source: str, variables: Mapping[str, str]) -> Any:
+def _rewritten(source: str, variables: Mapping[str, str],
+               transform: Optional[Callable[[ast.AST], ast.AST]] = None) -> Any:
     expression = Expression(source)  # parses and applies the static refusals
-    return _Rewriter(variables).visit(ast.Expression(body=expression.tree)).body
+    tree: Any = ast.Expression(body=expression.tree)
+    if transform is not None:
+        tree = transform(tree)
+    return _Rewriter(variables).visit(tree).body

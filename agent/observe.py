@@ -71,7 +71,52 @@ _GATE_VARIABLES = {
     "exception": "_x",
     "cost": "((_e - _s) / 1e6)",
     "thread": "_peeka_thread(_peeka_ident())",
+    "_peeka_cost_ns": "(_e - _s)",  # see _CostInNanoseconds
 }
+
+
+class _CostInNanoseconds(ast.NodeTransformer):
+    """``cost > 100`` becomes ``_peeka_cost_ns > 100000000``: a comparison of two ints, where
+    ``(end - start) / 1e6 > 100`` makes a float and compares it with an int (~70 ns a call on
+    3.12, most of what a false condition costs beyond its two clock readings). Same result: the
+    bound in ns is an exact integer, and a difference of whole ns that is not equal to it is at
+    least 1e-6 ms away from it, far beyond the division's rounding."""
+
+    def visit_Compare(self, node: ast.Compare) -> Any:
+        self.generic_visit(node)
+        if len(node.ops) == 1:
+            left, right = node.left, node.comparators[0]
+            if _is_cost(left) and _ns_bound(right) is not None:
+                return ast.copy_location(ast.Compare(left=_cost_ns(), ops=node.ops, comparators=[_ns_bound(right)]), node)
+            if _is_cost(right) and _ns_bound(left) is not None:
+                return ast.copy_location(ast.Compare(left=_ns_bound(left), ops=node.ops, comparators=[_cost_ns()]), node)
+        return node
+
+
+def _fold_cost(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):  # a comprehension's own ``cost`` is not the call's
+        if isinstance(node, ast.comprehension) and any(isinstance(n, ast.Name) and n.id == "cost"
+                                                       for n in ast.walk(node.target)):
+            return tree
+    return _CostInNanoseconds().visit(tree)
+
+
+def _is_cost(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "cost"
+
+
+def _cost_ns() -> ast.AST:
+    return ast.Name(id="_peeka_cost_ns", ctx=ast.Load())
+
+
+def _ns_bound(node: ast.AST) -> Optional[ast.AST]:
+    """A number of ms written in the condition, as an exact int of ns; None if it is not one."""
+    if not isinstance(node, ast.Constant) or type(node.value) not in (int, float):
+        return None
+    ns = node.value * 1_000_000
+    if isinstance(ns, float) and not (ns.is_integer() and abs(ns) < 2.0 ** 52):
+        return None
+    return ast.Constant(value=int(ns))
 _GATE_HELPERS = {"_peeka_thread": thread_name, "_peeka_ident": get_ident}
 
 
@@ -125,7 +170,7 @@ class CallExpression:
         elif not failure:
             parts.append("_x is None")
         if self.source is not None and self.names <= set(_GATE_VARIABLES):
-            parts.append("(%s)" % expressions.python_source(self.source, _GATE_VARIABLES))
+            parts.append("(%s)" % expressions.python_source(self.source, _GATE_VARIABLES, _fold_cost))
         if not parts:
             return None
         inline = " and ".join(parts)

@@ -11,6 +11,10 @@ filled at import time and callbacks stored earlier, so the engine works on the f
   times and reports the call around an exact copy of the original function.
 
 Either way a probe reports ``Call`` objects to its listeners (watch, trace, stack, monitor, tt).
+For the usual case, plain functions with one listener (a watch or monitor over a function or a
+pattern), the callbacks (3.12+) or the hook (below) are generated Python with the listener's gate
+or monitor's list append written in, so a call that fails a condition costs two clock readings
+and a comparison more than an empty callback; everything else takes the generic path.
 Nothing raised by a listener or by the engine reaches the host's code path, and removing the last
 listener restores the function exactly (same code object, no events, no trampoline).
 """
