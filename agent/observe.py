@@ -73,6 +73,7 @@ _GATE_VARIABLES = {
     "thread": "_peeka_thread(_peeka_ident())",
     "_peeka_cost_ns": "(_e - _s)",  # see _CostInNanoseconds
 }
+_GATE_HELPERS = {"_peeka_thread": thread_name, "_peeka_ident": get_ident}
 
 
 class _CostInNanoseconds(ast.NodeTransformer):
@@ -84,12 +85,17 @@ class _CostInNanoseconds(ast.NodeTransformer):
 
     def visit_Compare(self, node: ast.Compare) -> Any:
         self.generic_visit(node)
-        if len(node.ops) == 1:
-            left, right = node.left, node.comparators[0]
-            if _is_cost(left) and _ns_bound(right) is not None:
-                return ast.copy_location(ast.Compare(left=_cost_ns(), ops=node.ops, comparators=[_ns_bound(right)]), node)
-            if _is_cost(right) and _ns_bound(left) is not None:
-                return ast.copy_location(ast.Compare(left=_ns_bound(left), ops=node.ops, comparators=[_cost_ns()]), node)
+        if len(node.ops) != 1:
+            return node
+        left, right = node.left, node.comparators[0]
+        if _is_cost(left) and not _is_cost(right):
+            bound = _ns_bound(right)
+            if bound is not None:
+                return ast.copy_location(ast.Compare(left=_cost_ns(), ops=node.ops, comparators=[bound]), node)
+        elif _is_cost(right):
+            bound = _ns_bound(left)
+            if bound is not None:
+                return ast.copy_location(ast.Compare(left=bound, ops=node.ops, comparators=[_cost_ns()]), node)
         return node
 
 
@@ -117,7 +123,6 @@ def _ns_bound(node: ast.AST) -> Optional[ast.AST]:
     if isinstance(ns, float) and not (ns.is_integer() and abs(ns) < 2.0 ** 52):
         return None
     return ast.Constant(value=int(ns))
-_GATE_HELPERS = {"_peeka_thread": thread_name, "_peeka_ident": get_ident}
 
 
 def used_names(source: str) -> FrozenSet[str]:

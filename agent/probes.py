@@ -13,8 +13,8 @@ filled at import time and callbacks stored earlier, so the engine works on the f
 Either way a probe reports ``Call`` objects to its listeners (watch, trace, stack, monitor, tt).
 For the usual case, plain functions with one listener (a watch or monitor over a function or a
 pattern), the callbacks (3.12+) or the hook (below) are generated Python with the listener's gate
-or monitor's list append written in, so a call that fails a condition costs two clock readings
-and a comparison more than an empty callback; everything else takes the generic path.
+or monitor's list append written in, so a call that fails a condition costs two clock readings,
+a push and pop on a thread-local stack and the comparison; everything else takes the generic path.
 Nothing raised by a listener or by the engine reaches the host's code path, and removing the last
 listener restores the function exactly (same code object, no events, no trampoline).
 """
@@ -187,7 +187,6 @@ class Probe:
         # ENTRY_ARGS (start, params), ENTRY_CALL a Call made at entry (enter listeners, frames).
         self.plain = self.kind == "function"
         self.entry = ENTRY_TIME
-        self.gate: Any = None
         # At entry a frame's locals are exactly its parameters (plus a closure's free variables). On
         # 3.12 ``f_locals`` is a dict snapshot: copying it is cheapest; 3.13+ gives a proxy (PEP 667),
         # read fastest by a dict display made for this function's parameter names.
@@ -208,9 +207,6 @@ class Probe:
         self.wants_enter = any(listener.wants_enter for listener in listeners)
         self.wants_suspend = any(listener.wants_suspend for listener in listeners)
         self.light = self.plain and bool(listeners) and all(listener.light for listener in listeners)
-        # One listener with a gate (the usual watch): the callbacks test it before anything else.
-        self.single = listeners[0] if len(listeners) == 1 and not self.light else None
-        self.gate = self.single.gate if self.single is not None else None
         self.sink = listeners[0].light_sink(self) if len(listeners) == 1 and self.light else None
         if self.light:
             self.entry = ENTRY_TIME
@@ -369,8 +365,8 @@ class _MonitoringBackend:
     # The callbacks run on the host's threads: cheap, and never raising. Every attribute lookup
     # and Python-level call here is paid on each probed call, hence the flat code, the closures
     # over locals, and probes found by ``id(code)``: hashing a code object hashes its bytecode and
-    # constants (nested code included) every time, ~0.5 µs for a realistic handler. When a plain
-    # function is the only probe, PY_START/PY_RETURN get callbacks generated for it (_fast_callbacks).
+    # constants (nested code included) every time, ~0.5 µs for a realistic handler. Plain functions
+    # sharing one listener get PY_START/PY_RETURN callbacks generated for them (_fast_callbacks).
     def _callbacks(self) -> Tuple[Callable[..., Any], ...]:
         lookup = self.engine.by_code.get
         active = self.active
@@ -827,22 +823,10 @@ def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]
         try:
             result = copy(*args, **kwargs)
         except BaseException as exc:
-            end = now()
-            probe.deliver(start, end, bind(args, kwargs) if probe.needs_args else None, None, exc)
+            probe.deliver(start, now(), bind(args, kwargs) if probe.needs_args else None, None, exc)
             raise
-        end = now()
-        sink = probe.sink
-        if sink is not None:
-            sink(end - start)
-            return result
-        gate = probe.gate
-        if gate is not None:
-            try:
-                if not gate(start, end, result, None):
-                    return result
-            except Exception:
-                pass
-        probe.deliver(start, end, bind(args, kwargs) if probe.needs_args else None, result, None)
+        # A lone listener gets a generated hook (_fast_hook); here deliver runs each one's gate.
+        probe.deliver(start, now(), bind(args, kwargs) if probe.needs_args else None, result, None)
         return result
 
     def bind(args: tuple, kwargs: dict) -> Optional[Dict[str, Any]]:
