@@ -36,6 +36,7 @@ CO_GENERATOR = 0x20
 CO_COROUTINE = 0x80
 CO_ITERABLE_COROUTINE = 0x100
 CO_ASYNC_GENERATOR = 0x200
+SUSPENDABLE = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 
@@ -123,6 +124,26 @@ def kind_of(code: types.CodeType) -> str:
     if flags & CO_GENERATOR:
         return "generator"
     return "function"
+
+
+_FIRST_OFFSETS: Dict[int, Tuple[types.CodeType, int]] = {}  # id(code) -> (code kept alive, offset)
+
+
+def first_offset(code: types.CodeType) -> int:
+    """f_lasti at a generator's or coroutine's first start: a profiler's call event past it is a
+    resumption of a call already running."""
+    known = _FIRST_OFFSETS.get(id(code))
+    if known is not None:
+        return known[1]
+    offset = -1  # 3.9/3.10: a new frame has run nothing yet
+    if sys.version_info >= (3, 11):  # the start event comes at the body's first RESUME
+        import dis
+
+        offset = next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), 0)
+    if len(_FIRST_OFFSETS) > 10000:
+        _FIRST_OFFSETS.clear()  # codes of a long-lived process: kept bounded
+    _FIRST_OFFSETS[id(code)] = (code, offset)
+    return offset
 
 
 def param_names(code: types.CodeType) -> Tuple[str, ...]:

@@ -31,10 +31,10 @@ from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import instrument, observe, sampling, values
-from ..probes import MONITORING, Call, Listener, engine_of, to_epoch_ns
+from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
 from . import CommandError, Stream
 from .monitor import Monitor
-from .trace import _SUSPENDABLE, _library_prefixes
+from .trace import _library_prefixes
 
 NAME = "export"
 REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
@@ -138,13 +138,19 @@ class TreeTap(_Tap):
 
 
 class SpanRecorder:
-    """Python calls below one traced call, as a flat list: [name, file, line, start, end, parent]."""
+    """Python calls below one traced call, as a flat list: [name, file, line, start, end, parent, library].
+
+    A generator's or coroutine's call is one span from its first start to its final return, as
+    watch times it: its node is found again, by its frame, when the call resumes (the frame lives
+    while the call is suspended), and each return or yield moves its end.
+    """
 
     def __init__(self, tap: TreeTap, call: Call) -> None:
         self.tap = tap
         self.call = call
         self.nodes: List[List[Any]] = []
         self.open: List[int] = []  # indexes of nodes in progress (-1: not recorded, stack kept balanced)
+        self.suspendable: Dict[int, int] = {}  # id(frame) of a generator or coroutine -> its node
         self.root_frame: Any = call.frame if MONITORING else None
         self.inside = MONITORING  # code swap: the copy's own frame starts the tree
         self.previous: Any = None
@@ -172,13 +178,18 @@ class SpanRecorder:
             export = self.tap.export
             parent = self.open[-1] if self.open else None
             code = frame.f_code
+            if code.co_flags & SUSPENDABLE and frame.f_lasti > first_offset(code):
+                # A resumption: the same call goes on (-1 when its start was not recorded).
+                self.open.append(self.suspendable.get(id(frame), -1))
+                return
             if (parent == -1 or (parent is not None and self.nodes[parent][6])
-                    or len(self.open) >= 32 or len(self.nodes) >= export.max_nodes
-                    or (code.co_flags & _SUSPENDABLE and frame.f_lasti > 0)):
-                self.open.append(-1)  # below a library callee, too deep, too many, or a resumption
+                    or len(self.open) >= 32 or len(self.nodes) >= export.max_nodes):
+                self.open.append(-1)  # below a library callee, too deep, or too many
                 return
             module = frame.f_globals.get("__name__")
             name = getattr(code, "co_qualname", code.co_name)
+            if code.co_flags & SUSPENDABLE:
+                self.suspendable[id(frame)] = len(self.nodes)
             self.open.append(len(self.nodes))
             self.nodes.append(["%s.%s" % (module, name) if module else name, code.co_filename,
                                code.co_firstlineno, time.perf_counter_ns(), 0, parent,
@@ -186,7 +197,7 @@ class SpanRecorder:
         elif event == "return" and self.open:
             index = self.open.pop()
             if index >= 0:
-                self.nodes[index][4] = time.perf_counter_ns()
+                self.nodes[index][4] = time.perf_counter_ns()  # a yield's, until the call's last return
 
     def start(self) -> None:
         if self.root_frame is not None:
@@ -198,7 +209,7 @@ class SpanRecorder:
         sys.setprofile(self.previous)
         now = time.perf_counter_ns()
         for index in self.open:  # suspended or cut short: close what is open at this moment
-            if index >= 0 and not self.nodes[index][4]:
+            if index >= 0:
                 self.nodes[index][4] = now
         self.open = []
 

@@ -38,7 +38,6 @@ limit (-n trees, default 100), timeout.
 
 from __future__ import annotations
 
-import dis
 import os
 import sys
 import sysconfig
@@ -47,10 +46,9 @@ from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import instrument, observe
-from ..probes import CO_ASYNC_GENERATOR, CO_COROUTINE, CO_GENERATOR, MONITORING, Call
+from ..probes import MONITORING, SUSPENDABLE, Call, first_offset
 
 NAME = "trace"
-_SUSPENDABLE = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 
 
 def _library_prefixes() -> Tuple[str, ...]:
@@ -68,7 +66,7 @@ def _library_prefixes() -> Tuple[str, ...]:
 
 class Node:
     __slots__ = ("name", "file", "line", "c", "library", "code", "count", "total", "min", "max", "exceptions",
-                 "children")
+                 "children", "resumes", "awaited", "yielded")
 
     def __init__(self, name: str, file: Optional[str], line: Optional[int], c: bool, library: bool,
                  code: Optional[CodeType] = None) -> None:
@@ -84,15 +82,37 @@ class Node:
         self.max = 0
         self.exceptions = 0
         self.children: Dict[Any, Node] = {}
+        # Generators and coroutines (ns, over all their calls): resumptions; time suspended while the
+        # traced call itself was suspended (an await: the event loop ran something else); time
+        # suspended while its caller ran on (a yield to the consumer).
+        self.resumes = 0
+        self.awaited = 0
+        self.yielded = 0
 
     def to_dict(self, min_cost_ns: int) -> Dict[str, Any]:
+        """The node as the protocol sends it. ``total_ms`` is wall time from each call's first start
+        to its final return (what watch reports), awaits and yields included. It adds up as
+        ``total = self + awaited + suspended + sum(child total - child suspended)``: ``self_ms`` is
+        time running the node's own code; ``awaited_ms`` time suspended on an await of its own (on
+        something that is not a traced Python call: a future, a socket; what a child awaits is the
+        child's); ``suspended_ms`` a generator's time between a yield and its next resumption, which
+        its consumer spent (so it is in a sibling's or the parent's time too)."""
         kids = sorted(self.children.values(), key=lambda n: -n.total)
         shown = [k.to_dict(min_cost_ns) for k in kids if k.total >= min_cost_ns]
+        awaited = self.awaited - sum(k.awaited for k in kids)
+        below = sum(k.total - k.yielded - k.awaited for k in kids)
         out: Dict[str, Any] = {
             "function": self.name, "file": self.file, "line": self.line, "count": self.count,
             "total_ms": round(self.total / 1e6, 4), "min_ms": round(self.min / 1e6, 4),
-            "max_ms": round(self.max / 1e6, 4), "children": shown,
+            "max_ms": round(self.max / 1e6, 4),
+            "self_ms": round(max(self.total - self.awaited - self.yielded - below, 0) / 1e6, 4), "children": shown,
         }
+        if self.resumes:
+            out["resumes"] = self.resumes
+        if awaited > 0:
+            out["awaited_ms"] = round(awaited / 1e6, 4)
+        if self.yielded:
+            out["suspended_ms"] = round(self.yielded / 1e6, 4)
         if self.c:
             out["c"] = True
         if self.library:
@@ -106,11 +126,15 @@ class Node:
 
 # The profile function logs one entry per event and nothing else; the tree is built from the log
 # later (in the writer thread, or here every FOLD_AT entries so memory stays bounded). Entries:
-# ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``t`` any return, ``-t`` a C
-# function raising, RESUMED a generator/coroutine coming back. Holding neither frames nor return
-# values, the log keeps nothing of the host's alive but the C callables until it is folded.
+# ``(t, code, f_lasti)`` a Python call, ``(t, callable)`` a C call, ``t`` any return (a yield
+# too), ``-t`` a C function raising, ``Resumed(t)`` the traced generator or coroutine coming back
+# (logged by on_resume, not by the profile function). Holding neither frames nor return values,
+# the log keeps nothing of the host's alive but the C callables until it is folded.
 FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
-RESUMED = "resumed"
+
+
+class Resumed(int):
+    """The log's mark for the traced call resuming, at this perf_counter_ns time."""
 
 
 def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = None, limit: Any = None,
@@ -143,7 +167,8 @@ def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = No
 class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
-    __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside")
+    __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside",
+                 "suspended", "root_return", "root_gaps", "root_resumes")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
@@ -176,14 +201,21 @@ class Recorder:
     def _fold_state(self) -> Node:
         probe = self.call.probe
         self.root = Node(probe.name, probe.filename, probe.lineno, False, False)
-        # Per open call below the root: its node (None: not recorded) and start (negative: a
-        # generator or coroutine resumed, its count already taken).
+        # Per open call below the root: its node (None: not recorded) and what its return measures
+        # from: a start time, or for a generator or coroutine its Instance.
         self.nodes: List[Optional[Node]] = []
-        self.starts: List[int] = []
+        self.starts: List[Any] = []
         self.depth = 0
         # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
         # starts it in the trampoline, so the tree begins at the call of the original code.
         self.inside = MONITORING
+        # Generators and coroutines that returned or yielded, by (depth, id(code)): a later
+        # resumption there continues the same call. (A log holds no frames, so two instances of one
+        # generator alive under the same caller at once are told apart by order only.)
+        self.suspended: Dict[Tuple[int, int], Instance] = {}
+        self.root_return = 0  # when the root last returned or yielded
+        self.root_gaps = 0  # ns the root spent suspended
+        self.root_resumes = 0
         return self.root
 
     def fold_now(self) -> None:
@@ -202,18 +234,29 @@ class Recorder:
 
         Written without calls where it can (stacks indexed by depth, ``in`` before ``[]``): it may
         run while the interpreter reports calls to profilers, and each call would cost more then.
+        A generator's or coroutine's call is one Instance from its first start to its last return:
+        each return adds the time since the previous one (or the start), so the gaps between a
+        yield and the next resumption are in its total. A gap is ``awaited`` when the instance was
+        resumed in the chain that follows the root's own resumption (the whole await chain was
+        suspended: it gets the root's gap, the time the loop ran something else), else ``yielded``
+        (its consumer ran on meanwhile).
         """
         root = self.root or self._fold_state()
         log, nodes, starts, code_of_root = self.log, self.nodes, self.starts, self.call.probe.code
+        suspended = self.suspended
         trace = self.trace
         max_depth = trace.max_depth
         inside = self.inside
         depth = self.depth  # open calls below the root: nodes[:depth], starts[:depth]
+        chain = 0  # after the root resumed, while the await chain below it resumes: the root's gap
         for entry in log:
-            if entry.__class__ is int:  # a return; negative: a C function raised
+            cls = entry.__class__
+            if cls is int:  # a return (or a yield); negative: a C function raised
+                chain = 0
                 if not depth:
-                    if entry > 0:
+                    if entry > 0 and inside:
                         inside = False  # the root returned (or yielded)
+                        self.root_return = entry
                     continue
                 depth -= 1
                 node = nodes[depth]
@@ -223,11 +266,12 @@ class Recorder:
                 if entry < 0:
                     entry = -entry
                     node.exceptions += 1
-                if started < 0:  # a generator or coroutine coming back: same call, more time
-                    elapsed = entry + started
-                    node.total += elapsed
-                    if elapsed > node.max:
-                        node.max = elapsed
+                if started.__class__ is not int:  # a generator's or coroutine's Instance
+                    node.total += entry - started.last
+                    started.last = entry
+                    if entry - started.first > node.max:
+                        node.max = entry - started.first
+                    suspended[started.key] = started
                     continue
                 elapsed = entry - started
                 if node.count == 0 or elapsed < node.min:
@@ -237,9 +281,13 @@ class Recorder:
                 node.count += 1
                 node.total += elapsed
                 continue
-            if entry is RESUMED:
+            if cls is Resumed:
                 inside = MONITORING
                 depth = 0
+                if self.root_return:
+                    chain = entry - self.root_return
+                    self.root_gaps += chain
+                self.root_resumes += 1
                 continue
             callee = entry[1]
             python = callee.__class__ is CodeType
@@ -260,10 +308,15 @@ class Recorder:
                     node = children[key]
                 else:
                     node = children[key] = trace.python_node(callee)
-                if callee.co_flags & _SUSPENDABLE and entry[2] > trace.first_offset(callee):
-                    started = -started  # resumed
+                if callee.co_flags & SUSPENDABLE:
+                    started = self._instance(node, (depth, key), started, entry[2] > first_offset(callee), chain)
+                    if not started.resumed:
+                        chain = 0  # the chain goes on only below resumed calls
+                else:
+                    chain = 0
             else:
                 node = trace.c_node(parent, callee)
+                chain = 0
             if depth == len(nodes):
                 nodes.append(node)
                 starts.append(started)
@@ -275,13 +328,40 @@ class Recorder:
         self.depth = depth
         log.clear()
 
+    def _instance(self, node: Node, key: Tuple[int, int], now: int, resumed: bool, chain: int) -> "Instance":
+        """The call a generator's or coroutine's start or resumption belongs to."""
+        known = self.suspended.pop(key, None)
+        if resumed:
+            node.resumes += 1
+            if known is not None and known.node is node:
+                if chain:
+                    node.awaited += chain
+                else:
+                    node.yielded += now - known.last
+                known.resumed = True
+                return known
+            # Started before the tree did (passed in from outside): counted from here.
+        elif known is not None:
+            known.close()  # a new call in its place: that one had ended
+        node.count += 1
+        return Instance(node, key, now, resumed)
+
+    def finish(self) -> None:
+        """The traced call ended: the calls of generators and coroutines are final now."""
+        for instance in self.suspended.values():
+            instance.close()
+        self.suspended.clear()
+        for started in self.starts[: self.depth]:
+            if started.__class__ is Instance:
+                started.close()
+
     def start(self) -> None:
         self.previous = sys.getprofile()
         self.on = True
         sys.setprofile(self.profile if MONITORING else self.arm)
 
     def resume(self) -> None:
-        self.log.append(RESUMED)
+        self.log.append(Resumed(perf_counter_ns()))
         self.start()
 
     def stop(self) -> None:
@@ -289,6 +369,26 @@ class Recorder:
         if self.on:
             self.on = False
             sys.setprofile(self.previous)
+
+
+class Instance:
+    """One call of a generator or coroutine in the tree, from its first start to its last return."""
+
+    __slots__ = ("node", "key", "first", "last", "resumed")
+
+    def __init__(self, node: Node, key: Tuple[int, int], start: int, resumed: bool) -> None:
+        self.node = node
+        self.key = key
+        self.first = start
+        self.last = start  # its last return (or yield) so far; the start until then
+        self.resumed = resumed
+
+    def close(self) -> None:
+        """No more resumptions: its wall time counts for the node's min."""
+        node = self.node
+        elapsed = self.last - self.first
+        if node.min == 0 or elapsed < node.min:
+            node.min = elapsed
 
 
 class Trace(instrument.ProbeStream):
@@ -307,7 +407,6 @@ class Trace(instrument.ProbeStream):
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
-        self.offsets: Dict[int, Tuple[CodeType, int]] = {}  # generator/coroutine code's id -> f_lasti at its first start
         self.fold_at = [FOLD_AT]  # log entries a traced call folds at; a list so cancel can make it -1
 
     def python_node(self, code: Any) -> Node:
@@ -325,17 +424,6 @@ class Trace(instrument.ProbeStream):
             module = getattr(func, "__module__", None)
             node = parent.children[key] = Node("%s.%s" % (module, key) if module else key, None, None, True, False)
         return node
-
-    def first_offset(self, code: Any) -> int:
-        """f_lasti at a generator's or coroutine's first start: anything past it is a resumption."""
-        known = self.offsets.get(id(code))  # (code, offset): the code kept alive, its id() stays its key
-        if known is not None:
-            return known[1]
-        offset = -1  # 3.9/3.10: a new frame has run nothing yet
-        if sys.version_info >= (3, 11):  # the start event comes at the body's first RESUME
-            offset = next((i.offset for i in dis.get_instructions(code) if i.opname == "RESUME"), 0)
-        self.offsets[id(code)] = (code, offset)
-        return offset
 
     def module_of(self, filename: str) -> Optional[str]:
         # The log keeps code objects, not frames (whose globals name the module): map files to modules.
@@ -399,8 +487,15 @@ class Trace(instrument.ProbeStream):
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
         root = recorder.root or recorder._fold_state()
+        recorder.finish()
         cost = call.end - call.start
         root.count, root.total, root.min, root.max = 1, cost, cost, cost
+        root.resumes = recorder.root_resumes
+        # A traced coroutine's (or async generator's) suspensions are awaits; a generator's, yields.
+        if call.probe.kind == "generator":
+            root.yielded = recorder.root_gaps
+        else:
+            root.awaited = recorder.root_gaps
         if call.exception is not None:
             root.exceptions = 1
         event = instrument.call_facts(call)

@@ -28,11 +28,22 @@ NAME = "trace"
 
 
 def _label(node: dict[str, Any]) -> str:
+    """``[total, self ...]``: total is wall time from first start to final return (watch's cost);
+    self the node's own running time; a generator's or coroutine's awaits and yields are shown
+    apart, so a node's total = self + awaited + suspended + its children's (total - suspended)."""
     where = f" [dim]{escape(str(node['file']))}:{node['line']}[/]" if node.get("file") else ""
-    stats = f"[{node['total_ms']:.3f} ms]"
+    parts = [f"{node['total_ms']:.3f} ms"]
     if node.get("count", 1) > 1:
-        stats = (f"[{node['total_ms']:.3f} ms total, {node['count']}x, min {node['min_ms']:.3f}, "
-                 f"max {node['max_ms']:.3f}]")
+        parts += [f"{node['count']}x", f"min {node['min_ms']:.3f}", f"max {node['max_ms']:.3f}"]
+    if node.get("children") or node.get("awaited_ms") or node.get("suspended_ms"):
+        parts.append(f"self {node.get('self_ms', node['total_ms']):.3f}")
+    if node.get("awaited_ms"):
+        parts.append(f"awaited {node['awaited_ms']:.3f}")
+    if node.get("suspended_ms"):
+        parts.append(f"suspended at yields {node['suspended_ms']:.3f}")
+    if node.get("resumes"):
+        parts.append(f"{node['resumes']} resume{'s' if node['resumes'] > 1 else ''}")
+    stats = "[" + ", ".join(parts) + "]"
     tags = []
     if node.get("c"):
         tags.append("C")
@@ -43,7 +54,7 @@ def _label(node: dict[str, Any]) -> str:
     if node.get("hidden"):
         tags.append(f"{node['hidden']} below --min-cost hidden")
     suffix = f" [dim]({', '.join(tags)})[/]" if tags else ""
-    return f"[yellow]{stats}[/] {escape(str(node['function']))}{where}{suffix}"
+    return f"[yellow]{escape(stats)}[/] {escape(str(node['function']))}{where}{suffix}"
 
 
 def _add(tree: Tree, node: dict[str, Any]) -> None:

@@ -93,3 +93,110 @@ def test_depth_cut_and_events_outside_the_call() -> None:
     assert fold(stream, call, log + noise, 4) == fold(stream, call, log, 4)
     if not probes.MONITORING:
         assert fold(stream, call, noise + log, 4) == fold(stream, call, log, 4)
+
+
+# -- generators and coroutines: one call from first start to final return, across awaits and yields
+import asyncio  # noqa: E402
+import time  # noqa: E402
+
+SLEEP = 0.02
+SPIN = 0.004
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def fetch_price(item: int) -> int:
+    await asyncio.sleep(SLEEP)  # awaited: the loop runs other things meanwhile
+    spin(SPIN)  # known compute after the await
+    return item * 100
+
+
+def items(n: int) -> Any:
+    for i in range(n):
+        yield i
+        time.sleep(0.001)  # the generator's own time, after each resumption
+
+
+async def get_item(item: int) -> int:
+    price = await fetch_price(item)
+    price += await fetch_price(item + 1)
+    total = 0
+    for i in items(3):
+        spin(0.002)  # the consumer's time, while the generator is suspended
+        total += i
+    return price + total
+
+
+def traced_tree(func: Any, run: Any) -> tuple[dict[str, Any], float]:
+    """The tree of one real call of ``func`` through the real probe engine, and watch's cost."""
+    stream = trace.Trace(Agent(), {"pattern": __name__ + "." + func.__name__})
+    built: list[Any] = []
+    stream.emit_later = lambda build, *args: built.append(build(*args))  # type: ignore[method-assign]
+    engine = probes.Engine()
+    engine.add(func, __name__ + "." + func.__name__, stream)
+    try:
+        run()
+    finally:
+        engine.shutdown()
+    assert sys.getprofile() is None
+    (event,) = built
+    return event["tree"], event["cost_ms"]
+
+
+def adds_up(node: dict[str, Any]) -> None:
+    """total = self + awaited + suspended + sum(child total - child suspended), at every node."""
+    parts = node["self_ms"] + node.get("awaited_ms", 0) + node.get("suspended_ms", 0)
+    parts += sum(c["total_ms"] - c.get("suspended_ms", 0) for c in node["children"])
+    assert abs(parts - node["total_ms"]) < 0.01 + 0.001 * node["total_ms"], node
+    for child in node["children"]:
+        adds_up(child)
+
+
+def test_coroutine_tree_across_awaits() -> None:
+    tree, cost = traced_tree(get_item, lambda: asyncio.run(get_item(1)))
+    assert tree["total_ms"] == round(cost, 4)
+    kids = {c["function"]: c for c in tree["children"]}
+    fetch = kids[__name__ + ".fetch_price"]
+    # Two calls, each its first start to its final return: the sleep and the compute after it.
+    assert fetch["count"] == 2 and fetch["resumes"] == 2, fetch
+    assert fetch["min_ms"] >= (SLEEP + SPIN) * 1000 and fetch["total_ms"] >= 2 * (SLEEP + SPIN) * 1000
+    assert "awaited_ms" not in fetch  # what it awaits is its children's
+    below = {c["function"]: c for c in fetch["children"]}
+    assert below[__name__ + ".spin"]["total_ms"] >= 2 * SPIN * 1000 and below[__name__ + ".spin"]["count"] == 2
+    (sleep,) = [c for c in fetch["children"] if c["function"].endswith(".sleep")]
+    assert sleep["count"] == 2 and sleep["awaited_ms"] >= 2 * SLEEP * 1000
+    # The handler's own time is small: its awaits belong to fetch_price and what it awaits.
+    assert tree["resumes"] == 2 and tree["self_ms"] < 5 and "awaited_ms" not in tree
+    gen = kids[__name__ + ".items"]
+    assert gen["count"] == 1 and gen["resumes"] == 3
+    assert gen["suspended_ms"] >= 3 * 2.0 * 0.9  # its consumer's spin
+    assert gen["total_ms"] >= gen["suspended_ms"] + 3 * 1.0
+    adds_up(tree)
+
+
+async def delegate() -> int:
+    return await fetch_price(3)
+
+
+def test_awaited_child_matches_watch_of_the_same_call() -> None:
+    """The child's node is what a watch on it reports for the same call."""
+    watched: list[float] = []
+
+    class Watch(probes.Listener):
+        def on_exit(self, call: probes.Call) -> None:
+            watched.append(call.end - call.start)
+
+    engine = probes.Engine()
+    engine.add(fetch_price, __name__ + ".fetch_price", Watch())
+    try:
+        tree, _ = traced_tree(delegate, lambda: asyncio.run(delegate()))
+    finally:
+        engine.shutdown()
+    (fetch,) = tree["children"]
+    (ns,) = watched
+    # Within the probes' own bookkeeping around the call (a few us each side).
+    assert abs(fetch["total_ms"] - ns / 1e6) < 0.2, (fetch, ns)
