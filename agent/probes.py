@@ -56,7 +56,8 @@ class ProbeError(Exception):
 class Call:
     """One observed call. ``params`` is filled only when a listener needs arguments."""
 
-    __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "yields", "frame", "data")
+    __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "yields", "frame", "data",
+                 "awaiting")
 
     def __init__(self, probe: "Probe", start: int, end: int = 0, params: Optional[Dict[str, Any]] = None,
                  result: Any = None, exception: Optional[BaseException] = None) -> None:
@@ -68,6 +69,7 @@ class Call:
         self.exception = exception
         self.thread = _get_ident()
         self.yields = 0
+        self.awaiting: Any = None  # a generator or coroutine: what it yielded last (an await's future)
         self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame; set at entry only
         self.data: Any = None  # per-listener scratch (e.g. trace's recorder)
 
@@ -259,6 +261,7 @@ class Probe:
                     listener.on_suspend(call)
                 except Exception:
                     self.errors += 1
+        call.awaiting = None  # listeners saw it; the host's object is not kept
 
     def resume(self, call: Call) -> None:
         if self.wants_suspend:
@@ -472,6 +475,7 @@ class _MonitoringBackend:
             try:
                 call = active.get(id(getframe(1)))
                 if call is not None:
+                    call.awaiting = value
                     call.probe.suspend(call)
             except Exception:
                 pass
@@ -871,6 +875,7 @@ def _generator_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any
             value = next(it)
             while True:
                 if call is not None:
+                    call.awaiting = value
                     probe.suspend(call)
                 try:
                     sent = yield value
@@ -910,6 +915,7 @@ def _coroutine_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any
                 else:
                     yielded = send(value)
                 if call is not None:
+                    call.awaiting = yielded
                     probe.suspend(call)
                 try:
                     value = yield yielded

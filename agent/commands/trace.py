@@ -66,7 +66,7 @@ def _library_prefixes() -> Tuple[str, ...]:
 
 class Node:
     __slots__ = ("name", "file", "line", "c", "library", "code", "count", "total", "min", "max", "exceptions",
-                 "children", "resumes", "awaited", "yielded")
+                 "children", "resumes", "awaited", "yielded", "tasks")
 
     def __init__(self, name: str, file: Optional[str], line: Optional[int], c: bool, library: bool,
                  code: Optional[CodeType] = None) -> None:
@@ -88,6 +88,7 @@ class Node:
         self.resumes = 0
         self.awaited = 0
         self.yielded = 0
+        self.tasks: Optional[Dict[str, Dict[str, Any]]] = None  # awaited tasks by coroutine name
 
     def to_dict(self, min_cost_ns: int) -> Dict[str, Any]:
         """The node as the protocol sends it. ``total_ms`` is wall time from each call's first start
@@ -113,6 +114,8 @@ class Node:
             out["awaited_ms"] = round(awaited / 1e6, 4)
         if self.yielded:
             out["suspended_ms"] = round(self.yielded / 1e6, 4)
+        if self.tasks:
+            out["tasks"] = [dict(t, awaited_ms=round(t["awaited_ms"] / 1e6, 4)) for t in self.tasks.values()]
         if self.c:
             out["c"] = True
         if self.library:
@@ -135,6 +138,29 @@ FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 
 class Resumed(int):
     """The log's mark for the traced call resuming, at this perf_counter_ns time."""
+
+
+class Awaiting:
+    """The log's mark for the traced call suspending on tasks (a Task, or a gather of them): tasks
+    it started run in the event loop, outside its tree, and are shown as what they are."""
+
+    __slots__ = ("tasks",)
+
+    def __init__(self, tasks: List[Any]) -> None:
+        self.tasks = tasks
+
+
+def _awaited_tasks(awaited: Any) -> Optional[List[Any]]:
+    """The tasks behind what a suspending coroutine yielded to its event loop: a Task, or a gather
+    future's children (asyncio's and anything shaped like it); else None."""
+    if awaited is None or getattr(awaited, "_asyncio_future_blocking", None) is None:
+        return None
+    if hasattr(awaited, "get_coro"):
+        return [awaited]
+    children = getattr(awaited, "_children", None)
+    if isinstance(children, list):
+        return [c for c in children if hasattr(c, "get_coro")] or None
+    return None
 
 
 def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = None, limit: Any = None,
@@ -168,7 +194,7 @@ class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
     __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside",
-                 "suspended", "root_return", "root_gaps", "root_resumes")
+                 "suspended", "root_return", "root_gaps", "root_resumes", "gap_tasks", "gap_node")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
@@ -216,6 +242,10 @@ class Recorder:
         self.root_return = 0  # when the root last returned or yielded
         self.root_gaps = 0  # ns the root spent suspended
         self.root_resumes = 0
+        # Tasks the root awaited in its last suspension, and the deepest node of the await chain
+        # that resumed after it: the one that awaited them.
+        self.gap_tasks: Optional[Tuple[List[Any], int]] = None
+        self.gap_node: Optional[Node] = None
         return self.root
 
     def fold_now(self) -> None:
@@ -288,6 +318,12 @@ class Recorder:
                     chain = entry - self.root_return
                     self.root_gaps += chain
                 self.root_resumes += 1
+                if self.gap_tasks is not None:
+                    self.gap_tasks = (self.gap_tasks[0], chain)
+                continue
+            if cls is Awaiting:
+                self._attach_tasks()
+                self.gap_tasks = (entry.tasks, 0)
                 continue
             callee = entry[1]
             python = callee.__class__ is CodeType
@@ -336,6 +372,7 @@ class Recorder:
             if known is not None and known.node is node:
                 if chain:
                     node.awaited += chain
+                    self.gap_node = node
                 else:
                     node.yielded += now - known.last
                 known.resumed = True
@@ -346,8 +383,19 @@ class Recorder:
         node.count += 1
         return Instance(node, key, now, resumed)
 
+    def _attach_tasks(self) -> None:
+        """The tasks of the last suspension, to the node that awaited them (the root by default)."""
+        if self.gap_tasks is not None:
+            tasks, gap = self.gap_tasks
+            node = self.gap_node or self.root
+            if node is not None:
+                self.trace.add_tasks(node, tasks, gap)
+        self.gap_tasks = None
+        self.gap_node = None
+
     def finish(self) -> None:
         """The traced call ended: the calls of generators and coroutines are final now."""
+        self._attach_tasks()
         for instance in self.suspended.values():
             instance.close()
         self.suspended.clear()
@@ -425,6 +473,14 @@ class Trace(instrument.ProbeStream):
             node = parent.children[key] = Node("%s.%s" % (module, key) if module else key, None, None, True, False)
         return node
 
+    def _task_name(self, task: Any) -> str:
+        try:
+            coro = task.get_coro()
+            code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+            return self.python_node(code).name if code is not None else type(coro).__name__
+        except Exception:
+            return type(task).__name__
+
     def module_of(self, filename: str) -> Optional[str]:
         # The log keeps code objects, not frames (whose globals name the module): map files to modules.
         if filename.startswith("<frozen "):
@@ -450,6 +506,38 @@ class Trace(instrument.ProbeStream):
         if isinstance(recorder, Recorder) and self.active.get(call.thread) is recorder:
             recorder.stop()
             del self.active[call.thread]
+            tasks = _awaited_tasks(call.awaiting)
+            if tasks is not None:
+                recorder.log.append(Awaiting(tasks))
+
+    def add_tasks(self, node: Node, tasks: List[Any], awaited: int) -> None:
+        """Tasks a node awaited (started by the traced call or not): by coroutine, how many, their
+        outcome when the tree is built, and how long it waited for them. What runs inside them is theirs:
+        they run as the event loop's own steps, not below this call."""
+        if node.tasks is None:
+            node.tasks = {}
+        for task in tasks:
+            name = self._task_name(task)
+            try:
+                if not task.done():
+                    state = "pending"
+                elif task.cancelled():
+                    state = "cancelled"
+                else:
+                    state = "failed" if task.exception() is not None else "done"
+            except Exception:
+                state = "unknown"
+            entry = node.tasks.get(name)
+            if entry is None:
+                entry = node.tasks[name] = {"function": name, "count": 0, "awaited_ms": 0}
+            entry["count"] += 1
+            entry[state] = entry.get(state, 0) + 1
+        # One wait for all of them together (a gather): each coroutine's entry gets that wait once.
+        names = set()
+        for task in tasks:
+            names.add(self._task_name(task))
+        for name in names:
+            node.tasks[name]["awaited_ms"] += awaited
 
     def on_resume(self, call: Call) -> None:
         recorder = call.data

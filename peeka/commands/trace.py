@@ -57,10 +57,19 @@ def _label(node: dict[str, Any]) -> str:
     return f"[yellow]{escape(stats)}[/] {escape(str(node['function']))}{where}{suffix}"
 
 
+def _tasks(branch: Tree, node: dict[str, Any]) -> None:
+    """Tasks the node awaited: they ran as the event loop's own steps, so their insides are not here."""
+    for task in node.get("tasks", []):
+        outcome = ", ".join(f"{task[k]} {k}" for k in ("done", "failed", "cancelled", "pending", "unknown") if task.get(k))
+        branch.add(f"[cyan]task[/] {escape(str(task['function']))} x{task['count']} [dim]({outcome}; awaited "
+                   f"{task['awaited_ms']:.3f} ms; runs in the event loop, not traced inside)[/]")
+
+
 def _add(tree: Tree, node: dict[str, Any]) -> None:
     branch = tree.add(_label(node))
     for child in node.get("children", []):
         _add(branch, child)
+    _tasks(branch, node)
 
 
 def render_event(event: dict[str, Any]) -> None:
@@ -71,6 +80,7 @@ def render_event(event: dict[str, Any]) -> None:
     tree = Tree(f"[dim]thread={escape(str(event['thread']))}[/] " + _label(root))
     for child in root.get("children", []):
         _add(tree, child)
+    _tasks(tree, root)
     if event.get("exception"):
         tree.add(f"[red]raised {escape(event['exception'])}[/]")
     console.print(tree)

@@ -200,3 +200,21 @@ def test_awaited_child_matches_watch_of_the_same_call() -> None:
     (ns,) = watched
     # Within the probes' own bookkeeping around the call (a few us each side).
     assert abs(fetch["total_ms"] - ns / 1e6) < 0.2, (fetch, ns)
+
+
+async def spawns() -> int:
+    a, b = await asyncio.gather(fetch_price(1), fetch_price(2))  # two tasks, run by the loop
+    task = asyncio.ensure_future(fetch_price(3))
+    return a + b + await task
+
+
+def test_spawned_tasks_are_shown_as_tasks() -> None:
+    tree, _ = traced_tree(spawns, lambda: asyncio.run(spawns()))
+    # Their bodies run as the loop's steps, not below this call: no fetch_price node, but the
+    # tasks, how many, their outcome and how long the call waited for them.
+    assert not [c for c in tree["children"] if c["function"].endswith(".fetch_price")], tree
+    (tasks,) = tree["tasks"]
+    assert tasks["function"] == __name__ + ".fetch_price" and tasks["count"] == 3 and tasks["done"] == 3
+    assert tasks["awaited_ms"] >= 2 * (SLEEP + SPIN) * 1000  # two waits: the gather, then the task
+    assert tree["awaited_ms"] >= tasks["awaited_ms"] * 0.99
+    adds_up(tree)
