@@ -11,7 +11,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from gunicorn.app.base import BaseApplication  # noqa: E402
-
 from webshop.wsgiapp import application  # noqa: E402
 
 PORTFILE, PIDFILE, WORKER = sys.argv[1:4]
