@@ -48,6 +48,12 @@ def _peeka_boot(config):
             return
         except OSError:
             pass
+        import _thread
+
+        # The loader runs off this thread: say here which thread is the main one (its native id
+        # is the pid), for the threading record the loader may have to put right.
+        if getattr(_thread, "get_native_id", lambda: 0)() == os.getpid():
+            config["main_ident"] = _thread.get_ident()
         start_thread(_peeka_load_and_start, (config,))
     except BaseException:
         pass
@@ -58,9 +64,10 @@ def _peeka_load_and_start(config):
     import sys
 
     try:
-        import threading
+        if "threading" not in sys.modules:
+            import threading
 
-        threading.current_thread().name = "peeka-agent-loader"
+            _peeka_put_main_thread_right(threading, config)
     except Exception:
         pass
     try:
@@ -150,3 +157,45 @@ def _peeka_load_and_start(config):
             os.replace(path + ".tmp", path)  # the client must never read half a message
         except BaseException:
             pass
+
+
+def _peeka_put_main_thread_right(threading, config):
+    """``threading``, imported first here, took this loader thread for the main one (its native id
+    on 3.13+; before, its ident and its tstate lock too, so the real main thread had no Thread
+    object and ``main_thread()`` ended with the loader). Give the record the main thread's ident,
+    its native id (the pid) and, before 3.13, a held lock standing for its thread state (only
+    ``threading._shutdown`` on the main thread releases it), as if the main thread had imported it."""
+    import _thread
+    import os
+    import sys
+    import time
+
+    main_ident = config.get("main_ident")
+    getter = getattr(_thread, "_get_main_thread_ident", None)  # 3.13+
+    if main_ident is None and getter is not None:
+        main_ident = getter()
+    if main_ident is None and hasattr(time, "pthread_getcpuclockid"):
+        # See threadids.native_ids: list and read in one chain of C calls (no thread can end between).
+        import itertools
+        import operator
+
+        listed = itertools.chain.from_iterable(map(operator.methodcaller("__call__"), (sys._current_frames,)))
+        idents, again = itertools.tee(listed)
+        for ident, clock in zip(idents, map(time.pthread_getcpuclockid, again)):
+            if clock & 7 == 6 and ~(clock >> 3) == os.getpid():
+                main_ident = ident
+    if main_ident is None:
+        return
+    record = threading._main_thread
+    with threading._active_limbo_lock:
+        if record._ident != main_ident:
+            if threading._active.get(record._ident) is record:
+                del threading._active[record._ident]
+            record._ident = main_ident
+            threading._active[main_ident] = record
+            if sys.version_info < (3, 13):
+                held = _thread.allocate_lock()
+                held.acquire()
+                record._tstate_lock = held
+        if hasattr(record, "_native_id"):
+            record._native_id = os.getpid()

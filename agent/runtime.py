@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from . import __version__, compat, protocol
+from . import __version__, compat, protocol, threadids
 from .commands import CommandError, Stream, deferred_message, dispatch, run_cleanups
 
 _ACCEPT_POLL = 0.2
@@ -194,6 +194,7 @@ class Agent:
         self._own_threads: List[Any] = []
         self.state: Dict[str, Any] = {}  # per-command state, e.g. installed probes
         self.finder: Any = None
+        threadids.remember_main(config.get("main_ident"))  # seen by the boot script on the main thread
 
     # -- lifecycle
     def start(self) -> None:

@@ -95,11 +95,12 @@ class Target:
     """A real target process running one of tests/targets/*.py."""
 
     def __init__(self, python: str, script: str, *args: str, env: dict[str, str] | None = None,
-                 wrap: list[str] | None = None, ready_timeout: float = 30.0) -> None:
+                 wrap: list[str] | None = None, ready_timeout: float = 30.0,
+                 python_flags: list[str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.pop("PYTHONPATH", None)
         full_env.update(env or {})
-        cmd = [*(wrap or []), python, "-u", str(TARGETS / script), *args]
+        cmd = [*(wrap or []), python, *(python_flags or []), "-u", str(TARGETS / script), *args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=full_env, text=True, start_new_session=True)
         line = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -112,6 +113,7 @@ class Target:
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""  # type: ignore[union-attr]
             self.stop()
             raise RuntimeError(f"target {script} did not get ready: {line!r} {err}")
+        self.ready_line = line
         parts = line.split()
         # A wrapped target (unshare ...) reports its own pid after "ready".
         self.pid = int(parts[1]) if len(parts) > 1 and wrap else self.proc.pid

@@ -42,7 +42,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import compat, locks, procfs, values
+from .. import compat, locks, procfs, threadids, values
 from . import CommandError
 
 NAME = "thread"
@@ -106,7 +106,10 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         ident = t.ident
         if ident is not None:
             by_ident[ident] = t
-    main = threading.main_thread().ident
+    main = threadids.main_ident()
+    # The OS's word for which thread is which: a _thread thread has no Thread object, and a
+    # threading imported first off the main thread recorded the wrong main thread.
+    os_ids = threadids.native_ids()
     idents = list(by_ident)
     idents.extend(i for i in frames if i not in by_ident)  # threads started with _thread
 
@@ -117,10 +120,15 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     agent_idents = set()
     for ident in idents:
         t = by_ident.get(ident)
-        native_id = getattr(t, "native_id", None) if t is not None else None
+        native_id = os_ids.get(ident) or (getattr(t, "native_id", None) if t is not None else None)
+        name = t.name if t is not None else None
+        if ident == main:
+            name = "MainThread" if t is None or t is threading._main_thread else name  # type: ignore[attr-defined]
+            native_id = os.getpid() if sys.platform.startswith("linux") else native_id
+        elif t is not None and t is threading._main_thread:  # type: ignore[attr-defined]
+            name = "%s (not the main thread: it imported threading first)" % name
         python_native_ids.add(native_id)
         frame = frames.get(ident)
-        name = t.name if t is not None else None
         agent_thread = is_agent(name, frame)
         if agent_thread:
             agent_idents.add(ident)
