@@ -14,8 +14,12 @@ def worker_loop(number, stop):
     return label
 
 
+RAW_NATIVE_ID = []  # what the _thread thread says its native id is (ground truth for `thread`)
+
+
 def raw_loop(stop):
     # A thread started behind threading's back: it has frames but no Thread object.
+    RAW_NATIVE_ID.append(_thread.get_native_id())
     while not stop.is_set():
         time.sleep(0.01)
 
