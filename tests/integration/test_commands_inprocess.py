@@ -109,7 +109,7 @@ def test_thread_outside_threading_is_listed(client: AgentClient) -> None:
     raw = [t for t in threads if t["name"] == "(started outside threading)"]
     # No Thread object, but the OS can tell which thread it is: its native id, and its CPU.
     truth = client.request("inspect", {"expression": "cmdapp.workers.RAW_NATIVE_ID"})
-    assert raw and truth["value"]["repr"] == "[%d]" % raw[0]["native_id"], (raw, truth)
+    assert raw and truth["value"]["repr"] == f"[{raw[0]['native_id']}]", (raw, truth)
     assert raw[0]["cpu_seconds"] is not None
     assert any(f["function"] == "raw_loop" for f in raw[0]["frames"])
 
