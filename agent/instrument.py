@@ -10,30 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import compat, search
-from .commands import CommandError, Stream
+from . import compat, protocol, search
 from .probes import Call, Listener, ProbeError, engine_of, to_epoch_ns, unwrap
-
-DEFAULT_MAX_MATCH = 50
-DEFAULT_LIMIT = 100
-
-
-def int_arg(args: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = args.get(key, default)
-    if value is None:
-        return default
-    if type(value) is not int or not (low <= value <= high):
-        raise CommandError("%s must be a whole number from %d to %d, got %r" % (key, low, high, value))
-    return value
-
-
-def float_arg(args: Dict[str, Any], key: str, default: Optional[float], low: float) -> Optional[float]:
-    value = args.get(key, default)
-    if value is None:
-        return None
-    if type(value) not in (int, float) or value < low:
-        raise CommandError("%s must be a number >= %g, got %r" % (key, low, value))
-    return float(value)
+from .streams import CommandError, Stream, float_arg, int_arg
 
 
 def resolve(args: Dict[str, Any]) -> List[Tuple[str, Any]]:
@@ -43,7 +22,7 @@ def resolve(args: Dict[str, Any]) -> List[Tuple[str, Any]]:
         pattern = search.Pattern(text, bool(args.get("regex")))  # type: ignore[arg-type]
     except search.PatternError as exc:
         raise CommandError(str(exc)) from None
-    max_match = int_arg(args, "max_match", DEFAULT_MAX_MATCH, 1, 10_000)
+    max_match = int_arg(args, "max_match", protocol.DEFAULT_MAX_MATCH, 1, protocol.MAX_MAX_MATCH)
     found, total = search.find_functions(pattern, limit=max_match + 1)
     usable: List[Tuple[str, Any]] = []
     refused: List[str] = []
@@ -95,9 +74,9 @@ def call_facts(call: Call) -> Dict[str, Any]:
 class ProbeStream(Stream, Listener):
     """A stream that is also the listener on the functions it probes."""
 
-    def __init__(self, agent: Any, args: Dict[str, Any], limit: Optional[int] = DEFAULT_LIMIT) -> None:
+    def __init__(self, agent: Any, args: Dict[str, Any], limit: Optional[int] = protocol.DEFAULT_LIMIT) -> None:
         if limit is not None:
-            limit = int_arg(args, "limit", limit, 1, 1 << 62)
+            limit = int_arg(args, "limit", limit, 1, protocol.MAX_LIMIT)
         Stream.__init__(self, limit)
         self.agent = agent
         self.args = args

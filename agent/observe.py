@@ -13,9 +13,9 @@ from threading import get_ident
 from typing import Any, Callable, Dict, FrozenSet, Optional
 
 from . import expressions, values
-from .commands import CommandError
 from .instrument import thread_name
 from .probes import CO_VARARGS, CO_VARKEYWORDS, Call
+from .streams import CommandError
 
 CALL_NAMES = frozenset(("args", "kwargs", "params", "result", "exception", "target", "cost", "thread"))
 ARG_NAMES = frozenset(("args", "kwargs", "params", "target"))

@@ -28,6 +28,7 @@ from time import perf_counter_ns, time_ns
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import compat
+from .streams import on_detach
 
 MONITORING = sys.version_info >= (3, 12)
 _get_ident = threading.get_ident
@@ -1074,6 +1075,7 @@ class Engine:
         return self.remove_matching(lambda probe: True)
 
 
+@on_detach
 def cleanup(agent: Any) -> None:
     """Detach: every probe off, every function as it was (whichever command installed them)."""
     engine = agent.state.get("probes")

@@ -24,6 +24,26 @@ PROTOCOL_VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
 
+# Defaults and limits of request arguments: the one source for the agent, which checks them, and
+# the client, which offers them as option defaults.
+DEFAULT_LIMIT = 100  # -n: events (calls, trees, records) before a probing stream ends
+MAX_LIMIT = 1 << 62
+DEFAULT_MAX_MATCH = 50  # -m: functions one pattern may probe
+MAX_MAX_MATCH = 10_000
+DEFAULT_SEARCH_LIMIT = 100  # sc/sm/source: names listed
+MAX_SEARCH_LIMIT = 10_000
+DEFAULT_DEPTH = 2  # -x: levels of a rendered value (inspect, watch, tt)
+MAX_DEPTH = 4
+DEFAULT_MAX_SIZE = 4096  # characters per rendered value
+MIN_MAX_SIZE = 64
+MAX_MAX_SIZE = 1 << 20
+DEFAULT_CYCLE = 5.0  # s: monitor's report cycle
+MIN_CYCLE = 0.05
+
+# The first line of the script a detach leaves for a 3.14 sys.remote_exec request still pending:
+# the client's attach recognises it (and the agent's runtime writes it).
+PENDING_STUB_MARK = "# peeka: run by a sys.remote_exec request that was still pending at detach"
+
 
 class ProtocolError(Exception):
     """A frame or message that does not follow this protocol."""

@@ -14,7 +14,8 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import __version__, compat, protocol, threadids
-from .commands import CommandError, Stream, deferred_message, dispatch, run_cleanups
+from .commands import dispatch
+from .streams import CommandError, DeferredEvent, Stream, build_event, run_cleanups
 
 _ACCEPT_POLL = 0.2
 _DEFAULT_OUTBOX = 10_000
@@ -169,8 +170,8 @@ class Client:
 
 
 def _encode(message: Any) -> bytes:
-    if type(message) is tuple:  # queued by Stream.emit_later
-        message = deferred_message(*message)
+    if type(message) is DeferredEvent:  # queued by Stream.emit_later
+        message = build_event(message)
     try:
         return protocol.encode(message)
     except protocol.ProtocolError as exc:
@@ -309,9 +310,6 @@ class Agent:
             self._thread.join(join_timeout)
 
 
-PENDING_STUB_MARK = "# peeka: run by a sys.remote_exec request that was still pending at detach"
-
-
 def leave_pending_stub(files_dir: str) -> None:
     """A 3.14 ``sys.remote_exec`` request made while attaching never ran (the main thread was
     blocked, gdb started the agent instead). CPython runs it when the main thread next runs
@@ -323,7 +321,7 @@ def leave_pending_stub(files_dir: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write("%s\ntry:\n    __import__('os').unlink(%r)\n    __import__('os').rmdir(%r)\n"
-                      "except OSError:\n    pass\n" % (PENDING_STUB_MARK, path, files_dir))
+                      "except OSError:\n    pass\n" % (protocol.PENDING_STUB_MARK, path, files_dir))
     except OSError:
         pass
 

@@ -21,12 +21,13 @@ import re
 import sys
 import time
 import types
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
-from . import values
+from . import protocol, values
+from .streams import CommandError, int_arg
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 10_000
+DEFAULT_LIMIT = protocol.DEFAULT_SEARCH_LIMIT
+MAX_LIMIT = protocol.MAX_SEARCH_LIMIT
 _NESTED_CLASS_DEPTH = 4
 _SOURCE_SCAN_SECONDS = 0.5  # per call: reading source files for class lines (3.9-3.12 only)
 _SOURCE_MAX_BYTES = 2 << 20
@@ -37,6 +38,24 @@ _WILDCARDS = re.compile(r"[*?\[]")
 
 class PatternError(ValueError):
     """A pattern that does not compile."""
+
+
+class SearchArgs(NamedTuple):
+    """A search request's arguments (sc, sm, source), checked."""
+
+    pattern: "Pattern"
+    detail: bool
+    limit: int
+
+
+def search_args(args: Dict[str, Any], default_limit: int = DEFAULT_LIMIT) -> SearchArgs:
+    """``pattern``, ``regex``, ``detail`` and ``limit`` of a search request; CommandError when bad."""
+    limit = int_arg(args, "limit", default_limit, 1, MAX_LIMIT)
+    try:
+        pattern = Pattern(args.get("pattern", ""), regex=bool(args.get("regex", False)))
+    except PatternError as exc:
+        raise CommandError(str(exc)) from None
+    return SearchArgs(pattern, bool(args.get("detail", False)), limit)
 
 
 class Pattern:

@@ -27,10 +27,8 @@ import types
 from itertools import islice
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-MAX_DEPTH = 4
-DEFAULT_MAX_SIZE = 4096
-MIN_MAX_SIZE = 64
-MAX_MAX_SIZE = 1 << 20
+from .protocol import DEFAULT_MAX_SIZE, MAX_DEPTH, MAX_MAX_SIZE, MIN_MAX_SIZE  # noqa: F401 - commands read them here too
+
 DEFAULT_MAX_ITEMS = 50
 MAX_MAX_ITEMS = 1000
 

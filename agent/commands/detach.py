@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-NAME = "detach"
-
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     from .. import runtime

@@ -30,13 +30,10 @@ import traceback
 from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe, sampling, values
+from .. import costs, instrument, observe, origins, sampling, streams, values
 from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
-from . import CommandError, Stream
-from .monitor import Monitor
-from .trace import _library_prefixes
+from ..streams import CommandError, Stream
 
-NAME = "export"
 REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
 _FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
 _BATCH = 2000  # spans per event at most
@@ -230,7 +227,7 @@ def _probe_specs(args: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
     return specs
 
 
-def _one_monitor_per_function(monitors: List[Monitor]) -> List[Monitor]:
+def _one_monitor_per_function(monitors: List[costs.Monitor]) -> List[costs.Monitor]:
     """Patterns may overlap (a watch and a trace on the same view): count each function once."""
     seen = set()
     kept = []
@@ -248,17 +245,17 @@ class Export(Stream):
         Stream.__init__(self, None)
         self.agent = agent
         self.args = {k: args[k] for k in ("regex", "max_match") if k in args}
-        self.interval = instrument.float_arg(args, "interval", 5.0, 0.05) or 5.0
+        self.interval = streams.float_arg(args, "interval", 5.0, 0.05) or 5.0
         self.capture_args = args.get("capture_args", True) is not False
         self.capture_result = args.get("capture_result", True) is not False
-        self.max_value = instrument.int_arg(args, "max_value", 256, 16, 1 << 16)
-        self.capacity = instrument.int_arg(args, "buffer", 20_000, 1, 10_000_000)
-        self.max_nodes = instrument.int_arg(args, "max_nodes", 500, 1, 100_000)
+        self.max_value = streams.int_arg(args, "max_value", 256, 16, 1 << 16)
+        self.capacity = streams.int_arg(args, "buffer", 20_000, 1, 10_000_000)
+        self.max_nodes = streams.int_arg(args, "max_nodes", 500, 1, 100_000)
         extra = args.get("redact") or []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             raise CommandError("redact must be a list of name fragments, got %r" % (extra,))
         self.redact = tuple(x.lower() for x in REDACT + tuple(extra))
-        self.library = _library_prefixes()
+        self.library = origins.library_prefixes()
         self.taps: List[_Tap] = [SpanTap(self, s) for s in _probe_specs(args, "watch")]
         self.taps += [TreeTap(self, s) for s in _probe_specs(args, "trace")]
         patterns = [t.pattern for t in self.taps] + [s["pattern"] for s in _probe_specs(args, "monitor")]
@@ -266,7 +263,7 @@ class Export(Stream):
             raise CommandError("nothing to export: give at least one watch, trace or monitor pattern")
         # Exact counts and durations for every probed function come from monitor's light listener.
         self.monitors = _one_monitor_per_function(
-            [Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
+            [costs.Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
         self.buffer: Any = deque()  # append and popleft are atomic: no lock on the host's path
         self.buffer_dropped = 0
         self.reset = False

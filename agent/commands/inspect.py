@@ -20,23 +20,11 @@ import sys
 import types
 from typing import Any, Dict, List, Optional
 
-from .. import expressions, search, values
-from . import CommandError
+from .. import expressions, protocol, search, values
+from ..streams import CommandError, int_arg
 
-NAME = "inspect"
-
-DEFAULT_DEPTH = 2
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
-
-
-def _int_arg(args: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = args.get(key)
-    if value is None:
-        return default
-    if type(value) is not int or not low <= value <= high:
-        raise CommandError("%s must be an integer from %d to %d, got %r" % (key, low, high, value))
-    return value
 
 
 def _compile(source: str) -> expressions.Expression:
@@ -47,8 +35,8 @@ def _compile(source: str) -> expressions.Expression:
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
-    depth = _int_arg(args, "depth", DEFAULT_DEPTH, 1, values.MAX_DEPTH)
-    max_size = _int_arg(args, "max_size", values.DEFAULT_MAX_SIZE, values.MIN_MAX_SIZE, values.MAX_MAX_SIZE)
+    depth = int_arg(args, "depth", protocol.DEFAULT_DEPTH, 1, values.MAX_DEPTH)
+    max_size = int_arg(args, "max_size", values.DEFAULT_MAX_SIZE, values.MIN_MAX_SIZE, values.MAX_MAX_SIZE)
     source = args.get("expression") or ""
     if type(source) is not str:
         raise CommandError("expression must be a string")
@@ -56,7 +44,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     if class_name:
         if type(class_name) is not str:
             raise CommandError("instances must be a class's qualified name, e.g. myapp.models.User")
-        limit = _int_arg(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        limit = int_arg(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
         return _instances(class_name, source or "it", depth, max_size, limit)
     if not source.strip():
         raise CommandError("give an expression, e.g. `myapp.config.settings`, or --instances CLASS")

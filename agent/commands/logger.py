@@ -20,17 +20,12 @@ import difflib
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import compat, instrument, values
-from . import CommandError, Stream
+from .. import compat, loglevels, streams, values
+from ..loglevels import level_name
+from ..streams import CommandError, Stream
 
-NAME = "logger"
 ROOT_NAMES = ("root", "")
 DEFAULT_MAX_RATE = 2000  # records per second a follow stream renders; more are counted as dropped
-
-
-def level_name(level: Any) -> str:
-    name = logging.getLevelName(level)
-    return name if type(name) is str and not name.startswith("Level ") else str(level)
 
 
 def parse_level(value: Any) -> int:
@@ -147,7 +142,7 @@ def describe(name: str, logger: Any, originals: Dict[str, List[int]]) -> Dict[st
 
 
 def _list(agent: Any, only: Optional[str]) -> Dict[str, Any]:
-    originals = _originals(agent)
+    originals = loglevels.originals(agent)
     manager = logging.Logger.manager
     loggers: List[Tuple[str, Any]] = [("root", logging.getLogger())]
     if only is not None and only not in ROOT_NAMES:
@@ -168,19 +163,11 @@ def _list(agent: Any, only: Optional[str]) -> Dict[str, Any]:
 # ---------------------------------------------------------------- changing levels
 
 
-def _originals(agent: Any) -> Dict[str, List[int]]:
-    """logger name -> [its level before Peeka touched it, the level Peeka set]."""
-    found = agent.state.get("logger_levels")
-    if found is None:
-        found = agent.state["logger_levels"] = {}
-    return found  # type: ignore[no-any-return]
-
-
 def _set_level(agent: Any, name: Any, level_arg: Any) -> Dict[str, Any]:
     logger = find_logger(name)
     key = "root" if logger is logging.getLogger() else logger.name
     level = parse_level(level_arg)
-    originals = _originals(agent)
+    originals = loglevels.originals(agent)
     before = logger.level
     originals.setdefault(key, [before, level])[1] = level
     logger.setLevel(level)  # also clears the manager's isEnabledFor caches
@@ -214,27 +201,6 @@ def _why_unseen(logger: Any, level: int) -> List[str]:
     if not seen_handler:
         notes.append("no handler on this logger or its ancestors: records go to logging.lastResort (stderr, WARNING+)")
     return notes
-
-
-def restore_levels(agent: Any) -> List[Dict[str, Any]]:
-    """Put back every level Peeka changed (reset and detach).
-
-    A level the application itself changed since Peeka set it is the application's now: left alone.
-    """
-    originals = agent.state.get("logger_levels") or {}
-    restored = []
-    for name, (original, ours) in list(originals.items()):
-        originals.pop(name, None)
-        found = logging.getLogger() if name == "root" else logging.Logger.manager.loggerDict.get(name)
-        if not isinstance(found, logging.Logger):
-            continue
-        entry = {"name": name, "level": level_name(original), "restored": found.level == ours}
-        if found.level == ours:
-            found.setLevel(original)
-        else:
-            entry["note"] = "the application set it to %s since; left as it is" % level_name(found.level)
-        restored.append(entry)
-    return restored
 
 
 # ---------------------------------------------------------------- following records
@@ -305,12 +271,12 @@ def render_record(record: logging.LogRecord) -> Dict[str, Any]:
 
 class Follow(Stream):
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
-        Stream.__init__(self, instrument.int_arg(args, "limit", None, 1, 1 << 62))  # type: ignore[arg-type]
+        Stream.__init__(self, streams.int_arg(args, "limit", None, 1, 1 << 62))  # type: ignore[arg-type]
         self.agent = agent
         self.logger = find_logger(args.get("name"))
         self.level = parse_level(args["level"]) if args.get("level") is not None else logging.NOTSET
-        self.timeout = instrument.float_arg(args, "timeout", None, 0.0)
-        self.max_rate = instrument.int_arg(args, "max_rate", DEFAULT_MAX_RATE, 1, 1_000_000)
+        self.timeout = streams.float_arg(args, "timeout", None, 0.0)
+        self.max_rate = streams.int_arg(args, "max_rate", DEFAULT_MAX_RATE, 1, 1_000_000)
         self.handler = FollowHandler(self, self.level, self.max_rate)
         self._done = compat.Event()  # a real lock: a gevent-patched Event would wait on a hub nobody runs
 
@@ -369,8 +335,8 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Any:
     return _list(agent, args.get("name"))
 
 
+@streams.on_detach
 def cleanup(agent: Any) -> None:
-    """Detach: handlers off, levels back."""
+    """Detach: handlers off (``loglevels`` puts the levels back)."""
     for follow in list(_follows(agent)):
         follow.cancel("detached")
-    restore_levels(agent)

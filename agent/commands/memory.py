@@ -35,12 +35,9 @@ import sys
 import time
 from typing import Any, Dict, List, Tuple
 
-from .. import compat, locks, procfs
-from ..instrument import float_arg, int_arg
-from . import CommandError
-from .thread import AGENT_DIR
+from .. import compat, locks, origins, procfs
+from ..streams import CommandError, float_arg, int_arg, on_detach
 
-NAME = "memory"
 _CONTAINERS = frozenset((list, dict, set, collections.deque))  # exact types: no subclass __len__ runs
 _STATE = "memory.tracemalloc"
 _CHECK_EVERY = 20_000  # objects between looks at the clock (and a GIL release for the host)
@@ -218,7 +215,7 @@ def _tracemalloc(agent: Any, action: Any, args: Dict[str, Any]) -> Dict[str, Any
     limit = int_arg(args, "limit", 20, 1, 10_000)
     snapshot = tracemalloc.take_snapshot().filter_traces((
         tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, AGENT_DIR + "/*"),
+        tracemalloc.Filter(False, origins.AGENT_DIR + "/*"),
     ))
     result: Dict[str, Any] = {"tracemalloc": _tracemalloc_facts(agent)}
     if action == "top":
@@ -249,6 +246,7 @@ def stop_tracemalloc(agent: Any) -> None:
         tracemalloc.stop()
 
 
+@on_detach
 def cleanup(agent: Any) -> None:
     """Detach: tracemalloc off again when Peeka turned it on (the application's own stays on)."""
     stop_tracemalloc(agent)

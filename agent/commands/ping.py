@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict
 
-NAME = "ping"
-
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     facts = agent.hello().to_dict()

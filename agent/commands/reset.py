@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .. import search
+from .. import loglevels, search
 from ..probes import engine_of
-from . import CommandError, logger
-
-NAME = "reset"
+from ..streams import CommandError
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -22,7 +20,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     loggers = []
     if not text:
         removed = engine.shutdown()
-        loggers = logger.restore_levels(agent)
+        loggers = loglevels.restore_levels(agent)
     else:
         try:
             pattern = search.Pattern(text, bool(args.get("regex")))

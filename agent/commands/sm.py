@@ -12,13 +12,10 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .. import search
-from .sc import parse_search_args
-
-NAME = "sm"
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
-    pattern, detail, limit = parse_search_args(args)
+    pattern, detail, limit = search.search_args(args)
     matches, count = search.find_functions(pattern, limit)
     functions = []
     for name, obj, kind in matches:

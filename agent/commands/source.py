@@ -27,9 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .. import search
 from ..probes import engine_of
-from .sc import parse_search_args
+from ..streams import CommandError
 
-NAME = "source"
 DEFAULT_LIMIT = 10
 MAX_FILE_BYTES = 8 << 20
 MAX_LINES = 2000  # per match
@@ -341,9 +340,7 @@ def describe_class(agent: Any, name: str, cls: Any) -> Dict[str, Any]:
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
-    args = dict(args)
-    args.setdefault("limit", DEFAULT_LIMIT)
-    pattern, _detail, limit = parse_search_args(args)
+    pattern, _detail, limit = search.search_args(args, DEFAULT_LIMIT)
     classes, class_count = search.find_classes(pattern, limit)
     functions, function_count = search.find_functions(pattern, limit)
     matches: List[Tuple[str, str, Any, str]] = [(n, "class", c, "class") for n, c in classes]
@@ -351,8 +348,6 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     matches.sort(key=lambda m: m[0])
     total = class_count + function_count
     if not matches:
-        from . import CommandError
-
         raise CommandError("nothing loaded matches %r; `peeka sm PID PATTERN` and `peeka sc PID PATTERN` list "
                            "what is there (a module not imported yet has no live source)" % pattern.text)
     sources = []

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .. import instrument, observe
+from .. import instrument, observe, streams
 from ..probes import Call
-
-NAME = "stack"
 
 
 def call_path(call: Call, max_frames: int) -> List[Dict[str, Any]]:
@@ -30,7 +28,7 @@ def call_path(call: Call, max_frames: int) -> List[Dict[str, Any]]:
 class Stack(instrument.ProbeStream):
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
         self.condition = observe.CallExpression(args.get("condition"), "condition")
-        self.max_frames = instrument.int_arg(args, "max_frames", 64, 1, 1000)
+        self.max_frames = streams.int_arg(args, "max_frames", 64, 1, 1000)
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
         self.gate = self.condition.gate()

@@ -22,10 +22,9 @@ import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .. import instrument, values
+from .. import instrument, streams, values
 from ..search import is_agent_module
 
-NAME = "tasks"
 # The target's own asyncio, looked up per request: the agent never imports it (a target that does
 # not use asyncio must not find it in sys.modules after an attach).
 asyncio: Any = None
@@ -393,8 +392,8 @@ def _shown(loop: Any) -> bool:
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
-    limit = instrument.int_arg(args, "limit", DEFAULT_LIMIT, 1, 1_000_000)
-    max_frames = instrument.int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, 1000)
+    limit = streams.int_arg(args, "limit", DEFAULT_LIMIT, 1, 1_000_000)
+    max_frames = streams.int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, 1000)
     if _bind_asyncio() is None:
         return {"loops": [], "count": 0, "note": "asyncio is not imported in this process"}
     loops, registered = find_loops(bool(args.get("scan_gc")))

@@ -42,10 +42,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import compat, locks, procfs, threadids, values
-from . import CommandError
-
-NAME = "thread"
+from .. import compat, locks, origins, procfs, threadids, values
+from ..streams import CommandError, int_arg
 
 DEFAULT_MAX_FRAMES = 64
 MAX_FRAMES = 1000
@@ -53,20 +51,7 @@ MAX_LOCALS = 50  # per frame
 LOCALS_MAX_SIZE = 512  # per value by default: a stack of 64 frames adds up
 TOTAL_LOCALS_BUDGET = 4 << 20  # characters of locals per reply, over all threads
 
-# Inside a target the agent's code is named "<peeka agent>/..." (boot.py loads it from memory).
-AGENT_DIR = os.path.dirname(os.path.dirname(__file__ if __file__.startswith("<") else os.path.abspath(__file__)))
 MAX_INTERVAL_MS = 60_000
-
-
-def _int_arg(args: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = args.get(key)
-    if value is None:
-        return default
-    if type(value) is not int:
-        raise CommandError("%s must be an integer, got %r" % (key, value))
-    if not low <= value <= high:
-        raise CommandError("%s must be between %d and %d, got %d" % (key, low, high, value))
-    return value
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -76,11 +61,11 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
             "thread_id must be an integer (a thread's ident or native id), got %r" % (thread_id,)
         )
     include_agent = bool(args.get("all", False))
-    depth = _int_arg(args, "depth", 0, 0, values.MAX_DEPTH)
-    max_frames = _int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, MAX_FRAMES)
-    max_size = _int_arg(args, "max_size", LOCALS_MAX_SIZE, values.MIN_MAX_SIZE, values.MAX_MAX_SIZE)
-    interval_ms = _int_arg(args, "interval_ms", 0, 0, MAX_INTERVAL_MS)
-    busiest = _int_arg(args, "top", 0, 0, 100_000)
+    depth = int_arg(args, "depth", 0, 0, values.MAX_DEPTH)
+    max_frames = int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, MAX_FRAMES)
+    max_size = int_arg(args, "max_size", LOCALS_MAX_SIZE, values.MIN_MAX_SIZE, values.MAX_MAX_SIZE)
+    interval_ms = int_arg(args, "interval_ms", 0, 0, MAX_INTERVAL_MS)
+    busiest = int_arg(args, "top", 0, 0, 100_000)
     blocked = bool(args.get("blocked", False))
 
     # The interval is slept here, in this client's reader thread: the host's threads run on.
@@ -129,7 +114,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
             name = "%s (not the main thread: it imported threading first)" % name
         python_native_ids.add(native_id)
         frame = frames.get(ident)
-        agent_thread = is_agent(name, frame)
+        agent_thread = origins.is_agent_thread(name, frame)
         if agent_thread:
             agent_idents.add(ident)
         if thread_id is not None and thread_id not in (ident, native_id):
@@ -233,22 +218,6 @@ def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, 
         deadlocks.append({"threads": [e["name"] for e in edges], "edges": edges,
                           "inferred": any(e["inferred"] for e in edges)})
     return {"blocked": entries, "deadlocks": deadlocks}
-
-
-def is_agent(name: Optional[str], frame: Any) -> bool:
-    if name is not None and name.startswith("peeka-agent"):
-        return True
-    # Threads the agent started behind a patched threading module have no Thread object:
-    # their outermost frame is agent code. (The innermost may be agent code in any thread: a probe.)
-    outermost = None
-    depth = 0
-    while frame is not None and depth < 10_000:
-        outermost = frame
-        frame = frame.f_back
-        depth += 1
-    if outermost is None:
-        return False
-    return outermost.f_code.co_filename.startswith(AGENT_DIR + os.sep)
 
 
 def _stack(frame: Any, max_frames: int, depth: int, max_size: int, budget: List[int]) -> Any:

@@ -34,12 +34,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import compat, procfs, sampling
-from ..instrument import float_arg, int_arg
-from . import Stream
-from .thread import is_agent
+from .. import compat, origins, procfs, sampling
+from ..streams import Stream, float_arg, int_arg
 
-NAME = "top"
 IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts as idle
 
 
@@ -202,7 +199,7 @@ def _python_threads() -> Dict[int, Any]:
     for ident, frame in frames.items():
         t = threading._active.get(ident)  # type: ignore[attr-defined]
         name = t.name if t is not None else None
-        out[ident] = (name or str(ident), getattr(t, "native_id", None), is_agent(name, frame))
+        out[ident] = (name or str(ident), getattr(t, "native_id", None), origins.is_agent_thread(name, frame))
     return out
 
 

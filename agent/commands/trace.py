@@ -38,30 +38,13 @@ limit (-n trees, default 100), timeout.
 
 from __future__ import annotations
 
-import os
 import sys
-import sysconfig
 from time import perf_counter_ns
 from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe
+from .. import instrument, observe, origins, streams
 from ..probes import MONITORING, SUSPENDABLE, Call, first_offset
-
-NAME = "trace"
-
-
-def _library_prefixes() -> Tuple[str, ...]:
-    paths = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            paths.add(os.path.realpath(sysconfig.get_paths()[key]))
-        except Exception:
-            pass
-    for p in sys.path:
-        if p.endswith(("site-packages", "dist-packages")):
-            paths.add(os.path.realpath(p))
-    return tuple(sorted(paths, key=len, reverse=True))
 
 
 class Node:
@@ -446,10 +429,10 @@ class Trace(instrument.ProbeStream):
 
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
         self.condition = observe.CallExpression(args.get("condition"), "condition")
-        self.min_cost_ns = int((instrument.float_arg(args, "min_cost", 0.0, 0.0) or 0.0) * 1e6)
-        self.max_depth = instrument.int_arg(args, "depth", 32, 1, 1000)
+        self.min_cost_ns = int((streams.float_arg(args, "min_cost", 0.0, 0.0) or 0.0) * 1e6)
+        self.max_depth = streams.int_arg(args, "depth", 32, 1, 1000)
         self.all = bool(args.get("all"))
-        self.library = _library_prefixes() + ("<frozen ",)  # frozen modules are the stdlib's too
+        self.library = origins.library_prefixes() + ("<frozen ",)  # frozen modules are the stdlib's too
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
         self.active: Dict[int, Recorder] = {}  # thread id -> the traced call running there

@@ -14,22 +14,22 @@ import itertools
 import time
 from typing import Any, Dict, List
 
-from .. import compat, instrument, observe, values
+from .. import compat, instrument, observe, streams, values
 from ..probes import Call
-from . import CommandError
+from ..streams import CommandError
 
-NAME = "tt"
 DEFAULT_MAX_BYTES = 50 << 20
 
 
 class Record:
-    __slots__ = ("index", "call", "time", "params_view", "outcome_view", "size")
+    __slots__ = ("index", "call", "time", "render_args", "params_view", "outcome_view", "size")
 
     def __init__(self, index: int, call: Call, render_args: Dict[str, Any]) -> None:
         self.index = index
         self.call = call  # keeps params/result references for replay
         self.time = time.time()
         call.frame = None  # no frames kept alive
+        self.render_args = render_args
         self.params_view = observe.render(dict(call.params or {}), render_args)
         outcome = call.exception if call.exception is not None else call.result
         self.outcome_view = observe.render(outcome, render_args)
@@ -74,9 +74,8 @@ def tunnel(agent: Any) -> Tunnel:
 class Recorder(instrument.ProbeStream):
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
         self.condition = observe.CallExpression(args.get("condition"), "condition")
-        self.render_args = {"depth": instrument.int_arg(args, "depth", 2, 1, 4),
-                            "max_size": instrument.int_arg(args, "max_size", 4096, 64, 1 << 20)}
-        self.max_bytes = instrument.int_arg(args, "max_bytes", DEFAULT_MAX_BYTES, 1024, 1 << 31)
+        self.render_args = streams.render_args(args)
+        self.max_bytes = streams.int_arg(args, "max_bytes", DEFAULT_MAX_BYTES, 1024, 1 << 31)
         super().__init__(agent, args)
         self.tunnel = tunnel(agent)
         self.needs_args = True
@@ -133,11 +132,9 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Any:
         return {"records": hits, "searched": len(records)}
     if action == "show":
         record = tun.find(args.get("index"))
-        depth = instrument.int_arg(args, "depth", 2, 1, 4)
-        max_size = instrument.int_arg(args, "max_size", 4096, 64, 1 << 20)
+        render_args = streams.render_args(args, **record.render_args)
         detail = record.detail()
-        if depth != 2 or max_size != 4096:
-            render_args = {"depth": depth, "max_size": max_size}
+        if render_args != record.render_args:  # shown otherwise than recorded: render again
             detail["params"] = observe.render(dict(record.call.params or {}), render_args)
             outcome = record.call.exception if record.call.exception is not None else record.call.result
             detail["outcome"] = observe.render(outcome, render_args)
@@ -153,6 +150,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Any:
     raise CommandError("unknown tt action %r; use record, list, search, show, replay or clear" % (action,))
 
 
+@streams.on_detach
 def cleanup(agent: Any) -> None:
     agent.state.pop("tt", None)
 

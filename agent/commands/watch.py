@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .. import instrument, observe
+from .. import instrument, observe, streams
 from ..probes import Call
-from . import CommandError
+from ..streams import CommandError, DeferredEvent, make_deferred
 
-NAME = "watch"
 POINTS = ("enter", "success", "exception", "finish")
 
 
@@ -32,8 +31,7 @@ class Watch(instrument.ProbeStream):
                     "%s %s not known at entry (-b); watch at -s/-e/-f instead" % (", ".join(sorted(late)),
                                                                                   "is" if len(late) == 1 else "are")
                 )
-        self.render_args = {"depth": instrument.int_arg(args, "depth", 2, 1, 4),
-                            "max_size": instrument.int_arg(args, "max_size", 4096, 64, 1 << 20)}
+        self.render_args = streams.render_args(args)
         super().__init__(agent, args)
         self.needs_args = self.expression.source is None or self.expression.needs_args or self.condition.needs_args
         self.wants_enter = "enter" in self.at
@@ -63,7 +61,7 @@ class Watch(instrument.ProbeStream):
             return
         # Rendering happens in the writer thread: the host thread only queues references
         # (emit_later's queueing, inlined: this runs on every reported call).
-        self._queue((self, self._event, (call, location)))
+        self._queue(make_deferred(DeferredEvent, (self, self._event, (call, location))))
 
     def _passes(self, call: Call, location: str) -> bool:
         if self.condition.source is None:

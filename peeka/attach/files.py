@@ -122,7 +122,7 @@ def remove(target: TargetProcess) -> None:
 def only_pending_stub(target: TargetProcess) -> bool:
     """Whether all that is left is the self-removing script the agent leaves on detach for a
     sys.remote_exec request still pending in the target (see runtime.leave_pending_stub)."""
-    from peeka_agent.runtime import PENDING_STUB_MARK
+    from peeka_agent.protocol import PENDING_STUB_MARK
 
     folder = Path(target.host_path(target.files_dir))
     try:

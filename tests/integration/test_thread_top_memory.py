@@ -233,8 +233,8 @@ def test_bad_input_is_a_usage_error(client: AgentClient) -> None:
     from peeka.errors import UsageError
 
     for command, args, expected in (
-        ("thread", {"interval_ms": 600_000}, "interval_ms must be between 0 and 60000"),
-        ("thread", {"top": "5"}, "top must be an integer"),
+        ("thread", {"interval_ms": 600_000}, "interval_ms must be a whole number from 0 to 60000"),
+        ("thread", {"top": "5"}, "top must be a whole number"),
         ("memory", {"tracemalloc": "sideways"}, "tracemalloc must be start, top, diff or stop"),
         ("memory", {"diff": 7200}, "diff must be at most 3600"),
         ("memory", {"types": -1}, "types must be a whole number"),
