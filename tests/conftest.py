@@ -22,6 +22,8 @@ TARGETS = Path(__file__).resolve().parent / "targets"
 VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
 # Flask and its dependencies, pure Python, for targets of every version (scripts/setup.sh fills it).
 TARGET_SITE = ROOT / ".peeka" / "target-site"
+# uvicorn, Starlette, Django, gunicorn, pure Python, for the framework targets (scripts/setup.sh fills it).
+TARGET_WEB = ROOT / ".peeka" / "target-web"
 
 
 def target_site_env() -> dict[str, str]:
@@ -29,6 +31,13 @@ def target_site_env() -> dict[str, str]:
     if not (TARGET_SITE / ".complete").exists():
         pytest.skip(f"{TARGET_SITE} is missing: run scripts/setup.sh (it installs Flask for targets)")
     return {"PYTHONPATH": str(TARGET_SITE)}
+
+
+def target_web_env() -> dict[str, str]:
+    """The environment a web framework target needs; skips when setup has not provided it."""
+    if not (TARGET_WEB / ".complete").exists():
+        pytest.skip(f"{TARGET_WEB} is missing: run scripts/setup.sh (it installs the web frameworks for targets)")
+    return {"PYTHONPATH": str(TARGET_WEB)}
 
 
 def _pyenv_root() -> Path:

@@ -81,7 +81,7 @@ class Node:
         something that is not a traced Python call: a future, a socket; what a child awaits is the
         child's); ``suspended_ms`` a generator's time between a yield and its next resumption, which
         its consumer spent (so it is in a sibling's or the parent's time too)."""
-        kids = sorted(self.children.values(), key=lambda n: -n.total)
+        kids = sorted((n for n in self.children.values() if n is not AGENT), key=lambda n: -n.total)
         shown = [k.to_dict(min_cost_ns) for k in kids if k.total >= min_cost_ns]
         awaited = self.awaited - sum(k.awaited for k in kids)
         below = sum(k.total - k.yielded - k.awaited for k in kids)
@@ -117,6 +117,12 @@ class Node:
 # (logged by on_resume, not by the profile function). Holding neither frames nor return values,
 # the log keeps nothing of the host's alive but the C callables until it is folded.
 FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
+
+
+# Frames of the agent's own code (another command's probe around a function in the tree, below
+# 3.12) and what they call: not in the tree; what they call of the host's code is, below the caller.
+AGENT = Node("<peeka agent>", None, None, False, True)
+HIDDEN = object()  # the start of such a frame's call on the fold's stack
 
 
 class Resumed(int):
@@ -265,8 +271,8 @@ class Recorder:
         for entry in log:
             cls = entry.__class__
             if cls is int:  # a return (or a yield); negative: a C function raised
-                chain = 0
                 if not depth:
+                    chain = 0
                     if entry > 0 and inside:
                         inside = False  # the root returned (or yielded)
                         self.root_return = entry
@@ -274,18 +280,27 @@ class Recorder:
                 depth -= 1
                 node = nodes[depth]
                 if node is None:
+                    chain = 0
                     continue
                 started = starts[depth]
-                if entry < 0:
-                    entry = -entry
-                    node.exceptions += 1
-                if started.__class__ is not int:  # a generator's or coroutine's Instance
+                if started.__class__ is not int:
+                    if started is HIDDEN:
+                        continue  # the agent's frames end no chain
+                    chain = 0
+                    if entry < 0:
+                        entry = -entry
+                        node.exceptions += 1
+                    # A generator's or coroutine's Instance
                     node.total += entry - started.last
                     started.last = entry
                     if entry - started.first > node.max:
                         node.max = entry - started.first
                     suspended[started.key] = started
                     continue
+                chain = 0
+                if entry < 0:
+                    entry = -entry
+                    node.exceptions += 1
                 elapsed = entry - started
                 if node.count == 0 or elapsed < node.min:
                     node.min = elapsed
@@ -327,12 +342,16 @@ class Recorder:
                     node = children[key]
                 else:
                     node = children[key] = trace.python_node(callee)
-                if callee.co_flags & SUSPENDABLE:
+                if node is AGENT:  # the agent's own frames stay out of the tree: their time is the caller's
+                    node, started = parent, HIDDEN
+                elif callee.co_flags & SUSPENDABLE:
                     started = self._instance(node, (depth, key), started, entry[2] > first_offset(callee), chain)
                     if not started.resumed:
                         chain = 0  # the chain goes on only below resumed calls
                 else:
                     chain = 0
+            elif depth and starts[depth - 1] is HIDDEN:  # what the agent's frames call (but Python code)
+                node, started = parent, HIDDEN
             else:
                 node = trace.c_node(parent, callee)
                 chain = 0
@@ -442,6 +461,8 @@ class Trace(instrument.ProbeStream):
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
+        if filename.startswith("<peeka") or "_peeka_hook" in code.co_varnames:
+            return AGENT  # the agent's code, or the trampoline of a function another command probes (3.9-3.11)
         library = not self.all and filename.startswith(self.library)
         module = self.module_of(filename)
         name = getattr(code, "co_qualname", code.co_name)

@@ -15,7 +15,7 @@ from django.conf import settings  # noqa: E402
 settings.configure(DEBUG=False, ROOT_URLCONF="webshop.djangourls", ALLOWED_HOSTS=["127.0.0.1"],
                    SECRET_KEY="test-only", INSTALLED_APPS=[], MIDDLEWARE=[], LOGGING_CONFIG=None)
 django.setup()
-
+import webshop.djangourls  # noqa: E402,F401  (runserver's system checks load the URLconf at start too)
 from django.core.servers import basehttp  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
