@@ -71,6 +71,7 @@ class Monitor(instrument.ProbeStream):
         self.raw: Dict[str, List[int]] = {name: [] for name, _ in self.targets}
         self.windows: Dict[str, _Window] = {name: _Window() for name, _ in self.targets}
         self.totals: Dict[str, _Totals] = {name: _Totals() for name, _ in self.targets}
+        self.seen: Dict[str, int] = {name: 0 for name, _ in self.targets}  # calls drained, for a reader to reset
         self.started = time.time()
 
     light = True
@@ -84,7 +85,7 @@ class Monitor(instrument.ProbeStream):
     def keep(self, names: Any) -> None:
         """Only these of its functions (export counts each function once)."""
         self.targets = [(name, f) for name, f in self.targets if name in names]
-        for table in (self.raw, self.windows, self.totals):
+        for table in (self.raw, self.windows, self.totals, self.seen):
             for name in [name for name in table if name not in names]:
                 del table[name]
 
@@ -94,6 +95,7 @@ class Monitor(instrument.ProbeStream):
                 batch = raw[:]
                 del raw[: len(batch)]  # what host threads appended meanwhile stays for the next drain
                 self.windows[name].add(batch)
+                self.seen[name] += len(batch)
 
     def run(self) -> None:
         cycles = 0

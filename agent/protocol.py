@@ -39,6 +39,7 @@ MIN_MAX_SIZE = 64
 MAX_MAX_SIZE = 1 << 20
 DEFAULT_CYCLE = 5.0  # s: monitor's report cycle
 MIN_CYCLE = 0.05
+DEFAULT_EXPORT_BUDGET = 5.0  # export: percent of the process's CPU its probes may cost (0: no governor)
 
 # The first line of the script a detach leaves for a 3.14 sys.remote_exec request still pending:
 # the client's attach recognises it (and the agent's runtime writes it).

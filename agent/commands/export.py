@@ -7,9 +7,19 @@ a ``{"kind": "stats", ...}`` event with monitor rows (exact call counts and cumu
 buckets for every probed function, whatever was dropped), GC collections, top-function sample
 shares and drop counts. Probes leave with the stream: a new exporter never finds old ones.
 
+What the probes cost the host is kept under ``overhead_budget`` percent of the process's CPU by
+the governor (agent/governor.py): per function, 1 call in N becomes a span (decided before anything
+is built; a traced tree at the root's start, so a tree is whole or absent), and a function whose
+calls cost too much even unsampled is probed only part of the time. Monitor rows stay exact for the
+calls seen; each row's ``governor`` says what was done (``sampling_ratio``, ``duty``, and
+``estimated_calls``: calls while the probe was off, estimated from its rate while on, never added
+to the counts). Spans of sampled functions carry ``peeka.sampling.probability``.
+
 args:
-  watch, trace, monitor   lists of probes, each a pattern string or {"pattern", "condition", "sample"}
+  watch, trace, monitor   lists of probes, each a pattern string or {"pattern", "condition", "sample",
+                          "max_per_second"} (watch and trace)
   regex, max_match        as for watch
+  overhead_budget         percent of the process's CPU (default 5); 0 turns the governor off
   interval (s, default 5), capture_args (default true), capture_result (default true),
   max_value (chars per rendered value, default 256), redact (extra name fragments),
   buffer (calls waiting to be sent, default 20000), max_nodes (spans per trace tree, default 500)
@@ -30,7 +40,7 @@ import traceback
 from collections import deque
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import costs, instrument, observe, origins, sampling, streams, values
+from .. import costs, governor, instrument, observe, origins, protocol, sampling, streams, values
 from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
 from ..streams import CommandError, Stream
 
@@ -39,6 +49,7 @@ _FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: e
 _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
 _TOP = 10  # top functions reported per interval (bounded label set)
+_START_CAP = 500.0  # spans/s per function before the governor knows the rates
 
 
 def _otel_parent() -> Optional[Tuple[str, str]]:
@@ -55,20 +66,29 @@ def _otel_parent() -> Optional[Tuple[str, str]]:
     return None
 
 
-class _Tap(Listener):
-    """A watch or trace entry: its condition and sampling, feeding the export stream's buffer."""
-
-    def on_removed(self, probe: Any) -> None:
-        self.export.reset = True
+class _Tap:
+    """A watch or trace entry: its pattern, condition, sampling and cap. Each of its functions gets
+    its own listener (a feed) holding that function's sampling state, so a hot function sampled
+    1 in 1000 leaves a cold one beside it untouched."""
 
     def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
         self.export = export
         self.pattern = spec["pattern"]
         self.condition = observe.CallExpression(spec.get("condition"), "condition")
         self.sample = float(spec.get("sample", 1.0))
+        self.max_per_second = spec.get("max_per_second")
         self.targets = instrument.resolve(dict(export.args, pattern=self.pattern))
+        self.needs_args = export.capture_args or self.condition.needs_args
+        self.active: Dict[int, "SpanRecorder"] = {}  # trace: thread -> the tree being recorded there
+        self.feeds: Dict[str, "_Feed"] = {}
+
+    def feed(self, name: str, push: Any = None) -> "_Feed":
+        feed = (TreeFeed if isinstance(self, TreeTap) else SpanFeed)(self, push)
+        self.feeds[name] = feed
+        return feed
 
     def wanted(self, call: Call) -> bool:
+        """The user's own sampling and condition (the governor's 1-in-N was decided before)."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return False
         if self.condition.source is not None:
@@ -82,56 +102,115 @@ class _Tap(Listener):
 class SpanTap(_Tap):
     """watch entries: one span per call."""
 
-    def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
-        super().__init__(export, spec)
-        self.needs_args = export.capture_args or self.condition.needs_args
-
-    def on_exit(self, call: Call) -> None:
-        if self.wanted(call):
-            self.export.push(("call", call, _otel_parent()))
-
 
 class TreeTap(_Tap):
     """trace entries: the call and every Python call below it, each with its exact times."""
 
+
+class _Feed(Listener):
+    """One function of a tap: head sampling (1 call in ``every``, set by the governor) and the cap."""
+
+    def __init__(self, tap: _Tap, push: Any) -> None:
+        self.tap = tap
+        self.push = push or tap.export.push
+        self.needs_args = tap.needs_args
+        self.every = 1
+        self.countdown = 1
+        self.probability = 1.0  # share of all calls that may become spans (governor's view), for span attributes
+        self.sampled = 0  # calls that passed the head sample (read and reset by the governor)
+        self.nodes = 0  # trace: nodes recorded below them
+        cap = tap.max_per_second
+        self.max_per_second = float(cap) if cap is not None else None
+        # Until the governor's first plan, a hot function could fill the buffer and starve a cold one.
+        self.cap = self.max_per_second if not tap.export.budget else min(self.max_per_second or _START_CAP, _START_CAP)
+        self.tokens = self.cap or 0.0
+        self.refilled = 0
+
+    def on_removed(self, probe: Any) -> None:
+        self.tap.export.reset = True
+
+    def _head(self, *_: Any) -> bool:
+        """Whether this call is sampled: a countdown, no clock and no random number."""
+        left = self.countdown - 1
+        if left > 0:
+            self.countdown = left
+            return False
+        self.countdown = self.every
+        return True
+
+    def _admit(self, now_ns: int) -> bool:
+        """The per-function cap (spans or trees per second), a token bucket."""
+        cap = self.cap
+        if cap is None:
+            return True
+        tokens = min(cap, self.tokens + (now_ns - self.refilled) * cap / 1e9)
+        self.refilled = now_ns
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+    def weight(self) -> float:
+        return self.probability * self.tap.sample
+
+
+class SpanFeed(_Feed):
+    """watch: unsampled calls are turned away by the gate, before any Call is made."""
+
+    gate = _Feed._head  # type: ignore[assignment]  # (start, end, result, exception) -> sampled?
+
+    def on_exit(self, call: Call) -> None:
+        self.sampled += 1
+        if self._admit(call.end) and self.tap.wanted(call):
+            self.push(("call", call, _otel_parent(), self.weight()))
+
+
+class TreeFeed(_Feed):
+    """trace: sampled at the call's start, so an unsampled call records nothing and a sampled tree is whole."""
+
     wants_enter = True
     wants_suspend = True
 
-    def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
-        super().__init__(export, spec)
-        self.needs_args = export.capture_args or self.condition.needs_args
-        self.active: Dict[int, "SpanRecorder"] = {}
-
     def on_enter(self, call: Call) -> None:
-        if self.export.cancelled or call.thread in self.active:
-            return  # recursion: the inner call is part of the outer tree
-        recorder = SpanRecorder(self, call)
+        tap = self.tap
+        if tap.export.cancelled or call.thread in tap.active:
+            return  # recursion, or a call below another traced one: part of the outer tree
+        if not self._head() or not self._admit(call.start):
+            return
+        self.sampled += 1
+        recorder = SpanRecorder(tap, call)
         call.data = recorder
-        self.active[call.thread] = recorder
+        tap.active[call.thread] = recorder
         recorder.start()
 
     def on_suspend(self, call: Call) -> None:
         recorder = call.data
-        if isinstance(recorder, SpanRecorder) and self.active.get(call.thread) is recorder:
+        if isinstance(recorder, SpanRecorder) and self.tap.active.get(call.thread) is recorder:
             recorder.stop()
-            del self.active[call.thread]
+            del self.tap.active[call.thread]
 
     def on_resume(self, call: Call) -> None:
         recorder = call.data
-        if isinstance(recorder, SpanRecorder) and not self.export.cancelled and call.thread not in self.active:
-            self.active[call.thread] = recorder
+        tap = self.tap
+        if isinstance(recorder, SpanRecorder) and not tap.export.cancelled and call.thread not in tap.active:
+            tap.active[call.thread] = recorder
             recorder.start()
 
     def on_exit(self, call: Call) -> None:
         recorder = call.data
         if not isinstance(recorder, SpanRecorder):
             return
-        if self.active.get(call.thread) is recorder:
+        tap = self.tap
+        if tap.active.get(call.thread) is recorder:
             recorder.stop()
-            del self.active[call.thread]
+            del tap.active[call.thread]
         call.data = None
-        if self.wanted(call):
-            self.export.push(("tree", call, _otel_parent(), recorder.nodes))
+        self.nodes += len(recorder.nodes)
+        if recorder.cut:
+            tap.export.incomplete += 1  # complete or absent: a tree cut by max_nodes or depth is not sent
+        elif tap.wanted(call):
+            self.push(("tree", call, _otel_parent(), self.weight(), recorder.nodes))
 
 
 class SpanRecorder:
@@ -142,7 +221,7 @@ class SpanRecorder:
     while the call is suspended), and each return or yield moves its end.
     """
 
-    def __init__(self, tap: TreeTap, call: Call) -> None:
+    def __init__(self, tap: _Tap, call: Call) -> None:
         self.tap = tap
         self.call = call
         self.nodes: List[List[Any]] = []
@@ -151,6 +230,7 @@ class SpanRecorder:
         self.root_frame: Any = call.frame if MONITORING else None
         self.inside = MONITORING  # code swap: the copy's own frame starts the tree
         self.previous: Any = None
+        self.cut = False  # nodes were left out for max_nodes or depth: the tree is not sent
 
     def profile(self, frame: Any, event: str, arg: Any) -> None:
         if self.tap.export.cancelled:
@@ -170,6 +250,11 @@ class SpanRecorder:
         if frame is self.root_frame:
             if event == "return":
                 self.inside = False  # a yield, or the end: what follows is not below this call
+                if self.call.probe.paused:
+                    # The governor switched the probe off (3.12+): no exit event will come to stop us.
+                    sys.setprofile(self.previous)
+                    if self.tap.active.get(self.call.thread) is self:
+                        del self.tap.active[self.call.thread]
             return
         if event == "call":
             export = self.tap.export
@@ -179,9 +264,12 @@ class SpanRecorder:
                 # A resumption: the same call goes on (-1 when its start was not recorded).
                 self.open.append(self.suspendable.get(id(frame), -1))
                 return
-            if (parent == -1 or (parent is not None and self.nodes[parent][6])
-                    or len(self.open) >= 32 or len(self.nodes) >= export.max_nodes):
-                self.open.append(-1)  # below a library callee, too deep, or too many
+            if parent == -1 or (parent is not None and self.nodes[parent][6]):
+                self.open.append(-1)  # below a library callee
+                return
+            if len(self.open) >= 32 or len(self.nodes) >= export.max_nodes:
+                self.cut = True  # too deep or too many: the tree is not sent
+                self.open.append(-1)
                 return
             module = frame.f_globals.get("__name__")
             name = getattr(code, "co_qualname", code.co_name)
@@ -223,6 +311,9 @@ def _probe_specs(args: Dict[str, Any], key: str) -> List[Dict[str, Any]]:
         sample = spec.get("sample", 1.0)
         if type(sample) not in (int, float) or not 0.0 < sample <= 1.0:
             raise CommandError("sample for %r must be a ratio in (0, 1], got %r" % (spec["pattern"], sample))
+        cap = spec.get("max_per_second")
+        if cap is not None and (type(cap) not in (int, float) or cap <= 0):
+            raise CommandError("max_per_second for %r must be a positive number, got %r" % (spec["pattern"], cap))
         specs.append(spec)
     return specs
 
@@ -251,6 +342,8 @@ class Export(Stream):
         self.max_value = streams.int_arg(args, "max_value", 256, 16, 1 << 16)
         self.capacity = streams.int_arg(args, "buffer", 20_000, 1, 10_000_000)
         self.max_nodes = streams.int_arg(args, "max_nodes", 500, 1, 100_000)
+        budget = streams.float_arg(args, "overhead_budget", protocol.DEFAULT_EXPORT_BUDGET, 0.0)
+        self.budget = budget / 100.0 if budget else None  # share of the process's CPU; 0: no governor
         extra = args.get("redact") or []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             raise CommandError("redact must be a list of name fragments, got %r" % (extra,))
@@ -266,6 +359,10 @@ class Export(Stream):
             [costs.Monitor(agent, dict(self.args, pattern=p, cycle=self.interval)) for p in dict.fromkeys(patterns)])
         self.buffer: Any = deque()  # append and popleft are atomic: no lock on the host's path
         self.buffer_dropped = 0
+        self.incomplete = 0  # traced trees not sent because max_nodes or depth cut them
+        self.governor: Optional[governor.Governor] = None
+        # Calibrated before the first response: once the client hears the stream started, every call counts.
+        self.unit_costs = self._calibrated(engine_of(agent)) if self.budget else {}
         self.reset = False
         self.sampler = sampling.Sampler()
         self.names = sampling.Names()
@@ -283,15 +380,64 @@ class Export(Stream):
                 monitor.setup()
             for tap in self.taps:
                 for name, func in tap.targets:
-                    engine.add(func, name, tap)
+                    engine.add(func, name, tap.feed(name))
+            if self.budget:
+                self.governor = governor.Governor(engine, self.budget, self._governed(self.unit_costs))
         except Exception:
             self.on_stop()
             raise
 
+    def _calibrated(self, engine: Any) -> Dict[str, governor.UnitCosts]:
+        """Per-call costs of each kind of probe this stream installs, timed once per agent and
+        configuration (a restarted exporter reuses them)."""
+        cache = self.agent.state.setdefault("export_calibration", {})
+        discard: Any = deque(maxlen=64)
+        out = {}
+        for kind, tap in (("monitor", None), ("watch", next((t for t in self.taps if isinstance(t, SpanTap)), None)),
+                          ("trace", next((t for t in self.taps if isinstance(t, TreeTap)), None))):
+            if kind != "monitor" and tap is None:
+                continue
+            key = (kind, tap is not None and tap.needs_args)
+            if key not in cache:
+                def make(sample_all: bool, tap: Any = tap) -> Any:
+                    feed = tap.feed("_peeka_calibration", discard.append)
+                    feed.every = feed.countdown = 1 if sample_all else governor.MAX_EVERY
+                    feed.cap = None
+                    return feed
+                cache[key] = governor.calibrate(engine, make if tap is not None else None, kind == "trace")
+            out[kind] = cache[key]
+        for tap in self.taps:
+            tap.feeds.pop("_peeka_calibration", None)
+        return out
+
+    def _governed(self, unit_costs: Dict[str, governor.UnitCosts]) -> List[governor.Governed]:
+        ours = set(self.monitors)
+        feeds: Dict[str, List[Any]] = {}
+        caps: Dict[str, Optional[float]] = {}
+        kinds: Dict[str, str] = {}
+        for tap in self.taps:
+            kind = "trace" if isinstance(tap, TreeTap) else "watch"
+            for name, feed in tap.feeds.items():
+                ours.add(feed)
+                feeds.setdefault(name, []).append(feed)
+                if kind == "trace" or name not in kinds:
+                    kinds[name] = kind
+                if tap.max_per_second is not None:
+                    caps[name] = min(caps.get(name) or float("inf"), float(tap.max_per_second))
+        out = []
+        for monitor in self.monitors:
+            for (name, _), probe in zip(monitor.targets, monitor.probes):
+                out.append(governor.Governed(name, probe, unit_costs[kinds.get(name, "monitor")], feeds.get(name, []),
+                                             ours.__contains__, caps.get(name)))
+        return out
+
     def on_stop(self) -> None:
         engine = engine_of(self.agent)
+        if self.governor is not None:
+            self.governor.resume_all()  # paused probes are installed again, then removed as usual
         for tap in self.taps:
-            engine.remove(tap)
+            for feed in tap.feeds.values():
+                engine.remove(feed)
         for monitor in self.monitors:
             monitor.cancel("export ended")
         self._done.set()
@@ -309,14 +455,27 @@ class Export(Stream):
     def run(self) -> None:
         next_stats = time.monotonic() + self.interval
         next_sample = 0.0
-        while not self._done.wait(_FLUSH_EVERY):
+        next_plan = time.monotonic() + governor.UPDATE_EVERY / 2  # a first look soon: a hot probe costs from the start
+        due: Optional[float] = None  # the governor's next switch of a probe on or off
+        render_cpu = 0.0
+        while not self._done.wait(_FLUSH_EVERY if due is None else max(0.0, min(_FLUSH_EVERY, due - time.monotonic()))):
             now = time.monotonic()
+            rule = self.governor
+            if rule is not None:
+                due = rule.toggle(now)
             if now >= next_sample:
                 self._sample()
                 next_sample = now + _SAMPLE_EVERY
-            self._flush()
+            started = time.thread_time()
+            self._flush(due)
+            render_cpu += time.thread_time() - started
             for monitor in self.monitors:
                 monitor.drain()
+            if rule is not None and now >= next_plan:
+                rule.update(now, self._seen(), render_cpu)
+                render_cpu = 0.0
+                next_plan = now + governor.UPDATE_EVERY
+                due = rule.toggle(time.monotonic())
             if now >= next_stats:
                 self.emit(self._stats())
                 next_stats = now + self.interval
@@ -327,9 +486,12 @@ class Export(Stream):
                 self.finish("reset")
                 return
 
-    def _flush(self) -> None:
+    def _flush(self, until: Optional[float] = None) -> None:
+        """Render and send what the buffer holds; ``until``: stop then (the governor has a probe to switch)."""
         spans: List[Dict[str, Any]] = []
-        for _ in range(len(self.buffer)):
+        for n in range(len(self.buffer)):
+            if until is not None and not n % 64 and time.monotonic() >= until:
+                break
             item = self.buffer.popleft()
             try:
                 self._render(item, spans)
@@ -345,16 +507,28 @@ class Export(Stream):
         if not self.emit({"kind": "spans", "spans": spans}):
             self.buffer_dropped += len(spans)  # the client's outbox was full
 
+    def _seen(self) -> Dict[str, int]:
+        """Calls each function's monitor counted since the last look (only while its probe was on)."""
+        seen: Dict[str, int] = {}
+        for monitor in self.monitors:
+            for name in monitor.seen:
+                seen[name] = monitor.seen[name]
+                monitor.seen[name] = 0
+        return seen
+
     def _render(self, item: Tuple[Any, ...], out: List[Dict[str, Any]]) -> None:
+        # item: (kind "call" | "tree", call, the target's own OTel parent, sampling probability[, tree nodes])
         call = item[1]
         root = len(out)
         span = self._call_span(call)
         span["otel"] = item[2]
+        if item[3] < 1.0:
+            span["attributes"]["peeka.sampling.probability"] = item[3]
         out.append(span)
         if item[0] != "tree":
             return
         base = len(out)
-        for name, file, line, start, end, parent, _library in item[3]:
+        for name, file, line, start, end, parent, _library in item[4]:
             out.append({"name": name, "file": file, "line": line, "thread_id": span["thread_id"],
                         "thread": span["thread"], "start_ns": to_epoch_ns(start),
                         "end_ns": to_epoch_ns(end or call.end), "attributes": {}, "exception": None,
@@ -404,9 +578,18 @@ class Export(Stream):
 
     def _stats(self) -> Dict[str, Any]:
         rows = [row for monitor in self.monitors for row in monitor.snapshot()["functions"]]
+        rule = self.governor
+        overhead = None
+        if rule is not None:
+            for row in rows:
+                row["governor"] = rule.row(row["function"])
+            overhead = {"ratio": round(rule.ratio, 5), "budget": rule.budget,
+                        "unit_costs_ns": {g.name: [round(c) for c in g.costs] for g in rule.functions},
+                        "agent_ns_per_span": round(rule.span_ns),
+                        "parts": {k: round(v, 5) for k, v in rule.parts.items()}}
         return {"kind": "stats", "time": time.time(), "functions": rows,
                 "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": self._top(),
-                "dropped": self.buffer_dropped}
+                "dropped": self.buffer_dropped, "incomplete_trees": self.incomplete, "overhead": overhead}
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Export:

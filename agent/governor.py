@@ -1,0 +1,427 @@
+"""The overhead governor: keeps what a stream's probes cost their host under a share of its CPU.
+
+Nobody writing an exporter's configuration knows how often a pattern's functions run, so the agent
+finds out and decides. Three numbers per probed function feed the decision:
+
+* its call rate while probed (exact: monitor's count of calls seen while the probe is on);
+* what each call costs the host's thread, calibrated once in this interpreter by timing a dummy
+  function bare and probed the same way (``calibrate``): ``base`` for every call (the callbacks,
+  monitor's count, the sampling check), ``sampled`` more for a call that becomes a span, ``node``
+  per Python call recorded below a traced call;
+* what the agent's own threads spend (rendering, encoding, stack samples), measured directly from
+  their CPU time and shared among functions by the spans they produced.
+
+The budget is a share of the process's CPU time over the same window (``time.process_time``).
+``plan`` shares it out max-min fairly (a cold function beside a hot one costs little, so it keeps
+every call), then pulls the levers cheapest first for a function over its share: head sampling
+(1 call in N becomes a span; an unsampled call costs only ``base``), a rate cap, and, when ``base``
+alone is over, a duty cycle: the probe is off (``Engine.pause``, zero cost) most of each period.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+from . import procfs
+from .probes import Engine, Listener
+
+DUTY_ON_MIN = 0.02  # s: the shortest on-window (the stream's thread must get the GIL to end it)
+DUTY_PERIOD_MAX = 20.0  # s between on-windows at most
+FULL = 0.999  # a duty ratio at or above this is "always on"
+DUTY_MIN = DUTY_ON_MIN / DUTY_PERIOD_MAX  # on at least once a period, so the rate stays known
+FLOOR_NS_PER_S = 1e6  # the budget never goes under 1 ms of CPU per second (an idle process still gets its rare calls)
+MAX_EVERY = 1 << 20
+KEEP_SHARE = 0.3  # of the budget: functions that cost less than their part of it keep every call
+HEADROOM = 0.8  # plans aim at this share of the budget: estimates err, and the switches come late
+
+
+class UnitCosts(NamedTuple):
+    """Host CPU per call of one probe configuration (ns), calibrated in this interpreter."""
+
+    base: float  # every call while the probe is on
+    sampled: float  # more per call that becomes a span (or a traced tree's root)
+    node: float = 0.0  # trace: more per Python call recorded below the root
+
+
+class Demand(NamedTuple):
+    """One probed function, as ``plan`` sees it."""
+
+    name: str
+    rate: float  # calls per second while its probe is on
+    base_ns: float  # cost of every call while on
+    sample_ns: float  # cost of each call that becomes a span (the host's part plus the agent's)
+    pausable: bool  # only this stream listens: the probe may be duty-cycled off
+    max_per_second: Optional[float] = None  # a configured cap on spans per second
+    exports: bool = True  # False for monitor-only functions (nothing to sample)
+
+
+class Setting(NamedTuple):
+    every: int  # 1 call in ``every`` (while on) becomes a span
+    duty: float  # share of the time the probe is on
+
+    @property
+    def ratio(self) -> float:
+        """The share of all calls that becomes a span."""
+        return self.duty / self.every
+
+
+ALWAYS = Setting(1, 1.0)
+
+
+def plan(demands: List[Demand], budget_ns_per_s: float, scale: float = 1.0, keep_ns_per_s: float = 0.0) -> Dict[str, Setting]:
+    """Each function's setting so that the total cost stays under the budget (pure). ``scale``
+    corrects the shares of functions over their fair share only (what the estimate missed comes from
+    their switches and sampling), so a function that fits keeps every call. A function whose whole
+    cost is at most ``keep_ns_per_s`` keeps every call whatever the others cost (a cold function)."""
+    full = {d.name: d.rate * (d.base_ns + (d.sample_ns if d.exports else 0.0)) for d in demands}
+    capped = {}
+    for d in demands:
+        every = 1
+        if d.exports and d.max_per_second is not None and d.rate > d.max_per_second:
+            every = max(1, math.ceil(d.rate / max(d.max_per_second, 1e-9)))
+            full[d.name] = d.rate * (d.base_ns + d.sample_ns / every)
+        capped[d.name] = every
+    # Max-min fair shares: the cheapest first get all they need, the rest split what is left.
+    shares: Dict[str, float] = {}
+    left = max(budget_ns_per_s, 1.0)
+    order = sorted(demands, key=lambda d: full[d.name])
+    for i, d in enumerate(order):
+        fair = max(left / (len(order) - i), keep_ns_per_s)
+        shares[d.name] = min(full[d.name], fair)
+        left = max(left - shares[d.name], 0.0)
+    out: Dict[str, Setting] = {}
+    for d in demands:
+        every = capped[d.name]
+        share = shares[d.name]
+        if full[d.name] <= share or d.rate <= 0:
+            out[d.name] = Setting(every, 1.0)
+            continue
+        base = d.rate * d.base_ns
+        fits = base <= share / 2  # decided on the share as planned: the correction alone never pauses a probe
+        share = max(share * scale, 1e-3)
+        if not d.exports:
+            duty = share / base if d.pausable else 1.0
+            out[d.name] = Setting(1, min(1.0, max(duty, DUTY_MIN)))
+            continue
+        if fits or not d.pausable:
+            # Head sampling alone: the rest of the share pays for the sampled calls.
+            room = max(share - base, share / 2)
+            every = max(every, math.ceil(d.rate * d.sample_ns / max(room, 1e-9)))
+            out[d.name] = Setting(min(every, MAX_EVERY), 1.0)
+            continue
+        # Even unsampled calls cost too much: on for part of the time, half the share on the base.
+        duty = max(share / 2 / base, DUTY_MIN)
+        every = max(every, math.ceil(duty * d.rate * d.sample_ns / (share / 2)))
+        out[d.name] = Setting(min(every, MAX_EVERY), duty)
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+_DUMMIES = """
+def _peeka_leaf(a, b):
+    return a
+
+def _peeka_root(a, b, n):
+    for i in range(n):
+        _peeka_leaf(i, b)
+    return a
+
+def _peeka_drive(f, n):
+    for i in range(n):
+        f(i, 2)
+
+def _peeka_drive_root(f, n, k):
+    for i in range(n):
+        f(i, 2, k)
+"""
+
+
+class _Count(Listener):
+    """A stand-in for monitor's light listener (what every exported function has)."""
+
+    light = True
+
+    def __init__(self) -> None:
+        self.costs: List[int] = []
+
+    def light_sink(self, probe: Any) -> Any:
+        return self.costs.append
+
+    def on_light(self, probe: Any, cost: int, failed: bool) -> None:
+        self.costs.append(cost)
+
+
+def _best(timed: Callable[[], float], reps: int = 5) -> float:
+    """The least CPU a short loop took over a few tries (a try the OS or the GIL interrupted is longer)."""
+    return min(timed() for _ in range(reps))
+
+
+def _thread_cpu_ns() -> int:
+    return time.thread_time_ns()
+
+
+def calibrate(engine: Engine, make_tap: Optional[Callable[[bool], Listener]], trace: bool, calls: int = 400) -> UnitCosts:
+    """Time a dummy function bare and probed like an exported one: ``make_tap(sample_all)`` returns
+    a listener configured as the stream's (sampling none or every call, sending nowhere), or None
+    for monitor-only. Runs on the stream's thread; takes a few ms of CPU once."""
+    namespace: Dict[str, Any] = {"__name__": "_peeka_calibration"}
+    exec(compile(_DUMMIES, "<peeka calibration>", "exec"), namespace)  # noqa: S102 - our template
+    leaf, root, drive, drive_root = (namespace[k] for k in ("_peeka_leaf", "_peeka_root", "_peeka_drive",
+                                                             "_peeka_drive_root"))
+    target = root if trace else leaf
+
+    def run(k: int = 0) -> float:
+        start = _thread_cpu_ns()
+        if trace:
+            drive_root(target, calls, k)
+        else:
+            drive(target, calls)
+        return (_thread_cpu_ns() - start) / calls
+
+    def probed(listeners: List[Listener], k: int = 0) -> float:
+        for listener in listeners:
+            engine.add(target, "_peeka_calibration.dummy", listener)
+        try:
+            return _best(lambda: run(k))
+        finally:
+            for listener in listeners:
+                engine.remove(listener)
+
+    bare = _best(run)
+    counted = probed([_Count()])
+    if make_tap is None:
+        return UnitCosts(max(counted - bare, 0.0), 0.0)
+    base = probed([_Count(), make_tap(False)])
+    sampled = probed([_Count(), make_tap(True)])
+    node = 0.0
+    if trace:
+        k = 10
+        bare_k = _best(lambda: run(k))
+        sampled_k = probed([_Count(), make_tap(True)], k)
+        # k leaf calls below each traced root: each costs the profile function twice (call, return).
+        node = max(((sampled_k - bare_k) - (sampled - bare)) / k, 0.0)
+    return UnitCosts(max(base - bare, 0.0), max(sampled - base, 0.0), node)
+
+
+def agent_cpu_seconds(prefix: str = "peeka") -> float:
+    """CPU time of the agent's own threads (named ``peeka...``), from /proc (10 ms ticks)."""
+    import threading
+
+    total = 0.0
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefix):
+            native = getattr(thread, "native_id", None)
+            stat = procfs.task_stat(native) if native is not None else None
+            if stat is not None:
+                total += stat[2]
+    return total
+
+
+def describe(setting: Setting, function: str, budget: float) -> Optional[str]:
+    """The line a person reads about what the governor does to a function, or None when nothing."""
+    if setting.every <= 1 and setting.duty >= FULL:
+        return None
+    parts = []
+    if setting.every > 1:
+        parts.append("sampling 1/%d calls of %s" % (setting.every, function))
+    if setting.duty < FULL:
+        parts.append("%s probed %.1f%% of the time" % ("" if parts else function, setting.duty * 100))
+    return "%s to stay under %g%%" % (", ".join(p.strip() for p in parts), budget * 100)
+
+
+# --------------------------------------------------------------------------- the live loop
+UPDATE_EVERY = 0.5  # s between plans
+_EWMA = 0.4  # weight of the newest window in smoothed rates
+_SPAN_NS_DEFAULT = 30_000.0  # the agent's CPU per span (render + encode) until measured
+
+
+class Governed:
+    """One probed function under the governor: its levers, and what was seen while it was on."""
+
+    def __init__(self, name: str, probe: Any, costs: UnitCosts, feeds: List[Any], ours: Callable[[Any], bool],
+                 max_per_second: Optional[float]) -> None:
+        self.name = name
+        self.probe = probe
+        self.costs = costs
+        self.feeds = feeds  # per-function listeners that export spans (they hold the sampling state)
+        self.ours = ours
+        self.max_per_second = max_per_second
+        self.setting = ALWAYS
+        self.on = True
+        self.on_since = time.monotonic()
+        self.next_toggle: Optional[float] = None
+        self.switched_at = self.on_since  # when the probe last went on or off
+        self.late = 0.0  # s: how much later than planned on-windows ended lately (the thread waits for the GIL)
+        self.window_on = 0.0  # s on since the last plan
+        self.window_off = 0.0
+        self.rate: Optional[float] = None  # smoothed calls/s while on
+        self.estimated = 0.0  # calls while off, estimated from the rate while on (never added to counts)
+        self.on_seconds = 0.0
+        self.off_seconds = 0.0
+
+    @property
+    def pausable(self) -> bool:
+        listeners = self.probe.listeners
+        return bool(listeners) and all(self.ours(listener) for listener in listeners)
+
+    def counts(self) -> Dict[str, int]:
+        """Spans and recorded tree nodes since the last call (taken from the feeds)."""
+        spans = nodes = 0
+        for feed in self.feeds:
+            spans += feed.sampled
+            nodes += feed.nodes
+            feed.sampled = feed.nodes = 0
+        return {"spans": spans, "nodes": nodes}
+
+
+class Governor:
+    """Plans every UPDATE_EVERY and switches probes on and off on time (the stream's thread)."""
+
+    def __init__(self, engine: Engine, budget: float, functions: List[Governed]) -> None:
+        self.engine = engine
+        self.budget = budget
+        self.functions = functions
+        self.last = time.monotonic()
+        self.process_cpu = time.process_time()
+        self.agent_cpu = agent_cpu_seconds()
+        self.span_ns = _SPAN_NS_DEFAULT
+        self.ratio = 0.0  # the last window's estimated overhead, share of the process's CPU
+        self.scale = 1.0  # correction of the budget handed to plan, from the estimated overhead it led to
+        self.cpu_rate = 0.0
+        self.parts: Dict[str, float] = {}  # the last window's estimate by where it is spent
+
+    # -- switching
+    def _switch(self, g: Governed, on: bool, now: float) -> None:
+        if on == g.on:
+            return
+        g.switched_at = now
+        if on:
+            self.engine.resume(g.probe)
+            g.window_off += now - g.on_since
+            g.on_since = now
+        else:
+            self.engine.pause(g.probe)
+            g.window_on += now - g.on_since
+            g.on_since = now
+        g.on = on
+
+    def toggle(self, now: float) -> Optional[float]:
+        """Switch whatever is due; the next time something is due, or None."""
+        due: Optional[float] = None
+        for g in self.functions:
+            duty = g.setting.duty
+            if duty >= FULL:
+                self._switch(g, True, now)
+                g.next_toggle = None
+                continue
+            period = min(max(DUTY_ON_MIN / duty, 1.0), DUTY_PERIOD_MAX)
+            if g.next_toggle is None:  # a new duty: this on- or off-window ends as the new one would
+                g.next_toggle = g.switched_at + (duty if g.on else 1.0 - duty) * period
+            if now >= g.next_toggle:
+                if g.on:
+                    if g.pausable:
+                        g.late = (1 - _EWMA) * g.late + _EWMA * (now - g.next_toggle)
+                        self._switch(g, False, now)
+                    g.next_toggle = now + (1.0 - duty) * period
+                else:
+                    self._switch(g, True, now)
+                    # Planned shorter by how late the switch off has been: the on-time is what costs.
+                    g.next_toggle = now + max(duty * period - g.late, DUTY_ON_MIN / 4)
+            due = g.next_toggle if due is None else min(due, g.next_toggle)
+        return due
+
+    # -- planning
+    def update(self, now: float, seen: Dict[str, int], render_cpu: float) -> None:
+        """``seen``: calls counted per function since the last update (only while on);
+        ``render_cpu``: CPU s the stream's thread spent rendering spans meanwhile."""
+        elapsed = now - self.last
+        if elapsed <= 0:
+            return
+        self.last = now
+        cpu = time.process_time()
+        agent = agent_cpu_seconds()
+        cpu_delta, agent_delta = cpu - self.process_cpu, max(agent - self.agent_cpu, 0.0)
+        self.process_cpu, self.agent_cpu = cpu, agent
+        host_ns = 0.0
+        spans_all = 0
+        counted = []
+        for g in self.functions:
+            if g.on:
+                g.window_on += now - g.on_since
+            else:
+                g.window_off += now - g.on_since
+            g.on_since = now
+            calls = seen.get(g.name, 0)
+            c = g.counts()
+            spans_all += c["spans"] + c["nodes"]
+            host_ns += calls * g.costs.base + c["spans"] * g.costs.sampled + c["nodes"] * g.costs.node
+            counted.append((g, calls, c))
+        if spans_all >= 200 and render_cpu > 0:
+            # Rendering is timed; the writer's JSON encoding of a span costs about as much again.
+            measured = 2 * render_cpu * 1e9 / spans_all
+            self.span_ns = (1 - _EWMA) * self.span_ns + _EWMA * measured
+        agent_span_ns = self.span_ns * spans_all
+        agent_fixed_ns = max(agent_delta * 1e9 - agent_span_ns, 0.0)
+        total_ns = host_ns + agent_delta * 1e9
+        ratio = total_ns / (cpu_delta * 1e9) if cpu_delta > 0 else 0.0
+        # Smoothed over a few windows: one window may hold a duty cycle's on-window or none.
+        self.ratio = ratio if self.ratio == 0.0 else (1 - _EWMA) * self.ratio + _EWMA * ratio
+        self.parts = {"host": host_ns / max(cpu_delta * 1e9, 1.0), "agent": agent_delta / max(cpu_delta, 1e-9),
+                      "agent_fixed": agent_fixed_ns / max(cpu_delta * 1e9, 1.0)}
+        self.cpu_rate = (1 - _EWMA) * self.cpu_rate + _EWMA * (cpu_delta / elapsed) if self.cpu_rate else cpu_delta / elapsed
+        if self.ratio > 0:
+            # What plan predicted and what the window cost differ (late switches, costs that vary):
+            # steer its budget so the estimate converges on the real budget.
+            self.scale = min(max(self.scale * (self.budget * HEADROOM / self.ratio) ** 0.5, 0.05), 1.5)
+        nominal = HEADROOM * self.budget * self.cpu_rate * 1e9
+        # The agent's own fixed work (stack samples, stats) is paid first, but never takes more than half.
+        budget_ns = max(nominal - min(agent_fixed_ns / elapsed, nominal / 2), FLOOR_NS_PER_S)
+        demands = []
+        for g, calls, c in counted:
+            if g.window_on > 0.05 or (g.window_on > 0 and calls):
+                rate = calls / g.window_on
+                g.rate = rate if g.rate is None else (1 - _EWMA) * g.rate + _EWMA * rate
+            g.estimated += (g.rate or 0.0) * g.window_off
+            g.on_seconds += g.window_on
+            g.off_seconds += g.window_off
+            g.window_on = g.window_off = 0.0
+            if g.rate is None:
+                continue
+            nodes_per_span = c["nodes"] / c["spans"] if c["spans"] else 0.0
+            sample_ns = (g.costs.sampled + nodes_per_span * g.costs.node + self.span_ns * (1 + nodes_per_span))
+            demands.append(Demand(g.name, g.rate, g.costs.base, sample_ns, g.pausable, g.max_per_second,
+                                  exports=bool(g.feeds)))
+        # Part of the nominal budget, shared out, is kept for cold functions whatever the rest costs.
+        keep_ns = nominal * KEEP_SHARE / max(len(demands), 1)
+        settings = plan(demands, budget_ns, self.scale, keep_ns)
+        for g in self.functions:
+            setting = settings.get(g.name)
+            if setting is None:
+                continue
+            # Loosen by at most half a step per plan: one window's low count (a short on-window, calls
+            # not yet drained) must not switch a hot function fully on.
+            setting = Setting(max(setting.every, g.setting.every // 2), min(setting.duty, g.setting.duty * 2))
+            if setting.duty != g.setting.duty:
+                g.next_toggle = None
+            g.setting = setting
+            for feed in g.feeds:
+                feed.every = setting.every
+                feed.probability = setting.ratio
+                feed.cap = feed.max_per_second
+
+    def row(self, name: str) -> Optional[Dict[str, Any]]:
+        for g in self.functions:
+            if g.name == name:
+                return {"sampling_ratio": g.setting.ratio, "every": g.setting.every, "duty": g.setting.duty,
+                        "estimated_calls": int(g.estimated), "on_seconds": round(g.on_seconds, 3),
+                        "off_seconds": round(g.off_seconds, 3),
+                        "note": describe(g.setting, g.name, self.budget)}
+        return None
+
+    def resume_all(self) -> None:
+        for g in self.functions:
+            if not g.on:
+                self.engine.resume(g.probe)
+                g.on = True
