@@ -148,7 +148,10 @@ def test_coroutine_cost_spans_its_awaits(target: TraceTarget) -> None:
     # sleep it awaits is in it (on the innermost node, as awaited time), not lost.
     assert pause["count"] == 2 and pause["resumes"] == 2 and pause["min_ms"] >= 10.0, pause
     (sleep,) = [c for c in pause["children"] if c["function"].endswith(".sleep")]
-    assert sleep["awaited_ms"] >= 20.0 and "awaited_ms" not in pause and "awaited_ms" not in tree
+    # awaited: the time the loop ran other things, most of the sleep (its start and its wake-up
+    # run in the coroutines, as their own time)
+    assert sleep["total_ms"] >= 20.0 and sleep["awaited_ms"] >= 10.0
+    assert "awaited_ms" not in pause and "awaited_ms" not in tree
     # The numbers add up: the handler's total is its own time plus its children's.
     assert abs(tree["self_ms"] + sum(c["total_ms"] for c in tree["children"]) - tree["total_ms"]) < 0.05
 
