@@ -149,6 +149,13 @@ def first_offset(code: types.CodeType) -> int:
     return offset
 
 
+def is_agent_code(code: types.CodeType) -> bool:
+    """The agent's own code, or the trampoline of a probed function (3.9-3.11): frames that trees of
+    calls (trace, export) leave out, giving what they call to their caller."""
+    return code.co_filename.startswith("<peeka") or (
+        code.co_kwonlyargcount == 1 and code.co_varnames[0] == "_peeka_hook")
+
+
 def param_names(code: types.CodeType) -> Tuple[str, ...]:
     n = code.co_argcount + code.co_kwonlyargcount
     n += bool(code.co_flags & CO_VARARGS) + bool(code.co_flags & CO_VARKEYWORDS)

@@ -225,7 +225,8 @@ class SpanRecorder:
         self.tap = tap
         self.call = call
         self.nodes: List[List[Any]] = []
-        self.open: List[int] = []  # indexes of nodes in progress (-1: not recorded, stack kept balanced)
+        # Indexes of nodes in progress (-1: not recorded, stack kept balanced; (parent,): an agent frame)
+        self.open: List[Any] = []
         self.suspendable: Dict[int, int] = {}  # id(frame) of a generator or coroutine -> its node
         self.root_frame: Any = call.frame if MONITORING else None
         self.inside = MONITORING  # code swap: the copy's own frame starts the tree
@@ -259,7 +260,13 @@ class SpanRecorder:
         if event == "call":
             export = self.tap.export
             parent = self.open[-1] if self.open else None
+            if parent.__class__ is tuple:
+                parent = parent[0]
             code = frame.f_code
+            if code.co_filename.startswith("<peeka") or (code.co_kwonlyargcount == 1
+                                                         and code.co_varnames[0] == "_peeka_hook"):
+                self.open.append((parent,))  # the agent's frame (probes.is_agent_code): its callees are the caller's
+                return
             if code.co_flags & SUSPENDABLE and frame.f_lasti > first_offset(code):
                 # A resumption: the same call goes on (-1 when its start was not recorded).
                 self.open.append(self.suspendable.get(id(frame), -1))
@@ -281,7 +288,7 @@ class SpanRecorder:
                                code.co_filename.startswith(export.library)])
         elif event == "return" and self.open:
             index = self.open.pop()
-            if index >= 0:
+            if index.__class__ is int and index >= 0:
                 self.nodes[index][4] = time.perf_counter_ns()  # a yield's, until the call's last return
 
     def start(self) -> None:
@@ -294,7 +301,7 @@ class SpanRecorder:
         sys.setprofile(self.previous)
         now = time.perf_counter_ns()
         for index in self.open:  # suspended or cut short: close what is open at this moment
-            if index >= 0:
+            if index.__class__ is int and index >= 0:
                 self.nodes[index][4] = now
         self.open = []
 

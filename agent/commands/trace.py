@@ -44,7 +44,7 @@ from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import instrument, observe, origins, streams
-from ..probes import MONITORING, SUSPENDABLE, Call, first_offset
+from ..probes import MONITORING, SUSPENDABLE, Call, first_offset, is_agent_code
 
 
 class Node:
@@ -461,7 +461,7 @@ class Trace(instrument.ProbeStream):
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
-        if filename.startswith("<peeka") or "_peeka_hook" in code.co_varnames:
+        if is_agent_code(code):
             return AGENT  # the agent's code, or the trampoline of a function another command probes (3.9-3.11)
         library = not self.all and filename.startswith(self.library)
         module = self.module_of(filename)
