@@ -4,12 +4,13 @@
     metrics_address = "127.0.0.1:9464"
     spans_file = "peeka-spans.jsonl"      # used when no OTLP endpoint is configured
     keep_agent = false                    # on exit leave the agent loaded (probes always go)
+    overhead_budget = 5                   # percent of each target's CPU its probes may cost (0: no governor)
 
     [[targets]]
     match = "gunicorn: worker .*shop"     # or pid = 1234, pids = [..], all = true
     service = "shop"                      # default: from the target's command line
     watch = ["shop.views.*", {pattern = "shop.pay", condition = "cost > 5", sample = 0.1}]
-    trace = ["shop.checkout"]
+    trace = [{pattern = "shop.checkout", max_per_second = 20}]   # sample, max_per_second: else the governor decides
     monitor = ["shop.db.*"]
     capture_args = true
     capture_result = true
@@ -28,8 +29,9 @@ from peeka.errors import UsageError
 
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TARGET_KEYS = {"pid", "pids", "all", "match", "service", "watch", "trace", "monitor", "capture_args",
-                "capture_result", "max_value", "redact", "regex", "max_match"}
-_TOP_KEYS = {"interval", "metrics_address", "spans_file", "keep_agent", "attach_timeout", "method", "targets"}
+                "capture_result", "max_value", "redact", "regex", "max_match", "overhead_budget"}
+_TOP_KEYS = {"interval", "metrics_address", "spans_file", "keep_agent", "attach_timeout", "method", "targets",
+             "overhead_budget"}
 
 
 @dataclass
@@ -49,13 +51,17 @@ class TargetRule:
     redact: list[str] = field(default_factory=list)
     regex: bool = False
     max_match: int = 50
+    overhead_budget: float | None = None  # percent; None: the top-level setting, else the agent's default
 
     def agent_args(self, interval: float) -> dict[str, Any]:
         """The ``export`` agent command's arguments for this rule."""
-        return {"watch": self.watch, "trace": self.trace, "monitor": self.monitor, "interval": interval,
+        args = {"watch": self.watch, "trace": self.trace, "monitor": self.monitor, "interval": interval,
                 "capture_args": self.capture_args, "capture_result": self.capture_result,
                 "max_value": self.max_value, "redact": self.redact, "regex": self.regex,
                 "max_match": self.max_match}
+        if self.overhead_budget is not None:
+            args["overhead_budget"] = self.overhead_budget
+        return args
 
     def selects(self, pid: int, cmdline: str) -> bool:
         if pid in self.pids or self.all:
@@ -127,10 +133,17 @@ def check_rule(rule: TargetRule, where: str) -> None:
             re.compile(rule.match)
         except re.error as exc:
             raise UsageError(f"{where}: --match {rule.match!r} is not a regular expression: {exc}", "") from None
+    check_budget(rule.overhead_budget, where)
     for key in ("watch", "trace", "monitor"):
         for item in getattr(rule, key):
             if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("pattern"), str))):
                 raise UsageError(f"{where}: each {key} entry is a pattern or {{pattern = ...}}, got {item!r}", "")
+
+
+def check_budget(budget: Any, where: str) -> None:
+    if budget is not None and (type(budget) not in (int, float) or not 0 <= budget <= 100):
+        raise UsageError(f"{where}: overhead_budget must be a percentage from 0 to 100, got {budget!r}",
+                         "For example --overhead-budget 5 (the default); 0 turns the overhead governor off.")
 
 
 def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) -> ExportConfig:
@@ -147,6 +160,11 @@ def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) 
         raise UsageError("nothing to export", "Give --pid/--all/--match with --watch/--trace/--monitor, or --config FILE.")
     settings = {k: v for k, v in raw.items() if k != "targets"}
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    budget = settings.get("overhead_budget")
+    check_budget(budget, "overhead_budget")
+    for rule in rules:
+        if rule.overhead_budget is None:
+            rule.overhead_budget = budget
     host, port = parse_address(str(settings.pop("metrics_address", DEFAULT_METRICS_ADDRESS)))
     interval = settings.get("interval", 5.0)
     if type(interval) not in (int, float) or interval < 0.1:

@@ -13,6 +13,10 @@ Names (all with the labels ``pid`` and ``service`` of the target they describe):
     peeka_target_up                                  gauge, 1 while the exporter streams from the target
     peeka_exporter_queue_spans                       gauge, spans waiting in this target's export queue
     peeka_exporter_export_failures_total             counter, export calls that failed after the SDK's retries
+    peeka_overhead_ratio                             gauge, estimated share of the target's CPU its probes cost
+    peeka_sampling_ratio{function}                   gauge, share of the function's calls exported (the governor's)
+    peeka_function_calls_estimated_total{function}   counter, calls while the governor had the probe off:
+                                                     estimated from the rate while on, never in calls_total
 
 Labels are bounded: function names the user chose to probe (top shares: at most 10 per target),
 never arguments, results, messages or trace ids. The default registry is not used: it would mix
@@ -43,6 +47,7 @@ class TargetSnapshot:
     dropped: Mapping[str, int] = field(default_factory=dict)  # stage -> count
     queue_spans: int = 0
     export_failures: int = 0
+    overhead_ratio: float | None = None  # the agent's governor's estimate, when it runs
 
 
 def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
@@ -68,6 +73,14 @@ def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
     queue = GaugeMetricFamily("peeka_exporter_queue_spans", "Spans waiting in the export queue.", labels=base)
     failures = CounterMetricFamily("peeka_exporter_export_failures", "Span exports that failed after retries.",
                                    labels=base)
+    overhead = GaugeMetricFamily("peeka_overhead_ratio",
+                                 "Estimated share of the target's CPU that its probes cost (the overhead governor's).",
+                                 labels=base)
+    sampling = GaugeMetricFamily("peeka_sampling_ratio", "Share of the function's calls exported as spans.",
+                                 labels=[*base, "function"])
+    estimated = CounterMetricFamily("peeka_function_calls_estimated",
+                                    "Calls while the probe was switched off, estimated from its call rate while on.",
+                                    labels=[*base, "function"])
     for t in targets:
         ids = [str(t.pid), t.service]
         up.add_metric(ids, 1.0 if t.up else 0.0)
@@ -83,14 +96,20 @@ def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
             gcs.add_metric([*ids, str(generation)], count)
         for name, share in t.top:
             top.add_metric([*ids, name], share)
+        if t.overhead_ratio is not None:
+            overhead.add_metric(ids, t.overhead_ratio)
         for row in t.functions:
+            governed = row.get("governor")
+            if governed:
+                sampling.add_metric([*ids, row["function"]], governed["sampling_ratio"])
+                estimated.add_metric([*ids, row["function"]], governed["estimated_calls"])
             total = row["total"]
             failed = total["failures"]
             calls.add_metric([*ids, row["function"], "ok"], total["count"] - failed)
             calls.add_metric([*ids, row["function"], "error"], failed)
             buckets = [(_le(bound), count) for bound, count in total["buckets"]]
             duration.add_metric([*ids, row["function"]], buckets, total["sum_s"])
-    return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures]
+    return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures, overhead, sampling, estimated]
 
 
 def _le(bound: Any) -> str:

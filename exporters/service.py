@@ -60,6 +60,7 @@ class Exporter:
         self._said: dict[TargetSession, str] = {}
         self._failures: dict[int, int] = {}  # pid -> sessions in a row that never streamed
         self._last_message: dict[int, str] = {}
+        self._notes: dict[tuple[int, str], float] = {}  # (pid, function) -> sampling ratio last said
 
     # -- state for /metrics and /healthz
     def snapshots(self) -> list[TargetSnapshot]:
@@ -108,12 +109,15 @@ class Exporter:
         with self._lock:
             for pid, session in list(self.sessions.items()):
                 self._announce(session)
+                self._announce_governor(session)
                 gone = not session.alive and not os.path.exists(f"/proc/{pid}")
                 if gone and session.ended_at is not None and now - session.ended_at > FORGET:
                     del self.sessions[pid]
                     self._said.pop(session, None)
                     self._failures.pop(pid, None)
                     self._last_message.pop(pid, None)
+                    for key in [k for k in self._notes if k[0] == pid]:
+                        del self._notes[key]
 
     def _announce(self, session: TargetSession) -> None:
         """One console line when a target starts streaming and when it is lost."""
@@ -130,6 +134,25 @@ class Exporter:
             if self._last_message.get(session.pid) != message:  # a retry failing the same way says nothing new
                 self.out(f"peeka export: {session.pid} ({session.service}) {message}")
                 self._last_message[session.pid] = message
+
+    def _announce_governor(self, session: TargetSession) -> None:
+        """A console line when the overhead governor starts sampling a function, when its share of
+        calls exported moves by a factor of 2 or more, and when it exports every call again."""
+        if not session.up:
+            return
+        for row in session.rows:
+            governed = row.get("governor")
+            if not governed:
+                continue
+            key = (session.pid, row["function"])
+            note, ratio = governed.get("note"), governed["sampling_ratio"]
+            said = self._notes.get(key)
+            if note and (said is None or not said / 2 < ratio < said * 2):
+                self.out(f"peeka export: {session.pid} ({session.service}) {note}")
+                self._notes[key] = ratio
+            elif not note and said is not None:
+                self.out(f"peeka export: {session.pid} ({session.service}) every call of {row['function']} exported again")
+                del self._notes[key]
 
     # -- HTTP
     def _serve(self) -> None:

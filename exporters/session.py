@@ -29,6 +29,17 @@ from .procfs import process_numbers
 from .translate import RandomIds, SpanTranslator, resource_attributes
 
 
+def whole_trees(batch: list[Mapping[str, Any]], room: int) -> int:
+    """How many spans of ``batch`` fit in ``room`` without cutting a tree: a trace tree is exported
+    whole or not at all (a root is a span without a parent; its nodes follow it)."""
+    if room >= len(batch):
+        return len(batch)
+    keep = room
+    while keep > 0 and batch[keep].get("parent") is not None:
+        keep -= 1
+    return keep
+
+
 class TargetSession:
     def __init__(self, pid: int, rule: TargetRule, config: ExportConfig,
                  make_exporter: Callable[[], SpanExporter], environ: Mapping[str, str]) -> None:
@@ -47,6 +58,8 @@ class TargetSession:
         self.gc: list[int] = []
         self.top: list[list[Any]] = []
         self.agent_dropped = 0
+        self.overhead: Mapping[str, Any] | None = None  # the agent's governor: estimated ratio and budget
+        self.incomplete_trees = 0
         self.spans_received = 0
         self.attached_here = False
         self.attach_method = ""
@@ -106,12 +119,15 @@ class TargetSession:
                     self.spans_received += len(batch)
                     room = self.queue.room()
                     if room < len(batch):  # overloaded: spend no CPU on spans the queue would drop
-                        self.queue.drop(len(batch) - room)
-                        batch = batch[:room]  # a prefix keeps every parent before its children
+                        keep = whole_trees(batch, room)
+                        self.queue.drop(len(batch) - keep)
+                        batch = batch[:keep]
                     self.queue.put(translator.spans(batch))
                 elif data.get("kind") == "stats":
                     self.rows, self.gc, self.top = data["functions"], data["gc"], data["top"]
                     self.agent_dropped = data["dropped"]
+                    self.overhead = data.get("overhead")
+                    self.incomplete_trees = data.get("incomplete_trees", 0)
         except PeekaError:
             if not self._stopping:
                 raise
@@ -140,7 +156,20 @@ class TargetSession:
             dropped={"agent": self.agent_dropped, "queue": queue.dropped if queue is not None else 0,
                      "export": queue.failed_spans if queue is not None else 0},
             queue_spans=len(queue) if queue is not None else 0, export_failures=queue.failures if queue is not None else 0,
+            overhead_ratio=self.overhead["ratio"] if self.up and self.overhead else None,
         )
+
+    def governed(self) -> dict[str, Any] | None:
+        """What the agent's overhead governor does: its estimate, the budget, and each function it samples."""
+        if not self.overhead:
+            return None
+        functions = {}
+        for row in self.rows:
+            g = row.get("governor")
+            if g and (g["sampling_ratio"] < 1 or g["duty"] < 1):
+                functions[row["function"]] = {"sampling_ratio": g["sampling_ratio"], "duty": g["duty"],
+                                              "estimated_calls": g["estimated_calls"], "note": g["note"]}
+        return {"ratio": self.overhead["ratio"], "budget": self.overhead["budget"], "functions": functions}
 
     def health(self) -> dict[str, Any]:
         queue = self.queue
@@ -148,4 +177,5 @@ class TargetSession:
                 "agent": None if self.client is None else ("attached" if self.attached_here else "reused"),
                 "functions": self.functions, "spans_received": self.spans_received,
                 "spans_exported": queue.exported if queue is not None else 0, "queue": len(queue) if queue is not None else 0,
-                "dropped": self.snapshot().dropped, "export_failures": queue.failures if queue is not None else 0}
+                "dropped": self.snapshot().dropped, "export_failures": queue.failures if queue is not None else 0,
+                "incomplete_trees": self.incomplete_trees, "overhead": self.governed()}

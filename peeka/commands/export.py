@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from peeka_agent.protocol import DEFAULT_EXPORT_BUDGET
 
 from ._common import Method, Timeout
 
@@ -34,6 +35,7 @@ def command(
     redact: Annotated[Patterns, typer.Option("--redact", help="More argument-name fragments to redact (repeatable).")] = None,
     no_args: Annotated[bool, typer.Option("--no-args", help="Do not capture arguments and results.")] = False,
     keep_agent: Annotated[bool, typer.Option("--keep-agent", help="On exit, leave the agent loaded (probes are always removed).")] = False,  # noqa: E501
+    overhead_budget: Annotated[Optional[float], typer.Option("--overhead-budget", metavar="PCT", help=f"Percent of each target's CPU its probes may cost: hot functions are sampled or probed part of the time (default {DEFAULT_EXPORT_BUDGET:g}; 0: off).")] = None,  # noqa: UP045,E501
     method: Method = "auto",
     attach_timeout: Timeout = 10.0,
 ) -> None:
@@ -47,5 +49,6 @@ def command(
                            capture_result=not no_args, redact=list(redact or []))
     settings = load(config, quick, {"metrics_address": metrics_address, "interval": interval,
                                     "spans_file": spans_file, "keep_agent": keep_agent or None,
-                                    "method": method, "attach_timeout": attach_timeout})
+                                    "method": method, "attach_timeout": attach_timeout,
+                                    "overhead_budget": overhead_budget})
     Exporter(settings).run()

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import VERSIONS, python_for
 from peeka_agent.protocol import End
+from test_export import ExportProcess, wait_for
 
 from peeka.attach import attach, detach
 
@@ -147,3 +148,32 @@ def test_export_defaults_keep_a_hot_target_within_budget(spawn, version: str) ->
     leaf_spans = [s for s in spans if s["name"] == "__main__.leaf" and s["parent"] is None
                   and s["start_ns"] >= settled_epoch_ns]
     assert all(0 < s["attributes"].get("peeka.sampling.probability", 2) < 1 for s in leaf_spans)
+
+
+def test_the_sidecar_shows_what_the_governor_does(spawn, tmp_path) -> None:
+    """``peeka export`` with its defaults: /metrics, /healthz, the console and the spans say it."""
+    target = spawn(python_for("3.12"), "governor_target.py", "1.0")
+    exporter = ExportProcess(tmp_path, "--pid", str(target.pid), "--watch", "__main__.leaf",
+                             "--watch", "__main__.cold", "--trace", "__main__.handle")
+    try:
+        exporter.wait_up(target.pid, 60)
+
+        def governed() -> Any:
+            t = exporter.target(target.pid)
+            return t if t and t["overhead"] and "__main__.leaf" in t["overhead"]["functions"] else None
+
+        health = wait_for(governed, 30, "the governor to sample the hot leaf")
+        leaf = health["overhead"]["functions"]["__main__.leaf"]
+        assert health["overhead"]["budget"] == 0.05 and leaf["sampling_ratio"] < 0.5
+        assert "__main__.cold" not in health["overhead"]["functions"]  # every call of it exported
+        assert exporter.sample("peeka_sampling_ratio", function="__main__.leaf", pid=str(target.pid)) < 0.5
+        assert exporter.sample("peeka_sampling_ratio", function="__main__.cold", pid=str(target.pid)) == 1.0
+        assert exporter.sample("peeka_overhead_ratio", pid=str(target.pid)) is not None
+        wait_for(lambda: "calls of __main__.leaf" in exporter.output() or "__main__.leaf probed" in exporter.output(),
+                 20, "the console line")
+        assert "to stay under 5%" in exporter.output()
+    finally:
+        assert exporter.stop() == 0
+    spans = [json.loads(line) for line in (tmp_path / "peeka-spans.jsonl").read_text().splitlines()]
+    names = {s["name"] for r in spans for rs in r["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+    assert {"__main__.leaf", "__main__.cold", "__main__.handle"} <= names

@@ -14,6 +14,7 @@ from peeka_exporters import config
 from peeka_exporters.metrics import PeekaCollector, TargetSnapshot, families
 from peeka_exporters.pipeline import exporter_factory, otlp_json
 from peeka_exporters.procfs import process_numbers
+from peeka_exporters.session import whole_trees
 from peeka_exporters.translate import RandomIds, SpanTranslator, default_service_name, resource_attributes
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -185,9 +186,12 @@ SNAPSHOTS = [
                    process={"cpu_seconds": 1.5, "resident_bytes": 1048576.0, "threads": 4.0},
                    functions=[{"function": "shop.views.checkout",
                                "total": {"count": 5, "failures": 2, "sum_s": 0.25,
-                                         "buckets": [[0.1, 3], [1.0, 5], ["+Inf", 5]]}}],
+                                         "buckets": [[0.1, 3], [1.0, 5], ["+Inf", 5]]},
+                               "governor": {"sampling_ratio": 0.025, "every": 40, "duty": 1.0,
+                                            "estimated_calls": 120, "note": "sampling 1/40 calls of shop.views.checkout"}}],
                    gc=[10, 2, 0], top=[["shop.views.checkout", 0.5]],
-                   dropped={"agent": 1, "queue": 2, "export": 3}, queue_spans=7, export_failures=1),
+                   dropped={"agent": 1, "queue": 2, "export": 3}, queue_spans=7, export_failures=1,
+                   overhead_ratio=0.04),
     TargetSnapshot(pid=12, service="shop", up=False),
 ]
 
@@ -218,6 +222,9 @@ EXPOSITION = textwrap.dedent("""\
     peeka_exporter_queue_spans{pid="12",service="shop"} 0.0
     peeka_exporter_export_failures_total{pid="11",service="shop"} 1.0
     peeka_exporter_export_failures_total{pid="12",service="shop"} 0.0
+    peeka_overhead_ratio{pid="11",service="shop"} 0.04
+    peeka_sampling_ratio{function="shop.views.checkout",pid="11",service="shop"} 0.025
+    peeka_function_calls_estimated_total{function="shop.views.checkout",pid="11",service="shop"} 120.0
 """)
 
 
@@ -230,7 +237,7 @@ def exposition() -> str:
 def test_metric_families_golden():
     samples = [line for line in exposition().splitlines() if not line.startswith("#")]
     assert "\n".join(samples) + "\n" == EXPOSITION
-    assert len(families(SNAPSHOTS)) == 11
+    assert len(families(SNAPSHOTS)) == 14
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: scripts/setup.sh installs prometheus")
@@ -272,8 +279,25 @@ def test_config_file_and_flags(tmp_path):
     assert cfg.rules[0].selects(1, "python shop.py") and not cfg.rules[0].selects(1, "python other.py")
 
 
+def test_overhead_budget_from_file_flag_and_rule(tmp_path):
+    path = tmp_path / "peeka.toml"
+    path.write_text("overhead_budget = 2\n[[targets]]\npid = 3\nwatch = ['a']\n"
+                    "[[targets]]\npid = 4\nwatch = ['b']\noverhead_budget = 0\n")
+    cfg = config.load(str(path), None, {})
+    assert [r.agent_args(5.0)["overhead_budget"] for r in cfg.rules] == [2, 0]
+    cfg = config.load(str(path), None, {"overhead_budget": 7.5})
+    assert [r.agent_args(5.0)["overhead_budget"] for r in cfg.rules] == [7.5, 0]
+    assert "overhead_budget" not in config.TargetRule(pids=[1], watch=["a"]).agent_args(5.0)  # the agent's default
+
+
+def test_a_full_queue_takes_whole_trees_only():
+    batch = [{"parent": None}, {"parent": 0}, {"parent": 0}, {"parent": None}, {"parent": 3}, {"parent": None}]
+    assert [whole_trees(batch, room) for room in range(8)] == [0, 0, 0, 3, 3, 5, 6, 6]
+
+
 @pytest.mark.parametrize("text, message", [
     ("[[targets]]\nwatch = ['a.b']\n", "selects no process"),
+    ("overhead_budget = 101\n[[targets]]\npid = 3\nwatch = ['a']\n", "overhead_budget must be a percentage"),
     ("[[targets]]\npid = 3\n", "installs nothing"),
     ("[[targets]]\npid = 3\nwatch = ['a']\ncolour = 1\n", "unknown key(s) colour"),
     ("[[targets]]\nmatch = '('\nwatch = ['a']\n", "not a regular expression"),
