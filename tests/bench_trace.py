@@ -11,6 +11,9 @@ object, and measures against the same code untraced:
 * the fixed cost per traced call: a traced leaf ``add(a, b)`` against the plain one; and last, the
   same in a bigger process (``add`` called 25 frames deep, 8 idle threads 25 frames deep);
 * a WSGI request loop (no sockets) with its view traced: the host's requests/s;
+* the same handler work called from a sync handler and from an async one (``srequest``/``arequest``:
+  two awaited children that each suspend once, run to completion by an event loop per call), each
+  traced at its handler: what trace costs across awaits against the sync path;
 * the issue's reference on the same workloads (tree, handler, request): "sys.setprofile with timing"
   (a profile function appending ``(perf_counter_ns(), event)`` to a list) and, for information,
   cProfile, each installed once around the measured loop (so they time everything the loop runs,
@@ -92,6 +95,19 @@ def request(a, b):
     setup_testing_defaults(environ)
     return b"".join(view(environ))
 
+# The same work as a sync handler and as an async one whose awaited children each suspend once
+# (an event loop step per await, as a real service's I/O would): trace on each.
+import asyncio
+def sprice(a): return handler(a, 2)
+def shandler(a, b): return sprice(a) + sprice(b)
+async def aprice(a):
+    await asyncio.sleep(0)
+    return handler(a, 2)
+async def ahandler(a, b): return await aprice(a) + await aprice(b)
+loop = asyncio.new_event_loop()
+def arequest(a, b): return loop.run_until_complete(ahandler(a, b))
+def srequest(a, b): return shandler(a, b)
+
 def bench(fn, n, client=None, profiler=None):
     """(thread CPU ns per call, process CPU ns per call incl. the writer's tree building), best of 5.
 
@@ -134,17 +150,18 @@ def traced(fn, **args):
     return stream, client
 
 out = {}
-for fn, n in ((tree, N), (handler, N), (add, N), (request, N // 4)):
+ROOTS = {request: view, arequest: ahandler, srequest: shandler}
+for fn, n in ((tree, N), (handler, N), (add, N), (request, N // 4), (srequest, N // 4), (arequest, N // 4)):
     k = fn.__name__
     out[k + ":plain"] = bench(fn, n)
-    stream, client = traced(view if fn is request else fn)
+    stream, client = traced(ROOTS.get(fn, fn))
     try:
         out[k + ":traced"] = bench(fn, n, client)
     finally:
         stream.cancel("done")
     time.sleep(0.05)
     out[k + ":after"] = bench(fn, n)
-    if fn is not add:  # the same workloads under the reference profilers (what they cost, not trees)
+    if fn not in (add, srequest, arequest):  # the same workloads under the reference profilers (what they cost, not trees)
         out[k + ":setprofile+timing"] = bench(fn, n, profiler=SETPROFILE)
         out[k + ":cProfile"] = bench(fn, n, profiler=CPROFILE)
 
@@ -249,6 +266,10 @@ def run(version: str, calls: int, lib: Path) -> None:
     for group, label in (("tree", "the 31-call tree"), ("handler", "handler"), ("request", "a WSGI request (view traced)")):
         print(f"  {label}: trace x{ratio(group, 'traced', 'plain'):.2f}; reference: sys.setprofile with timing "
               f"x{ratio(group, 'setprofile+timing', 'plain'):.2f}, cProfile x{ratio(group, 'cProfile', 'plain'):.2f}")
+    print(f"  a handler traced, sync x{ratio('srequest', 'traced', 'plain'):.2f}, async (its two awaited children "
+          f"suspending once each, run by an event loop) x{ratio('arequest', 'traced', 'plain'):.2f}; "
+          f"per call: sync +{(data['srequest:traced'][0] - data['srequest:plain'][0]) / 1000:.1f} us, "
+          f"async +{(data['arequest:traced'][0] - data['arequest:plain'][0]) / 1000:.1f} us")
     print(f"  WSGI requests/s untouched {rps['plain']:,.0f}, view traced {rps['traced']:,.0f} "
           f"(x{rps['traced'] / rps['plain']:.3f}); another thread while traced calls run: tree "
           f"x{ratio('other thread tree', 'beside traced', 'beside untraced'):.2f}, WSGI requests "

@@ -1,12 +1,27 @@
 """trace: the call tree below a function, each node with its cost.
 
 While a traced call runs, a profile function is set on *that thread only* (``sys.setprofile``);
-for generators and coroutines it is off while they are suspended. It only logs each event (a
+for generators and coroutines it is off while they are suspended (the event loop's other work is
+not profiled). It only logs each event (a
 clock reading and the code or C function); the tree is folded from the log in the writer thread,
 so the host's thread pays for the events and nothing else. Repeated children collapse into one
 node with count/min/max/total; standard library and site-packages callees are summarized (what
 they call is logged but left out of the tree) unless ``all``; C functions appear as leaves;
 exceptions are counted where the profiler sees them (C functions that raise, and the root).
+
+Generators, coroutines and async generators (the root or anywhere below it): a call is one node
+from its first start to its final return, awaits and yields included, so its total is what watch
+reports for it; ``resumes`` counts its resumptions. While the traced coroutine is suspended nothing
+runs below it: the time a parent spends awaiting a child is in the child's total (and, at the
+bottom of the await chain, in the node that awaited something untraced: a future, a socket). Per
+node, ``self`` is the time its own code ran (not its callees', not suspended: CPU or the GIL wait
+of its own bytecode), ``awaited`` the time it sat in an await of its own while the event loop ran
+something else, ``suspended`` a generator's time between a yield and its next resumption (its
+consumer's time, so also in a sibling's or the parent's); total = self + awaited + suspended + the
+children's (total - suspended). Tasks the traced call awaits (a Task, a gather's children) run as
+the event loop's own steps, not below the call: they are listed on the node that awaited them
+(coroutine, count, outcome, how long it waited), not traced inside. Frames of the agent's own
+code (another command's probe, below 3.12) are left out, their callees given to the caller.
 
 Costs, measured (tests/bench_trace.py, which prints them beside the issue's reference: a profile
 function that only logs (clock, event), and cProfile, each installed once around the same loop):
