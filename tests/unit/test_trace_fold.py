@@ -218,3 +218,55 @@ def test_spawned_tasks_are_shown_as_tasks() -> None:
     assert tasks["awaited_ms"] >= 2 * (SLEEP + SPIN) * 1000  # two waits: the gather, then the task
     assert tree["awaited_ms"] >= tasks["awaited_ms"] * 0.99
     adds_up(tree)
+
+
+def test_the_cli_shows_awaits_yields_resumes_and_tasks() -> None:
+    from rich.console import Console
+
+    from peeka.commands import trace as cli_trace
+
+    tree, _ = traced_tree(spawns, lambda: asyncio.run(spawns()))
+    console = Console(record=True, width=300)
+    cli_trace.console, saved = console, cli_trace.console
+    try:
+        cli_trace.render_event({"thread": "MainThread", "tree": tree})
+    finally:
+        cli_trace.console = saved
+    text = console.export_text()
+    assert "self " in text and "awaited " in text and "2 resumes" in text, text
+    assert f"task {__name__}.fetch_price x3 (3 done; awaited" in text, text
+
+
+async def ticks(n: int) -> Any:
+    for i in range(n):
+        await asyncio.sleep(0.002)  # awaited inside the async generator
+        yield i
+
+
+async def slow() -> None:
+    await asyncio.sleep(1)
+
+
+async def edges() -> int:
+    total = 0
+    async for i in ticks(3):
+        spin(0.001)
+        total += i
+    try:
+        await asyncio.wait_for(slow(), 0.01)  # cancelled mid-await
+    except asyncio.TimeoutError:
+        total += 1
+    return total
+
+
+def test_async_generators_and_cancelled_awaits() -> None:
+    tree, cost = traced_tree(edges, lambda: asyncio.run(edges()))
+    kids = {c["function"]: c for c in tree["children"]}
+    gen = kids[__name__ + ".ticks"]
+    # One call across its awaits and yields: it awaited its sleeps, its consumer spun meanwhile.
+    assert gen["count"] == 1 and gen["resumes"] >= 6, gen
+    assert gen["suspended_ms"] >= 3 * 1.0 * 0.9 and gen["total_ms"] >= 3 * 2.0 + gen["suspended_ms"]
+    (sleeps,) = [c for c in gen["children"] if c["function"].endswith(".sleep")]
+    assert sleeps["count"] == 3 and sleeps["total_ms"] >= 3 * 2.0
+    assert tree["total_ms"] == round(cost, 4) and cost >= 10.0  # the wait_for's 10 ms timeout included
+    adds_up(tree)
