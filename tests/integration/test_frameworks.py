@@ -152,34 +152,33 @@ def check(pid: int, root: str, child: str, get: Any, path: str, asynchronous: bo
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_uvicorn_starlette(spawn, tmp_path, version: str) -> None:
+def test_uvicorn_starlette_and_its_exported_spans(spawn, exporters, tmp_path, version: str) -> None:  # noqa: F811
     app = WebApp(spawn, version, tmp_path, "asgi_target.py")
     check(app.pid, "__main__.item_view", "webshop.work.fetch_price", app.get, "/items/%d", True)
+    check_export(app, exporters, "__main__.item_view")
     app.close(detach=True)
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-def test_plain_asyncio_server_and_its_exported_spans(spawn, exporters, tmp_path, version: str) -> None:  # noqa: F811
-    app = WebApp(spawn, version, tmp_path, "asyncio_target.py")
-    check(app.pid, "__main__.answer", "webshop.work.fetch_price", app.get, "/items/%d", True)
-    # export --trace: the same tree as nested spans in a real OTLP receiver; the awaited child's
-    # span lies within its parent and lasts what export's watch span of the same call lasts.
+def check_export(app: WebApp, start_exporter: Any, root: str) -> None:
+    """export --trace ROOT --watch fetch_price: the same tree as nested spans in a real OTLP receiver;
+    every child span lies within its parent, and the awaited child's span lasts what export's watch
+    span of the same call lasts (from its first start to its final return, across the await)."""
     sink = Sink("http")
-    exp = exporters("--pid", str(app.pid), "--trace", "__main__.answer", "--watch", "webshop.work.fetch_price",
+    exp = start_exporter("--pid", str(app.pid), "--trace", root, "--watch", "webshop.work.fetch_price",
                     "--keep-agent", env=sink.env())
     try:
         exp.wait_up(app.pid)
         time.sleep(SETTLE)
         sent = [app.get(f"/items/{i}") for i in REQUESTS]
         assert all(status == 200 for status, _, _ in sent)
-        wait_for(lambda: len(sink.spans.named("__main__.answer")) >= 2
+        wait_for(lambda: len(sink.spans.named(root)) >= 2
                  and len(sink.spans.named("webshop.work.fetch_price")) >= 4, what="2 trees and 2 watch spans")
         assert exp.stop() == 0, exp.output()
     finally:
         sink.stop()
     spans = sink.spans.items
     by_id = {s["span"]: s for s in spans}
-    roots = sink.spans.named("__main__.answer")
+    roots = sink.spans.named(root)
     assert len(roots) == 2 and all(r["parent"] == "" for r in roots)
     for span in spans:  # every child within its parent
         parent = by_id.get(span["parent"])
@@ -193,10 +192,17 @@ def test_plain_asyncio_server_and_its_exported_spans(spawn, exporters, tmp_path,
     for span in in_trees:
         (same,) = [w for w in watched if abs(w["start"] - span["start"]) < 1_000_000]  # the same call
         ms = (span["end"] - span["start"]) / 1e6
-        assert ms >= SLEEP_MS + SPIN_MS * 0.9  # from its first start to its final return, across the await
+        assert ms >= SLEEP_MS + SPIN_MS * 0.9
         assert abs(ms - (same["end"] - same["start"]) / 1e6) <= 1.0 + 0.1 * ms
         assert by_id[span["parent"]]["name"] == "webshop.work.get_item"
         assert [k["name"] for k in spans if k["parent"] == span["span"]] == ["asyncio.tasks.sleep", "webshop.work.spin"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_plain_asyncio_server_and_its_exported_spans(spawn, exporters, tmp_path, version: str) -> None:  # noqa: F811
+    app = WebApp(spawn, version, tmp_path, "asyncio_target.py")
+    check(app.pid, "__main__.answer", "webshop.work.fetch_price", app.get, "/items/%d", True)
+    check_export(app, exporters, "__main__.answer")
     app.close()
 
 
