@@ -12,6 +12,14 @@ For each Python version, a target (tests/targets/export_bench_target.py) does a 
 Each row is the median of --repeat runs (modes alternate). Then one run at full speed (RATE 0) measures spans/s through one exporter (target -> agent ->
 exporter -> receiver) and what was dropped where. Prints numbers; not a test (machine load shows).
 Goals (issue 5): >= 20,000 spans/s through one exporter; <= 5% throughput loss at 1k calls/s.
+
+Then the overhead governor's rows (issue 14; ``--governor`` alone skips the rows above): a target at
+full speed (tests/targets/governor_target.py: a tiny leaf called millions of times a second, a
+31-call handler) beside an untouched twin of it; the export stream watches the leaf or traces the
+handler with the default budget (5%) and with the governor off (budget 0). Throughput is units of
+work per CPU second of the target, as a ratio to its twin's in the same windows (the machine's load
+falls on both), relative to that ratio untouched. Printed: loss, the sampling ratio and duty the
+governor settled on, its own estimate of the overhead vs the budget, and spans/s sent.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from oteltest.sink import HttpSink  # noqa: E402
 from oteltest.sink.handler import RequestHandler  # noqa: E402
 from peeka_exporters.procfs import process_numbers  # noqa: E402
 from test_export import ExportProcess, free_port, wait_for  # noqa: E402
+from test_export_governor import Windows  # noqa: E402
 
 
 class Count(RequestHandler):
@@ -134,13 +143,91 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
         run.stop()
 
 
+GOVERNED = [("watch hot leaf", {"watch": ["__main__.leaf"]}), ("trace hot handler", {"trace": ["__main__.handle"]})]
+
+
+def governor_rows(python: str, seconds: float) -> None:
+    """Target throughput at full speed: untouched, and exporting with the governor and without."""
+    from peeka.attach import attach, detach
+
+    target = subprocess.Popen([python, "-u", str(TARGETS / "governor_target.py"), "0.25"], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    twin = subprocess.Popen([python, "-u", str(TARGETS / "governor_target.py"), "0.25"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        for proc in (target, twin):
+            assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
+        windows, twin_windows = Windows(target), Windows(twin)
+        client, _ = attach(target.pid, timeout=60)
+        with client:
+            client.request("ping", {})
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            untouched = [(t0, time.monotonic())]
+            rows = []
+            for label, probes in GOVERNED:
+                for budget in (5, 0):
+                    stream = client.stream("export", dict(probes, interval=0.5, overhead_budget=budget))
+                    next(stream)
+                    spans, last, settle, start, end = 0, None, time.monotonic() + 2.0, None, None
+                    for message in stream:
+                        data = message.data
+                        now = time.monotonic()
+                        if start is None and now >= settle:
+                            start, spans = now, 0
+                        if data["kind"] == "spans":
+                            spans += len(data["spans"])
+                        else:
+                            last = data
+                        if start is not None and now >= start + seconds:
+                            end = now
+                            break
+                    stream.close()
+                    time.sleep(0.5)
+                    t1 = time.monotonic()
+                    time.sleep(1.0)
+                    untouched.append((t1, time.monotonic()))
+                    rows.append((label, budget, [(start, end)], spans / (end - start), last))
+        detach(target.pid)
+        base = windows.paired(twin_windows, untouched, "cpu")
+        print(f"\n{'full speed':<18} {'governor':>9} {'loss/cpu':>9} {'sampling':>10} {'duty':>7} "
+              f"{'est. overhead':>14} {'spans/s':>9}")
+        print(f"{'untouched':<18} {'-':>9} {'-':>9} {'-':>10} {'-':>7} {'-':>14} {'-':>9}")
+        for label, budget, spans_at, rate, last in rows:
+            got = windows.paired(twin_windows, spans_at, "cpu", least=1)  # ungoverned: the target crawls
+            function = "__main__.leaf" if "leaf" in label else "__main__.handle"
+            row = next((r for r in (last or {}).get("functions", []) if r["function"] == function), {})
+            governed = row.get("governor") or {}
+            overhead = (last or {}).get("overhead")
+            est = f"{overhead['ratio'] * 100:.1f}% / {overhead['budget'] * 100:g}%" if overhead else "off"
+            sampling = f"1/{round(1 / governed['sampling_ratio'])}" if governed.get("sampling_ratio") else "all"
+            duty = f"{governed['duty'] * 100:.1f}%" if governed else "100%"
+            print(f"{label:<18} {(str(budget) + '%') if budget else 'off':>9} {(1 - got / base) * 100:8.1f}% "
+                  f"{sampling:>10} {duty:>7} {est:>14} {rate:>9,.0f}", flush=True)
+    finally:
+        for proc in (target, twin):
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--versions", default="3.14")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="100,1000,10000")
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode and rate (medians are shown)")
+    parser.add_argument("--governor", action="store_true", help="only the overhead governor's rows")
     args = parser.parse_args()
+    if args.governor:
+        for version in args.versions.split(","):
+            python = find_python(version)
+            if python is None:
+                print(f"{version}: no interpreter found, skipped")
+                continue
+            print(f"\n== Python {version}: the overhead governor (load: {os.getloadavg()[0]:.1f})")
+            governor_rows(python, args.seconds)
+        return
     logging.disable(logging.CRITICAL)
     from http.server import BaseHTTPRequestHandler
 

@@ -47,7 +47,7 @@ class Windows:
     def between(self, start: float, end: float) -> list[dict[str, Any]]:
         return [w for w in self.items if start <= w["t"] - w["wall"] and w["t"] <= end]
 
-    def paired(self, twin: Windows, spans: list[tuple[float, float]], per: str) -> float:
+    def paired(self, twin: Windows, spans: list[tuple[float, float]], per: str, least: int = 10) -> float:
         """Median over the windows in ``spans`` of this target's throughput (units per ``per``
         second) over its twin's in the window overlapping most."""
         ratios = []
@@ -58,7 +58,7 @@ class Windows:
                 best = max(theirs, key=lambda o: min(a1, o["t"]) - max(a0, o["t"] - o["wall"]), default=None)
                 if best is not None and w[per] > 0 and best[per] > 0 and best["units"]:
                     ratios.append((w["units"] / w[per]) / (best["units"] / best[per]))
-        assert len(ratios) >= 10, ratios
+        assert len(ratios) >= least, ratios
         return statistics.median(ratios)
 
 
