@@ -15,7 +15,7 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from peeka import __version__ as _peeka_version
 
@@ -104,6 +104,11 @@ class SpanTranslator:
             elif item.get("otel"):
                 trace_hex, span_hex = item["otel"]
                 parent = SpanContext(int(trace_hex, 16), int(span_hex, 16), is_remote=True, trace_flags=_SAMPLED)
+            elif item.get("remote"):
+                remote = item["remote"]  # the request's W3C traceparent / tracestate
+                state = TraceState.from_header([remote["tracestate"]]) if remote.get("tracestate") else None
+                parent = SpanContext(int(remote["trace_id"], 16), int(remote["span_id"], 16), is_remote=True,
+                                     trace_flags=TraceFlags(remote.get("flags", 1) & 0xFF), trace_state=state)
             trace_id = parent.trace_id if parent is not None else self.ids.trace_id()
             context = SpanContext(trace_id, self.ids.span_id(), is_remote=False, trace_flags=_SAMPLED)
             contexts.append(context)
@@ -137,6 +142,7 @@ class SpanTranslator:
                                            max_value_len=limits.max_span_attribute_length)
         return ReadableSpan(
             name=item["name"], context=context, parent=parent, resource=self.resource,
-            attributes=attributes, events=events, kind=SpanKind.INTERNAL, status=status,
+            attributes=attributes, events=events, kind=SpanKind.SERVER if item.get("kind") == "server" else SpanKind.INTERNAL,
+            status=status,
             start_time=int(item["start_ns"]), end_time=int(item["end_ns"]), instrumentation_scope=SCOPE,
         )

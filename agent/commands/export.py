@@ -26,7 +26,10 @@ args:
 
 A span: {"name", "file", "line", "thread_id", "thread", "start_ns", "end_ns", "attributes",
 "exception": {"type", "message", "stacktrace", "time_ns"} | None, "parent": index in the same
-batch | None, "otel": [trace_id, span_id] (the target's own current OpenTelemetry span) | None}.
+batch | None, "otel": [trace_id, span_id] (the target's own current OpenTelemetry span) | None};
+when there is none, "remote": {"trace_id", "span_id", "flags", "tracestate"} from the W3C
+traceparent of the request the call served (agent/inbound.py), and "kind": "server" with HTTP
+attributes when the function is that request's entry point or view.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ import threading
 import time
 import traceback
 from collections import deque
+from contextvars import copy_context as _copy_context
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import costs, governor, instrument, observe, origins, protocol, sampling, streams, values
+from .. import costs, governor, inbound, instrument, observe, origins, protocol, sampling, streams, values
 from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
 from ..streams import CommandError, Stream
 
@@ -163,7 +167,8 @@ class SpanFeed(_Feed):
     def on_exit(self, call: Call) -> None:
         self.sampled += 1
         if self._admit(call.end) and self.tap.wanted(call):
-            self.push(("call", call, _otel_parent(), self.weight()))
+            otel = _otel_parent()
+            self.push(("call", call, otel, self.weight(), None if otel else _copy_context()))
 
 
 class TreeFeed(_Feed):
@@ -210,7 +215,8 @@ class TreeFeed(_Feed):
         if recorder.cut:
             tap.export.incomplete += 1  # complete or absent: a tree cut by max_nodes or depth is not sent
         elif tap.wanted(call):
-            self.push(("tree", call, _otel_parent(), self.weight(), recorder.nodes))
+            otel = _otel_parent()
+            self.push(("tree", call, otel, self.weight(), None if otel else _copy_context(), recorder.nodes))
 
 
 class SpanRecorder:
@@ -524,22 +530,40 @@ class Export(Stream):
         return seen
 
     def _render(self, item: Tuple[Any, ...], out: List[Dict[str, Any]]) -> None:
-        # item: (kind "call" | "tree", call, the target's own OTel parent, sampling probability[, tree nodes])
+        # item: (kind "call" | "tree", call, the target's own OTel parent, sampling probability,
+        #        the call's contextvars when it had no OTel parent[, tree nodes])
         call = item[1]
         root = len(out)
         span = self._call_span(call)
         span["otel"] = item[2]
         if item[3] < 1.0:
             span["attributes"]["peeka.sampling.probability"] = item[3]
+        if item[2] is None:
+            self._join(span, call, item[4])
         out.append(span)
         if item[0] != "tree":
             return
         base = len(out)
-        for name, file, line, start, end, parent, _library in item[4]:
+        for name, file, line, start, end, parent, _library in item[5]:
             out.append({"name": name, "file": file, "line": line, "thread_id": span["thread_id"],
                         "thread": span["thread"], "start_ns": to_epoch_ns(start),
                         "end_ns": to_epoch_ns(end or call.end), "attributes": {}, "exception": None,
                         "parent": root if parent is None else base + parent, "otel": None})
+
+    def _join(self, span: Dict[str, Any], call: Call, context: Any) -> None:
+        """The request the call served (its arguments, its context): the remote parent from its
+        traceparent, and the HTTP server facts when the function is its entry point or view."""
+        try:
+            found = inbound.inbound(call.params, context, call.result, call.probe.func)
+        except Exception:
+            return
+        if found is None:
+            return
+        if found.parent is not None:
+            span["remote"] = found.parent
+        if found.server:
+            span["kind"] = "server"
+            span["attributes"].update(found.attributes)
 
     def _call_span(self, call: Call) -> Dict[str, Any]:
         attributes: Dict[str, str] = {}

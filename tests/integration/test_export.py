@@ -264,7 +264,11 @@ def test_flask_calls_become_spans_in_a_real_receiver(spawn, exporters, tmp_path,
         by_parent.setdefault(s["parent"], []).append(s)
     for item_id, root in roots.items():
         status, before, after = calls.get(item_id, missing)
-        assert root["parent"] == "" and root["kind"] == 1  # INTERNAL, a trace of its own
+        assert root["parent"] == ""  # a trace of its own: the request carried no traceparent
+        assert root["kind"] == 2  # SERVER: the view Flask dispatched the request to
+        assert root["attrs"]["http.request.method"] == "GET" and root["attrs"]["url.path"] == f"/items/{item_id}"
+        assert root["attrs"]["http.route"] == "/items/<int:item_id>"
+        assert root["attrs"].get("http.response.status_code") == (200 if status == 200 else None)
         assert before <= root["start"] < root["end"] <= after  # the real call, inside the real request
         assert root["attrs"]["code.function.name"] == "flaskshop.views.get_item"
         assert root["attrs"]["code.file.path"].endswith("flaskshop/views.py") and root["attrs"]["code.line.number"] > 0
