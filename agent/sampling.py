@@ -18,29 +18,78 @@ Labelled = Dict[Tuple[str, Tuple[str, ...]], float]  # (thread name, labels inne
 
 
 _RESUMABLE = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
+QUIET_RECHECK = 8  # a parked thread that used no CPU has its clock read every 8th tick only
+# Names a line calls when it waits: sleep, select/poll/epoll, locks, conditions, events, queues
+# (their innermost Python frame is Condition.wait at an acquire), joins, reads, accepts, signals.
+WAIT_CALLS = frozenset((
+    "sleep", "select", "poll", "epoll", "kevent", "control", "wait", "wait_for", "acquire", "join",
+    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "_accept", "read", "readinto",
+    "readline", "pause", "sigwait", "sigwaitinfo", "sigtimedwait", "waitpid", "wait3", "wait4",
+))
+
+
+class Between:
+    """Stands innermost in a stack for CPU a thread used in calls that returned between two samples.
+
+    The sampler holds the GIL while it samples, so it sees a thread either where the interpreter
+    forced it to hand the GIL over (after a switch interval, 5 ms, of holding it) or where it gave
+    the GIL up itself: in a wait. A burst of work shorter than the switch interval that ends in a
+    wait (compute 1 ms, sleep 20 ms; an event loop's short callbacks) is never seen running; the
+    thread's CPU clock still says it ran. That CPU is shown under the waiting frame's caller,
+    marked as such, never as the wait's own.
+    """
+
+    __slots__ = ()
+
+
+BETWEEN = Between()
+
+
+class _Seen:
+    """What the sampler knew of one thread at its last sample."""
+
+    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running")
+
+    def __init__(self, clock: Optional[int]) -> None:
+        self.frame: Any = None
+        self.key: Tuple[int, Tuple[Any, ...]] = (0, ())
+        self.clock = clock
+        self.cpu: Optional[int] = None
+        self.quiet = False
+        self.read_at = 0
+        self.running: Optional[Tuple[int, Tuple[Any, ...]]] = None  # its stack, if caught running last time
 
 
 class Sampler:
+    """Counts stacks; with ``clocks`` (ident -> per-thread CPU clock id, see threadids) each sample
+    counts the CPU nanoseconds its thread used since its previous sample, not 1."""
+
     def __init__(self) -> None:
         self.stacks: RawStacks = {}
         self.ticks = 0
         self.busy_seconds = 0.0  # time spent sampling (GIL held): the sampler's own cost
         self.skip: FrozenSet[int] = frozenset()
-        # ident -> (innermost frame, key): a frame still running has the same callers as when it was
-        # last walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
-        self._last: Dict[int, Tuple[Any, Tuple[int, Tuple[Any, ...]]]] = {}
+        self.clocks: Optional[Dict[int, int]] = None  # None: every sample counts 1 (wall clock)
+        self.thread_cpu: Dict[int, int] = {}  # ident -> CPU ns seen used since take()
+        # ident -> what it was: a frame still running has the same callers as when it was last
+        # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
+        self._last: Dict[int, _Seen] = {}
+        self._waits: Dict[Tuple[Any, int], bool] = {}
 
     def sample(self) -> None:
         started = time.perf_counter()
         stacks = self.stacks
         skip = self.skip
         last = self._last
+        clocks = self.clocks
+        tick = self.ticks
         for ident, frame in sys._current_frames().items():
             if ident in skip:
                 continue
             seen = last.get(ident)
-            if seen is not None and seen[0] is frame:
-                key = seen[1]
+            if seen is not None and seen.frame is frame:
+                key = seen.key
+                parked = True
             else:
                 codes = []
                 walk = frame
@@ -48,19 +97,126 @@ class Sampler:
                     codes.append(walk.f_code)
                     walk = walk.f_back
                 key = (ident, tuple(codes))
+                if seen is None:
+                    seen = last[ident] = _Seen(None if clocks is None else clocks.get(ident))
                 # A generator's frame can be resumed from another caller: never reuse its stack.
-                if not frame.f_code.co_flags & _RESUMABLE:
-                    last[ident] = (frame, key)
-            stacks[key] = stacks.get(key, 0) + 1
+                seen.frame = None if frame.f_code.co_flags & _RESUMABLE else frame
+                seen.key = key
+                parked = False
+            if clocks is None:
+                stacks[key] = stacks.get(key, 0) + 1
+                continue
+            clock = seen.clock
+            if clock is None or (parked and seen.quiet and tick - seen.read_at < QUIET_RECHECK):
+                continue
+            try:
+                now = _clock_ns(clock)
+            except (OSError, OverflowError):  # the thread ended
+                seen.clock = None
+                continue
+            used = 0 if seen.cpu is None else now - seen.cpu
+            seen.cpu = now
+            seen.read_at = tick
+            seen.quiet = used <= 0
+            if used <= 0:
+                seen.running = None
+                continue
+            self.thread_cpu[ident] = self.thread_cpu.get(ident, 0) + used
+            if self._waits_here(frame):
+                # It waits now, so the CPU went before the wait: to the stack the previous sample
+                # caught it running in, else to the calls that ran between samples (see Between).
+                running = seen.running
+                seen.running = None
+                key = running if running is not None else (ident, (BETWEEN,) + key[1])
+            else:
+                seen.running = key
+            stacks[key] = stacks.get(key, 0) + used
         self.ticks += 1
         self.busy_seconds += time.perf_counter() - started
+
+    def _waits_here(self, frame: Any) -> bool:
+        """Whether the frame's current line calls something that waits (cached per code and line)."""
+        code, line = frame.f_code, frame.f_lineno
+        known = self._waits.get((code, line))
+        if known is None:
+            known = self._waits[(code, line)] = bool(WAIT_CALLS.intersection(_names_on_line(code, line)))
+        return known
 
     def take(self) -> Tuple[RawStacks, int, float]:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
         taken = self.stacks, self.ticks, self.busy_seconds
         self.stacks, self.ticks, self.busy_seconds = {}, 0, 0.0
-        self._last = {}  # let go of the frames: threads end, frames finish
+        self.thread_cpu = {}
+        # Let go of the frames (threads end, frames finish), keep each thread's last CPU reading.
+        for seen in self._last.values():
+            seen.frame = None
         return taken
+
+    def use_clocks(self, clocks: Optional[Dict[int, int]]) -> None:
+        """Per-thread CPU clocks for the next samples; threads that are gone are forgotten."""
+        self.clocks = clocks
+        if clocks is None:
+            return
+        for ident in [i for i in self._last if i not in clocks]:
+            del self._last[ident]
+        for ident, seen in self._last.items():
+            if seen.clock != clocks[ident]:
+                seen.clock, seen.cpu = clocks[ident], None
+
+
+def apportion(raw: RawStacks) -> Tuple[RawStacks, int]:
+    """CPU a thread used between samples (``Between`` stacks) shared out like the CPU the sampler
+    caught that thread using in the same window; ``(stacks, nanoseconds shared out)``.
+
+    An estimate, said to be one (the summary's ``apportioned_percent``): a thread's short bursts
+    are taken to be like its bursts that were long enough to be caught. A thread never caught
+    running keeps its ``Between`` stack, so what was not seen is shown as not seen.
+    """
+    out: RawStacks = {}
+    between = []
+    caught: Dict[int, Dict[Tuple[int, Tuple[Any, ...]], int]] = {}
+    for key, value in raw.items():
+        if key[1] and key[1][0] is BETWEEN:
+            between.append((key, value))
+        else:
+            out[key] = value
+            caught.setdefault(key[0], {})[key] = value
+    shared = 0
+    for key, value in between:
+        seen = caught.get(key[0])
+        total = sum(seen.values()) if seen else 0
+        if not total:
+            out[key] = out.get(key, 0) + value
+            continue
+        for running, weight in seen.items():  # type: ignore[union-attr]
+            out[running] = out.get(running, 0) + value * weight / total
+        shared += value
+    return out, shared
+
+
+def _clock_ns(clock: int) -> int:
+    return time.clock_gettime_ns(clock)
+
+
+def _names_on_line(code: Any, line: int) -> List[str]:
+    """The names and attributes a line of ``code`` loads (``time.sleep`` -> time, sleep)."""
+    import dis
+
+    names: List[str] = []
+    at_line = None
+    try:
+        for ins in dis.get_instructions(code):
+            number = getattr(ins, "line_number", None)  # 3.13+
+            if number is None and type(ins.starts_line) is int and not isinstance(ins.starts_line, bool):
+                number = ins.starts_line
+            if number is not None:
+                at_line = number
+            if at_line == line and isinstance(ins.argval, str) and ("ATTR" in ins.opname or "GLOBAL" in ins.opname
+                                                                    or "METHOD" in ins.opname or ins.opname == "LOAD_NAME"):
+                names.append(ins.argval)
+    except Exception:
+        return []
+    return names
 
 
 class Names:
@@ -93,19 +249,19 @@ class Names:
         return self._modules.get(filename) or None
 
 
-def label_stacks(raw: RawStacks, weights: Optional[Dict[int, float]], thread_names: Dict[int, str],
-                 names: Names) -> Labelled:
-    """Raw counts -> counts by thread name and labels, each thread's counts times its weight.
-
-    ``weights`` None counts every sample as 1; otherwise a thread absent from it is left out.
-    """
+def label_stacks(raw: RawStacks, scale: float, thread_names: Dict[int, str], names: Names) -> Labelled:
+    """Raw counts (samples, or CPU ns) times ``scale`` -> counts by thread name and labels."""
     out: Labelled = {}
     for (ident, codes), count in raw.items():
-        weight = 1.0 if weights is None else weights.get(ident)
-        if weight is None:
-            continue
-        key = (thread_names.get(ident, str(ident)), tuple(names.label(c) for c in codes))
-        out[key] = out.get(key, 0) + count * weight
+        if codes and codes[0] is BETWEEN:
+            caller = names.label(codes[1]) if len(codes) > 1 else "(no Python frame)"
+            label = "%s [calls returned between samples]" % caller
+            names.where.setdefault(label, names.where.get(caller, (None, None)))  # type: ignore[arg-type]
+            labels = (label,) + tuple(names.label(c) for c in codes[1:])
+        else:
+            labels = tuple(names.label(c) for c in codes)
+        key = (thread_names.get(ident, str(ident)), labels)
+        out[key] = out.get(key, 0) + count * scale
     return out
 
 

@@ -41,8 +41,22 @@ def cpu_ns(clock: int) -> Optional[int]:
         return None
 
 
+_readable: Dict[int, bool] = {}
+
+
 def can_read_cpu_clocks() -> bool:
-    return _LINUX and _clock_ns is not None and cpu_ns(cpu_clock(os.getpid())) is not None
+    pid = os.getpid()
+    if pid not in _readable:
+        _readable[pid] = _LINUX and _clock_ns is not None and cpu_ns(cpu_clock(pid)) is not None
+    return _readable[pid]
+
+
+def cpu_clocks(native: Dict[int, Optional[int]]) -> Optional[Dict[int, int]]:
+    """ident -> CPU clock id for the threads of ``native`` (ident -> native id) whose native id is
+    known; None where this OS has no per-thread CPU clocks (then samples can only be counted)."""
+    if not can_read_cpu_clocks():
+        return None
+    return {ident: cpu_clock(tid) for ident, tid in native.items() if tid is not None}
 
 
 def native_ids() -> Dict[int, int]:

@@ -1,12 +1,15 @@
 """Benchmark: what the runtime views cost a busy target, and how fast one answer comes, per Python.
 
-    python tests/bench_runtime.py [--versions 3.9,3.12,3.14] [--seconds 3] [--rounds 3]
+    python tests/bench_runtime.py [--versions 3.9,3.12,3.14] [--seconds 3] [--rounds 3] [--sampler-only]
+                                  [--baseline OTHER_CHECKOUT/agent]
 
 For each interpreter a real target (tests/targets/runtime_bench.py: one thread doing pure-Python
 work units, eight idle threads, the agent started in-process) reports its units per second while
 (a) nothing watches it, (b) a thread of its own merely wakes at 100 Hz (the floor for any sampler
 inside the process: each wakeup takes the GIL from the busy thread), (c) ``top`` samples at 100 Hz,
-(d) ``thread -n 5 -i 200`` runs back to back.
+(d) ``thread -n 5 -i 200`` runs back to back. Then top's sampler alone in processes of 10 and 500
+threads: CPU-weighted, ``--idle`` (wall clock, no CPU clocks read) and, with ``--baseline DIR``,
+another checkout's agent (before/after in one run).
 Phases alternate over several rounds in one run and the medians are compared with untouched, two
 ways: throughput (wall clock: honest but swings with the machine's other load) and the process's
 CPU time per unit of work (what the views add in CPU, steadier on a shared machine).
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,12 +42,12 @@ from peeka.process import TargetProcess  # noqa: E402
 
 
 class Bench:
-    def __init__(self, python: str, tmp: Path) -> None:
+    def __init__(self, python: str, tmp: Path, idle_threads: int = 8, agent: Path = ROOT / "agent") -> None:
         lib = tmp / "lib"
         lib.mkdir()
-        (lib / "peeka_agent").symlink_to(ROOT / "agent")
+        (lib / "peeka_agent").symlink_to(agent)
         env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "runtime_bench.py")], env=env,
+        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "runtime_bench.py"), str(idle_threads)], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().startswith("ready")  # type: ignore[union-attr]
 
@@ -65,10 +69,11 @@ class Bench:
 SAMPLER_BUSY: list[float] = []  # the sampler's own report: % of wall time it held the GIL
 
 
-def while_top(bench: Bench, seconds: float) -> tuple[float, float]:
+def while_top(bench: Bench, seconds: float, idle: bool = False) -> tuple[float, float]:
     def sample() -> None:  # the agent ends the stream itself after its timeout
         with bench.client() as client:
-            for message in client.stream("top", {"rate": 100, "interval": 1.0, "timeout": seconds + 0.6}):
+            args = {"rate": 100, "interval": 1.0, "timeout": seconds + 0.6, "idle": idle}
+            for message in client.stream("top", args):
                 data = getattr(message, "data", None)
                 if isinstance(data, dict) and data.get("type") == "summary":
                     SAMPLER_BUSY.append(data["sampler"]["busy_percent"])
@@ -143,18 +148,57 @@ def run(version: str, python: str, seconds: float, rounds: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def sampler_rows(version: str, python: str, seconds: float, rounds: int, baseline: Path | None) -> None:
+    """top's sampler at 100 Hz in a process of 10 and of 500 threads: CPU-weighted (the default),
+    wall-clock (``--idle``: no CPU clocks read), and with ``baseline``'s agent (another checkout)."""
+    for threads in (10, 500):
+        agents = {"": ROOT / "agent"}
+        if baseline is not None:
+            agents[" (baseline)"] = baseline
+        rows: dict[str, tuple[float, float, float]] = {}
+        for suffix, agent in agents.items():
+            tmp = Path(tempfile.mkdtemp(prefix="pkb-"))
+            bench = Bench(python, tmp, threads - 2, agent)  # + the worker and the main thread
+            try:
+                bench.measure(1.0)
+                phases = {"untouched": bench.measure, "top 100 Hz" + suffix: partial(while_top, bench),
+                          "top 100 Hz --idle" + suffix: partial(while_top, bench, idle=True)}
+                results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
+                busy: dict[str, list[float]] = {name: [] for name in phases}
+                for _ in range(rounds):
+                    for name, phase in phases.items():
+                        results[name].append(phase(seconds))
+                        busy[name].extend(SAMPLER_BUSY)
+                        SAMPLER_BUSY.clear()
+                base_cpu = statistics.median(c for _, c in results["untouched"])
+                for name in list(phases)[1:]:
+                    cpu = statistics.median(c for _, c in results[name])
+                    rate = statistics.median(r for r, _ in results[name]) / statistics.median(r for r, _ in results["untouched"])
+                    rows[name] = (statistics.median(busy[name]) if busy[name] else float("nan"), cpu / base_cpu, rate)
+            finally:
+                bench.stop()
+                shutil.rmtree(tmp, ignore_errors=True)
+        for name, (held, cpu_ratio, rate) in rows.items():
+            print(f"Python {version}, {threads} threads: {name:<28} sampler held the GIL {held:.3f}% of the time; "
+                  f"CPU per unit ratio {cpu_ratio:.3f}, throughput ratio {rate:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", default=",".join(VERSIONS))
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sampler-only", action="store_true", help="only top's sampler rows at 10 and 500 threads")
+    parser.add_argument("--baseline", type=Path, help="another checkout's agent/ directory, for before/after rows")
     opts = parser.parse_args()
     for version in opts.versions.split(","):
         python = find_python(version)
         if python is None:
             print(f"Python {version}: not found on this machine, skipped")
             continue
-        run(version, python, opts.seconds, opts.rounds)
+        if not opts.sampler_only:
+            run(version, python, opts.seconds, opts.rounds)
+        sampler_rows(version, python, opts.seconds, opts.rounds, opts.baseline)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .. import costs, governor, inbound, instrument, observe, origins, protocol, sampling, streams, values
 from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
 from ..streams import CommandError, Stream
+from ..threadids import cpu_clocks, native_ids
 
 REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
 _FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
@@ -378,6 +379,7 @@ class Export(Stream):
         self.unit_costs = self._calibrated(engine_of(agent)) if self.budget else {}
         self.reset = False
         self.sampler = sampling.Sampler()
+        self.sampler.use_clocks(cpu_clocks(native_ids()))
         self.names = sampling.Names()
         self._done = threading.Event()
 
@@ -602,9 +604,14 @@ class Export(Stream):
         self.sampler.sample()
 
     def _top(self) -> List[List[Any]]:
-        """The busiest functions since the last stats: share of all stack samples in each (self time)."""
+        """The busiest functions since the last stats: share of the CPU the samples caught in each
+        (self time), weighted by each thread's CPU clock as ``top`` weighs them (top.py)."""
         raw, _ticks, _busy = self.sampler.take()
-        _samples, functions = sampling.summarize(sampling.label_stacks(raw, None, {}, self.names), self.names.where, _TOP)
+        if self.sampler.clocks is not None:
+            raw, _shared = sampling.apportion(raw)
+        # The threads of the next interval; a thread started since counts from then on.
+        self.sampler.use_clocks(cpu_clocks(native_ids()))
+        _samples, functions = sampling.summarize(sampling.label_stacks(raw, 1.0, {}, self.names), self.names.where, _TOP)
         return [[f["function"], round(f["self_percent"] / 100.0, 4)] for f in functions if f["self_samples"]]
 
     def _stats(self) -> Dict[str, Any]:

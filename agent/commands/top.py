@@ -2,20 +2,31 @@
 
 An agent thread samples ``sys._current_frames()`` at ``rate`` Hz (all threads but the agent's own;
 see sampling.py) and every ``interval`` seconds emits a summary of that interval. Shares are of CPU
-time: each thread's samples count by the share of a core it used over the interval (from
-/proc/self/task/TID/stat), so a thread that sleeps or waits (below 1% of a core: left out, counted
-in ``threads_idle``) does not drown the busy ones, as py-spy leaves idle samples out. A partly busy
-thread's waiting samples still count at its weight. ``idle: true`` counts every sample as 1
-(wall-clock shares, all threads, like ``py-spy --idle``).
+time: each sample counts the CPU nanoseconds its thread used since its previous sample (its
+per-thread CPU clock, threadids.py: no /proc file per thread, nothing that hands the GIL over), so
+a thread waiting in select/epoll/poll/sleep/a lock/a queue/recv/accept counts nothing. The sampler
+holds the GIL while it samples, so it catches a thread either where the interpreter made it hand
+the GIL over or where it gave it up itself, in a wait: CPU that a sample finds behind a wait went
+to the stack the previous sample caught that thread running in, else to calls that returned
+between samples, which are shared out like that thread's caught CPU of the same interval
+(``sampling.apportion``; ``apportioned_percent`` says how much), or, for a thread never caught
+running (bursts shorter than the 5 ms switch interval), shown as ``CALLER [calls returned between
+samples]``. The kernel's run state of other threads says nothing here (they all wait for the GIL
+the sampler holds), so it is not used. py-spy reads the process from outside without the GIL and
+can take a thread's state at the instant of its sample; in here, CPU clocks are what is sound.
+``idle: true`` counts every sample as 1 (wall-clock shares, all threads, like ``py-spy --idle``)
+and reads no clocks. A thread under 1% of a core over the interval counts in ``threads_idle``.
 
 args: ``interval`` (s, default 1, >= 0.1), ``rate`` (Hz, default 100, 1-1000), ``limit`` (summaries,
 then the stream ends), ``timeout`` (s), ``record`` (s: sample that long, then emit one ``profile``
 event and end), ``idle`` (bool), ``stacks`` (bool: each summary carries its collapsed stacks),
 ``functions`` (rows per summary, default 30).
 
-Events (numbers in base units; sample counts are CPU-weighted as above, hence fractional):
+Events (numbers in base units; sample counts are CPU-weighted as above, hence fractional: a thread
+busy for a whole tick counts 1):
   summary  {type: "summary", time (epoch s), interval_s, ticks (sampling rounds), rate_hz (achieved),
-            samples (weighted thread stacks counted), threads_sampled (busy), threads_idle (left out),
+            samples (weighted thread stacks counted), weighting ("cpu", or "wall" with idle or where
+            no per-thread CPU clock exists), apportioned_percent, threads_sampled (busy), threads_idle,
             functions: [{function ("module.qualname"), file, line (of the def), self_samples,
                          total_samples, self_percent, total_percent}],
             process: {cpu_percent (100 = one core), cpu_seconds, rss_bytes, threads,
@@ -30,11 +41,12 @@ Events (numbers in base units; sample counts are CPU-weighted as above, hence fr
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import compat, origins, procfs, sampling
+from .. import compat, origins, procfs, sampling, threadids
 from ..streams import Stream, float_arg, int_arg
 
 IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts as idle
@@ -71,7 +83,8 @@ class Top(Stream):
             end = started + self.record
         elif self.timeout is not None:
             end = started + self.timeout
-        window = _Window(self.sampler)
+        weigh = not self.idle and threadids.can_read_cpu_clocks()
+        window = _Window(self.sampler, weigh)
         next_report = started + self.interval
         next_tick = started
         reports = 0
@@ -82,7 +95,7 @@ class Top(Stream):
             if next_tick < now:  # fell behind (a long GIL wait): skip, do not burst
                 next_tick = now + period
             if now >= next_report or (end is not None and now >= end):
-                stacks = window.close(self.names, self.idle)
+                stacks = window.close(self.names, self.rate)
                 if self.record is not None:
                     sampling.merge(self.recorded, stacks)
                 else:
@@ -96,7 +109,7 @@ class Top(Stream):
                 if self.max_reports and reports >= self.max_reports:
                     self.finish("limit")
                     return
-                window = _Window(self.sampler, window)
+                window = _Window(self.sampler, weigh, window)
                 next_report += self.interval
             if self.wake.wait(max(0.0, next_tick - time.monotonic())):
                 return
@@ -109,63 +122,62 @@ class Top(Stream):
 
 
 class _Window:
-    """One report interval: the sampler's counts plus the process and thread CPU around them.
+    """One report interval: the sampler's counts plus the process's CPU, RSS and GC around them.
 
     A window starts from the numbers its predecessor read when it closed, so /proc is read once
-    per interval (each read releases the GIL, and taking it back costs the host a switch).
+    per interval (each read releases the GIL, and taking it back costs the host a switch). Thread
+    CPU comes from per-thread CPU clocks (threadids), read by the sampler with no file to open.
     """
 
-    def __init__(self, sampler: sampling.Sampler, previous: Optional[_Window] = None) -> None:
+    def __init__(self, sampler: sampling.Sampler, weigh: bool, previous: Optional[_Window] = None) -> None:
         self.sampler = sampler
         self.started = time.monotonic() if previous is None else previous.closed
         self.threads = _python_threads()
         sampler.skip = frozenset(i for i, (_name, _nid, agent) in self.threads.items() if agent)
+        sampler.use_clocks(threadids.cpu_clocks({i: nid for i, (_name, nid, agent) in self.threads.items()
+                                                 if not agent}) if weigh else None)
+        self.weigh = weigh
         if previous is None:
-            self.cpu_before = _thread_cpu(self.threads)
             stat = procfs.process_stat()
             self.process_cpu = stat[2] if stat else None
             self.gc_before = gc.get_stats()
         else:
-            self.cpu_before = previous.cpu_after
             self.process_cpu = previous.process_cpu_after
             self.gc_before = previous.gc_after
-        self.cpu_after: Dict[int, float] = {}
         self.idle: List[int] = []
 
-    def close(self, names: sampling.Names, keep_idle: bool) -> sampling.Labelled:
+    def close(self, names: sampling.Names, rate: float) -> sampling.Labelled:
+        thread_cpu = self.sampler.thread_cpu
         raw, self.ticks, self.busy = self.sampler.take()
+        self.apportioned = 0.0
+        if self.weigh:
+            total = sum(raw.values())
+            raw, shared = sampling.apportion(raw)
+            self.apportioned = 100.0 * shared / total if total else 0.0
         self.closed = time.monotonic()
         self.elapsed = max(1e-6, self.closed - self.started)
-        weights: Optional[Dict[int, float]] = None
-        sampled = {i for i, _codes in raw}
-        self.cpu_after = _thread_cpu(self.threads)
         stat = procfs.process_stat()
         self.process_cpu_after = stat[2] if stat else None
         self.os_threads = stat[3] if stat else threading.active_count()
         self.rss = procfs.rss_bytes()
         self.gc_after = gc.get_stats()
-        if not keep_idle:
-            weights = {}
-            for ident in sampled:
-                now = self.cpu_after.get(ident)
-                if now is None:
-                    weights[ident] = 1.0  # no native id (a _thread thread): no way to tell, count it
-                    continue
-                # A thread first seen in this window started in it: all its CPU time is this window's.
-                share = (now - self.cpu_before.get(ident, 0.0)) / self.elapsed
-                if share >= IDLE_CPU_SHARE:
-                    weights[ident] = min(1.0, share)
-                else:
-                    self.idle.append(ident)
+        watched = [i for i, (_name, _nid, agent) in self.threads.items() if not agent]
+        self.threads_sampled = len(watched)
+        scale = 1.0
+        if self.weigh:
+            # CPU nanoseconds -> samples: a thread busy for one whole tick counts 1, as a sample would.
+            scale = rate / 1e9
+            floor = IDLE_CPU_SHARE * self.elapsed * 1e9
+            self.idle = [i for i in watched if thread_cpu.get(i, 0) < floor]
         thread_names = {i: name for i, (name, _nid, _agent) in self.threads.items()}
-        self.threads_sampled = len(sampled)
-        return sampling.label_stacks(raw, weights, thread_names, names)
+        return sampling.label_stacks(raw, scale, thread_names, names)
 
     def summary(self, stacks: sampling.Labelled, names: sampling.Names, rows: int, with_stacks: bool) -> Dict[str, Any]:
         samples, functions = sampling.summarize(stacks, names.where, rows)
         event: Dict[str, Any] = {
             "type": "summary", "time": time.time(), "interval_s": round(self.elapsed, 3), "ticks": self.ticks,
             "rate_hz": round(self.ticks / self.elapsed, 1), "samples": samples,
+            "weighting": "cpu" if self.weigh else "wall", "apportioned_percent": round(self.apportioned, 1),
             "threads_sampled": self.threads_sampled - len(self.idle), "threads_idle": len(self.idle),
             "functions": functions, "process": self.process(),
             "sampler": {"busy_seconds": round(self.busy, 6), "busy_percent": round(100 * self.busy / self.elapsed, 3)},
@@ -192,24 +204,17 @@ class _Window:
 
 def _python_threads() -> Dict[int, Any]:
     """ident -> (name, native id, is the agent's) for every thread running Python code."""
-    import sys
-
     frames = sys._current_frames()
+    os_ids = threadids.native_ids()
+    main = threadids.main_ident()
     out = {}
     for ident, frame in frames.items():
         t = threading._active.get(ident)  # type: ignore[attr-defined]
         name = t.name if t is not None else None
-        out[ident] = (name or str(ident), getattr(t, "native_id", None), origins.is_agent_thread(name, frame))
-    return out
-
-
-def _thread_cpu(threads: Dict[int, Any]) -> Dict[int, float]:
-    out = {}
-    for ident, (_name, native_id, agent) in threads.items():
-        if native_id is not None and not agent:
-            stat = procfs.task_stat(native_id)
-            if stat is not None:
-                out[ident] = stat[2]
+        if ident == main and (t is None or t is threading._main_thread):  # type: ignore[attr-defined]
+            name = "MainThread"
+        native_id = os_ids.get(ident) or getattr(t, "native_id", None)
+        out[ident] = (name or str(ident), native_id, origins.is_agent_thread(name, frame))
     return out
 
 

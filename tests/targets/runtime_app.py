@@ -10,9 +10,7 @@
 Prints "ready" once everything runs (and the deadlock has happened); exits when stdin closes.
 """
 
-import os
 import sys
-import tempfile
 import threading
 import time
 
@@ -111,11 +109,9 @@ def main(features):
         start(take_plain, "plain-b", PLAIN_B, PLAIN_A, plain)
         time.sleep(0.2)  # both are past the barrier and stuck on their second lock
     if "inprocess" in features:
-        from peeka_agent import runtime
+        import inprocess_agent
 
-        socket_path = os.path.join(tempfile.gettempdir(), f"peeka_{os.getpid()}.sock")
-        runtime.start({"module": "peeka_agent", "socket_path": socket_path, "files_dir": None,
-                       "method": "in-process"})
+        inprocess_agent.start()
     print("ready", flush=True)
     sys.stdin.read()
     STOP.set()

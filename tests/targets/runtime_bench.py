@@ -1,5 +1,5 @@
 """Target for tests/bench_runtime.py: one thread does fixed units of pure-Python work and counts
-them; eight threads idle (as a server's pool would); the agent starts in-process.
+them; eight threads (or argv[1]) idle (as a server's pool would); the agent starts in-process.
 
 Prints "ready"; then for every stdin line "measure S" prints the units done per second over S
 seconds and the process's CPU microseconds per unit ("measure S wake": while a thread of its own wakes at 100 Hz and does nothing else, the
@@ -40,7 +40,8 @@ def idle(stop):
 def main():
     stop = threading.Event()
     threading.Thread(target=worker, name="worker", daemon=True).start()
-    for n in range(8):
+    idle_threads = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    for n in range(idle_threads):
         threading.Thread(target=idle, args=(stop,), name=f"idle-{n}", daemon=True).start()
     from peeka_agent import runtime
 

@@ -53,7 +53,7 @@ def test_summarize_self_total_and_recursion() -> None:
         (1, (mid, root)): 2,
         (2, (mid, mid, root)): 2,  # recursion counts once per sample in total
     }
-    stacks = sampling.label_stacks(raw, None, {1: "w1", 2: "w2"}, names)
+    stacks = sampling.label_stacks(raw, 1.0, {1: "w1", 2: "w2"}, names)
     samples, functions = sampling.summarize(stacks, names.where, 10)
     rows = {f["function"].rsplit(" ", 1)[0]: f for f in functions}
     assert samples == 10
@@ -63,12 +63,69 @@ def test_summarize_self_total_and_recursion() -> None:
     assert rows["root"]["self_samples"] == 0 and rows["root"]["total_percent"] == 100.0
 
 
-def test_label_stacks_weights_and_leaves_out() -> None:
+def test_label_stacks_scales_and_marks_between_samples() -> None:
     names = sampling.Names()
-    busy, idle = _code("busy"), _code("idle")
-    raw = {(1, (busy,)): 10, (2, (idle,)): 10, (3, (idle,)): 10}
-    stacks = sampling.label_stacks(raw, {1: 1.0, 2: 0.5}, {1: "a", 2: "b", 3: "c"}, names)
-    assert sorted(stacks.values()) == [5.0, 10.0]  # thread 3 left out, thread 2 at half weight
+    busy, caller = _code("busy"), _code("caller")
+    raw = {(1, (busy, caller)): 2_000_000, (1, (sampling.BETWEEN, caller)): 1_000_000}
+    stacks = sampling.label_stacks(raw, 100 / 1e9, {1: "a"}, names)  # CPU ns -> 100 Hz samples
+    rounded = {labels: round(value, 6) for (_thread, labels), value in stacks.items()}
+    assert rounded == {("busy (<string>)", "caller (<string>)"): 0.2,
+                       ("caller (<string>) [calls returned between samples]", "caller (<string>)"): 0.1}
+
+
+def test_apportion_shares_unseen_cpu_like_the_caught_cpu() -> None:
+    a, b, loop, other = _code("a"), _code("b"), _code("loop"), _code("other")
+    between = sampling.BETWEEN
+    raw = {(1, (a, loop)): 300, (1, (b, loop)): 100, (1, (between, loop)): 400,  # caught 3:1
+           (2, (between, other)): 50,  # thread 2 never caught running: stays marked as unseen
+           (3, (a,)): 7}
+    out, shared = sampling.apportion(raw)
+    assert shared == 400
+    assert out == {(1, (a, loop)): 600, (1, (b, loop)): 200, (2, (between, other)): 50, (3, (a,)): 7}
+
+
+def test_cpu_weighted_sampler_tells_computing_from_waiting() -> None:
+    """Real threads: one computes, one sleeps in a loop, one waits on an Event; CPU clocks per thread."""
+    from peeka_agent import threadids
+
+    if not threadids.can_read_cpu_clocks():
+        pytest.skip("no per-thread CPU clocks here (Linux only)")
+    stop = threading.Event()
+
+    def computing() -> None:
+        while not stop.is_set():
+            sum(i * i for i in range(2000))
+
+    def sleeping() -> None:
+        while not stop.is_set():
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (computing, sleeping, stop.wait)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)  # each is in its loop or its wait
+    sampler = sampling.Sampler()
+    sampler.skip = frozenset({threading.get_ident()})
+    ids = threadids.native_ids()
+    sampler.use_clocks({t.ident: threadids.cpu_clock(ids[t.ident]) for t in threads})  # type: ignore[index]
+    try:
+        for _ in range(40):
+            sampler.sample()
+            time.sleep(0.005)
+        cpu = dict(sampler.thread_cpu)
+        raw, ticks, _ = sampler.take()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    computing_id, sleeping_id, waiting_id = (t.ident for t in threads)
+    assert ticks == 40 and cpu[computing_id] > 20 * cpu.get(sleeping_id, 1)
+    assert waiting_id not in cpu  # an Event.wait uses no CPU: never counted
+    names = sampling.Names()
+    stacks = sampling.label_stacks(raw, 1.0, {computing_id: "c", sleeping_id: "s"}, names)  # type: ignore[dict-item]
+    sleeper = [labels for (thread, labels) in stacks if thread == "s"]
+    # The sleeping thread's little CPU is never its sleep's: it ran between samples.
+    assert all(labels[0].endswith("[calls returned between samples]") for labels in sleeper), sleeper
 
 
 def test_collapsed_format() -> None:
@@ -109,8 +166,8 @@ def test_sampler_parked_thread_and_generator() -> None:
             sampler.sample()
         raw, _, _ = sampler.take()
         names = sampling.Names()
-        stacks = sampling.label_stacks(raw, {thread.ident: 1.0}, {thread.ident: "parked"}, names)  # type: ignore[dict-item]
-        ((thread_name, labels), count), = stacks.items()
+        stacks = sampling.label_stacks(raw, 1.0, {thread.ident: "parked"}, names)  # type: ignore[dict-item]
+        ((thread_name, labels), count), = ((k, v) for k, v in stacks.items() if k[0] == "parked")
         assert thread_name == "parked" and count == 3
         assert any(label.endswith("park_here") for label in labels)
     finally:
