@@ -71,6 +71,7 @@ class Sampler:
         self.skip: FrozenSet[int] = frozenset()
         self.clocks: Optional[Dict[int, int]] = None  # None: every sample counts 1 (wall clock)
         self.thread_cpu: Dict[int, int] = {}  # ident -> CPU ns seen used since take()
+        self.runs: RawStacks = {}  # with clocks: samples that caught their thread running, by stack
         # ident -> what it was: a frame still running has the same callers as when it was last
         # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
         self._last: Dict[int, _Seen] = {}
@@ -79,6 +80,7 @@ class Sampler:
     def sample(self) -> None:
         started = time.perf_counter()
         stacks = self.stacks
+        runs = self.runs
         skip = self.skip
         last = self._last
         clocks = self.clocks
@@ -128,9 +130,11 @@ class Sampler:
                 running = seen.running
                 seen.running = None
                 key = running if running is not None else (ident, (BETWEEN,) + key[1])
+                stacks[key] = stacks.get(key, 0) + used
             else:
+                # Caught running: counted, and given an equal part of the thread's CPU at take().
                 seen.running = key
-            stacks[key] = stacks.get(key, 0) + used
+                runs[key] = runs.get(key, 0) + 1
         self.ticks += 1
         self.busy_seconds += time.perf_counter() - started
 
@@ -144,9 +148,10 @@ class Sampler:
 
     def take(self) -> Tuple[RawStacks, int, float]:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
-        taken = self.stacks, self.ticks, self.busy_seconds
+        stacks = self.stacks if self.clocks is None else weigh(self.stacks, self.runs, self.thread_cpu)
+        taken = stacks, self.ticks, self.busy_seconds
         self.stacks, self.ticks, self.busy_seconds = {}, 0, 0.0
-        self.thread_cpu = {}
+        self.thread_cpu, self.runs = {}, {}
         # Let go of the frames (threads end, frames finish), keep each thread's last CPU reading.
         for seen in self._last.values():
             seen.frame = None
@@ -162,6 +167,25 @@ class Sampler:
         for ident, seen in self._last.items():
             if seen.clock != clocks[ident]:
                 seen.clock, seen.cpu = clocks[ident], None
+
+
+def weigh(behind_waits: RawStacks, runs: RawStacks, thread_cpu: Dict[int, int]) -> RawStacks:
+    """CPU nanoseconds by stack: what samples found behind waits, plus the rest of each thread's
+    CPU shared equally among the samples that caught it running (each stands for the same share
+    of its running time; weighing each by the CPU since the previous sample would give a sample
+    after a long delay of the sampler, common on a loaded machine, the weight of many)."""
+    out = dict(behind_waits)
+    waited: Dict[int, int] = {}
+    for (ident, _codes), used in behind_waits.items():
+        waited[ident] = waited.get(ident, 0) + used
+    caught: Dict[int, int] = {}
+    for (ident, _codes), count in runs.items():
+        caught[ident] = caught.get(ident, 0) + count
+    for key, count in runs.items():
+        rest = thread_cpu.get(key[0], 0) - waited.get(key[0], 0)
+        if rest > 0:
+            out[key] = out.get(key, 0) + rest * count / caught[key[0]]
+    return out
 
 
 def apportion(raw: RawStacks) -> Tuple[RawStacks, int]:

@@ -73,6 +73,15 @@ def test_label_stacks_scales_and_marks_between_samples() -> None:
                        ("caller (<string>) [calls returned between samples]", "caller (<string>)"): 0.1}
 
 
+def test_weigh_shares_a_threads_cpu_among_its_running_samples() -> None:
+    a, b, loop = _code("a"), _code("b"), _code("loop")
+    behind = {(1, (a, loop)): 100, (1, (sampling.BETWEEN, loop)): 50}  # CPU found behind waits
+    runs = {(1, (a, loop)): 3, (1, (b, loop)): 1, (2, (b,)): 2}  # samples that caught it running
+    out = sampling.weigh(behind, runs, {1: 950, 2: 40, 3: 999})  # thread 3: never caught running
+    assert out == {(1, (a, loop)): 100 + 600, (1, (b, loop)): 200, (1, (sampling.BETWEEN, loop)): 50,
+                   (2, (b,)): 40}
+
+
 def test_apportion_shares_unseen_cpu_like_the_caught_cpu() -> None:
     a, b, loop, other = _code("a"), _code("b"), _code("loop"), _code("other")
     between = sampling.BETWEEN
