@@ -78,15 +78,18 @@ def test_top_ranks_by_cpu_not_by_waiting(client: AgentClient) -> None:
     for function in ("spin_work", "part_work", "handle"):
         shown = rows[f"__main__.{function}"]["total_percent"]
         assert abs(shown - truth[function]) <= 10, (function, shown, truth, summary["functions"][:12])
-    # The 1 ms bursts: never caught running (the sampler takes the GIL only when it is given up,
-    # here always at the sleep), so their CPU is under the caller, marked, never the sleep's own.
-    unseen = rows["__main__.cruncher [calls returned between samples]"]["self_percent"]
-    assert abs(unseen - truth["crunch"]) <= 10, (unseen, truth)
-    assert rows["__main__.cruncher"]["self_percent"] == 0
-    # Waiting is not hot: no waiting function has self time, and their wakeups are small.
+    # The 1 ms bursts: (almost) never caught running (the sampler takes the GIL only when it is
+    # given up, here at the sleep), so their CPU is under the caller, marked as run between
+    # samples, never the sleeping caller's own.
+    cruncher = rows["__main__.cruncher"]
+    assert abs(cruncher["total_percent"] - truth["crunch"]) <= 10, (cruncher, truth)
+    assert cruncher["self_percent"] < 2, cruncher
+    unseen = rows.get("__main__.cruncher [calls returned between samples]", {"self_percent": 0.0})["self_percent"]
+    caught = rows.get("__main__.crunch", {"total_percent": 0.0})["total_percent"]
+    assert abs(unseen + caught - truth["crunch"]) <= 10, (unseen, caught, truth)
+    # Waiting is not hot: what waiting functions show is their wakeups' little CPU.
     for label, row in rows.items():
         if any(w in label for w in WAITERS):
-            assert "[calls returned between samples]" in label or row["self_percent"] == 0, row
             assert row["self_percent"] < 3, row
     assert summary["threads_idle"] >= 9, summary  # 8 waiting threads, the idle loop, the main thread
     assert rows["__main__.compute"] == summary["functions"][0]  # where every busy thread computes
