@@ -18,6 +18,10 @@ Names (all with the labels ``pid`` and ``service`` of the target they describe):
     peeka_function_calls_estimated_total{function}   counter, calls while the governor had the probe off:
                                                      estimated from the rate while on, never in calls_total
 
+Served as OpenMetrics when the scraper asks for it (``Accept: application/openmetrics-text``), the
+duration buckets carry exemplars: the trace and span id of a recent span of that function which the
+exporter handed to the backend, so a latency panel links to the trace.
+
 Labels are bounded: function names the user chose to probe (top shares: at most 10 per target),
 never arguments, results, messages or trace ids. The default registry is not used: it would mix
 the sidecar's own process metrics with the targets'.
@@ -27,10 +31,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as SampleExemplar
+
+
+class Exemplar(NamedTuple):
+    """One exported span of a function: its ids, its duration and when it ended."""
+
+    trace_id: str
+    span_id: str
+    seconds: float
+    time: float
 
 
 @dataclass
@@ -48,6 +62,7 @@ class TargetSnapshot:
     queue_spans: int = 0
     export_failures: int = 0
     overhead_ratio: float | None = None  # the agent's governor's estimate, when it runs
+    exemplars: Mapping[str, list[Exemplar]] = field(default_factory=dict)  # function -> recent exported spans
 
 
 def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
@@ -107,9 +122,26 @@ def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
             failed = total["failures"]
             calls.add_metric([*ids, row["function"], "ok"], total["count"] - failed)
             calls.add_metric([*ids, row["function"], "error"], failed)
-            buckets = [(_le(bound), count) for bound, count in total["buckets"]]
+            buckets = _with_exemplars(total["buckets"], t.exemplars.get(row["function"], ()))
             duration.add_metric([*ids, row["function"]], buckets, total["sum_s"])
     return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures, overhead, sampling, estimated]
+
+
+def _with_exemplars(buckets: list[list[Any]], exemplars: Iterable[Exemplar]) -> list[Any]:
+    """Histogram buckets, each with the latest exemplar whose duration falls in it (if any)."""
+    out: list[Any] = []
+    lower = float("-inf")
+    recent = list(exemplars)[::-1]
+    for bound, count in buckets:
+        upper = float("inf") if bound == "+Inf" else float(bound)
+        found = next((e for e in recent if lower < e.seconds <= upper), None)
+        if found is None:
+            out.append((_le(bound), count))
+        else:
+            out.append((_le(bound), count, SampleExemplar({"trace_id": found.trace_id, "span_id": found.span_id},
+                                                           found.seconds, found.time)))
+        lower = upper
+    return out
 
 
 def _le(bound: Any) -> str:

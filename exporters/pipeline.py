@@ -120,8 +120,10 @@ def exporter_factory(environ: Mapping[str, str], spans_file: str | None) -> tupl
 class SpanQueue:
     """A bounded queue and one worker thread feeding one span exporter in batches."""
 
-    def __init__(self, exporter: SpanExporter, environ: Mapping[str, str], name: str = "peeka-export") -> None:
+    def __init__(self, exporter: SpanExporter, environ: Mapping[str, str], name: str = "peeka-export",
+                 on_exported: Callable[[Sequence[ReadableSpan]], None] | None = None) -> None:
         self.exporter = exporter
+        self.on_exported = on_exported  # told of each batch the exporter took (exemplars link to those only)
         self.max_queue = _env_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 20_000)
         self.batch = min(_env_int(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048), self.max_queue)
         self.delay = _env_int(environ, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000
@@ -184,6 +186,11 @@ class SpanQueue:
                     self.failures += 1
                     self.failed_spans += len(batch)
                 self._cond.notify_all()
+            if result is SpanExportResult.SUCCESS and self.on_exported is not None:
+                try:
+                    self.on_exported(batch)
+                except Exception:
+                    pass
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued was handed to the exporter (or the timeout passes)."""

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from peeka.errors import UsageError
 from peeka.process import python_processes
@@ -162,7 +162,9 @@ class Exporter:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    body, ctype, code = generate_latest(exporter.registry), CONTENT_TYPE_LATEST, 200
+                    # OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does.
+                    encode, ctype = choose_encoder(self.headers.get("Accept", ""))
+                    body, code = encode(exporter.registry), 200
                 elif path == "/healthz":
                     body, ctype, code = json.dumps(exporter.health()).encode(), "application/json", 200
                 else:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from peeka_agent.protocol import End
 
@@ -23,7 +25,7 @@ from peeka.errors import PeekaError
 from peeka.process import TargetProcess
 
 from .config import ExportConfig, TargetRule
-from .metrics import TargetSnapshot
+from .metrics import Exemplar, TargetSnapshot
 from .pipeline import SpanQueue
 from .procfs import process_numbers
 from .translate import RandomIds, SpanTranslator, resource_attributes
@@ -38,6 +40,9 @@ def whole_trees(batch: list[Mapping[str, Any]], room: int) -> int:
     while keep > 0 and batch[keep].get("parent") is not None:
         keep -= 1
     return keep
+
+
+EXEMPLARS_KEPT = 64  # per function: recent exported spans, a few per duration bucket
 
 
 class TargetSession:
@@ -58,6 +63,7 @@ class TargetSession:
         self.gc: list[int] = []
         self.top: list[list[Any]] = []
         self.agent_dropped = 0
+        self.exemplars: dict[str, deque[Exemplar]] = {}  # function -> its latest exported spans
         self.overhead: Mapping[str, Any] | None = None  # the agent's governor: estimated ratio and budget
         self.incomplete_trees = 0
         self.spans_received = 0
@@ -104,10 +110,12 @@ class TargetSession:
                                     self.environ)
         self.service = str(attrs["service.name"])
         translator = SpanTranslator(Resource(attrs), RandomIds())
-        self.queue = SpanQueue(self.make_exporter(), self.environ, name=f"peeka-export-queue-{self.pid}")
+        self.queue = SpanQueue(self.make_exporter(), self.environ, name=f"peeka-export-queue-{self.pid}",
+                               on_exported=self._exported)
         stream = client.stream("export", self.rule.agent_args(self.config.interval))
         try:
             self.functions = list(next(stream).data.get("functions", []))
+            self.exemplars = {name: deque(maxlen=EXEMPLARS_KEPT) for name in self.functions}
             self.up, self.state, self.error = True, "exporting", None
             for message in stream:
                 if isinstance(message, End):
@@ -134,6 +142,16 @@ class TargetSession:
         finally:
             stream.close()
 
+    def _exported(self, spans: Sequence[ReadableSpan]) -> None:
+        """The export queue's worker: spans the backend took become exemplars of their function."""
+        exemplars = self.exemplars
+        for span in spans:
+            kept = exemplars.get(span.name)
+            if kept is not None and span.end_time and span.start_time:
+                context = span.context
+                kept.append(Exemplar(f"{context.trace_id:032x}", f"{context.span_id:016x}",
+                                     (span.end_time - span.start_time) / 1e9, span.end_time / 1e9))
+
     def stop(self, grace: float = 0.2) -> None:
         """End the stream: let the agent's last batch arrive, then close (its probes go with it)."""
         self._stopping = True
@@ -157,6 +175,7 @@ class TargetSession:
                      "export": queue.failed_spans if queue is not None else 0},
             queue_spans=len(queue) if queue is not None else 0, export_failures=queue.failures if queue is not None else 0,
             overhead_ratio=self.overhead["ratio"] if self.up and self.overhead else None,
+            exemplars={name: list(kept) for name, kept in self.exemplars.items() if kept},
         )
 
     def governed(self) -> dict[str, Any] | None:

@@ -273,3 +273,9 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
         dashboard = json.loads(file.read_text())
         for panel in dashboard["panels"]:
             assert panel["datasource"]["uid"] in uids and panel["targets"], panel["title"]
+    # Exemplars: Prometheus stores them, its datasource links their trace_id to Jaeger, latency panels show them.
+    assert "--enable-feature=exemplar-storage" in _compose()["services"]["prometheus"]["command"]
+    links = uids["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert [(link["name"], link["datasourceUid"] in uids) for link in links] == [("trace_id", True)]
+    latency = [p for f in dashboards for p in json.loads(f.read_text())["panels"] if "latency" in p["title"]]
+    assert latency and all(t.get("exemplar") for p in latency for t in p["targets"])

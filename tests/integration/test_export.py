@@ -326,9 +326,18 @@ def _prometheus(tmp_path: Path, scrape: str) -> tuple[subprocess.Popen[bytes], i
     config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: peeka\n"
                       f"    static_configs:\n      - targets: ['{scrape}']\n")
     proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage"],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     return proc, port
+
+
+def http_get_openmetrics(port: int) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                     headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+        return str(resp.read().decode())
 
 
 def _query(port: int, promql: str) -> float | None:
@@ -340,6 +349,20 @@ def _query(port: int, promql: str) -> float | None:
         return None
     result = json.loads(body)["data"]["result"] if status == 200 else []
     return float(result[0]["value"][1]) if result else None
+
+
+def _exemplar_trace_ids(port: int, promql: str) -> set[str]:
+    """Trace ids of the exemplars Prometheus stored for these series (its exemplar query API)."""
+    from urllib.parse import quote
+
+    now = time.time()
+    try:
+        status, body = http_get(f"http://127.0.0.1:{port}/api/v1/query_exemplars?query={quote(promql)}"
+                                f"&start={now - 600}&end={now + 60}", timeout=2)
+    except OSError:
+        return set()
+    data = json.loads(body).get("data") or [] if status == 200 else []
+    return {e["labels"]["trace_id"] for series in data for e in series.get("exemplars", [])}
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus missing: scripts/setup.sh installs it")
@@ -358,6 +381,10 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
         wait_for(lambda: _query(prom_port, ok) == 6, 40, "Prometheus to see 6 successful calls")
         failed = f'peeka_function_calls_total{{function="flaskshop.views.get_item",outcome="error",pid="{pid}"}}'
         assert _query(prom_port, failed) == 1
+        # Exemplars: Prometheus scrapes OpenMetrics and stores the trace ids the duration buckets carry.
+        view_buckets = f'peeka_function_duration_seconds_bucket{{function="flaskshop.views.get_item",pid="{pid}"}}'
+        exemplar_ids = wait_for(lambda: _exemplar_trace_ids(prom_port, view_buckets), 40, "Prometheus to store exemplars")
+        assert "# {" in http_get_openmetrics(exp.port) and "# {" not in exp.metrics()
         assert _query(prom_port, f'peeka_function_duration_seconds_count{{function="flaskshop.repo.find",pid="{pid}"}}') == 7
         assert _query(prom_port, f'peeka_target_up{{pid="{pid}"}}') == 1
         lint = subprocess.run(["promtool", "check", "metrics"], input=exp.metrics(), capture_output=True, text=True)
@@ -387,6 +414,8 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
         pids = [next(a["value"]["intValue"] for a in rs["resource"]["attributes"] if a["key"] == "process.pid")
                 for rs, _ in spans]
         assert pids.count(str(again.pid)) == 5 and pids.count(pid) == 7
+        exported = {s["traceId"] for rs, s in spans if s["name"] == "flaskshop.views.get_item"}
+        assert exemplar_ids and exemplar_ids <= exported  # each links to a span that was exported
     finally:
         prometheus.terminate()
         prometheus.wait(10)

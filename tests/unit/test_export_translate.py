@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -326,3 +327,26 @@ def test_exporter_choice_follows_the_protocol_variables(tmp_path):
     make, where = exporter_factory({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
                                     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, None)
     assert where.startswith("OTLP grpc") and "grpc" in make.__module__
+
+
+def test_openmetrics_buckets_carry_exemplars_of_exported_spans():
+    from peeka_exporters.metrics import Exemplar
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    fast = Exemplar("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 0.05, 1700000000.5)
+    slow = Exemplar("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 0.5, 1700000001.0)
+    newer_fast = Exemplar("11111111111111111111111111111111", "2222222222222222", 0.07, 1700000002.0)
+    snapshot = dataclasses.replace(SNAPSHOTS[0], exemplars={"shop.views.checkout": [fast, slow, newer_fast]})
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PeekaCollector(lambda: [snapshot]))
+    text = openmetrics(registry).decode()
+    buckets = {s.labels["le"]: s for f in parse_openmetrics(text) if f.name == "peeka_function_duration_seconds"
+               for s in f.samples if s.name.endswith("_bucket")}
+    assert buckets["0.1"].exemplar.labels == {"trace_id": newer_fast.trace_id, "span_id": newer_fast.span_id}
+    assert buckets["0.1"].exemplar.value == 0.07 and float(buckets["0.1"].exemplar.timestamp) == 1700000002.0
+    assert buckets["1.0"].exemplar.labels["trace_id"] == slow.trace_id  # its own bucket: 0.1 < 0.5 <= 1.0
+    assert buckets["+Inf"].exemplar is None
+    # the classic text format (what a scraper gets unless it asks for OpenMetrics) has no exemplars
+    assert "trace_id" not in exposition()
