@@ -234,7 +234,7 @@ class SpanRecorder:
         self.nodes: List[List[Any]] = []
         # Indexes of nodes in progress (-1: not recorded, stack kept balanced; (parent,): an agent frame)
         self.open: List[Any] = []
-        self.suspendable: Dict[int, int] = {}  # id(frame) of a generator or coroutine -> its node
+        self.suspendable: Dict[int, Tuple[int, Any]] = {}  # id(frame) of a generator or coroutine -> (node, code)
         self.root_frame: Any = call.frame if MONITORING else None
         self.inside = MONITORING  # code swap: the copy's own frame starts the tree
         self.previous: Any = None
@@ -275,8 +275,10 @@ class SpanRecorder:
                 self.open.append((parent,))  # the agent's frame (probes.is_agent_code): its callees are the caller's
                 return
             if code.co_flags & SUSPENDABLE and frame.f_lasti > first_offset(code):
-                # A resumption: the same call goes on (-1 when its start was not recorded).
-                self.open.append(self.suspendable.get(id(frame), -1))
+                # A resumption: the same call goes on (-1 when its start was not recorded; the code
+                # tells a frame id reused after a recorded call ended).
+                known = self.suspendable.get(id(frame))
+                self.open.append(known[0] if known is not None and known[1] is code else -1)
                 return
             if parent == -1 or (parent is not None and self.nodes[parent][6]):
                 self.open.append(-1)  # below a library callee
@@ -288,7 +290,7 @@ class SpanRecorder:
             module = frame.f_globals.get("__name__")
             name = getattr(code, "co_qualname", code.co_name)
             if code.co_flags & SUSPENDABLE:
-                self.suspendable[id(frame)] = len(self.nodes)
+                self.suspendable[id(frame)] = (len(self.nodes), code)
             self.open.append(len(self.nodes))
             self.nodes.append(["%s.%s" % (module, name) if module else name, code.co_filename,
                                code.co_firstlineno, time.perf_counter_ns(), 0, parent,
