@@ -149,6 +149,31 @@ def first_offset(code: types.CodeType) -> int:
     return offset
 
 
+def awaited_tasks(awaited: Any) -> Optional[List[Any]]:
+    """The tasks behind what a suspending coroutine yielded to its event loop (``Call.awaiting``):
+    a Task, or a gather future's children (asyncio's, or anything shaped like them); else None."""
+    if awaited is None or getattr(awaited, "_asyncio_future_blocking", None) is None:
+        return None
+    if hasattr(awaited, "get_coro"):
+        return [awaited]
+    children = getattr(awaited, "_children", None)
+    if isinstance(children, list):
+        return [c for c in children if hasattr(c, "get_coro")] or None
+    return None
+
+
+def task_outcome(task: Any) -> str:
+    """done, failed, cancelled or pending (read from any thread: no callback, no await)."""
+    try:
+        if not task.done():
+            return "pending"
+        if task.cancelled():
+            return "cancelled"
+        return "failed" if task.exception() is not None else "done"
+    except Exception:
+        return "unknown"
+
+
 def is_agent_code(code: types.CodeType) -> bool:
     """The agent's own code, or the trampoline of a probed function (3.9-3.11): frames that trees of
     calls (trace, export) leave out, giving what they call to their caller."""

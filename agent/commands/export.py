@@ -45,7 +45,17 @@ from contextvars import copy_context as _copy_context
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import costs, governor, inbound, instrument, observe, origins, protocol, sampling, streams, values
-from ..probes import MONITORING, SUSPENDABLE, Call, Listener, engine_of, first_offset, to_epoch_ns
+from ..probes import (
+    MONITORING,
+    SUSPENDABLE,
+    Call,
+    Listener,
+    awaited_tasks,
+    engine_of,
+    first_offset,
+    task_outcome,
+    to_epoch_ns,
+)
 from ..streams import CommandError, Stream
 from ..threadids import cpu_clocks, native_ids
 
@@ -195,11 +205,15 @@ class TreeFeed(_Feed):
         if isinstance(recorder, SpanRecorder) and self.tap.active.get(call.thread) is recorder:
             recorder.stop()
             del self.tap.active[call.thread]
+            tasks = awaited_tasks(call.awaiting)
+            if tasks is not None:
+                recorder.awaiting(tasks)
 
     def on_resume(self, call: Call) -> None:
         recorder = call.data
         tap = self.tap
         if isinstance(recorder, SpanRecorder) and not tap.export.cancelled and call.thread not in tap.active:
+            recorder.resumed()
             tap.active[call.thread] = recorder
             recorder.start()
 
@@ -212,6 +226,7 @@ class TreeFeed(_Feed):
             recorder.stop()
             del tap.active[call.thread]
         call.data = None
+        recorder.add_awaits(call.end)
         self.nodes += len(recorder.nodes)
         if recorder.cut:
             tap.export.incomplete += 1  # complete or absent: a tree cut by max_nodes or depth is not sent
@@ -239,6 +254,9 @@ class SpanRecorder:
         self.inside = MONITORING  # code swap: the copy's own frame starts the tree
         self.previous: Any = None
         self.cut = False  # nodes were left out for max_nodes or depth: the tree is not sent
+        # Tasks the traced call awaited (they run as the event loop's steps, not below it): per
+        # suspension [tasks, their functions, start, end].
+        self.awaits: List[List[Any]] = []
 
     def profile(self, frame: Any, event: str, arg: Any) -> None:
         if self.tap.export.cancelled:
@@ -299,6 +317,39 @@ class SpanRecorder:
             index = self.open.pop()
             if index.__class__ is int and index >= 0:
                 self.nodes[index][4] = time.perf_counter_ns()  # a yield's, until the call's last return
+
+    def awaiting(self, tasks: List[Any]) -> None:
+        """The traced call suspended on these tasks (the host's thread: their functions read now,
+        while their coroutines have frames)."""
+        names = []
+        for task in tasks:
+            try:
+                coro = task.get_coro()
+                code = coro.cr_code
+                frame = coro.cr_frame
+                module = frame.f_globals.get("__name__") if frame is not None else None
+                name = getattr(code, "co_qualname", code.co_name)
+                names.append("%s.%s" % (module, name) if module else name)
+            except Exception:
+                names.append(type(task).__name__)
+        self.awaits.append([tasks, names, time.perf_counter_ns(), 0])
+
+    def resumed(self) -> None:
+        if self.awaits and not self.awaits[-1][3]:
+            self.awaits[-1][3] = time.perf_counter_ns()
+
+    def add_awaits(self, end: int) -> None:
+        """Each wait on tasks as a span below the traced call: ``await F (N tasks: outcomes)``, from
+        the suspension to the resumption. (What runs inside the tasks is not traced: not below it.)"""
+        for tasks, names, start, resumed in self.awaits:
+            by_name: Dict[str, List[str]] = {}
+            for task, name in zip(tasks, names):
+                by_name.setdefault(name, []).append(task_outcome(task))
+            for name, outcomes in by_name.items():
+                counted = ", ".join("%d %s" % (outcomes.count(o), o) for o in sorted(set(outcomes)))
+                self.nodes.append(["await %s (%d task%s: %s)" % (name, len(outcomes), "" if len(outcomes) == 1 else "s",
+                                                                  counted), None, 0, start, resumed or end, None, False])
+        self.awaits = []
 
     def start(self) -> None:
         if self.root_frame is not None:

@@ -59,7 +59,7 @@ from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import instrument, observe, origins, streams
-from ..probes import MONITORING, SUSPENDABLE, Call, first_offset, is_agent_code
+from ..probes import MONITORING, SUSPENDABLE, Call, awaited_tasks, first_offset, is_agent_code, task_outcome
 
 
 class Node:
@@ -152,19 +152,6 @@ class Awaiting:
 
     def __init__(self, tasks: List[Any]) -> None:
         self.tasks = tasks
-
-
-def _awaited_tasks(awaited: Any) -> Optional[List[Any]]:
-    """The tasks behind what a suspending coroutine yielded to its event loop: a Task, or a gather
-    future's children (asyncio's and anything shaped like it); else None."""
-    if awaited is None or getattr(awaited, "_asyncio_future_blocking", None) is None:
-        return None
-    if hasattr(awaited, "get_coro"):
-        return [awaited]
-    children = getattr(awaited, "_children", None)
-    if isinstance(children, list):
-        return [c for c in children if hasattr(c, "get_coro")] or None
-    return None
 
 
 def _profile(frame: Any, event: str, arg: Any, append: Any = None, log: Any = None, limit: Any = None,
@@ -525,7 +512,7 @@ class Trace(instrument.ProbeStream):
         if isinstance(recorder, Recorder) and self.active.get(call.thread) is recorder:
             recorder.stop()
             del self.active[call.thread]
-            tasks = _awaited_tasks(call.awaiting)
+            tasks = awaited_tasks(call.awaiting)
             if tasks is not None:
                 recorder.log.append(Awaiting(tasks))
 
@@ -537,15 +524,7 @@ class Trace(instrument.ProbeStream):
             node.tasks = {}
         for task in tasks:
             name = self._task_name(task)
-            try:
-                if not task.done():
-                    state = "pending"
-                elif task.cancelled():
-                    state = "cancelled"
-                else:
-                    state = "failed" if task.exception() is not None else "done"
-            except Exception:
-                state = "unknown"
+            state = task_outcome(task)
             entry = node.tasks.get(name)
             if entry is None:
                 entry = node.tasks[name] = {"function": name, "count": 0, "awaited_ms": 0}

@@ -180,6 +180,10 @@ def check_export(app: WebApp, start_exporter: Any, root: str) -> None:
     by_id = {s["span"]: s for s in spans}
     roots = sink.spans.named(root)
     assert len(roots) == 2 and all(r["parent"] == "" for r in roots)
+    for r in roots:  # the gather's tasks run as the loop's steps: a span for the wait on them, below the call
+        (wait,) = [k for k in spans if k["parent"] == r["span"] and k["name"].startswith("await ")]
+        assert wait["name"] == "await webshop.work.fetch_stock (2 tasks: 2 done)", wait["name"]
+        assert wait["end"] - wait["start"] >= SLEEP_MS * 1e6
     for span in spans:  # every child within its parent
         parent = by_id.get(span["parent"])
         if parent is not None:
