@@ -5,6 +5,8 @@
     spans_file = "peeka-spans.jsonl"      # used when no OTLP endpoint is configured
     keep_agent = false                    # on exit leave the agent loaded (probes always go)
     overhead_budget = 5                   # percent of each target's CPU its probes may cost (0: no governor)
+    forget_after = 300                    # s a gone target's series stay (peeka_target_up 0) before they go
+    by_service = false                    # series per service, without the pid label (summed over its processes)
 
     [[targets]]
     match = "gunicorn: worker .*shop"     # or pid = 1234, pids = [..], all = true
@@ -31,7 +33,8 @@ DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TARGET_KEYS = {"pid", "pids", "all", "match", "service", "watch", "trace", "monitor", "capture_args",
                 "capture_result", "max_value", "redact", "regex", "max_match", "overhead_budget"}
 _TOP_KEYS = {"interval", "metrics_address", "spans_file", "keep_agent", "attach_timeout", "method", "targets",
-             "overhead_budget"}
+             "overhead_budget", "forget_after", "by_service"}
+DEFAULT_FORGET_AFTER = 300.0
 
 
 @dataclass
@@ -79,6 +82,8 @@ class ExportConfig:
     keep_agent: bool = False
     attach_timeout: float = 10.0
     method: str = "auto"
+    forget_after: float = DEFAULT_FORGET_AFTER  # s a gone target's series stay before they leave /metrics
+    by_service: bool = False  # metrics per service without the pid label
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -169,7 +174,12 @@ def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) 
     interval = settings.get("interval", 5.0)
     if type(interval) not in (int, float) or interval < 0.1:
         raise UsageError(f"interval must be a number of seconds >= 0.1, got {interval!r}", "")
+    forget_after = settings.get("forget_after", DEFAULT_FORGET_AFTER)
+    if type(forget_after) not in (int, float) or forget_after < 0:
+        raise UsageError(f"forget_after must be a number of seconds >= 0, got {forget_after!r}",
+                         "For example --forget-after 300 (the default).")
     return ExportConfig(rules=rules, metrics_host=host, metrics_port=port, interval=float(interval),
+                        forget_after=float(forget_after), by_service=bool(settings.get("by_service", False)),
                         spans_file=settings.get("spans_file"), keep_agent=bool(settings.get("keep_agent", False)),
                         attach_timeout=float(settings.get("attach_timeout", 10.0)),
                         method=str(settings.get("method", "auto")))

@@ -22,6 +22,10 @@ Served as OpenMetrics when the scraper asks for it (``Accept: application/openme
 duration buckets carry exemplars: the trace and span id of a recent span of that function which the
 exporter handed to the backend, so a latency panel links to the trace.
 
+With ``by_service`` (``--by-service``) the series have no ``pid`` label: a service's targets are
+summed (``merge_by_service``; ``peeka_target_up`` counts those streaming), and what its forgotten
+targets counted stays in the sums, so counters never go back when a pre-fork server replaces workers.
+
 Labels are bounded: function names the user chose to probe (top shares: at most 10 per target),
 never arguments, results, messages or trace ids. The default registry is not used: it would mix
 the sidecar's own process metrics with the targets'.
@@ -65,9 +69,10 @@ class TargetSnapshot:
     exemplars: Mapping[str, list[Exemplar]] = field(default_factory=dict)  # function -> recent exported spans
 
 
-def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
-    """The metric families for these targets (pure: same input, same exposition)."""
-    base = ["pid", "service"]
+def families(targets: Iterable[TargetSnapshot], by_service: bool = False) -> list[Metric]:
+    """The metric families for these targets (pure: same input, same exposition). ``by_service``:
+    targets already merged per service (``merge_by_service``), labelled without ``pid``."""
+    base = ["service"] if by_service else ["pid", "service"]
     calls = CounterMetricFamily("peeka_function_calls", "Calls of probed functions by outcome.",
                                 labels=[*base, "function", "outcome"])
     duration = HistogramMetricFamily("peeka_function_duration_seconds", "Duration of probed function calls.",
@@ -97,8 +102,8 @@ def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
                                     "Calls while the probe was switched off, estimated from its call rate while on.",
                                     labels=[*base, "function"])
     for t in targets:
-        ids = [str(t.pid), t.service]
-        up.add_metric(ids, 1.0 if t.up else 0.0)
+        ids = [t.service] if by_service else [str(t.pid), t.service]
+        up.add_metric(ids, float(t.up))  # merged per service: how many of its targets stream
         queue.add_metric(ids, t.queue_spans)
         failures.add_metric(ids, t.export_failures)
         for stage in ("agent", "queue", "export"):
@@ -127,6 +132,76 @@ def families(targets: Iterable[TargetSnapshot]) -> list[Metric]:
     return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures, overhead, sampling, estimated]
 
 
+def merge_by_service(targets: Iterable[TargetSnapshot], retired: Mapping[str, TargetSnapshot]) -> list[TargetSnapshot]:
+    """One snapshot per service: counters and histograms summed over its targets and over what its
+    forgotten targets had counted (``retired``, so counters never go back), sizes summed, ``up`` the
+    number of targets streaming, shares averaged, the overhead the worst of them (pure)."""
+    groups: dict[str, list[TargetSnapshot]] = {}
+    for t in targets:
+        groups.setdefault(t.service, []).append(t)
+    for service in retired:
+        groups.setdefault(service, [])
+    out = []
+    for service, members in sorted(groups.items()):
+        counted = members + ([retired[service]] if service in retired else [])
+        live = [t for t in members if t.process is not None]
+        rows: dict[str, dict[str, Any]] = {}
+        for t in counted:
+            for row in t.functions:
+                merged = rows.setdefault(row["function"], {"function": row["function"], "total": {
+                    "count": 0, "failures": 0, "sum_s": 0.0, "buckets": {}}, "ratios": [], "estimated": 0})
+                total, mine = merged["total"], row["total"]
+                total["count"] += mine["count"]
+                total["failures"] += mine["failures"]
+                total["sum_s"] += mine["sum_s"]
+                for bound, count in mine["buckets"]:
+                    total["buckets"][bound] = total["buckets"].get(bound, 0) + count
+                governed = row.get("governor")
+                if governed:
+                    merged["estimated"] += governed["estimated_calls"]
+                    if t in members and t.up:
+                        merged["ratios"].append(governed["sampling_ratio"])
+        functions = []
+        for merged in rows.values():
+            total = merged["total"]
+            total["buckets"] = [[bound, count] for bound, count in total["buckets"].items()]
+            row = {"function": merged["function"], "total": total}
+            if merged["ratios"] or merged["estimated"]:
+                ratios = merged["ratios"] or [1.0]
+                row["governor"] = {"sampling_ratio": sum(ratios) / len(ratios), "estimated_calls": merged["estimated"]}
+            functions.append(row)
+        tops: dict[str, list[float]] = {}
+        for t in members:
+            for name, share in t.top:
+                tops.setdefault(name, []).append(share)
+        gc = [sum(t.gc[i] for t in counted if i < len(t.gc)) for i in range(max((len(t.gc) for t in counted), default=0))]
+        overheads = [t.overhead_ratio for t in members if t.overhead_ratio is not None]
+        out.append(TargetSnapshot(
+            pid=0, service=service, up=sum(t.up for t in members),  # type: ignore[arg-type]
+            process={key: sum(t.process[key] for t in live) for key in ("resident_bytes", "threads")}
+            | {"cpu_seconds": sum(t.process["cpu_seconds"] for t in counted if t.process is not None)} if live else None,
+            functions=functions, gc=gc,
+            top=sorted(([n, sum(v) / len(members)] for n, v in tops.items()), key=lambda x: -x[1])[:10],
+            dropped={stage: sum(t.dropped.get(stage, 0) for t in counted) for stage in ("agent", "queue", "export")},
+            queue_spans=sum(t.queue_spans for t in members), export_failures=sum(t.export_failures for t in counted),
+            overhead_ratio=max(overheads) if overheads else None,
+            exemplars={name: [e for t in members for e in t.exemplars.get(name, ())] for name in rows}))
+    return out
+
+
+def retire(previous: TargetSnapshot | None, gone: TargetSnapshot) -> TargetSnapshot:
+    """What a forgotten target counted, added to its service's earlier retirees (counters only)."""
+    counters = TargetSnapshot(pid=0, service=gone.service, up=False,
+                              process={"cpu_seconds": gone.process["cpu_seconds"], "resident_bytes": 0.0, "threads": 0.0}
+                              if gone.process is not None else None,
+                              functions=[{"function": r["function"], "total": r["total"],
+                                          **({"governor": {"sampling_ratio": 1.0,
+                                                           "estimated_calls": r["governor"]["estimated_calls"]}}
+                                             if r.get("governor") else {})} for r in gone.functions],
+                              gc=list(gone.gc), dropped=dict(gone.dropped), export_failures=gone.export_failures)
+    return counters if previous is None else merge_by_service([counters], {gone.service: previous})[0]
+
+
 def _with_exemplars(buckets: list[list[Any]], exemplars: Iterable[Exemplar]) -> list[Any]:
     """Histogram buckets, each with the latest exemplar whose duration falls in it (if any)."""
     out: list[Any] = []
@@ -151,8 +226,9 @@ def _le(bound: Any) -> str:
 class PeekaCollector(Collector):
     """Rebuilds the families from the exporter's live state at every scrape."""
 
-    def __init__(self, snapshots: Callable[[], Iterable[TargetSnapshot]]) -> None:
+    def __init__(self, snapshots: Callable[[], Iterable[TargetSnapshot]], by_service: bool = False) -> None:
         self.snapshots = snapshots
+        self.by_service = by_service
 
     def collect(self) -> Iterator[Metric]:
-        yield from families(self.snapshots())
+        yield from families(self.snapshots(), self.by_service)

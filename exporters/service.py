@@ -2,7 +2,9 @@
 
 Targets come from the rules (PIDs, ``all`` Python processes, or a command-line regex). A rescan
 every second notices new processes (a restarted target has a new PID and the same command line)
-and sessions that ended; a target that is gone keeps ``peeka_target_up 0`` for five minutes.
+and sessions that ended; a target that is gone keeps ``peeka_target_up 0`` for ``forget_after``
+seconds (default 300), then its series leave /metrics and /healthz (pre-fork servers replace workers
+all day: pid-labelled series must not grow without bound).
 SIGTERM/SIGINT: stop every stream (the agent's last batch is flushed), flush the export queues,
 detach the agents (unless ``keep_agent``) and return 0.
 """
@@ -26,14 +28,13 @@ from peeka.errors import UsageError
 from peeka.process import python_processes
 
 from .config import ExportConfig, TargetRule
-from .metrics import PeekaCollector, TargetSnapshot
+from .metrics import PeekaCollector, TargetSnapshot, merge_by_service, retire
 from .pipeline import exporter_factory
 from .session import TargetSession
 
 RESCAN = 1.0  # s
 RETRY = 5.0  # s before re-attaching to a PID whose session ended while it still runs, doubling
 RETRY_MAX = 120.0  # ... per failure in a row up to this
-FORGET = 300.0  # s a gone target stays visible as up 0
 
 
 def _cmdline(pid: int) -> str | None:
@@ -54,7 +55,8 @@ class Exporter:
         self.stop_event = threading.Event()
         self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(PeekaCollector(self.snapshots))
+        self.registry.register(PeekaCollector(self.snapshots, config.by_service))
+        self.retired: dict[str, TargetSnapshot] = {}  # by service: what its forgotten targets counted
         self.server: ThreadingHTTPServer | None = None
         self._lock = threading.Lock()
         self._said: dict[TargetSession, str] = {}
@@ -66,7 +68,9 @@ class Exporter:
     def snapshots(self) -> list[TargetSnapshot]:
         with self._lock:
             sessions = list(self.sessions.values())
-        return [s.snapshot() for s in sessions]
+            retired = dict(self.retired)
+        snapshots = [s.snapshot() for s in sessions]
+        return merge_by_service(snapshots, retired) if self.config.by_service else snapshots
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -111,8 +115,10 @@ class Exporter:
                 self._announce(session)
                 self._announce_governor(session)
                 gone = not session.alive and not os.path.exists(f"/proc/{pid}")
-                if gone and session.ended_at is not None and now - session.ended_at > FORGET:
+                if gone and session.ended_at is not None and now - session.ended_at > self.config.forget_after:
                     del self.sessions[pid]
+                    if self.config.by_service:
+                        self.retired[session.service] = retire(self.retired.get(session.service), session.snapshot())
                     self._said.pop(session, None)
                     self._failures.pop(pid, None)
                     self._last_message.pop(pid, None)

@@ -36,6 +36,8 @@ def command(
     no_args: Annotated[bool, typer.Option("--no-args", help="Do not capture arguments and results.")] = False,
     keep_agent: Annotated[bool, typer.Option("--keep-agent", help="On exit, leave the agent loaded (probes are always removed).")] = False,  # noqa: E501
     overhead_budget: Annotated[Optional[float], typer.Option("--overhead-budget", metavar="PCT", help=f"Percent of each target's CPU its probes may cost: hot functions are sampled or probed part of the time (default {DEFAULT_EXPORT_BUDGET:g}; 0: off).")] = None,  # noqa: UP045,E501
+    forget_after: Annotated[Optional[float], typer.Option("--forget-after", metavar="S", min=0.0, help="Seconds a gone target's series stay (up 0) before they leave /metrics and /healthz (default 300).")] = None,  # noqa: UP045,E501
+    by_service: Annotated[bool, typer.Option("--by-service", help="Metrics per service without the pid label (summed over its processes; bounded for pre-fork servers).")] = False,  # noqa: E501
     method: Method = "auto",
     attach_timeout: Timeout = 10.0,
 ) -> None:
@@ -50,5 +52,6 @@ def command(
     settings = load(config, quick, {"metrics_address": metrics_address, "interval": interval,
                                     "spans_file": spans_file, "keep_agent": keep_agent or None,
                                     "method": method, "attach_timeout": attach_timeout,
-                                    "overhead_budget": overhead_budget})
+                                    "overhead_budget": overhead_budget, "forget_after": forget_after,
+                                    "by_service": by_service or None})
     Exporter(settings).run()

@@ -542,3 +542,30 @@ def test_probes_taken_away_by_reset_are_reinstalled(spawn, exporters, tmp_path) 
     wait_for(lambda: exp.sample("peeka_function_calls_total", pid=str(shop.pid), outcome="ok",
                                 function="flaskshop.views.get_item") == 1, 10, "the call counted after the reset")
     assert exp.stop() == 0
+
+
+def test_forget_after_bounds_the_series_of_gone_targets_and_by_service_drops_the_pid(spawn, exporters, tmp_path) -> None:
+    python = python_for("3.12")
+    go = str(tmp_path / "never")  # the bench target waits for this file: idle, but alive and attachable
+    dying, staying = (spawn(python, "export_bench_target.py", "plain", "0", "1", go) for _ in range(2))
+    pids = [str(dying.pid), str(staying.pid)]
+    args = ("--pid", pids[0], "--pid", pids[1], "--watch", "__main__.handle", "--forget-after", "3")
+    per_pid, per_service = exporters(*args), exporters(*args, "--by-service")
+    for pid in pids:
+        per_pid.wait_up(int(pid), 60)
+        per_service.wait_up(int(pid), 60)
+    wait_for(lambda: per_service.sample("peeka_target_up", service="export_bench_target") == 2, 20, "2 targets up")
+    assert "pid=" not in per_service.metrics()
+    assert per_pid.sample("peeka_target_up", pid=pids[0]) == 1
+
+    os.killpg(dying.proc.pid, signal.SIGKILL)
+    dying.proc.wait(5)
+    wait_for(lambda: per_pid.sample("peeka_target_up", pid=pids[0]) == 0, 20, "up 0 for the dead target")
+    gone_at = time.monotonic()
+    wait_for(lambda: f'pid="{pids[0]}"' not in per_pid.metrics(), 20, "the dead target's series to leave /metrics")
+    assert time.monotonic() - gone_at >= 1.5  # not before the delay (3 s from the session's end)
+    assert [t["pid"] for t in per_pid.health()["targets"]] == [staying.pid]
+    assert per_pid.sample("peeka_target_up", pid=pids[1]) == 1  # the live one stays
+    assert per_pid.sample("peeka_function_calls_total", pid=pids[1], function="__main__.handle", outcome="ok") == 0
+    wait_for(lambda: per_service.sample("peeka_target_up", service="export_bench_target") == 1, 20, "1 target up")
+    assert per_pid.stop() == 0 and per_service.stop() == 0

@@ -229,6 +229,12 @@ EXPOSITION = textwrap.dedent("""\
 """)
 
 
+def _registry(snapshots: list, by_service: bool = False) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PeekaCollector(lambda: snapshots, by_service))
+    return registry
+
+
 def exposition() -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PeekaCollector(lambda: SNAPSHOTS))
@@ -350,3 +356,31 @@ def test_openmetrics_buckets_carry_exemplars_of_exported_spans():
     assert buckets["+Inf"].exemplar is None
     # the classic text format (what a scraper gets unless it asks for OpenMetrics) has no exemplars
     assert "trace_id" not in exposition()
+
+
+def test_by_service_sums_targets_and_keeps_what_forgotten_ones_counted():
+    from peeka_exporters.metrics import merge_by_service, retire
+
+    def row(count: int, failures: int) -> dict:
+        return {"function": "shop.views.checkout",
+                "total": {"count": count, "failures": failures, "sum_s": count / 10,
+                          "buckets": [[0.1, count - 1], [1.0, count], ["+Inf", count]]}}
+
+    a = TargetSnapshot(pid=1, service="shop", up=True, process={"cpu_seconds": 2.0, "resident_bytes": 10.0, "threads": 3.0},
+                       functions=[row(5, 1)], gc=[1, 0, 0], dropped={"agent": 1})
+    b = TargetSnapshot(pid=2, service="shop", up=True, process={"cpu_seconds": 1.0, "resident_bytes": 20.0, "threads": 2.0},
+                       functions=[row(3, 0)], gc=[2, 1, 0])
+    gone = TargetSnapshot(pid=3, service="shop", up=False, functions=[row(4, 2)], gc=[5, 0, 0])
+    retired = {"shop": retire(None, gone)}
+    [shop] = merge_by_service([a, b], retired)
+    assert shop.up == 2 and shop.process == {"cpu_seconds": 3.0, "resident_bytes": 30.0, "threads": 5.0}
+    total = shop.functions[0]["total"]
+    assert (total["count"], total["failures"], total["buckets"]) == (12, 3, [[0.1, 9], [1.0, 12], ["+Inf", 12]])
+    assert shop.gc == [8, 1, 0] and shop.dropped == {"agent": 1, "queue": 0, "export": 0}
+    text = generate_latest(_registry([shop], by_service=True)).decode()
+    assert 'peeka_function_calls_total{function="shop.views.checkout",outcome="ok",service="shop"} 9.0' in text
+    assert "pid=" not in text and 'peeka_target_up{service="shop"} 2.0' in text
+    # another worker is forgotten: its counts join the retired ones, the sums do not go back
+    retired["shop"] = retire(retired["shop"], dataclasses.replace(b, up=False, process=None))
+    [shop] = merge_by_service([a], retired)
+    assert shop.functions[0]["total"]["count"] == 12 and shop.up == 1
