@@ -41,6 +41,26 @@ DEFAULT_CYCLE = 5.0  # s: monitor's report cycle
 MIN_CYCLE = 0.05
 DEFAULT_EXPORT_BUDGET = 5.0  # export: percent of the process's CPU its probes may cost (0: no governor)
 
+# The agent's socket server: what one misbehaving or flooding client may hold. The attach passes
+# overrides from the client's environment (PEEKA_AGENT_MAX_CLIENTS, PEEKA_AGENT_IDLE_TIMEOUT, ...).
+LISTEN_BACKLOG = 512  # connections the kernel queues while the agent's accept loop catches up
+MAX_CLIENTS = 32  # connections that have sent a request, served at once; more are refused
+MAX_SILENT = 32  # connections that have not sent a request yet; past this the oldest is closed
+MAX_REQUEST_FRAME = 1 << 20  # bytes of one client -> agent frame (requests are small)
+FIRST_REQUEST_TIMEOUT = 30.0  # s: a connection silent this long after connecting (or mid-frame) is closed
+IDLE_TIMEOUT = 600.0  # s: a client with no stream running and no request for this long is closed
+SEND_STALL_TIMEOUT = 60.0  # s: a client that takes nothing of what the agent sends for this long is closed
+AGENT_LIMIT_SETTINGS = {  # agent config key -> (the client's environment variable, default)
+    "max_clients": ("PEEKA_AGENT_MAX_CLIENTS", MAX_CLIENTS),
+    "max_silent": ("PEEKA_AGENT_MAX_SILENT", MAX_SILENT),
+    "first_request_timeout": ("PEEKA_AGENT_FIRST_REQUEST_TIMEOUT", FIRST_REQUEST_TIMEOUT),
+    "idle_timeout": ("PEEKA_AGENT_IDLE_TIMEOUT", IDLE_TIMEOUT),
+    "send_stall_timeout": ("PEEKA_AGENT_SEND_STALL_TIMEOUT", SEND_STALL_TIMEOUT),
+}
+# error_type of the agent's refusals and closings of a connection (the client maps them to errors)
+REFUSED_BUSY = "TooManyClients"
+CLOSED_IDLE = "Idle"
+
 # The first line of the script a detach leaves for a 3.14 sys.remote_exec request still pending:
 # the client's attach recognises it (and the agent's runtime writes it).
 PENDING_STUB_MARK = "# peeka: run by a sys.remote_exec request that was still pending at detach"

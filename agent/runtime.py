@@ -19,6 +19,9 @@ from .streams import CommandError, DeferredEvent, Stream, build_event, run_clean
 
 _ACCEPT_POLL = 0.2
 _DEFAULT_OUTBOX = 10_000
+_READ_POLL_MS = 1000  # a client's reader wakes this often to check its deadlines
+_HANG_UP_GRACE = 2.0  # s a closing connection's last message may take to leave
+_POLLIN = 0x001 | 0x002  # POLLIN | POLLPRI (hang-ups and errors are always reported)
 
 
 class Client:
@@ -37,6 +40,9 @@ class Client:
         self.dropped = 0
         self.streams: Dict[int, Stream] = {}
         self.close_when_flushed = False
+        self.connected = time.monotonic()
+        self.spoke = False  # has sent a whole request: counts against max_clients from then on
+        self._sending_since = 0.0  # monotonic time the writer entered sendall, 0 when not sending
 
     # -- sending: never blocks the caller, which may be a host thread running a probe. No lock on
     # this path: deque append/popleft are atomic, the bound is approximate under races (by a few
@@ -68,7 +74,10 @@ class Client:
                 while outbox:
                     pop = outbox.popleft
                     batch = [pop() for _ in range(len(outbox))]
-                    self.conn.sendall(b"".join(_encode(m) for m in batch))
+                    data = b"".join(_encode(m) for m in batch)
+                    self._sending_since = time.monotonic()
+                    self.conn.sendall(data)
+                    self._sending_since = 0.0
                 if self.close_when_flushed and not outbox:
                     break
         except Exception:
@@ -77,29 +86,88 @@ class Client:
             self.close()
 
     def _reader(self) -> None:
+        # Frames are assembled here from whatever arrives, and the reader waits in poll() with a
+        # timeout, not in recv(): a client that never speaks, stops mid-frame, or never reads what
+        # it asked for is noticed and closed, and none of them holds a thread forever.
+        agent = self.agent
+        buf = bytearray()
+        header = protocol.HEADER
+        poll = compat.original("select", "poll")()
+        poll.register(self.conn.fileno(), _POLLIN)
+        last_heard = self.connected
         try:
             while not self.closed:
-                try:
-                    payload = protocol.read_frame(self.conn)
-                except protocol.ProtocolError as exc:
-                    # The framing is lost: nothing after this can be trusted. Say why, then hang up.
-                    self.send(protocol.failure(0, "protocol error: %s; closing the connection" % exc, "ProtocolError"))
-                    self.hang_up_after_flush()
-                    return
-                if payload is None:
-                    break
-                try:
-                    message = protocol.decode(payload)
-                except protocol.ProtocolError as exc:
-                    # One bad message in a sound frame: refuse it, keep serving this client.
-                    self.send(protocol.failure(0, "protocol error: %s" % exc, "ProtocolError"))
+                if not poll.poll(_READ_POLL_MS):
+                    reason = self._reason_to_close(time.monotonic(), last_heard, bool(buf))
+                    if reason:
+                        self.send(protocol.failure(0, reason, protocol.CLOSED_IDLE))
+                        self._hang_up_now()
+                        return
                     continue
-                self._handle(message)
+                chunk = self.conn.recv(1 << 16)
+                if not chunk:
+                    break
+                last_heard = time.monotonic()
+                buf += chunk
+                while len(buf) >= header.size:
+                    (length,) = header.unpack_from(buf)
+                    if length > agent.max_request_frame:
+                        # The framing is lost: nothing after this can be trusted. Say why, then hang up.
+                        self.send(protocol.failure(0, "protocol error: frame length %d exceeds the %d-byte limit "
+                                                      "of a request; closing the connection"
+                                                   % (length, agent.max_request_frame), "ProtocolError"))
+                        self._hang_up_now()
+                        return
+                    if len(buf) < header.size + length:
+                        break
+                    payload = bytes(buf[header.size:header.size + length])
+                    del buf[:header.size + length]
+                    try:
+                        message = protocol.decode(payload)
+                    except protocol.ProtocolError as exc:
+                        # One bad message in a sound frame: refuse it, keep serving this client.
+                        self.send(protocol.failure(0, "protocol error: %s" % exc, "ProtocolError"))
+                        continue
+                    if not self.spoke:
+                        self.spoke = True
+                        if not agent.admit(self):
+                            self.send(protocol.failure(getattr(message, "id", 0), agent.busy_message(), protocol.REFUSED_BUSY))
+                            self._hang_up_now()
+                            return
+                    self._handle(message)
+                    if self.close_when_flushed:
+                        return
         except Exception:
             pass  # a vanished or broken client is not the agent's problem
         finally:
             if not self.close_when_flushed:
                 self.close()
+
+    def _hang_up_now(self) -> None:
+        """Send what is queued (the reason), then close, within a short grace: a client that does
+        not read even that is closed anyway."""
+        self.hang_up_after_flush()
+        sleep = compat.original("time", "sleep")
+        deadline = time.monotonic() + _HANG_UP_GRACE
+        while not self.closed and time.monotonic() < deadline:
+            sleep(0.05)
+        self.close()
+
+    def _reason_to_close(self, now: float, last_heard: float, mid_frame: bool) -> str:
+        """Why this connection should be closed now, or ''."""
+        agent = self.agent
+        sending = self._sending_since
+        if sending and now - sending > agent.send_stall_timeout:
+            return ("closing: this client took nothing of what the agent sent for %gs (read your "
+                    "connection, or cancel the stream)" % agent.send_stall_timeout)
+        if mid_frame and now - last_heard > agent.first_request_timeout:
+            return "closing: a frame stayed incomplete for %gs" % agent.first_request_timeout
+        if not self.spoke and now - self.connected > agent.first_request_timeout:
+            return ("closing: no request within %gs of connecting (send a request right after the "
+                    "hello)" % agent.first_request_timeout)
+        if not self.streams and now - last_heard > agent.idle_timeout:
+            return "closing: idle for %gs with no stream running (connect again when needed)" % agent.idle_timeout
+        return ""
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, protocol.Cancel):
@@ -186,6 +254,13 @@ class Agent:
         self.files_dir: Optional[str] = config.get("files_dir")
         self.attach_method: str = config.get("method", "unknown")
         self.max_outbox: int = int(config.get("max_outbox", _DEFAULT_OUTBOX))
+        self.max_request_frame = protocol.MAX_REQUEST_FRAME
+        limits = config.get("limits") or {}
+        self.max_clients = int(limits.get("max_clients", protocol.MAX_CLIENTS))
+        self.max_silent = int(limits.get("max_silent", protocol.MAX_SILENT))
+        self.first_request_timeout = float(limits.get("first_request_timeout", protocol.FIRST_REQUEST_TIMEOUT))
+        self.idle_timeout = float(limits.get("idle_timeout", protocol.IDLE_TIMEOUT))
+        self.send_stall_timeout = float(limits.get("send_stall_timeout", protocol.SEND_STALL_TIMEOUT))
         self.started = time.time()
         self.running = False
         self.clients: List[Client] = []
@@ -208,7 +283,7 @@ class Agent:
         try:
             listener.bind(path)
             os.chmod(path, 0o600)
-            listener.listen(16)
+            listener.listen(protocol.LISTEN_BACKLOG)
             listener.settimeout(_ACCEPT_POLL)
         except Exception:
             listener.close()
@@ -236,6 +311,7 @@ class Agent:
                     conn.sendall(protocol.encode(protocol.failure(0, "permission denied: connect as the target's user or root", "PermissionDenied")))
                     conn.close()
                     continue
+                self._make_room()
                 conn.sendall(protocol.encode(self.hello()))
                 self._next_client += 1
                 client = Client(self, conn, self._next_client)
@@ -267,6 +343,29 @@ class Agent:
             agent_started=self.started,
             socket_path=self.socket_path,
         )
+
+    def _make_room(self) -> None:
+        """Room for one more connection. Connections that have not sent a request yet are capped
+        apart from the clients being served (who are capped at their first request, by admit):
+        past the cap the oldest silent one is closed, so a flood of connections that never speak
+        cannot keep a real client out, nor make the agent hold a thread per connection."""
+        silent = [c for c in list(self.clients) if not c.spoke]
+        if len(silent) >= self.max_silent:
+            oldest = min(silent, key=lambda c: c.connected)
+            oldest.send(protocol.failure(0, "closing: more than %d connections sent no request; the oldest "
+                                            "is closed" % self.max_silent, protocol.CLOSED_IDLE))
+            oldest.hang_up_after_flush()
+            self._forget(oldest)
+
+    def admit(self, client: Client) -> bool:
+        """A connection's first request: serve it if fewer than max_clients are being served."""
+        served = sum(1 for c in list(self.clients) if c.spoke and c is not client)
+        return served < self.max_clients
+
+    def busy_message(self) -> str:
+        return ("the agent already serves %d clients, its limit: close other peeka sessions (idle ones "
+                "are closed after %gs), or attach with a higher PEEKA_AGENT_MAX_CLIENTS"
+                % (self.max_clients, self.idle_timeout))
 
     def _forget(self, client: Client) -> None:
         try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from peeka_agent import protocol
 
-from .errors import AgentUnavailable, CommandFailed, PermissionDenied, ProtocolMismatch, UsageError
+from .errors import AgentBusy, AgentUnavailable, CommandFailed, PermissionDenied, ProtocolMismatch, UsageError
 from .process import TargetProcess
 
 
@@ -29,12 +30,9 @@ class AgentClient:
 
     def open(self) -> AgentClient:
         path = self.target.host_path(self.target.socket_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
         try:
-            sock.connect(path)
+            sock = _connect(path, self.timeout)
         except OSError as exc:
-            sock.close()
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise PermissionDenied(
                     f"the agent's socket {path} refused you ({exc.strerror})",
@@ -48,8 +46,7 @@ class AgentClient:
         first = self._read()
         if isinstance(first, protocol.Response) and not first.ok:
             self.close()
-            exc_type = PermissionDenied if first.error_type == "PermissionDenied" else AgentUnavailable
-            raise exc_type(f"the agent refused the connection: {first.error}", "")
+            raise _refusal(first)
         if not isinstance(first, protocol.Hello):
             self.close()
             raise ProtocolMismatch(f"expected a hello from the agent, got {first!r}", "")
@@ -89,6 +86,8 @@ class AgentClient:
         while True:
             message = self._read()
             if isinstance(message, protocol.Response) and message.id in (rid, 0):
+                if not message.ok and message.error_type in _CONNECTION_REFUSALS:
+                    raise _refusal(message)
                 if not message.ok:
                     error_cls = UsageError if message.error_type == "CommandError" else CommandFailed
                     if error_cls is UsageError:
@@ -142,3 +141,36 @@ class AgentClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The agent's refusals and closings of a connection, by error_type: not a failed command.
+_CONNECTION_REFUSALS = ("PermissionDenied", protocol.REFUSED_BUSY, protocol.CLOSED_IDLE)
+
+
+def _refusal(message: protocol.Response) -> Exception:
+    if message.error_type == "PermissionDenied":
+        return PermissionDenied(f"the agent refused the connection: {message.error}", "")
+    if message.error_type == protocol.REFUSED_BUSY:
+        return AgentBusy(f"the agent refused the connection: {message.error}",
+                         "Wait for other clients to finish, or end idle peeka sessions.")
+    return AgentUnavailable(f"the agent closed the connection: {message.error}", "")
+
+
+def _connect(path: str, timeout: float) -> socket.socket:
+    """Connect to the agent's socket. A Unix socket whose accept queue is full refuses at once
+    (EAGAIN) rather than waiting: that is a flood the agent is catching up with, so try again
+    until the timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EAGAIN or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

@@ -14,7 +14,8 @@
     ├── AttachFailed                exit 12  the injection ran but no agent came up
     ├── AgentUnavailable            exit 13  no agent, or the connection broke
     ├── ProtocolMismatch            exit 14
-    └── CommandFailed               exit 15  the agent answered with an error
+    ├── CommandFailed               exit 15  the agent answered with an error
+    └── AgentBusy                   exit 16  the agent serves its limit of clients already
 
 Only ``peeka.cli.main`` prints these and exits; everything else raises them.
 """
@@ -122,3 +123,8 @@ PTRACE_HELP = (
     "add `securityContext.capabilities.add: [SYS_PTRACE]` to the container running peeka and "
     "`shareProcessNamespace: true` to the pod."
 )
+
+
+class AgentBusy(PeekaError):
+    exit_code = 16
+    kind = "agent-busy"

@@ -20,8 +20,9 @@ from typing import Any
 
 import peeka_agent
 import simpleeval
+from peeka_agent import protocol
 
-from ..errors import PermissionDenied
+from ..errors import PermissionDenied, UsageError
 from ..process import TargetProcess
 
 AGENT_MODULE = "_peeka_agent"
@@ -51,7 +52,25 @@ def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool =
         # gdb's fallback after a sys.remote_exec request that has not run yet (and may run later):
         # on detach the agent leaves a self-removing script where that request will look.
         "pending_remote_exec": pending_remote_exec,
+        "limits": agent_limits(),
     }
+
+
+def agent_limits() -> dict[str, float]:
+    """The agent's connection limits that the attaching client's environment overrides."""
+    out: dict[str, float] = {}
+    for key, (env, default) in protocol.AGENT_LIMIT_SETTINGS.items():
+        value = os.environ.get(env)
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"{env}={value!r} is not a number", f"Set {env} to a number (default {default}).") from None
+        if number <= 0:
+            raise UsageError(f"{env}={value!r} must be above 0", f"Set {env} to a positive number (default {default}).")
+        out[key] = number
+    return out
 
 
 def launch_source(config: dict[str, Any]) -> str:
