@@ -52,8 +52,14 @@ def _peeka_boot(config):
 
         # The loader runs off this thread: say here which thread is the main one (its native id
         # is the pid), for the threading record the loader may have to put right.
-        if getattr(_thread, "get_native_id", lambda: 0)() == os.getpid():
-            config["main_ident"] = _thread.get_ident()
+        get_ident = _thread.get_ident
+        if monkey is not None:  # gevent's get_ident names the current greenlet, not the OS thread
+            try:
+                get_ident = monkey.get_original("_thread", "get_ident")
+            except Exception:
+                get_ident = None
+        if get_ident is not None and getattr(_thread, "get_native_id", lambda: 0)() == os.getpid():
+            config["main_ident"] = get_ident()
         start_thread(_peeka_load_and_start, (config,))
     except BaseException:
         pass

@@ -19,12 +19,16 @@ Labelled = Dict[Tuple[str, Tuple[str, ...]], float]  # (thread name, labels inne
 
 _RESUMABLE = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 QUIET_RECHECK = 8  # a parked thread that used no CPU has its clock read every 8th tick only
-# Names a line calls when it waits: sleep, select/poll/epoll, locks, conditions, events, queues
-# (their innermost Python frame is Condition.wait at an acquire), joins, reads, accepts, signals.
+# Names a line calls when it gives the GIL up: waits (sleep, select/poll/epoll, locks, conditions,
+# events, queues: their innermost Python frame is Condition.wait at an acquire; joins, accepts,
+# signals) and I/O (reads, writes, sends, connects, name lookups). The sampler gets the GIL at
+# such calls far more often than its share of the time, so CPU a sample finds there went before.
 WAIT_CALLS = frozenset((
     "sleep", "select", "poll", "epoll", "kevent", "control", "wait", "wait_for", "acquire", "join",
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "_accept", "read", "readinto",
     "readline", "pause", "sigwait", "sigwaitinfo", "sigtimedwait", "waitpid", "wait3", "wait4",
+    "send", "sendall", "sendto", "sendmsg", "sendfile", "write", "writelines", "flush", "connect",
+    "connect_ex", "getaddrinfo", "gethostbyname", "fsync", "readv", "writev",
 ))
 
 
@@ -143,7 +147,10 @@ class Sampler:
         code, line = frame.f_code, frame.f_lineno
         known = self._waits.get((code, line))
         if known is None:
-            known = self._waits[(code, line)] = bool(WAIT_CALLS.intersection(_names_on_line(code, line)))
+            names = _names_on_line(code, line)
+            # gevent's hub waits in its C loop's run() (eventlet's hub calls wait(): listed above).
+            known = bool(WAIT_CALLS.intersection(names)) or ("run" in names and _is_hub_loop(code))
+            self._waits[(code, line)] = known
         return known
 
     def take(self) -> Tuple[RawStacks, int, float]:
@@ -190,11 +197,12 @@ def weigh(behind_waits: RawStacks, runs: RawStacks, thread_cpu: Dict[int, int]) 
 
 def apportion(raw: RawStacks) -> Tuple[RawStacks, int]:
     """CPU a thread used between samples (``Between`` stacks) shared out like the CPU the sampler
-    caught that thread using in the same window; ``(stacks, nanoseconds shared out)``.
+    caught that thread using, in the same window, in calls from the same waiting frame (a caught
+    stack that runs through it: the loop that computes, then sleeps); ``(stacks, ns shared out)``.
 
-    An estimate, said to be one (the summary's ``apportioned_percent``): a thread's short bursts
-    are taken to be like its bursts that were long enough to be caught. A thread never caught
-    running keeps its ``Between`` stack, so what was not seen is shown as not seen.
+    An estimate, said to be one (the summary's ``apportioned_percent``): the short bursts are taken
+    to be like that frame's bursts that were long enough to be caught. CPU no caught stack explains
+    keeps its ``Between`` stack, so what was not seen is shown as not seen.
     """
     out: RawStacks = {}
     between = []
@@ -207,15 +215,24 @@ def apportion(raw: RawStacks) -> Tuple[RawStacks, int]:
             caught.setdefault(key[0], {})[key] = value
     shared = 0
     for key, value in between:
-        seen = caught.get(key[0])
-        total = sum(seen.values()) if seen else 0
+        waiting = key[1][1:]
+        depth = len(waiting)
+        if depth and _is_hub_loop(waiting[0]):
+            depth = 0  # gevent: the greenlets its hub ran; their stacks do not run through the hub's
+        through = {k: v for k, v in caught.get(key[0], {}).items()
+                   if not depth or (len(k[1]) > depth and k[1][-depth:] == waiting)}
+        total = sum(through.values())
         if not total:
             out[key] = out.get(key, 0) + value
             continue
-        for running, weight in seen.items():  # type: ignore[union-attr]
+        for running, weight in through.items():
             out[running] = out.get(running, 0) + value * weight / total
         shared += value
     return out, shared
+
+
+def _is_hub_loop(code: Any) -> bool:
+    return getattr(code, "co_name", None) == "run" and "gevent" in getattr(code, "co_filename", "")
 
 
 def _clock_ns(clock: int) -> int:

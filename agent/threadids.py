@@ -81,7 +81,7 @@ def main_ident() -> Optional[int]:
     """The main thread's ident, not trusting ``threading``'s record (see the module's docstring)."""
     pid = os.getpid()
     known = _main.get(pid)
-    if known is not None:
+    if known is not None and known in sys._current_frames():
         return known
     found = None
     getter = getattr(sys.modules.get("_thread"), "_get_main_thread_ident", None)  # 3.13+

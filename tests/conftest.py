@@ -40,6 +40,19 @@ def target_web_env() -> dict[str, str]:
     return {"PYTHONPATH": str(TARGET_WEB)}
 
 
+def gevent_site(version: str, python: str) -> dict[str, str]:
+    """The environment a target needs to import gevent on ``version`` (compiled: one site directory
+    per version, scripts/setup.sh); skips when it is missing or a real import fails there."""
+    site = ROOT / ".peeka" / "gevent" / version
+    if not (site / ".complete").exists():
+        pytest.skip(f"{site} is missing: run scripts/setup.sh (it installs gevent's wheels per version)")
+    probe = subprocess.run([python, "-c", "import gevent.pywsgi"], env=dict(os.environ, PYTHONPATH=str(site)),
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"gevent does not import on Python {version}: {probe.stderr.strip()[-300:]}")
+    return {"PYTHONPATH": str(site)}
+
+
 def _pyenv_root() -> Path:
     try:
         return Path(subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip())

@@ -3,6 +3,11 @@
 args: ``limit`` (tasks per loop, default 2,000: a reply stays well below the frame limit),
 ``max_frames`` (per task, innermost kept, default 32), ``scan_gc`` (when nothing else finds a loop).
 
+gevent: each hub is one more "loop" (``kind: "greenlets"``, ``loop``: its libev/libuv loop,
+``hub_state``, ready = pending callbacks, scheduled = active watchers) whose tasks are its greenlets,
+each waiting on a timer, an event, a queue, a lock, a socket (with its peer) or another greenlet
+(greenlets.py).
+
 Result: ``{"loops": [...], "count": tasks in all}``; a loop: id, type, thread, thread_id, running,
 ready (callbacks queued), scheduled (timers), task_count, truncated, tasks; a task: name,
 id, state (pending | running | cancelling | done), coroutine, frames (innermost first: file, line,
@@ -22,7 +27,7 @@ import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .. import instrument, streams, values
+from .. import greenlets, instrument, streams, values
 from ..search import is_agent_module
 
 # The target's own asyncio, looked up per request: the agent never imports it (a target that does
@@ -394,10 +399,13 @@ def _shown(loop: Any) -> bool:
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     limit = streams.int_arg(args, "limit", DEFAULT_LIMIT, 1, 1_000_000)
     max_frames = streams.int_arg(args, "max_frames", DEFAULT_MAX_FRAMES, 1, 1000)
+    # gevent's hubs and their greenlets, shaped like loops and tasks (kind "greenlets").
+    hubs = greenlets.hubs(limit, max_frames)
     if _bind_asyncio() is None:
-        return {"loops": [], "count": 0, "note": "asyncio is not imported in this process"}
+        return {"loops": hubs, "count": sum(h["task_count"] for h in hubs),
+                "note": None if hubs else "asyncio is not imported in this process"}
     loops, registered = find_loops(bool(args.get("scan_gc")))
-    out = [describe_loop(loop, registered, limit, max_frames) for loop in _ordered(loops.values())]
+    out = [describe_loop(loop, registered, limit, max_frames) for loop in _ordered(loops.values())] + hubs
     result: Dict[str, Any] = {"loops": out, "count": sum(loop["task_count"] for loop in out)}
     if not out:
         result["note"] = ("no running event loop: none in the threads' stacks or the task registries"

@@ -91,6 +91,10 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         ident = t.ident
         if ident is not None:
             by_ident[ident] = t
+    if compat.threading_is_patched():
+        # gevent/eventlet: threading's records are greenlets (their idents are not OS threads'); this
+        # lists OS threads, `tasks` the greenlets.
+        by_ident = {i: t for i, t in by_ident.items() if i in frames}
     main = threadids.main_ident()
     # The OS's word for which thread is which: a _thread thread has no Thread object, and a
     # threading imported first off the main thread recorded the wrong main thread.

@@ -85,12 +85,14 @@ def test_weigh_shares_a_threads_cpu_among_its_running_samples() -> None:
 def test_apportion_shares_unseen_cpu_like_the_caught_cpu() -> None:
     a, b, loop, other = _code("a"), _code("b"), _code("loop"), _code("other")
     between = sampling.BETWEEN
-    raw = {(1, (a, loop)): 300, (1, (b, loop)): 100, (1, (between, loop)): 400,  # caught 3:1
+    raw = {(1, (a, loop)): 300, (1, (b, loop)): 100, (1, (between, loop)): 400,  # caught 3:1 under loop
+           (1, (between, other, loop)): 30,  # no caught stack runs through `other`: stays unseen
            (2, (between, other)): 50,  # thread 2 never caught running: stays marked as unseen
            (3, (a,)): 7}
     out, shared = sampling.apportion(raw)
     assert shared == 400
-    assert out == {(1, (a, loop)): 600, (1, (b, loop)): 200, (2, (between, other)): 50, (3, (a,)): 7}
+    assert out == {(1, (a, loop)): 600, (1, (b, loop)): 200, (1, (between, other, loop)): 30,
+                   (2, (between, other)): 50, (3, (a,)): 7}
 
 
 def test_cpu_weighted_sampler_tells_computing_from_waiting() -> None:
