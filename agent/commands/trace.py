@@ -137,7 +137,10 @@ FOLD_AT = 1 << 14  # ~1.6 MB of log at most; a fold here takes a few ms
 # Frames of the agent's own code (another command's probe around a function in the tree, below
 # 3.12) and what they call: not in the tree; what they call of the host's code is, below the caller.
 AGENT = Node("<peeka agent>", None, None, False, True)
-HIDDEN = object()  # the start of such a frame's call on the fold's stack
+# On the fold's stack of starts, in place of a start time: such a frame's call; a generator's or
+# coroutine's call (its Instance by depth in ``instances``).
+HIDDEN = -2
+INSTANCE = -1
 
 
 class Resumed(int):
@@ -185,7 +188,7 @@ class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
     __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside",
-                 "suspended", "root_return", "root_gaps", "root_resumes", "gap_tasks", "gap_node")
+                 "suspended", "root_return", "root_gaps", "root_resumes", "gap_tasks", "gap_node", "hidden", "instances")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
@@ -218,11 +221,13 @@ class Recorder:
     def _fold_state(self) -> Node:
         probe = self.call.probe
         self.root = Node(probe.name, probe.filename, probe.lineno, False, False)
-        # Per open call below the root: its node (None: not recorded) and what its return measures
-        # from: a start time, or for a generator or coroutine its Instance.
+        # Per open call below the root: its node (None: not recorded) and its start time (or
+        # INSTANCE, HIDDEN).
         self.nodes: List[Optional[Node]] = []
-        self.starts: List[Any] = []
+        self.starts: List[int] = []
         self.depth = 0
+        self.hidden = 0
+        self.instances: Dict[int, Instance] = {}  # depth -> the generator's or coroutine's call open there
         # Inside the root's body? sys.monitoring starts the profiler inside it; the code swap
         # starts it in the trampoline, so the tree begins at the call of the original code.
         self.inside = MONITORING
@@ -270,9 +275,13 @@ class Recorder:
         inside = self.inside
         depth = self.depth  # open calls below the root: nodes[:depth], starts[:depth]
         chain = 0  # after the root resumed, while the await chain below it resumes: the root's gap
+        hidden = self.hidden  # agent frames open (HIDDEN on the stack)
+        # Locals, not globals or builtins: looked up on every entry (3.9/3.10 do not specialize them).
+        int_, tuple_, agent, code_type, suspendable = int, tuple, AGENT, CodeType, SUSPENDABLE
+        instances = self.instances
         for entry in log:
             cls = entry.__class__
-            if cls is int:  # a return (or a yield); negative: a C function raised
+            if cls is int_:  # a return (or a yield); negative: a C function raised
                 if not depth:
                     chain = 0
                     if entry > 0 and inside:
@@ -285,19 +294,20 @@ class Recorder:
                     chain = 0
                     continue
                 started = starts[depth]
-                if started.__class__ is not int:
-                    if started is HIDDEN:
+                if started < 0:
+                    if started == HIDDEN:
+                        hidden -= 1
                         continue  # the agent's frames end no chain
                     chain = 0
                     if entry < 0:
                         entry = -entry
                         node.exceptions += 1
-                    # A generator's or coroutine's Instance
-                    node.total += entry - started.last
-                    started.last = entry
-                    if entry - started.first > node.max:
-                        node.max = entry - started.first
-                    suspended[started.key] = started
+                    instance = instances[depth]  # a generator's or coroutine's call
+                    node.total += entry - instance.last
+                    instance.last = entry
+                    if entry - instance.first > node.max:
+                        node.max = entry - instance.first
+                    suspended[instance.key] = instance
                     continue
                 chain = 0
                 if entry < 0:
@@ -311,22 +321,22 @@ class Recorder:
                 node.count += 1
                 node.total += elapsed
                 continue
-            if cls is Resumed:
-                inside = MONITORING
-                depth = 0
-                if self.root_return:
-                    chain = entry - self.root_return
-                    self.root_gaps += chain
-                self.root_resumes += 1
-                if self.gap_tasks is not None:
-                    self.gap_tasks = (self.gap_tasks[0], chain)
-                continue
-            if cls is Awaiting:
-                self._attach_tasks()
-                self.gap_tasks = (entry.tasks, 0)
+            if cls is not tuple_:  # a mark on_resume or on_suspend logged
+                if cls is Resumed:
+                    inside = MONITORING
+                    depth = hidden = 0
+                    if self.root_return:
+                        chain = entry - self.root_return
+                        self.root_gaps += chain
+                    self.root_resumes += 1
+                    if self.gap_tasks is not None:
+                        self.gap_tasks = (self.gap_tasks[0], chain)
+                else:
+                    self._attach_tasks()  # an Awaiting
+                    self.gap_tasks = (entry.tasks, 0)
                 continue
             callee = entry[1]
-            python = callee.__class__ is CodeType
+            python = callee.__class__ is code_type
             if not inside:
                 if callee is code_of_root:
                     inside = True
@@ -344,16 +354,20 @@ class Recorder:
                     node = children[key]
                 else:
                     node = children[key] = trace.python_node(callee)
-                if node is AGENT:  # the agent's own frames stay out of the tree: their time is the caller's
+                if node is agent:  # the agent's own frames stay out of the tree: their time is the caller's
                     node, started = parent, HIDDEN
-                elif callee.co_flags & SUSPENDABLE:
-                    started = self._instance(node, (depth, key), started, entry[2] > first_offset(callee), chain)
-                    if not started.resumed:
+                    hidden += 1
+                elif callee.co_flags & suspendable:
+                    instance = instances[depth] = self._instance(node, (depth, key), started,
+                                                                 entry[2] > first_offset(callee), chain)
+                    started = INSTANCE
+                    if not instance.resumed:
                         chain = 0  # the chain goes on only below resumed calls
                 else:
                     chain = 0
-            elif depth and starts[depth - 1] is HIDDEN:  # what the agent's frames call (but Python code)
+            elif hidden and starts[depth - 1] == HIDDEN:  # what the agent's frames call (but Python code)
                 node, started = parent, HIDDEN
+                hidden += 1
             else:
                 node = trace.c_node(parent, callee)
                 chain = 0
@@ -366,6 +380,7 @@ class Recorder:
             depth += 1
         self.inside = inside
         self.depth = depth
+        self.hidden = hidden
         log.clear()
 
     def _instance(self, node: Node, key: Tuple[int, int], now: int, resumed: bool, chain: int) -> "Instance":
@@ -403,9 +418,9 @@ class Recorder:
         for instance in self.suspended.values():
             instance.close()
         self.suspended.clear()
-        for started in self.starts[: self.depth]:
-            if started.__class__ is Instance:
-                started.close()
+        for depth in range(self.depth):
+            if self.starts[depth] == INSTANCE:
+                self.instances[depth].close()
 
     def start(self) -> None:
         self.previous = sys.getprofile()
