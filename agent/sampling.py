@@ -28,7 +28,8 @@ WAIT_CALLS = frozenset((
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg", "accept", "_accept", "read", "readinto",
     "readline", "pause", "sigwait", "sigwaitinfo", "sigtimedwait", "waitpid", "wait3", "wait4",
     "send", "sendall", "sendto", "sendmsg", "sendfile", "write", "writelines", "flush", "connect",
-    "connect_ex", "getaddrinfo", "gethostbyname", "fsync", "readv", "writev",
+    "connect_ex", "getaddrinfo", "gethostbyname", "fsync", "readv", "writev", "getsockopt", "setsockopt",
+    "shutdown",
 ))
 
 
@@ -133,8 +134,16 @@ class Sampler:
                 # caught it running in, else to the calls that ran between samples (see Between).
                 running = seen.running
                 seen.running = None
-                key = running if running is not None else (ident, (BETWEEN,) + key[1])
-                stacks[key] = stacks.get(key, 0) + used
+                if running is None:
+                    # Under the outermost frame of the wait (a loop's select under its _run_once,
+                    # which ran the callbacks), not under the library call that waits.
+                    depth = 1
+                    walk = frame.f_back
+                    while walk is not None and self._waits_here(walk):
+                        depth += 1
+                        walk = walk.f_back
+                    running = (ident, (BETWEEN,) + key[1][depth - 1:])
+                stacks[running] = stacks.get(running, 0) + used
             else:
                 # Caught running: counted, and given an equal part of the thread's CPU at take().
                 seen.running = key

@@ -11,7 +11,10 @@ to the stack the previous sample caught that thread running in, else to calls th
 between samples, which are shared out like that thread's caught CPU of the same interval
 (``sampling.apportion``; ``apportioned_percent`` says how much), or, for a thread never caught
 running (bursts shorter than the 5 ms switch interval), shown as ``CALLER [calls returned between
-samples]``. The kernel's run state of other threads says nothing here (they all wait for the GIL
+samples]``. Which calls give the GIL up is known by name (sampling.WAIT_CALLS: waits, reads,
+writes, sends, connects); a system call by another name still draws more samples than its share.
+Under gevent the hub's loop counts as a wait, and CPU found there is shared out like the greenlets'
+caught CPU (their stacks do not run through the hub's). The kernel's run state of other threads says nothing here (they all wait for the GIL
 the sampler holds), so it is not used. py-spy reads the process from outside without the GIL and
 can take a thread's state at the instant of its sample; in here, CPU clocks are what is sound.
 ``idle: true`` counts every sample as 1 (wall-clock shares, all threads, like ``py-spy --idle``)
