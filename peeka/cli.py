@@ -8,10 +8,12 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import traceback
 
 import typer
 
 from .errors import PeekaError
+from .options import Shared, parsed
 
 # One name per capability end to end: CLI verb = agent command = peeka/commands/<verb>.py.
 COMMANDS = (
@@ -39,22 +41,29 @@ def main(argv: list[str] | None = None) -> None:
         # Standalone: typer (whichever click it carries) reports usage errors itself and exits 2.
         app(args=args, prog_name="peeka")
     except PeekaError as exc:
-        _report(exc, args)
+        _report(exc, parsed())
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0)
 
 
-def _report(exc: PeekaError, args: list[str]) -> None:
-    if "--json" in args:
-        print(json.dumps(exc.to_dict()))
+def _report(exc: PeekaError, shared: Shared) -> None:
+    """The error, as the command's parsed --json and --debug ask: with --debug also the traceback
+    (the agent's for a failed command, else the client's own)."""
+    trace = ""
+    if shared.debug:
+        trace = getattr(exc, "traceback", "") or "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if shared.json:
+        document = exc.to_dict()
+        if trace:
+            document["traceback"] = trace
+        print(json.dumps(document))
         return
     from .render import console_err
 
     console_err.print(f"[bold red]peeka: {exc.message}[/]", highlight=False)
     if exc.help:
         console_err.print(exc.help, highlight=False, markup=False)
-    tb = getattr(exc, "traceback", "")
-    if tb and "--debug" in args:
-        console_err.print(tb, highlight=False, markup=False)
+    if trace:
+        console_err.print(trace, highlight=False, markup=False)

@@ -1,31 +1,23 @@
-"""Options shared by every command, defined once, and the attach-then-ask helper."""
+"""The attach-then-ask helpers every command uses (the shared options are in ``peeka.options``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 from ..attach import attach
 from ..client import AgentClient
+from ..options import Shared
 from ..render import console_err, emit_json
-
-Pid = Annotated[int, typer.Argument(help="PID of the target Python process (`peeka ps` lists them).")]
-Json = Annotated[bool, typer.Option("--json", help="Print JSON (one document, or JSON lines for streams).")]
-Method = Annotated[
-    str, typer.Option("--method", help="How to attach when no agent runs yet: auto, remote-exec (3.14+) or gdb.")
-]
-Timeout = Annotated[float, typer.Option("--attach-timeout", help="Seconds to wait for the agent to come up.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show the agent's traceback when it fails.")]
 
 
 @contextmanager
-def agent(pid: int, method: str = "auto", timeout: float = 10.0, quiet: bool = False) -> Iterator[AgentClient]:
-    """A connected client to PID's agent; attaches first (implicit attach) when none runs."""
-    client, report = attach(pid, method=method, timeout=timeout)
-    if not report.reused and not quiet:
+def agent(pid: int, shared: Shared, extra_timeout: float = 0.0) -> Iterator[AgentClient]:
+    """A connected client to PID's agent; attaches first (implicit attach) when none runs, with the
+    command's --method and --attach-timeout (plus ``extra_timeout``: a command's own wait)."""
+    client, report = attach(pid, method=shared.method, timeout=shared.attach_timeout + extra_timeout)
+    if not report.reused and not shared.json:
         console_err.print(
             f"[dim]attached to {pid} via {report.method} in {report.seconds * 1000:.0f} ms "
             f"({report.detail}); `peeka detach {pid}` removes the agent[/]"
@@ -34,43 +26,15 @@ def agent(pid: int, method: str = "auto", timeout: float = 10.0, quiet: bool = F
         yield client
 
 
-def ask(pid: int, command: str, args: dict[str, Any], method: str, timeout: float, json: bool) -> Any:
+def ask(pid: int, command: str, args: dict[str, Any], shared: Shared, extra_timeout: float = 0.0) -> Any:
     """One request to PID's agent (attaching first when none runs). With --json the answer is printed
     and None returned: the caller renders only for people."""
-    with agent(pid, method, timeout, quiet=json) as client:
+    with agent(pid, shared, extra_timeout) as client:
         result = client.request(command, args)
-    if json:
+    if shared.json:
         emit_json(result)
         return None
     return result
-
-
-# -- what every probing command (watch, trace, stack, monitor, tt) shares
-Pattern = Annotated[
-    str, typer.Argument(help="Functions to probe: module.func, module.Class.method, wildcards (myapp.views.*).")
-]
-Regex = Annotated[bool, typer.Option("-E", "--regex", help="PATTERN is a regular expression.")]
-MaxMatch = Annotated[
-    int, typer.Option("-m", "--max-match", min=1, help="Refuse when more functions than this match.")
-]
-Limit = Annotated[int, typer.Option("-n", "--limit", min=1, help="End after this many hits.")]
-StreamTimeout = Annotated[
-    Optional[float],  # noqa: UP045 - typer evaluates this annotation, also on Python 3.9
-    typer.Option("--timeout", min=0.0, help="End after this many seconds."),
-]
-Condition = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--condition", "-c", help="Only calls where this expression is true, e.g. \"cost > 100\"."),
-]
-
-
-def probe_args(pattern: str, regex: bool, max_match: int, limit: int | None, timeout: float | None,
-               **extra: Any) -> dict[str, Any]:
-    args: dict[str, Any] = {"pattern": pattern, "regex": regex, "max_match": max_match, "timeout": timeout}
-    if limit is not None:
-        args["limit"] = limit
-    args.update({k: v for k, v in extra.items() if v is not None})
-    return args
 
 
 def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bool,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ..attach import attach
+from ..options import Pid, Shared, with_options
 from ..render import console, emit_json
-from ._common import Json, Method, Pid, Timeout
 
 NAME = "attach"
 
 
-def command(pid: Pid, method: Method = "auto", timeout: Timeout = 10.0, json: Json = False) -> None:
-    client, report = attach(pid, method=method, timeout=timeout)
+@with_options()
+def command(pid: Pid, *, shared: Shared) -> None:
+    client, report = attach(pid, method=shared.method, timeout=shared.attach_timeout)
     with client:
         hello = client.hello
         assert hello is not None
@@ -26,7 +27,7 @@ def command(pid: Pid, method: Method = "auto", timeout: Timeout = 10.0, json: Js
             "agent_version": hello.agent_version,
             "socket": hello.socket_path,
         }
-    if json:
+    if shared.json:
         emit_json(facts)
         return
     how = "agent already running" if report.reused else f"attached via {report.method} ({report.detail})"

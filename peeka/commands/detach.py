@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from ..attach import detach
+from ..options import Pid, Shared, with_options
 from ..render import console, emit_json
-from ._common import Json, Pid
 
 NAME = "detach"
 
 
-def command(pid: Pid, json: Json = False) -> None:
+@with_options(attach=False)
+def command(pid: Pid, *, shared: Shared) -> None:
     result = detach(pid)
-    if json:
+    if shared.json:
         emit_json(result)
     elif result.get("detached"):
         console.print(f"[bold green]{pid}[/]: agent detached; the target is as it was")

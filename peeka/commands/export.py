@@ -13,13 +13,14 @@ from typing import Annotated, Optional
 import typer
 from peeka_agent.protocol import DEFAULT_EXPORT_BUDGET
 
-from ._common import Method, Timeout
+from ..options import Shared, with_options
 
 NAME = "export"
 
 Patterns = Optional[list[str]]  # noqa: UP045 - typer evaluates these annotations, also on Python 3.9
 
 
+@with_options(json=False)
 def command(
     pid: Annotated[Optional[list[int]], typer.Option("--pid", min=1, help="Target PID (repeatable).")] = None,  # noqa: UP045
     all_: Annotated[bool, typer.Option("--all", help="Every Python process in this PID namespace.")] = False,
@@ -38,8 +39,8 @@ def command(
     overhead_budget: Annotated[Optional[float], typer.Option("--overhead-budget", metavar="PCT", help=f"Percent of each target's CPU its probes may cost: hot functions are sampled or probed part of the time (default {DEFAULT_EXPORT_BUDGET:g}; 0: off).")] = None,  # noqa: UP045,E501
     forget_after: Annotated[Optional[float], typer.Option("--forget-after", metavar="S", min=0.0, help="Seconds a gone target's series stay (up 0) before they leave /metrics and /healthz (default 300).")] = None,  # noqa: UP045,E501
     by_service: Annotated[bool, typer.Option("--by-service", help="Metrics per service without the pid label (summed over its processes; bounded for pre-fork servers).")] = False,  # noqa: E501
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
+    *,
+    shared: Shared,
 ) -> None:
     from peeka_exporters import Exporter, TargetRule, load
 
@@ -51,7 +52,7 @@ def command(
                            capture_result=not no_args, redact=list(redact or []))
     settings = load(config, quick, {"metrics_address": metrics_address, "interval": interval,
                                     "spans_file": spans_file, "keep_agent": keep_agent or None,
-                                    "method": method, "attach_timeout": attach_timeout,
+                                    "method": shared.method, "attach_timeout": shared.attach_timeout,
                                     "overhead_budget": overhead_budget, "forget_after": forget_after,
                                     "by_service": by_service or None})
     Exporter(settings).run()

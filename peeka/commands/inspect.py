@@ -8,12 +8,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
+from ..options import Pid, Shared, with_options
 from ..render import console, emit_json, value_tree
-from ._common import Debug, Json, Method, Pid, Timeout, agent
+from ._common import agent
 
 NAME = "inspect"
 
 
+@with_options()
 def command(
     pid: Pid,
     expression: Annotated[
@@ -36,10 +38,8 @@ def command(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Instances to show.")] = 10,
-    method: Method = "auto",
-    timeout: Timeout = 10.0,
-    json: Json = False,
-    debug: Debug = False,
+    *,
+    shared: Shared,
 ) -> None:
     if not expression and not instances:
         raise UsageError(
@@ -50,9 +50,9 @@ def command(
     args: dict[str, Any] = {"expression": expression, "depth": depth, "max_size": max_size}
     if instances:
         args.update(instances=instances, limit=limit)
-    with agent(pid, method, timeout, quiet=json) as client:
+    with agent(pid, shared) as client:
         result = client.request(NAME, args)
-    if json:
+    if shared.json:
         emit_json(result)
         return
     if not instances:

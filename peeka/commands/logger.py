@@ -10,8 +10,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
+from ..options import Pid, Shared, StreamTimeout, with_options
 from ..render import console, console_err, escape, table
-from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent, ask, run_stream
+from ._common import agent, ask, run_stream
 
 NAME = "logger"
 
@@ -60,6 +61,7 @@ def show_record(event: dict[str, Any]) -> None:
             console.print(escape(event[key]))
 
 
+@with_options()
 def command(
     pid: Pid,
     name: Annotated[Optional[str], typer.Option("--name", help="A logger's name (root for the root logger).")] = None,  # noqa: UP045
@@ -68,19 +70,18 @@ def command(
     limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="With --follow: end after N records.")] = None,  # noqa: UP045
     timeout: StreamTimeout = None,
     max_rate: Annotated[int, typer.Option("--max-rate", min=1, help="With --follow: records per second streamed at most; the rest are counted as dropped.")] = 2000,  # noqa: E501
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
 ) -> None:
     if not follow and (limit is not None or timeout is not None):
         raise UsageError("-n/--limit and --timeout end a --follow stream: add --follow")
     args: dict[str, Any] = {"name": name, "level": level}
     if follow:
         args.update(follow=True, limit=limit, timeout=timeout, max_rate=max_rate)
-        with agent(pid, method, attach_timeout, quiet=json) as client:
-            run_stream(client, NAME, args, json, show_record, pid, header=_follow_header)
+        with agent(pid, shared) as client:
+            run_stream(client, NAME, args, shared.json, show_record, pid, header=_follow_header)
         return
-    result = ask(pid, NAME, args, method, attach_timeout, json)
+    result = ask(pid, NAME, args, shared)
     if result is None:
         return
     if level is not None:

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import UsageError
+from ..options import Pid, Shared, with_options
 from ..render import console, table
-from ._common import Json, Method, Pid, Timeout, ask
+from ._common import ask
 
 NAME = "memory"
 ACTIONS = ("start", "top", "diff", "stop")
@@ -21,6 +22,7 @@ def _mib(value: Any, signed: bool = False) -> str:
     return f"{value / 1048576:+.2f} MiB" if signed else f"{value / 1048576:.2f} MiB"
 
 
+@with_options()
 def command(
     pid: Pid,
     diff: Annotated[
@@ -35,9 +37,8 @@ def command(
     sort: Annotated[str, typer.Option("--sort", help="Rank object types by size or count.")] = "size",
     limit: Annotated[int, typer.Option("--limit", min=1, help="Allocation sites listed (tracemalloc).")] = 20,
     frames: Annotated[int, typer.Option("--frames", min=1, max=100, help="tracemalloc start: frames kept.")] = 1,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
 ) -> None:
     if tracemalloc is not None and tracemalloc not in ACTIONS:
         raise UsageError(f"--tracemalloc must be one of {', '.join(ACTIONS)}, got {tracemalloc!r}",
@@ -53,7 +54,7 @@ def command(
     elif diff is not None:
         args["diff"] = diff
     # The answer comes after the diff's wait and two censuses (each capped at 2 s by the agent).
-    result = ask(pid, NAME, args, method, attach_timeout + (diff or 0) + 5, json)
+    result = ask(pid, NAME, args, shared, extra_timeout=(diff or 0) + 5)
     if result is None:
         return
     if tracemalloc is not None:

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
+from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
 from ..render import console, table
-from ._common import (
-    Json,
-    MaxMatch,
-    Method,
-    Pattern,
-    Pid,
-    Regex,
-    StreamTimeout,
-    Timeout,
-    agent,
-    probe_args,
-    run_stream,
-)
+from ._common import agent, run_stream
 
 NAME = "monitor"
 
@@ -38,18 +27,14 @@ def render_event(event: dict[str, Any]) -> None:
                         ["function", "calls", "ok", "fail", "fail%", "avg ms", "min", "p50", "p99", "max"], rows))
 
 
+@with_options(probe=True, limit=None)
 def command(
     pid: Pid,
     pattern: Pattern,
     cycle: Annotated[float, typer.Option("-c", "--cycle", min=0.05, help="Seconds per report.")] = 5.0,
-    cycles: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="End after this many reports.")] = None,  # noqa: UP045,E501
-    timeout: StreamTimeout = None,
-    regex: Regex = False,
-    max_match: MaxMatch = 50,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
+    probe: ProbeOptions,
 ) -> None:
-    args = probe_args(pattern, regex, max_match, cycles, timeout, cycle=cycle)
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        run_stream(client, NAME, args, json, render_event, pid)
+    with agent(pid, shared) as client:
+        run_stream(client, NAME, probe.args(pattern, cycle=cycle), shared.json, render_event, pid)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from ..attach import gdb_binary
+from ..options import Shared, with_options
 from ..process import SUPPORTED, TargetProcess, python_processes
 from ..render import console, emit_json, table
-from ._common import Json
 
 NAME = "ps"
 
@@ -42,14 +42,15 @@ def describe(target: TargetProcess) -> dict[str, object]:
     }
 
 
-def command(json: Json = False) -> None:
+@with_options(attach=False)
+def command(*, shared: Shared) -> None:
     rows = []
     for target in python_processes():
         try:
             rows.append(describe(target))
         except Exception:
             continue  # exited while we looked
-    if json:
+    if shared.json:
         emit_json(rows)
         return
     console.print(

@@ -7,18 +7,20 @@ from typing import Annotated, Optional
 import typer
 
 from ..attach import try_connect
+from ..options import Pid, Regex, Shared, with_options
 from ..process import TargetProcess
 from ..render import console, emit_json
-from ._common import Json, Pid, Regex
 
 NAME = "reset"
 
 
+@with_options(attach=False)
 def command(
     pid: Pid,
     pattern: Annotated[Optional[str], typer.Argument(help="Only functions matching this (default: all).")] = None,  # noqa: UP045,E501
     regex: Regex = False,
-    json: Json = False,
+ *,
+    shared: Shared,
 ) -> None:
     client = try_connect(TargetProcess(pid))
     if client is None:
@@ -26,7 +28,7 @@ def command(
     else:
         with client:
             result = client.request(NAME, {"pattern": pattern, "regex": regex})
-    if json:
+    if shared.json:
         emit_json(result)
         return
     if result.get("note"):

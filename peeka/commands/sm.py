@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+from ..options import Pid, Shared, with_options
 from ..render import console, emit_json, table
-from ._common import Debug, Json, Method, Pid, Timeout, agent
-from .sc import Detail, Limit, Pattern, Regex, footer, search_args, where
+from ._common import agent
+from ._search import Detail, Limit, Pattern, Regex, footer, search_args, where
 
 NAME = "sm"
 
 
+@with_options()
 def command(
     pid: Pid,
     pattern: Pattern,
     detail: Detail = False,
     regex: Regex = False,
     limit: Limit = 100,
-    method: Method = "auto",
-    timeout: Timeout = 10.0,
-    json: Json = False,
-    debug: Debug = False,
+    *,
+    shared: Shared,
 ) -> None:
-    with agent(pid, method, timeout, quiet=json) as client:
+    with agent(pid, shared) as client:
         result = client.request(NAME, search_args(pattern, detail, regex, limit))
-    if json:
+    if shared.json:
         emit_json(result)
         return
     rows = result["functions"]

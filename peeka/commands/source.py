@@ -8,9 +8,10 @@ from typing import Any
 
 from rich.syntax import Syntax
 
+from ..options import Pid, Shared, with_options
 from ..render import console, escape
-from ._common import Debug, Json, Method, Pid, Timeout, ask
-from .sc import Limit, Pattern, Regex, footer
+from ._common import ask
+from ._search import Limit, Pattern, Regex, footer
 
 NAME = "source"
 
@@ -38,17 +39,16 @@ def show_source(entry: dict[str, Any]) -> None:
         console.print(Syntax("\n".join(lines), "python", line_numbers=True, start_line=start, word_wrap=True))
 
 
+@with_options()
 def command(
     pid: Pid,
     pattern: Pattern,
     regex: Regex = False,
     limit: Limit = 10,
-    method: Method = "auto",
-    timeout: Timeout = 10.0,
-    json: Json = False,
-    debug: Debug = False,
+    *,
+    shared: Shared,
 ) -> None:
-    result = ask(pid, NAME, {"pattern": pattern, "regex": regex, "limit": limit}, method, timeout, json)
+    result = ask(pid, NAME, {"pattern": pattern, "regex": regex, "limit": limit}, shared)
     if result is None:
         return
     for entry in result["sources"]:

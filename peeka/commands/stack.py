@@ -6,22 +6,9 @@ from typing import Any
 
 from rich.tree import Tree
 
+from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
 from ..render import console, escape
-from ._common import (
-    Condition,
-    Json,
-    Limit,
-    MaxMatch,
-    Method,
-    Pattern,
-    Pid,
-    Regex,
-    StreamTimeout,
-    Timeout,
-    agent,
-    probe_args,
-    run_stream,
-)
+from ._common import agent, run_stream
 
 NAME = "stack"
 
@@ -39,18 +26,13 @@ def render_event(event: dict[str, Any]) -> None:
     console.print(tree)
 
 
+@with_options(probe=True)
 def command(
     pid: Pid,
     pattern: Pattern,
-    condition: Condition = None,
-    limit: Limit = 100,
-    timeout: StreamTimeout = None,
-    regex: Regex = False,
-    max_match: MaxMatch = 50,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
+    probe: ProbeOptions,
 ) -> None:
-    args = probe_args(pattern, regex, max_match, limit, timeout, condition=condition)
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        run_stream(client, NAME, args, json, render_event, pid)
+    with agent(pid, shared) as client:
+        run_stream(client, NAME, probe.args(pattern), shared.json, render_event, pid)

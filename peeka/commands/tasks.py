@@ -10,8 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
+from ..options import Pid, Shared, with_options
 from ..render import console, escape
-from ._common import Debug, Json, Method, Pid, Timeout, ask
+from ._common import ask
 
 NAME = "tasks"
 GROUP_NAMES_SHOWN = 5
@@ -62,17 +63,16 @@ def _loop_tree(loop: dict[str, Any]) -> Tree:
     return tree
 
 
+@with_options()
 def command(
     pid: Pid,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N tasks per loop.")] = 2_000,
     max_frames: Annotated[int, typer.Option("--max-frames", min=1, help="Frames per task (innermost kept).")] = 32,
     scan_gc: Annotated[bool, typer.Option("--scan-gc", help="When no loop is found otherwise (uvloop on 3.14): look through every object once (costly on big heaps).")] = False,  # noqa: E501
-    method: Method = "auto",
-    timeout: Timeout = 10.0,
-    json: Json = False,
-    debug: Debug = False,
+    *,
+    shared: Shared,
 ) -> None:
-    result = ask(pid, NAME, {"limit": limit, "max_frames": max_frames, "scan_gc": scan_gc}, method, timeout, json)
+    result = ask(pid, NAME, {"limit": limit, "max_frames": max_frames, "scan_gc": scan_gc}, shared)
     if result is None:
         return
     for loop in result["loops"]:

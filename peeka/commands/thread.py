@@ -8,12 +8,14 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.tree import Tree
 
+from ..options import Pid, Shared, with_options
 from ..render import add_value, console, escape, table
-from ._common import Debug, Json, Method, Pid, Timeout, ask
+from ._common import ask
 
 NAME = "thread"
 
 
+@with_options()
 def command(
     pid: Pid,
     thread_id: Annotated[
@@ -47,10 +49,8 @@ def command(
     blocked: Annotated[
         bool, typer.Option("-b", "--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
     ] = False,
-    method: Method = "auto",
-    timeout: Timeout = 10.0,
-    json: Json = False,
-    debug: Debug = False,
+    *,
+    shared: Shared,
 ) -> None:
     if interval is None:
         interval = 0 if thread_id is not None or blocked else 200
@@ -66,7 +66,7 @@ def command(
         args["thread_id"] = thread_id
     if busiest is not None:
         args["top"] = busiest
-    result = ask(pid, NAME, args, method, timeout + interval / 1000, json)
+    result = ask(pid, NAME, args, shared, extra_timeout=interval / 1000)
     if result is None:
         return
     if blocked:

@@ -13,8 +13,9 @@ from rich.live import Live
 from rich.text import Text
 
 from ..errors import UsageError
+from ..options import Pid, Shared, StreamTimeout, with_options
 from ..render import console, console_err, emit_json, table
-from ._common import Json, Method, Pid, StreamTimeout, Timeout, agent
+from ._common import agent
 
 NAME = "top"
 
@@ -49,6 +50,7 @@ def write_collapsed(path: Path, collapsed: list[list[Any]]) -> None:
     path.write_text("".join(f"{line} {count}\n" for line, count in collapsed))
 
 
+@with_options()
 def command(
     pid: Pid,
     interval: Annotated[float, typer.Option("-i", "--interval", min=0.1, help="Seconds per refresh.")] = 1.0,
@@ -65,10 +67,10 @@ def command(
     ] = None,
     idle: Annotated[bool, typer.Option("--idle", help="Count threads that used no CPU too.")] = False,
     rows: Annotated[int, typer.Option("--functions", min=1, help="Functions shown.")] = 25,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
 ) -> None:
+    json = shared.json
     from peeka_agent.protocol import End
 
     if (record is None) != (output is None):
@@ -78,7 +80,7 @@ def command(
     for key, value in (("limit", limit), ("timeout", timeout), ("record", record)):
         if value is not None:
             args[key] = value
-    with agent(pid, method, attach_timeout, quiet=json) as client:
+    with agent(pid, shared) as client:
         stream = client.stream(NAME, args)
         # Refreshed in place on a terminal; piped into a file or a log, one table per refresh.
         live = Live(console=console, auto_refresh=False) if not json and record is None and console.is_terminal else None

@@ -7,22 +7,9 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.tree import Tree
 
+from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
 from ..render import console, escape
-from ._common import (
-    Condition,
-    Json,
-    Limit,
-    MaxMatch,
-    Method,
-    Pattern,
-    Pid,
-    Regex,
-    StreamTimeout,
-    Timeout,
-    agent,
-    probe_args,
-    run_stream,
-)
+from ._common import agent, run_stream
 
 NAME = "trace"
 
@@ -86,22 +73,17 @@ def render_event(event: dict[str, Any]) -> None:
     console.print(tree)
 
 
+@with_options(probe=True)
 def command(
     pid: Pid,
     pattern: Pattern,
-    condition: Condition = None,
     min_cost: Annotated[Optional[float], typer.Option("--min-cost", min=0.0, help="Hide calls (and trees) cheaper than this many ms.")] = None,  # noqa: UP045,E501
     depth: Annotated[int, typer.Option("--depth", min=1, help="Levels of callees to record.")] = 32,
     all_calls: Annotated[bool, typer.Option("--all", help="Expand standard library and site-packages callees too.")] = False,  # noqa: E501
-    limit: Limit = 100,
-    timeout: StreamTimeout = None,
-    regex: Regex = False,
-    max_match: MaxMatch = 50,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    *,
+    shared: Shared,
+    probe: ProbeOptions,
 ) -> None:
-    args = probe_args(pattern, regex, max_match, limit, timeout, condition=condition, min_cost=min_cost,
-                      depth=depth, all=all_calls)
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        run_stream(client, NAME, args, json, render_event, pid)
+    args = probe.args(pattern, min_cost=min_cost, depth=depth, all=all_calls)
+    with agent(pid, shared) as client:
+        run_stream(client, NAME, args, shared.json, render_event, pid)

@@ -12,23 +12,12 @@ import datetime
 from typing import Annotated, Any, Optional
 
 import typer
+from peeka_agent.protocol import DEFAULT_DEPTH
 
 from ..errors import UsageError
+from ..options import Expand, Pid, ProbeOptions, Shared, render_args, with_options
 from ..render import console, console_err, emit_json, escape, table, value_tree
-from ._common import (
-    Condition,
-    Json,
-    Limit,
-    MaxMatch,
-    Method,
-    Pid,
-    Regex,
-    StreamTimeout,
-    Timeout,
-    agent,
-    probe_args,
-    run_stream,
-)
+from ._common import agent, run_stream
 
 NAME = "tt"
 
@@ -42,6 +31,7 @@ def _row(r: dict[str, Any]) -> list[Any]:
 _COLUMNS = ["index", "time", "cost ms", "outcome", "function", "result / exception"]
 
 
+@with_options(probe=True)
 def command(
     pid: Pid,
     pattern: Annotated[Optional[str], typer.Argument(help="Record calls of these functions.")] = None,  # noqa: UP045
@@ -50,15 +40,10 @@ def command(
     show: Annotated[Optional[int], typer.Option("--show", "-i", help="Show one record in full.")] = None,  # noqa: UP045
     replay: Annotated[Optional[int], typer.Option("--replay", help="Call the function again with a record's arguments.")] = None,  # noqa: UP045,E501
     clear: Annotated[bool, typer.Option("--clear", help="Delete every record.")] = False,
-    condition: Condition = None,
-    depth: Annotated[int, typer.Option("-x", "--expand", min=1, max=4, help="Expansion depth of values.")] = 2,
-    limit: Limit = 100,
-    timeout: StreamTimeout = None,
-    regex: Regex = False,
-    max_match: MaxMatch = 50,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    depth: Expand = DEFAULT_DEPTH,
+    *,
+    shared: Shared,
+    probe: ProbeOptions,
 ) -> None:
     actions = [name for name, on in (("record", pattern is not None), ("list", list_), ("search", search is not None),
                                      ("show", show is not None), ("replay", replay is not None), ("clear", clear)) if on]
@@ -66,18 +51,17 @@ def command(
         raise UsageError("give exactly one of: PATTERN (record), --list, --search, --show, --replay, --clear",
                          f"e.g. `peeka tt {pid} myapp.views.get_user -n 20`, then `peeka tt {pid} --list`.")
     action = actions[0]
-    with agent(pid, method, attach_timeout, quiet=json) as client:
+    with agent(pid, shared) as client:
         if action == "record":
-            args = probe_args(pattern or "", regex, max_match, limit, timeout, action="record", condition=condition,
-                              depth=depth)
-            run_stream(client, NAME, args, json, lambda r: console.print(table(None, _COLUMNS, [_row(r)])), pid)
+            args = probe.args(pattern or "", action="record", **render_args(depth))
+            run_stream(client, NAME, args, shared.json, lambda r: console.print(table(None, _COLUMNS, [_row(r)])), pid)
             return
         if action == "replay":
             console_err.print(f"[yellow]warning: replaying record {replay} calls the function again inside "
                               f"process {pid}, with its side effects[/]")
         result = client.request(NAME, {"action": action, "condition": search, "index": show if show is not None else replay,
-                                       "depth": depth})
-    if json:
+                                       **render_args(depth)})
+    if shared.json:
         emit_json(result)
     elif action in ("list", "search"):
         console.print(table(None, _COLUMNS, [_row(r) for r in result["records"]]))

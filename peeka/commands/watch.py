@@ -10,23 +10,11 @@ import datetime
 from typing import Annotated, Any, Optional
 
 import typer
+from peeka_agent.protocol import DEFAULT_DEPTH, DEFAULT_MAX_SIZE
 
+from ..options import Expand, MaxSize, Pattern, Pid, ProbeOptions, Shared, render_args, with_options
 from ..render import console, escape, value_tree
-from ._common import (
-    Condition,
-    Json,
-    Limit,
-    MaxMatch,
-    Method,
-    Pattern,
-    Pid,
-    Regex,
-    StreamTimeout,
-    Timeout,
-    agent,
-    probe_args,
-    run_stream,
-)
+from ._common import agent, run_stream
 
 NAME = "watch"
 
@@ -43,6 +31,7 @@ def render_event(event: dict[str, Any]) -> None:
         console.print(value_tree(head, event.get("value")))
 
 
+@with_options(probe=True)
 def command(
     pid: Pid,
     pattern: Pattern,
@@ -51,19 +40,13 @@ def command(
     success: Annotated[bool, typer.Option("-s", "--success", help="After a normal return.")] = False,
     exception: Annotated[bool, typer.Option("-e", "--exception", help="After an exception.")] = False,
     finish: Annotated[bool, typer.Option("-f", "--finish", help="After either (the default).")] = False,
-    condition: Condition = None,
-    depth: Annotated[int, typer.Option("-x", "--expand", min=1, max=4, help="Expansion depth of values.")] = 2,
-    max_size: Annotated[int, typer.Option("--max-size", min=64, help="Characters per rendered value.")] = 4096,
-    limit: Limit = 100,
-    timeout: StreamTimeout = None,
-    regex: Regex = False,
-    max_match: MaxMatch = 50,
-    method: Method = "auto",
-    attach_timeout: Timeout = 10.0,
-    json: Json = False,
+    depth: Expand = DEFAULT_DEPTH,
+    max_size: MaxSize = DEFAULT_MAX_SIZE,
+    *,
+    shared: Shared,
+    probe: ProbeOptions,
 ) -> None:
     at = [p for p, on in (("enter", before), ("success", success), ("exception", exception), ("finish", finish)) if on]
-    args = probe_args(pattern, regex, max_match, limit, timeout, expression=expression, condition=condition,
-                      at=at or ["finish"], depth=depth, max_size=max_size)
-    with agent(pid, method, attach_timeout, quiet=json) as client:
-        run_stream(client, NAME, args, json, render_event, pid)
+    args = probe.args(pattern, expression=expression, at=at or ["finish"], **render_args(depth, max_size))
+    with agent(pid, shared) as client:
+        run_stream(client, NAME, args, shared.json, render_event, pid)
