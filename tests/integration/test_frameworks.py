@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "targets"))
 from webshop.work import SLEEP_MS, SPIN_MS  # noqa: E402
 
-REQUESTS = (3, 4)
+REQUESTS = (3, 4, 5)
 
 
 class WebApp:
@@ -117,7 +117,17 @@ def trace_and_watch(pid: int, root: str, child: str | None, get: Any,
     return list(zip(trees, costs, seconds))
 
 
-def check_tree(event: dict[str, Any], watched_ms: float | None, seconds: float, child: str, asynchronous: bool) -> None:
+def close_enough(pairs: list[tuple[float, float]]) -> None:
+    """Trace's and watch's costs of the same calls agree (two probes' clock readings around each
+    call): judged on the median call, as a thread descheduled between two readings on a loaded
+    machine can put a few ms into one of them."""
+    diffs = sorted(abs(a - b) - (1.0 + 0.1 * b) for a, b in pairs)
+    assert diffs[len(diffs) // 2] <= 0, pairs
+
+
+def check_tree(event: dict[str, Any], watched_ms: float | None, seconds: float, child: str,
+               asynchronous: bool) -> float:
+    """The checks on one tree; returns the child node's total."""
     tree = event["tree"]
     assert tree["total_ms"] <= seconds * 1000  # inside the request the client timed
     adds_up(tree)
@@ -127,8 +137,6 @@ def check_tree(event: dict[str, Any], watched_ms: float | None, seconds: float, 
     assert nodes and sum(n["count"] for n in nodes) == 1, tree
     (node,) = [n for n in nodes if n["count"] == 1]
     assert node["total_ms"] >= SLEEP_MS + SPIN_MS * 0.9, node
-    if watched_ms is not None:  # (two probes' clock readings around the same call)
-        assert abs(node["total_ms"] - watched_ms) <= 1.0 + 0.1 * watched_ms, (node, watched_ms)
     (spin,) = find(node, "webshop.work.spin")
     assert spin["total_ms"] >= SPIN_MS * 0.9 and spin["count"] == 1
     if asynchronous:
@@ -144,11 +152,15 @@ def check_tree(event: dict[str, Any], watched_ms: float | None, seconds: float, 
     else:
         (sleep,) = [c for c in node["children"] if c["function"] == "time.sleep"]
         assert sleep["total_ms"] >= SLEEP_MS * 0.95 and sleep.get("c")
+    return float(node["total_ms"])
 
 
 def check(pid: int, root: str, child: str, get: Any, path: str, asynchronous: bool) -> None:
+    pairs = []
     for event, watched, seconds in trace_and_watch(pid, root, child, get, [path % i for i in REQUESTS]):
-        check_tree(event, watched, seconds, child, asynchronous)
+        assert watched is not None
+        pairs.append((check_tree(event, watched, seconds, child, asynchronous), watched))
+    close_enough(pairs)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -171,15 +183,16 @@ def check_export(app: WebApp, start_exporter: Any, root: str) -> None:
         time.sleep(SETTLE)
         sent = [app.get(f"/items/{i}") for i in REQUESTS]
         assert all(status == 200 for status, _, _ in sent)
-        wait_for(lambda: len(sink.spans.named(root)) >= 2
-                 and len(sink.spans.named("webshop.work.fetch_price")) >= 4, what="2 trees and 2 watch spans")
+        n = len(REQUESTS)
+        wait_for(lambda: len(sink.spans.named(root)) >= n
+                 and len(sink.spans.named("webshop.work.fetch_price")) >= 2 * n, what=f"{n} trees and {n} watch spans")
         assert exp.stop() == 0, exp.output()
     finally:
         sink.stop()
     spans = sink.spans.items
     by_id = {s["span"]: s for s in spans}
     roots = sink.spans.named(root)
-    assert len(roots) == 2 and all(r["parent"] == "" for r in roots)
+    assert len(roots) == len(REQUESTS) and all(r["parent"] == "" for r in roots)
     for r in roots:  # the gather's tasks run as the loop's steps: a span for the wait on them, below the call
         (wait,) = [k for k in spans if k["parent"] == r["span"] and k["name"].startswith("await ")]
         assert wait["name"] == "await webshop.work.fetch_stock (2 tasks: 2 done)", wait["name"]
@@ -192,14 +205,16 @@ def check_export(app: WebApp, start_exporter: Any, root: str) -> None:
     prices = sink.spans.named("webshop.work.fetch_price")
     watched = [s for s in prices if s["parent"] == ""]
     in_trees = [s for s in prices if s["parent"]]
-    assert len(watched) == len(in_trees) == 2
+    assert len(watched) == len(in_trees) == len(REQUESTS)
+    pairs = []
     for span in in_trees:
-        (same,) = [w for w in watched if abs(w["start"] - span["start"]) < 1_000_000]  # the same call
+        same = min(watched, key=lambda w: abs(w["start"] - span["start"]))  # the same call
         ms = (span["end"] - span["start"]) / 1e6
         assert ms >= SLEEP_MS + SPIN_MS * 0.9
-        assert abs(ms - (same["end"] - same["start"]) / 1e6) <= 1.0 + 0.1 * ms
+        pairs.append((ms, (same["end"] - same["start"]) / 1e6))
         assert by_id[span["parent"]]["name"] == "webshop.work.get_item"
         assert [k["name"] for k in spans if k["parent"] == span["span"]] == ["asyncio.tasks.sleep", "webshop.work.spin"]
+    close_enough(pairs)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
