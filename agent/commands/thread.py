@@ -12,8 +12,9 @@ stack dump): file, line, function, module, and when depth > 0 ``locals`` (name -
 values.py), ``locals_omitted`` (more than 50) or ``locals_error``.
 Threads that run no Python code right now are listed with no frames.
 
-Busy threads: ``interval_ms`` (0-60000) measures each thread's CPU over that interval (from
-/proc/self/task/TID/stat, matched by native id) before the stacks are taken; ``top`` (N > 0) keeps
+Busy threads: ``interval_ms`` (0-60000) measures each thread's CPU over that interval (from its
+CPU clock, threadids.py, to the nanosecond; /proc/self/task/TID/stat where there is none; matched
+by native id) before the stacks are taken; ``top`` (N > 0) keeps
 the N busiest (by cpu_percent, or by cpu_seconds without an interval), busiest first.
 Every thread then also has ``state`` (the kernel's: R running, S sleeping, D disk wait, ...; None
 when unknown) and ``cpu_percent`` (100 = one core busy for the whole interval; None without an
@@ -70,20 +71,27 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
 
     # The interval is slept here, in this client's reader thread: the host's threads run on.
     before = procfs.all_task_stats() if interval_ms else {}
+    # CPU to the nanosecond from each thread's CPU clock (threadids), where /proc counts 10 ms ticks:
+    # over a 200 ms interval a tick is 5% of a core.
+    clocks_before = _clock_readings(before) if interval_ms else {}
     started = time.monotonic()
     if interval_ms:
         compat.original("time", "sleep")(interval_ms / 1000.0)  # the real one, also under gevent
     after = procfs.all_task_stats()
+    clocks_after = _clock_readings(after)
     elapsed = time.monotonic() - started if interval_ms else None
 
     def cpu_of(native_id: Optional[int]) -> Tuple[Optional[str], Optional[float], Optional[float]]:
         stat = after.get(native_id) if native_id is not None else None
         if stat is None:
             return None, None, None
+        seconds = clocks_after.get(native_id, stat[2])
         percent = None
-        if elapsed and native_id in before:
+        if elapsed and native_id in clocks_before and native_id in clocks_after:
+            percent = round(max(0.0, clocks_after[native_id] - clocks_before[native_id]) / elapsed * 100, 1)
+        elif elapsed and native_id in before:
             percent = round(max(0.0, stat[2] - before[native_id][2]) / elapsed * 100, 1)
-        return stat[1], round(stat[2], 3), percent
+        return stat[1], round(seconds, 3), percent
 
     frames = sys._current_frames()
     by_ident: Dict[int, Any] = {}
@@ -167,6 +175,16 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         if tid not in python_native_ids and thread_id is None
     ]
     return result
+
+
+def _clock_readings(stats: Dict[int, Any]) -> Dict[int, float]:
+    """native id -> CPU seconds on its clock, for the threads /proc listed (those that still run)."""
+    out = {}
+    for tid in stats:
+        used = threadids.cpu_ns(threadids.cpu_clock(tid))
+        if used is not None:
+            out[tid] = used / 1e9
+    return out
 
 
 def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, Any]) -> Dict[str, Any]:

@@ -126,3 +126,20 @@ def test_record_and_export_are_weighted_too(client: AgentClient) -> None:
     assert top["__main__.compute"] > 0.6, top
     assert not any(share > 0.05 for name, share in top.items() if any(w in name for w in WAITERS)
                    and "between samples" not in name), top
+
+
+def test_thread_n_ranks_by_cpu(client: AgentClient) -> None:
+    before = _cpu(client)
+    busiest = client.request("thread", {"interval_ms": 1000, "top": 4})
+    shares = _shares(before, _cpu(client))
+    names = [t["name"] for t in busiest["threads"]]
+    assert names[0] == "spinner" and {"loop-busy", "part"} <= set(names), busiest["threads"]
+    by_name = {t["name"]: t for t in busiest["threads"]}
+    # Each thread's CPU share over the interval, from its clock, against what its function measured.
+    total = sum(by_name[n]["cpu_percent"] for n in ("spinner", "part", "loop-busy"))
+    for name, function in (("spinner", "spin_work"), ("part", "part_work"), ("loop-busy", "handle")):
+        share = 100.0 * by_name[name]["cpu_percent"] / total
+        assert abs(share - shares[function] * 100.0 / (100.0 - shares["crunch"])) <= 10, (name, share, shares)
+    everything = {t["name"]: t for t in client.request("thread", {"interval_ms": 500})["threads"]}
+    for waiting in ("sleeper", "waiter", "selector", "poller", "getter", "locker", "acceptor", "receiver"):
+        assert everything[waiting]["cpu_percent"] < 3, everything[waiting]
