@@ -1,5 +1,8 @@
 """The ``peeka`` command line: one module per verb under ``peeka/commands``, registered here.
 
+Start-up imports only the command being run: ``peeka watch ...`` imports ``commands/watch.py`` and
+nothing of the other verbs; ``peeka --help`` (or no known verb) lists every verb from the first
+paragraph of its module's docstring, read from the file, without importing any command.
 Only ``main`` turns a PeekaError into a message and an exit code.
 """
 
@@ -9,6 +12,7 @@ import importlib
 import json
 import sys
 import traceback
+from pathlib import Path
 
 import typer
 
@@ -20,26 +24,60 @@ COMMANDS = (
     "ps", "attach", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
     "logger", "tasks", "source", "top", "memory",
 )
+HELP = "Live diagnostics for running Python processes: attach to a PID, no restart, no code change."
+_COMMANDS_DIR = Path(__file__).resolve().parent / "commands"
 
-app = typer.Typer(
-    name="peeka",
-    help="Live diagnostics for running Python processes: attach to a PID, no restart, no code change.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-for _name in COMMANDS:
-    _module = importlib.import_module(f".commands.{_name}", __package__)
-    app.command(_module.NAME, help=_module.__doc__)(_module.command)
+def build_app(verb: str | None) -> typer.Typer:
+    """The CLI with VERB's real command, or (no known verb) every verb listed for help."""
+    app = typer.Typer(
+        name="peeka",
+        help=HELP,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        # Plain help and usage errors: typer's rich formatting imports rich's markdown stack, which
+        # cost more than everything else `peeka --help` does (measured in tests/bench_cli_startup.py).
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def peeka() -> None:
+        # A group even with one verb registered: typer would otherwise run that verb as the whole CLI.
+        pass
+
+    if verb in COMMANDS:
+        module = importlib.import_module(f".commands.{verb}", __package__)
+        app.command(module.NAME, help=module.__doc__)(module.command)
+        return app
+    for name in COMMANDS:
+        app.command(name, help=module_doc(name))(_listed_only)
+    return app
+
+
+def module_doc(name: str) -> str:
+    """The docstring of commands/NAME.py, read from its source: every command module opens with one."""
+    source = (_COMMANDS_DIR / f"{name}.py").read_text(encoding="utf-8")
+    if not source.startswith('"""'):
+        return ""
+    return source[3:source.index('"""', 3)]
+
+
+def _listed_only() -> None:  # pragma: no cover - only built when no known verb was given, so never invoked
+    raise AssertionError("a listed verb is never run")
+
+
+def _verb(args: list[str]) -> str | None:
+    """The verb is the first word that is not an option (the top level takes no option values)."""
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         # Standalone: typer (whichever click it carries) reports usage errors itself and exits 2.
-        app(args=args, prog_name="peeka")
+        build_app(_verb(args))(args=args, prog_name="peeka")
     except PeekaError as exc:
         _report(exc, parsed())
         sys.exit(exc.exit_code)

@@ -30,3 +30,28 @@ def test_help_lists_every_command() -> None:
     assert out.returncode == 0
     for name in COMMANDS:
         assert name in out.stdout, name
+
+
+def test_listed_help_is_each_module_docstring() -> None:
+    """`peeka --help` reads each verb's docstring from its file; it must be the module's own."""
+    import importlib
+
+    from peeka.cli import COMMANDS, module_doc
+
+    for name in COMMANDS:
+        assert module_doc(name) == importlib.import_module(f"peeka.commands.{name}").__doc__, name
+
+
+def test_start_up_imports_only_the_verb_run() -> None:
+    """Lazy start-up: `peeka --help` imports no command module and no rich; a verb imports its own only."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from peeka.cli import build_app; build_app(sys.argv[1] or None); "
+             "print(sorted(m for m in sys.modules if m.startswith('peeka.commands.') or m == 'rich'))")
+    listed = subprocess.run([sys.executable, "-c", probe, ""], capture_output=True, text=True, check=True)
+    assert listed.stdout.strip() == "[]"
+    one = subprocess.run([sys.executable, "-c", probe, "sm"], capture_output=True, text=True, check=True)
+    loaded = eval(one.stdout)  # noqa: S307 - our own probe's printed list
+    assert "peeka.commands.sm" in loaded
+    assert not [m for m in loaded if m.rsplit(".", 1)[-1] in {"sc", "watch", "source", "thread"}], loaded
