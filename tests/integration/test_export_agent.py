@@ -50,6 +50,9 @@ def test_export_stream_conditions_sampling_redaction_and_accounting(spawn, tmp_p
         start = next(stream).data
         assert start["functions"] == ["flaskshop.pricing.discount", "flaskshop.pricing.with_tax",
                                       "flaskshop.views.get_item"]
+        # The probes go in after that first answer (the stream's setup): the first stats say they are in.
+        first = next(stream).data
+        assert first["kind"] == "stats", first
 
         def hammer(ids: range) -> None:
             for i in ids:
