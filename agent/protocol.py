@@ -50,12 +50,15 @@ MAX_REQUEST_FRAME = 1 << 20  # bytes of one client -> agent frame (requests are 
 FIRST_REQUEST_TIMEOUT = 30.0  # s: a connection silent this long after connecting (or mid-frame) is closed
 IDLE_TIMEOUT = 600.0  # s: a client with no stream running and no request for this long is closed
 SEND_STALL_TIMEOUT = 60.0  # s: a client that takes nothing of what the agent sends for this long is closed
+# s: the switch interval while a request is served (0: leave the host's); see runtime._Hurry
+SERVE_SWITCH_INTERVAL = 0.0005
 AGENT_LIMIT_SETTINGS = {  # agent config key -> (the client's environment variable, default)
     "max_clients": ("PEEKA_AGENT_MAX_CLIENTS", MAX_CLIENTS),
     "max_silent": ("PEEKA_AGENT_MAX_SILENT", MAX_SILENT),
     "first_request_timeout": ("PEEKA_AGENT_FIRST_REQUEST_TIMEOUT", FIRST_REQUEST_TIMEOUT),
     "idle_timeout": ("PEEKA_AGENT_IDLE_TIMEOUT", IDLE_TIMEOUT),
     "send_stall_timeout": ("PEEKA_AGENT_SEND_STALL_TIMEOUT", SEND_STALL_TIMEOUT),
+    "serve_switch_interval": ("PEEKA_AGENT_SERVE_SWITCH_INTERVAL", SERVE_SWITCH_INTERVAL),
 }
 # error_type of the agent's refusals and closings of a connection (the client maps them to errors)
 REFUSED_BUSY = "TooManyClients"

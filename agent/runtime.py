@@ -17,15 +17,26 @@ from . import __version__, compat, protocol, threadids
 from .commands import dispatch
 from .streams import CommandError, DeferredEvent, Stream, build_event, run_cleanups
 
-_ACCEPT_POLL = 0.2
+_ACCEPT_POLL = 0.2  # s: how soon the listener notices stop()
+_WRITER_POLL = 0.2  # s: how soon an idle writer notices its client closed
 _DEFAULT_OUTBOX = 10_000
-_READ_POLL_MS = 1000  # a client's reader wakes this often to check its deadlines
+_READ_POLL = 1.0  # s: a client's reader wakes this often to check its deadlines
 _HANG_UP_GRACE = 2.0  # s a closing connection's last message may take to leave
-_POLLIN = 0x001 | 0x002  # POLLIN | POLLPRI (hang-ups and errors are always reported)
+_TIMEVAL = struct.Struct("ll")  # struct timeval
+_CREDS = struct.Struct("3i")  # struct ucred
 
 
 class Client:
-    """One connected client: a reader thread for requests, a writer thread for its outbox."""
+    """One connected client, served by its reader thread, which reads a request, runs it and
+    writes the answer itself; a writer thread starts with the client's first stream, for the
+    events probes queue from host threads.
+
+    Why: in a target whose threads hog the GIL, every hand-off between agent threads and every
+    system call that releases the GIL costs a switch interval (5 ms) or more before the agent
+    runs again (the GIL convoy). A simple request costs one wake-up here: one ``recv`` that
+    takes the whole request (kernel timeouts instead of a poll() before it), the handler, one
+    ``send``, with a lowered switch interval meanwhile (see ``_Hurry``).
+    """
 
     def __init__(self, agent: Agent, conn: Any, number: int) -> None:
         self.agent = agent
@@ -42,7 +53,9 @@ class Client:
         self.close_when_flushed = False
         self.connected = time.monotonic()
         self.spoke = False  # has sent a whole request: counts against max_clients from then on
-        self._sending_since = 0.0  # monotonic time the writer entered sendall, 0 when not sending
+        self._sending_since = 0.0  # monotonic time a sendall began, 0 when not sending
+        self._write_lock = compat.lock()  # the reader and the writer share the socket
+        self.writer: Any = None
 
     # -- sending: never blocks the caller, which may be a host thread running a probe. No lock on
     # this path: deque append/popleft are atomic, the bound is approximate under races (by a few
@@ -64,26 +77,41 @@ class Client:
                 pass  # another thread released it first
         return True
 
+    def _write(self, data: bytes) -> None:
+        with self._write_lock:
+            self._sending_since = time.monotonic()
+            self.conn.sendall(data)  # SO_SNDTIMEO bounds a client that reads nothing
+            self._sending_since = 0.0
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            pop = outbox.popleft
+            batch = [pop() for _ in range(len(outbox))]
+            self._write(b"".join(_encode(m) for m in batch))
+
     def _writer(self) -> None:
         # The writer holds _wakeup from one wait to the next, so a sender that appends after the
         # outbox was found empty sees it locked and releases it: the next wait returns at once.
-        outbox = self._outbox
         try:
             while not self.closed:
-                self._wakeup.acquire(True, _ACCEPT_POLL)
-                while outbox:
-                    pop = outbox.popleft
-                    batch = [pop() for _ in range(len(outbox))]
-                    data = b"".join(_encode(m) for m in batch)
-                    self._sending_since = time.monotonic()
-                    self.conn.sendall(data)
-                    self._sending_since = 0.0
-                if self.close_when_flushed and not outbox:
+                self._wakeup.acquire(True, _WRITER_POLL)
+                self._flush()
+                if self.close_when_flushed and not self._outbox:
                     break
         except Exception:
             pass
         finally:
             self.close()
+
+    def _reply(self, message: Any) -> None:
+        """An answer from the reader: straight onto the socket while no stream shares it (after
+        anything queued before it), else through the writer's queue, which keeps the order."""
+        if self.writer is not None:
+            self.send(message)
+            return
+        self._flush()
+        self._write(_encode(message))
 
     def _reader(self) -> None:
         # Frames are assembled here from whatever arrives, and the reader waits in poll() with a
@@ -92,19 +120,20 @@ class Client:
         agent = self.agent
         buf = bytearray()
         header = protocol.HEADER
-        poll = compat.original("select", "poll")()
-        poll.register(self.conn.fileno(), _POLLIN)
+        conn = self.conn
         last_heard = self.connected
         try:
+            _set_timeouts(conn, _READ_POLL, agent.send_stall_timeout)
             while not self.closed:
-                if not poll.poll(_READ_POLL_MS):
+                try:
+                    chunk = conn.recv(1 << 16)
+                except BlockingIOError:  # SO_RCVTIMEO: nothing arrived for _READ_POLL
                     reason = self._reason_to_close(time.monotonic(), last_heard, bool(buf))
                     if reason:
                         self.send(protocol.failure(0, reason, protocol.CLOSED_IDLE))
                         self._hang_up_now()
                         return
                     continue
-                chunk = self.conn.recv(1 << 16)
                 if not chunk:
                     break
                 last_heard = time.monotonic()
@@ -126,7 +155,7 @@ class Client:
                         message = protocol.decode(payload)
                     except protocol.ProtocolError as exc:
                         # One bad message in a sound frame: refuse it, keep serving this client.
-                        self.send(protocol.failure(0, "protocol error: %s" % exc, "ProtocolError"))
+                        self._reply(protocol.failure(0, "protocol error: %s" % exc, "ProtocolError"))
                         continue
                     if not self.spoke:
                         self.spoke = True
@@ -134,7 +163,8 @@ class Client:
                             self.send(protocol.failure(getattr(message, "id", 0), agent.busy_message(), protocol.REFUSED_BUSY))
                             self._hang_up_now()
                             return
-                    self._handle(message)
+                    with _HURRY:
+                        self._handle(message)
                     if self.close_when_flushed:
                         return
         except Exception:
@@ -176,42 +206,55 @@ class Client:
                 stream.cancel("cancelled")
             return
         if not isinstance(message, protocol.Request):
-            self.send(protocol.failure(0, "expected a request, got a %s message" % message.type, "ProtocolError"))
+            self._reply(protocol.failure(0, "expected a request, got a %s message" % message.type, "ProtocolError"))
             return
         rid = message.id
         if not isinstance(message.args, dict) or not isinstance(message.command, str):
-            self.send(protocol.failure(rid, "request needs a string command and an object of args", "ProtocolError"))
+            self._reply(protocol.failure(rid, "request needs a string command and an object of args", "ProtocolError"))
             return
         try:
             result = dispatch(self.agent, self, message)
         except CommandError as exc:
-            self.send(protocol.failure(rid, str(exc), "CommandError"))
+            self._reply(protocol.failure(rid, str(exc), "CommandError"))
             return
         except Exception as exc:
             import traceback  # here, not at the top: it costs ~30 ms of the attach on 3.14
 
-            self.send(protocol.failure(rid, "%s: %s" % (type(exc).__name__, exc), "AgentError", traceback.format_exc()))
+            self._reply(protocol.failure(rid, "%s: %s" % (type(exc).__name__, exc), "AgentError", traceback.format_exc()))
             return
         if isinstance(result, Stream):
             self.streams[rid] = result
-            self.send(protocol.success(rid, result.describe()))
+            self._reply(protocol.success(rid, result.describe()))
+            self._start_writer()  # from now on the stream's events and our answers share its queue
             result.start(self, rid)
         else:
-            self.send(protocol.success(rid, result))
+            self._reply(protocol.success(rid, result))
         if not self.agent.running:
             self.hang_up_after_flush()  # this request detached the agent: say so, then hang up
 
     def hang_up_after_flush(self) -> None:
-        """The writer sends what is queued, then closes the connection."""
+        """The writer sends what is queued, then closes the connection; with no writer (no
+        stream ever ran), the caller does, within a short grace."""
         self.close_when_flushed = True
+        if self.writer is None:
+            try:
+                _set_timeouts(self.conn, _READ_POLL, _HANG_UP_GRACE)
+                self._flush()
+            except Exception:
+                pass
+            self.close()
+            return
         if self._wakeup.locked():
             try:
                 self._wakeup.release()
             except RuntimeError:
                 pass
 
+    def _start_writer(self) -> None:
+        if self.writer is None:
+            self.writer = compat.spawn(self._writer, "peeka-agent-client-%d-writer" % self.number)
+
     def start(self) -> None:
-        self.writer = compat.spawn(self._writer, "peeka-agent-client-%d-writer" % self.number)
         self.reader = compat.spawn(self._reader, "peeka-agent-client-%d" % self.number)
 
     def close(self) -> None:
@@ -235,6 +278,53 @@ class Client:
             except Exception:
                 pass
         self.agent._forget(self)
+
+
+class _Hurry:
+    """While any client's request is served, a shorter switch interval (``serve_switch_interval``):
+    each time the serving thread gave the GIL up (a /proc read, a socket call, an import) it waits
+    that long, not 5 ms, before the thread holding the GIL is asked to let go. Restored exactly
+    when the last request in flight ends (``sys.setswitchinterval`` truncates to whole
+    microseconds, hence the half), unless the host set its own meanwhile: then it keeps it."""
+
+    def __init__(self) -> None:
+        self.interval = 0.0  # 0: never lowered
+        self._lock = compat.lock()
+        self._depth = 0
+        self._saved = 0.0
+        self._lowered = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._depth += 1
+            if self._depth == 1 and self.interval:
+                current = sys.getswitchinterval()
+                if current > self.interval:
+                    self._saved = current
+                    sys.setswitchinterval(self.interval)
+                    self._lowered = sys.getswitchinterval()
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._saved:
+                if sys.getswitchinterval() == self._lowered:
+                    sys.setswitchinterval((round(self._saved * 1e6) + 0.5) / 1e6)
+                self._saved = 0.0
+
+
+_HURRY = _Hurry()
+
+
+def _set_timeouts(conn: Any, receive: float, send: float) -> None:
+    """Kernel timeouts on a blocking socket (SO_RCVTIMEO/SO_SNDTIMEO): a recv, accept or send that
+    waits longer fails with EAGAIN. Unlike ``settimeout``, there is no poll() before every call,
+    which would hand the GIL over once more per request."""
+    import socket as _socket
+
+    for option, seconds in ((_socket.SO_RCVTIMEO, receive), (_socket.SO_SNDTIMEO, send)):
+        whole = int(seconds)
+        conn.setsockopt(_socket.SOL_SOCKET, option, _TIMEVAL.pack(whole, int((seconds - whole) * 1e6)))
 
 
 def _encode(message: Any) -> bytes:
@@ -261,7 +351,9 @@ class Agent:
         self.first_request_timeout = float(limits.get("first_request_timeout", protocol.FIRST_REQUEST_TIMEOUT))
         self.idle_timeout = float(limits.get("idle_timeout", protocol.IDLE_TIMEOUT))
         self.send_stall_timeout = float(limits.get("send_stall_timeout", protocol.SEND_STALL_TIMEOUT))
+        _HURRY.interval = float(limits.get("serve_switch_interval", protocol.SERVE_SWITCH_INTERVAL))
         self.started = time.time()
+        self._start_time = _process_start_time()  # once: each /proc read hands the GIL over
         self.running = False
         self.clients: List[Client] = []
         self._next_client = 0
@@ -284,7 +376,8 @@ class Agent:
             listener.bind(path)
             os.chmod(path, 0o600)
             listener.listen(protocol.LISTEN_BACKLOG)
-            listener.settimeout(_ACCEPT_POLL)
+            # A blocking accept (no poll() before each one), woken now and then by SO_RCVTIMEO.
+            _set_timeouts(listener, _ACCEPT_POLL, _ACCEPT_POLL)
         except Exception:
             listener.close()
             raise
@@ -306,7 +399,6 @@ class Agent:
             except Exception:
                 continue
             try:
-                conn.settimeout(None)
                 if not self._peer_allowed(conn):
                     conn.sendall(protocol.encode(protocol.failure(0, "permission denied: connect as the target's user or root", "PermissionDenied")))
                     conn.close()
@@ -326,8 +418,8 @@ class Agent:
     def _peer_allowed(self, conn: Any) -> bool:
         import socket as _socket
 
-        creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
+        creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _CREDS.size)
+        _pid, uid, _gid = _CREDS.unpack(creds)
         return uid == 0 or uid == os.getuid()
 
     def hello(self) -> protocol.Hello:
@@ -339,7 +431,7 @@ class Agent:
             implementation=sys.implementation.name,
             executable=sys.executable,
             argv=list(sys.argv),
-            start_time=_process_start_time(),
+            start_time=self._start_time,
             agent_started=self.started,
             socket_path=self.socket_path,
         )

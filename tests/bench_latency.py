@@ -1,0 +1,181 @@
+"""Benchmark: quick answers from a saturated target (issue 12), before and after in one run.
+
+    python tests/bench_latency.py [--runs 5] [--versions 3.12,3.14] [--baseline main]
+
+Targets (tests/targets/latency_target.py): ``rest`` (the main thread ticks every 1 ms) and
+``saturated`` (N = cores Python threads spinning, fighting over the GIL). 3.12 attaches with gdb,
+3.14 with sys.remote_exec. Each run attaches a fresh agent, asks, and detaches; the agents
+compared take turns on the same target so that the machine's load falls on all alike:
+
+    before   the agent's sources at --baseline (a git revision)
+    after    the agent of this tree
+    after-   this tree with the switch interval left alone while a request is served
+             (PEEKA_AGENT_SERVE_SWITCH_INTERVAL=1: never lower than the host's 5 ms)
+
+Columns (medians, milliseconds): attach (the call until the agent's hello), stop (the longest
+the target's threads felt stopped during the attach, from their own clocks), 1st inspect (the
+first ``inspect 1+1``: compiles the command), inspect (warm ``inspect 1+1``), thread (warm
+``thread``), and the CLI's ``peeka --help`` once per run. Round trips are the client library's,
+so they exclude the CLI's start-up. Goals on a saturated target: attach <= 200 ms, round trip
+<= 50 ms. Not a test: timings depend on the machine and its load (quote ``uptime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from conftest import find_python  # noqa: E402
+
+from peeka.attach import attach, detach, files  # noqa: E402
+
+GOAL_ATTACH, GOAL_ROUND_TRIP = 0.200, 0.050
+METHODS = {"3.9": "gdb", "3.10": "gdb", "3.11": "gdb", "3.12": "gdb", "3.13": "gdb", "3.14": "remote-exec"}
+COLUMNS = ("attach", "stop", "1st inspect", "inspect", "thread")
+
+class Target:
+    def __init__(self, python: str, state: str) -> None:
+        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "latency_target.py"), state],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().startswith("ready")
+        self.pid = self.proc.pid
+
+    def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+@contextmanager
+def agent_sources(root: Path | None, env: dict[str, str]) -> Iterator[None]:
+    """Attach with the agent package at ``root`` (None: this tree's) and these environment settings."""
+    saved_root, saved_env = files._AGENT_SOURCE, {k: os.environ.get(k) for k in env}
+    if root is not None:
+        files._AGENT_SOURCE = root
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        files._AGENT_SOURCE = saved_root
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+def export_agent(revision: str, into: Path) -> Path:
+    """The agent package as it was at ``revision``, written under ``into``."""
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", revision, "agent"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "agent"
+
+def one_run(target: Target, method: str) -> dict[str, float]:
+    target.ask("reset")
+    started = time.perf_counter()
+    client, report = attach(target.pid, method=method, timeout=20.0)
+    out = {"attach": time.perf_counter() - started}
+    out["stop"] = float(target.ask("gap").split()[1])
+    with client:
+        for column, command, args in (("1st inspect", "inspect", {"expression": "1+1"}),
+                                      ("inspect", "inspect", {"expression": "1+1"}),
+                                      ("thread", "thread", {"interval_ms": 0})):
+            times = []
+            for _ in range(1 if column == "1st inspect" else 5):
+                began = time.perf_counter()
+                client.request(command, args)
+                times.append(time.perf_counter() - began)
+            out[column] = statistics.median(times)
+    detach(target.pid)
+    if report.method != method:
+        out["method"] = 0.0  # marks a fallback
+    return out
+
+def help_time() -> float:
+    exe = Path(sys.executable).with_name("peeka")
+    started = time.perf_counter()
+    subprocess.run([str(exe), "--help"], capture_output=True, check=True)
+    return time.perf_counter() - started
+
+def ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:8.1f}" if values else "       -"
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--versions", default="3.12,3.14")
+    parser.add_argument("--states", default="rest,saturated")
+    parser.add_argument("--baseline", default="main", help="git revision of the 'before' agent ('' to skip)")
+    args = parser.parse_args()
+    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}; "
+          f"cores: {os.cpu_count()}")
+    tmp = Path(tempfile.mkdtemp(prefix="peeka-bench-"))
+    try:
+        variants: list[tuple[str, Path | None, dict[str, str]]] = []
+        if args.baseline:
+            variants.append(("before", export_agent(args.baseline, tmp), {"PEEKA_AGENT_SERVE_SWITCH_INTERVAL": "1"}))
+        variants.append(("after", None, {}))
+        variants.append(("after-", None, {"PEEKA_AGENT_SERVE_SWITCH_INTERVAL": "1"}))
+        helps: list[float] = []
+        header = f"{'python':6} {'state':9} {'agent':7} | " + " ".join(f"{c:>11}" for c in COLUMNS) + " | goals"
+        print(f"medians of {args.runs} runs, milliseconds\n{header}\n{'-' * len(header)}")
+        for version in args.versions.split(","):
+            python = find_python(version)
+            if python is None:
+                print(f"{version:6} (no interpreter found)")
+                continue
+            for state in args.states.split(","):
+                results: dict[str, dict[str, list[float]]] = {v[0]: {c: [] for c in COLUMNS} for v in variants}
+                fallbacks: dict[str, int] = dict.fromkeys(results, 0)
+                target = Target(python, state)
+                try:
+                    time.sleep(0.3)
+                    for _ in range(args.runs):
+                        helps.append(help_time())
+                        for name, root, env in variants:
+                            with agent_sources(root, env):
+                                run = one_run(target, METHODS[version])
+                            fallbacks[name] += "method" in run
+                            for column in COLUMNS:
+                                results[name][column].append(run[column])
+                finally:
+                    target.stop()
+                for name, columns in results.items():
+                    verdict = ""
+                    if state == "saturated" and name != "before":
+                        met = (statistics.median(columns["attach"]) <= GOAL_ATTACH
+                               and statistics.median(columns["inspect"]) <= GOAL_ROUND_TRIP
+                               and statistics.median(columns["thread"]) <= GOAL_ROUND_TRIP)
+                        verdict = "met" if met else "MISS"
+                    note = f" ({fallbacks[name]} fell back to gdb)" if fallbacks[name] else ""
+                    print(f"{version:6} {state:9} {name:7} | " + " ".join(f"{ms(columns[c]):>11}" for c in COLUMNS)
+                          + f" | {verdict}{note}", flush=True)
+                if "before" in results:
+                    ratios = " ".join(f"{statistics.median(results['after'][c]) / statistics.median(results['before'][c]):11.2f}"
+                                      for c in COLUMNS)
+                    print(f"{version:6} {state:9} {'after/before':>7} | {ratios}")
+        print(f"\npeeka --help: {ms(helps).strip()} ms (median of {len(helps)})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())
