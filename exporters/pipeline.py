@@ -8,6 +8,7 @@ while a backend is down, and export resumes by itself when it is back.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -85,6 +86,20 @@ def _b64_to_hex(text: str) -> str:
     return base64.b64decode(text).hex()
 
 
+HTTP_DEFAULT_ENDPOINT = "http://localhost:4318"
+HTTP_TRACES_PATH = "v1/traces"
+
+
+def http_traces_endpoint(environ: Mapping[str, str]) -> str:
+    """The URL OTLP/HTTP spans go to, by the OpenTelemetry specification's rules: the traces endpoint
+    as given, else the base endpoint (or the default) with ``/v1/traces`` appended."""
+    traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or HTTP_DEFAULT_ENDPOINT
+    return f"{base[:-1] if base.endswith('/') else base}/{HTTP_TRACES_PATH}"
+
+
 def exporter_factory(environ: Mapping[str, str], spans_file: str | None) -> tuple[Callable[[], SpanExporter], str]:
     """How to make one target's span exporter, and a description for the console.
 
@@ -103,10 +118,10 @@ def exporter_factory(environ: Mapping[str, str], spans_file: str | None) -> tupl
     if protocol in ("", "http/protobuf"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        probe = HttpExporter()
-        where = probe._endpoint  # what the exporter resolved from the environment
-        probe.shutdown()
-        return HttpExporter, f"OTLP http/protobuf to {where}"
+        where = http_traces_endpoint(environ)
+        # Given explicitly, the URL we name is the one the exporter posts to (the SDK would read
+        # os.environ, which need not be the environment this exporter was configured with).
+        return functools.partial(HttpExporter, endpoint=where), f"OTLP http/protobuf to {where}"
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 

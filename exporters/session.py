@@ -157,12 +157,8 @@ class TargetSession:
         self._stopping = True
         if self.up:
             time.sleep(grace)
-        client = self.client
-        if client is not None and client.sock is not None:
-            try:
-                client.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if self.client is not None:
+            self.client.interrupt()
         self.thread.join(10.0)
 
     def snapshot(self) -> TargetSnapshot:

@@ -1,8 +1,11 @@
 """The client library: one connection to one target's agent.
 
-    with connect(pid) as agent:          # attaches first when no agent runs there
-        agent.request("thread", {})
-        for item in agent.stream("watch", {...}): ...
+    client, report = peeka.attach.attach(pid)   # attaches first when no agent runs there
+    with client:
+        client.request("thread", {})
+        for message in client.stream("watch", {...}): ...   # another thread may client.interrupt()
+
+``AgentClient(TargetProcess(pid)).open()`` connects to an agent already running, attaching nothing.
 """
 
 from __future__ import annotations
@@ -128,6 +131,18 @@ class AgentClient:
                     self._send(protocol.Cancel(rid))
                 except AgentUnavailable:
                     pass
+
+    def interrupt(self) -> None:
+        """Break off, from another thread, whatever this connection waits on: the thread reading a
+        stream or a reply gets AgentUnavailable at once, and the agent sees the client gone (it takes
+        that stream's probes off). The reading thread still closes the client."""
+        sock = self.sock  # read once: the reading thread may close it meanwhile
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected: nothing waits on it
 
     def close(self) -> None:
         if self.sock is not None:

@@ -42,7 +42,7 @@ StreamTimeout = Annotated[
     Optional[float],  # noqa: UP045 - evaluated at import, also on Python 3.9
     typer.Option("--timeout", min=0.0, help="End after this many seconds."),
 ]
-Expand = Annotated[int, typer.Option("-x", "--expand", min=1, max=MAX_DEPTH, help="Expansion depth of values.")]
+Expand = Annotated[int, typer.Option("-x", "--expand", min=1, max=MAX_DEPTH, help="Expand values N levels (1: the repr only).")]
 MaxSize = Annotated[int, typer.Option("--max-size", min=MIN_MAX_SIZE, help="Characters per rendered value.")]
 
 

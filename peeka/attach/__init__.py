@@ -150,7 +150,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
     raise AttachTimeout(
         f"no agent came up in process {pid} within {timeout:g}s ({'; '.join(e.message for e in errors)})",
         "The target may be stopped in C code that never returns to Python. Retry with a longer "
-        "`--timeout`, or `--method gdb`; `peeka ps` shows which method applies.",
+        "`--attach-timeout`, or `--method gdb`; `peeka ps` shows which method applies.",
     )
 
 

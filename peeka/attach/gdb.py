@@ -403,7 +403,7 @@ def _error(target: TargetProcess, events: list[dict[str, Any]], output: str) -> 
         return AttachTimeout(
             f"could not run code in process {pid}: {message}",
             "The target was left running, unharmed. Its threads are busy in native code or hold the "
-            "GIL while blocked; retry later or with a longer --timeout.",
+            "GIL while blocked; retry later or with a longer --attach-timeout.",
         )
     return AttachFailed(
         f"gdb could not run code in process {pid}: {message}", f"gdb's output:\n{_tail(output)}"

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional
 
 import typer
+from peeka_agent.protocol import DEFAULT_DEPTH, DEFAULT_MAX_SIZE
 
 from ..errors import UsageError
-from ..options import Pid, Shared, with_options
+from ..options import Expand, MaxSize, Pid, Shared, render_args, with_options
 from ..render import console, emit_json, value_tree
 from ._common import agent
 
@@ -25,12 +26,8 @@ def command(
             "Dunders, open, exec, imports and process-changing calls are refused."
         ),
     ] = "",
-    depth: Annotated[
-        int, typer.Option("-x", "--depth", min=1, max=4, help="Expand N levels (1: the repr only).")
-    ] = 2,
-    max_size: Annotated[
-        int, typer.Option("--max-size", min=64, help="Characters per value before it is cut.")
-    ] = 4096,
+    depth: Expand = DEFAULT_DEPTH,
+    max_size: MaxSize = DEFAULT_MAX_SIZE,
     instances: Annotated[
         Optional[str],  # noqa: UP045 - typer evaluates this annotation, also on Python 3.9
         typer.Option(
@@ -47,7 +44,7 @@ def command(
             f"For example: `peeka inspect {pid} myapp.config.settings` or "
             f"`peeka inspect {pid} --instances myapp.models.User`.",
         )
-    args: dict[str, Any] = {"expression": expression, "depth": depth, "max_size": max_size}
+    args: dict[str, Any] = {"expression": expression, **render_args(depth, max_size)}
     if instances:
         args.update(instances=instances, limit=limit)
     with agent(pid, shared) as client:

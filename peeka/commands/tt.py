@@ -12,10 +12,10 @@ import datetime
 from typing import Annotated, Any, Optional
 
 import typer
-from peeka_agent.protocol import DEFAULT_DEPTH
+from peeka_agent.protocol import DEFAULT_DEPTH, DEFAULT_MAX_SIZE
 
 from ..errors import UsageError
-from ..options import Expand, Pid, ProbeOptions, Shared, render_args, with_options
+from ..options import Expand, MaxSize, Pid, ProbeOptions, Shared, render_args, with_options
 from ..render import console, console_err, emit_json, escape, table, value_tree
 from ._common import agent, run_stream
 
@@ -41,6 +41,7 @@ def command(
     replay: Annotated[Optional[int], typer.Option("--replay", help="Call the function again with a record's arguments.")] = None,  # noqa: UP045,E501
     clear: Annotated[bool, typer.Option("--clear", help="Delete every record.")] = False,
     depth: Expand = DEFAULT_DEPTH,
+    max_size: MaxSize = DEFAULT_MAX_SIZE,
     *,
     shared: Shared,
     probe: ProbeOptions,
@@ -53,14 +54,14 @@ def command(
     action = actions[0]
     with agent(pid, shared) as client:
         if action == "record":
-            args = probe.args(pattern or "", action="record", **render_args(depth))
+            args = probe.args(pattern or "", action="record", **render_args(depth, max_size))
             run_stream(client, NAME, args, shared.json, lambda r: console.print(table(None, _COLUMNS, [_row(r)])), pid)
             return
         if action == "replay":
             console_err.print(f"[yellow]warning: replaying record {replay} calls the function again inside "
                               f"process {pid}, with its side effects[/]")
         result = client.request(NAME, {"action": action, "condition": search, "index": show if show is not None else replay,
-                                       **render_args(depth)})
+                                       **render_args(depth, max_size)})
     if shared.json:
         emit_json(result)
     elif action in ("list", "search"):

@@ -276,6 +276,13 @@ def test_cli_json_and_errors(own_target: CmdTarget) -> None:
     assert out.returncode == 0 and "cmdapp.models.User.get" in out.stdout and "(self, field)" in out.stdout
     out = peeka_cli("inspect", str(own_target.pid), "cmdapp.config.settings")
     assert out.returncode == 0 and "timeout = int 30" in out.stdout
+    # -x/--expand and --max-size mean on inspect what they mean on watch and tt
+    out = peeka_cli("inspect", str(own_target.pid), "cmdapp.config.settings", "-x", "1", "--json")
+    assert out.returncode == 0 and "children" not in json.loads(out.stdout)["value"]
+    out = peeka_cli("inspect", str(own_target.pid), "cmdapp.config.settings", "--expand", "3", "--json")
+    assert out.returncode == 0 and "children" in json.loads(out.stdout)["value"]
+    out = peeka_cli("inspect", str(own_target.pid), "cmdapp.config.settings", "--max-size", "10")
+    assert out.returncode == 2 and "--max-size" in out.stderr
     out = peeka_cli("inspect", str(own_target.pid), "open('/etc/passwd')", "--json")
     assert out.returncode == 2
     assert "'open' is refused" in json.loads(out.stdout)["message"]

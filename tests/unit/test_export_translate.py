@@ -335,6 +335,59 @@ def test_exporter_choice_follows_the_protocol_variables(tmp_path):
     assert where.startswith("OTLP grpc") and "grpc" in make.__module__
 
 
+@pytest.mark.parametrize("variables, path", [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{port}"}, "/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:{port}/base/"}, "/base/v1/traces"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+      "http://127.0.0.1:{port}/custom"}, "/custom"),
+])
+def test_http_exporter_posts_where_the_console_says(variables, path, monkeypatch):
+    """The destination printed is where the SDK's exporter really posts spans (a real HTTP receiver
+    decodes them with the official protobufs), configured by the environment given to the exporter,
+    not by the process's own (which here points elsewhere)."""
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    received: list[tuple[str, list[str]]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            request = ExportTraceServiceRequest.FromString(body)
+            names = [s.name for r in request.resource_spans for ss in r.scope_spans for s in ss.spans]
+            received.append((self.path, names))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1/elsewhere")
+        environ = {k: v.format(port=port) for k, v in variables.items()}
+        environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+        make, where = exporter_factory(environ, None)
+        assert where.startswith("OTLP http/protobuf to http://127.0.0.1:")
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(make()))
+        provider.get_tracer("test").start_span("shop.views.checkout").end()
+        provider.shutdown()
+        assert received == [(path, ["shop.views.checkout"])]
+        assert where == f"OTLP http/protobuf to http://127.0.0.1:{port}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_openmetrics_buckets_carry_exemplars_of_exported_spans():
     from peeka_exporters.metrics import Exemplar
     from prometheus_client import CollectorRegistry
