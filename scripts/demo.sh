@@ -25,7 +25,7 @@ step watch "$SHOP" __main__.handle_item -n 3
 step watch "$SHOP" __main__.Cart.add -e -n 1 'exception'
 step trace "$SHOP" __main__.handle_item -n 1
 step stack "$SHOP" __main__.lookup_item -n 1
-step monitor "$SHOP" '__main__.handle_*' -c 2 -n 1
+step monitor "$SHOP" '__main__.handle_*' --cycle 2 -n 1
 step top "$SHOP" -i 2 -n 1
 step memory "$SHOP"
 step detach "$SHOP"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
 from ..render import console, table
 from ._common import agent, run_stream
@@ -31,10 +32,22 @@ def render_event(event: dict[str, Any]) -> None:
 def command(
     pid: Pid,
     pattern: Pattern,
-    cycle: Annotated[float, typer.Option("-c", "--cycle", min=0.05, help="Seconds per report.")] = 5.0,
+    # No -c: that is --condition on every probe command (it is declared once, in peeka.options).
+    cycle: Annotated[float, typer.Option("--cycle", min=0.05, help="Seconds per report.")] = 5.0,
     *,
     shared: Shared,
     probe: ProbeOptions,
 ) -> None:
+    if probe.condition is not None and _is_number(probe.condition):
+        raise UsageError(f"-c/--condition takes an expression over each call, not the number {probe.condition}",
+                         f"For seconds per report use --cycle, e.g. `peeka monitor {pid} {pattern} --cycle {probe.condition}`.")
     with agent(pid, shared) as client:
         run_stream(client, NAME, probe.args(pattern, cycle=cycle), shared.json, render_event, pid)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

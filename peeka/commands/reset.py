@@ -19,7 +19,7 @@ def command(
     pid: Pid,
     pattern: Annotated[Optional[str], typer.Argument(help="Only functions matching this (default: all).")] = None,  # noqa: UP045,E501
     regex: Regex = False,
- *,
+    *,
     shared: Shared,
 ) -> None:
     client = try_connect(TargetProcess(pid))

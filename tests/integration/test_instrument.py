@@ -321,7 +321,7 @@ def test_generators_report_cost_to_exhaustion_and_yields(app_factory, version: s
 @pytest.mark.parametrize("version", FAST)
 def test_monitor_counts_calls_and_failures(app_factory, version: str) -> None:
     app = app_factory(version)
-    stream = CliStream("monitor", str(app.pid), "instr_lib.parse", "-c", "0.5", "-n", "2")
+    stream = CliStream("monitor", str(app.pid), "instr_lib.parse", "--cycle", "0.5", "-n", "2")
     paths = ["/parse/1", "/parse/bad", "/parse/2", "/parse/bad", "/parse/3", "/parse/4"]
     thread = app.send(paths)  # a few ms in all: well inside the two 0.5 s cycles
     events, end = stream.finish()
