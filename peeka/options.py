@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple, Optional
 
@@ -124,8 +123,10 @@ def with_options(*, probe: bool = False, attach: bool = True, json: bool = True,
     """
 
     def wrap(func: Callable[..., None]) -> Callable[..., None]:
-        hints = typing.get_type_hints(func, include_extras=True)
-        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+        # What inspect.signature(eval_str=True) does on 3.10+ (typing.get_type_hints would wrap a
+        # None-default annotation in Optional on 3.9, hiding typer's Annotated metadata).
+        own = [p.replace(annotation=eval(p.annotation, func.__globals__) if isinstance(p.annotation, str)  # noqa: S307
+                         else p.annotation)
                for p in inspect.signature(func).parameters.values() if p.name not in ("shared", "probe")]
         wants = inspect.signature(func).parameters
         added = [o.replace(default=limit) if o.name == "limit" else o for o in PROBE_OPTIONS] if probe else []

@@ -99,3 +99,25 @@ if [ -n "$PY314" ]; then
   fi
   .venv314/bin/python -m pip install -q -e . >&2  # the CLI only: the tests run on .venv
 fi
+
+# A client venv per other Python the machine has (3.9-3.13; .venv is python3's, .venv314 above), so
+# the tests run the CLI itself on every supported version (tests/integration/test_cli_versions.py).
+# The CLI only; reinstalled when pyproject.toml changes.
+stamp=$(sha256sum pyproject.toml | cut -c1-16)
+pyenv_root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+own=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+for v in 3.9 3.10 3.11 3.12 3.13; do
+  [ "$v" = "$own" ] && continue
+  venv=".venv${v/./}"
+  py=$(ls -d "$pyenv_root"/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$py" ] || py=$(command -v "python$v" || true)
+  if [ -z "$py" ]; then
+    echo "no Python $v here: no $venv (the CLI tests skip $v)" >&2
+    continue
+  fi
+  if [ "$(cat "$venv/.peeka-stamp" 2>/dev/null)" != "$stamp" ]; then
+    [ -x "$venv/bin/pip" ] || { rm -rf "$venv"; "$py" -m venv "$venv"; }
+    "$venv/bin/python" -m pip install -q -e . >&2
+    echo "$stamp" > "$venv/.peeka-stamp"
+  fi
+done
