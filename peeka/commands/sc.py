@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..options import Pid, Shared, with_options
-from ..render import console, emit_json, table
-from ._common import agent
+from ..render import console, table
+from ._common import ask
 from ._search import Detail, Limit, Pattern, Regex, footer, search_args, where
 
 NAME = "sc"
@@ -20,10 +20,8 @@ def command(
     *,
     shared: Shared,
 ) -> None:
-    with agent(pid, shared) as client:
-        result = client.request(NAME, search_args(pattern, detail, regex, limit))
-    if shared.json:
-        emit_json(result)
+    result = ask(pid, NAME, search_args(pattern, detail, regex, limit), shared)
+    if result is None:
         return
     rows = result["classes"]
     if detail:
