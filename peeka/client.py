@@ -89,19 +89,7 @@ class AgentClient:
         while True:
             message = self._read()
             if isinstance(message, protocol.Response) and message.id in (rid, 0):
-                if not message.ok and message.error_type in _CONNECTION_REFUSALS:
-                    raise _refusal(message)
-                if not message.ok:
-                    error_cls = UsageError if message.error_type == "CommandError" else CommandFailed
-                    if error_cls is UsageError:
-                        raise UsageError(message.error or "bad request", "")
-                    raise CommandFailed(
-                        f"the agent failed: {message.error}",
-                        "This is a Peeka bug; the target is unharmed. The agent's traceback follows with --debug.",
-                        error_type=message.error_type or "",
-                        traceback=message.traceback or "",
-                    )
-                return message
+                return checked(message)
             # Events of an earlier, cancelled stream may still be in flight: skip them.
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
@@ -132,6 +120,20 @@ class AgentClient:
                 except AgentUnavailable:
                     pass
 
+    # For a reader that dispatches every message by id itself (peeka.session.Session).
+    def send(self, message: Any) -> None:
+        """Send one message (a Request or a Cancel) as it is."""
+        self._send(message)
+
+    def receive(self) -> Any:
+        """The next message from the agent, whatever its id; AgentUnavailable once the connection broke."""
+        return self._read()
+
+    def wait_indefinitely(self) -> None:
+        """From now on ``receive`` waits as long as it takes (a stream may be quiet for minutes)."""
+        if self.sock is not None:
+            self.sock.settimeout(None)
+
     def interrupt(self) -> None:
         """Break off, from another thread, whatever this connection waits on: the thread reading a
         stream or a reply gets AgentUnavailable at once, and the agent sees the client gone (it takes
@@ -156,6 +158,23 @@ class AgentClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def checked(message: protocol.Response) -> protocol.Response:
+    """A response that succeeded, else its failure as the client's error (the one conversion, shared
+    with ``peeka.session``)."""
+    if message.ok:
+        return message
+    if message.error_type in _CONNECTION_REFUSALS:
+        raise _refusal(message)
+    if message.error_type == "CommandError":
+        raise UsageError(message.error or "bad request", "")
+    raise CommandFailed(
+        f"the agent failed: {message.error}",
+        "This is a Peeka bug; the target is unharmed. The agent's traceback follows with --debug.",
+        error_type=message.error_type or "",
+        traceback=message.traceback or "",
+    )
 
 
 # The agent's refusals and closings of a connection, by error_type: not a failed command.
