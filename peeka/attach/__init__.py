@@ -1,6 +1,6 @@
 """Attach: get an agent running inside a target and connect to it.
 
-    connect(pid)  ->  an agent already there?  reuse it
+    attach(pid)   ->  an agent already there?  reuse it
                   ->  else ship the agent files into the target's filesystem (files.py)
                   ->  inject "run launch.py" with sys.remote_exec (3.14+, remote_exec.py)
                       or gdb at a safe point (3.9-3.13, or as the 3.14 fallback; gdb.py)

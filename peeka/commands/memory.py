@@ -35,7 +35,7 @@ def command(
     ] = None,
     types: Annotated[int, typer.Option("--types", min=0, help="Object types listed (0: no census).")] = 20,
     sort: Annotated[str, typer.Option("--sort", help="Rank object types by size or count.")] = "size",
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Allocation sites listed (tracemalloc).")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Allocation sites listed (tracemalloc).")] = 20,
     frames: Annotated[int, typer.Option("--frames", min=1, max=100, help="tracemalloc start: frames kept.")] = 1,
     *,
     shared: Shared,

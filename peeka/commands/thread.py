@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Optional
 
 import typer
+from peeka_agent.protocol import MAX_DEPTH, MIN_MAX_SIZE
 from rich.tree import Tree
 
 from ..options import Pid, Shared, with_options
@@ -28,14 +29,14 @@ def command(
     depth: Annotated[
         int,
         typer.Option(
-            "-x", "--depth", min=0, max=4, help="Show each frame's locals, expanded N levels (0: none)."
+            "-x", "--expand", min=0, max=MAX_DEPTH, help="Show each frame's locals, expanded N levels (0: none)."
         ),
     ] = 0,
     max_frames: Annotated[
         int, typer.Option("--max-frames", min=1, help="Frames per thread (innermost kept).")
     ] = 64,
     max_size: Annotated[
-        int, typer.Option("--max-size", min=64, help="Characters per local value before it is cut.")
+        int, typer.Option("--max-size", min=MIN_MAX_SIZE, help="Characters per local value before it is cut.")
     ] = 512,
     busiest: Annotated[
         Optional[int],  # noqa: UP045

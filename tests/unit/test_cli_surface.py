@@ -58,7 +58,10 @@ def test_probe_options_are_the_same_on_every_probe_command() -> None:
 
 
 def test_value_rendering_options_mean_the_same_everywhere() -> None:
-    for verb in ("inspect", "watch", "tt"):
+    for verb in COMMANDS:
+        limit = _options(verb).get("limit")
+        assert limit is None or sorted(limit.opts) == ["--limit", "-n"], verb
+    for verb in ("inspect", "watch", "tt", "thread"):
         options = _options(verb)
         assert sorted(options["depth"].opts) == ["--expand", "-x"], verb
         assert options["max_size"].opts == ["--max-size"], verb
