@@ -111,6 +111,12 @@ class ProbeStream(Stream, Listener):
             self.finish("timeout" if self.timeout is not None else "done")
 
     def finish(self, reason: str) -> None:
+        # A failing condition or expression was reported once, when it first failed: the end says how often.
+        failures = [summary() for summary in (getattr(getattr(self, name, None), "failure_summary", None)
+                                              for name in ("condition", "expression")) if summary is not None]
+        failures = [f for f in failures if f]
+        if failures:
+            reason = "%s; %s" % (reason, "; ".join(failures))
         Stream.finish(self, reason)
         self._done.set()
 

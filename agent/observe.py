@@ -126,32 +126,36 @@ def _ns_bound(node: ast.AST) -> Optional[ast.AST]:
 
 
 def used_names(source: str) -> FrozenSet[str]:
-    try:
-        tree = ast.parse(source, mode="eval")
-    except SyntaxError as exc:
-        raise CommandError("expression %r does not parse: %s" % (source, exc.msg)) from None
-    return frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)) & CALL_NAMES
+    """The call's names an expression uses (a comprehension's own ``result`` is not the call's)."""
+    tree = expressions.Expression(source, CALL_NAMES).tree
+    return frozenset(n.id for n in ast.walk(tree)
+                     if isinstance(n, ast.Name) and getattr(n, "_pk", None) == "injected") & CALL_NAMES
 
 
 class CallExpression:
     """An expression (or condition) checked and compiled once, evaluated per call.
 
-    Same language and refusals as ``inspect`` (simpleeval's rules, see expressions.py), compiled
-    so that a condition costs a function call, not a tree walk, on the host's hot path.
+    The language of expressions.py (its allow-list, caps and refusals), compiled so that a
+    condition costs a function call, not a tree walk, on the host's hot path; ``unsafe`` lets it
+    call the app's functions (the CLI's --unsafe). ``holds`` counts failures, so a stream reports
+    the first one and ends with the count, and the probed call always goes on untouched.
     """
 
-    def __init__(self, source: Optional[str], what: str) -> None:
+    def __init__(self, source: Optional[str], what: str, unsafe: bool = False) -> None:
         self.source = source
         self.what = what
+        self.unsafe = bool(unsafe)
         self.names: FrozenSet[str] = frozenset()
         self.evaluate: Callable[[Call], Any] = _no_expression
+        self.failures = 0
+        self.first_failure = ""
         if source is None:
             return
         if not isinstance(source, str) or not source.strip():
             raise CommandError("%s must be a non-empty expression" % what)
-        self.names = used_names(source)
         try:
-            self.evaluate = expressions.compile_expression(source, _VARIABLES, _HELPERS)
+            self.evaluate = expressions.compile_expression(source, _VARIABLES, _HELPERS, unsafe=self.unsafe)
+            self.names = used_names(source)
         except expressions.ExpressionError as exc:
             raise CommandError("%s %r refused: %s" % (what, source, exc)) from None
 
@@ -159,14 +163,35 @@ class CallExpression:
     def needs_args(self) -> bool:
         return bool(self.names & ARG_NAMES)
 
+    def holds(self, call: Call) -> Optional[bool]:
+        """The condition's truth for ``call``; None when it failed (counted; the first failure's
+        message kept in ``first_failure``), which the caller reports only if it is the first."""
+        try:
+            return _truth(self.evaluate(call))
+        except BaseException as exc:  # evaluate raises only ExpressionError; _truth converts the rest
+            self.failures += 1
+            if self.failures == 1:
+                self.first_failure = "%s failed: %s" % (self.what, exc)
+                return None
+            return False
+
+    def failure_summary(self) -> str:
+        """For the end of a stream: how often this expression failed, and the first failure."""
+        if not self.failures:
+            return ""
+        return "%s failed on %d call%s (first: %s)" % (self.what, self.failures, "" if self.failures == 1 else "s",
+                                                       self.first_failure)
+
     def gate(self, success: bool = True, failure: bool = True) -> Optional[Callable[..., Any]]:
         """A listener's gate: this condition, and which outcomes are wanted, tested on
         ``(start, end, result, exception)`` so that a call that fails them costs no Call object.
         None when it would spare nothing (no condition, or one that needs the arguments).
 
         The gate carries its Python source as ``gate.inline`` (an expression over ``_s, _e, _r,
-        _x`` and the globals in ``gate.namespace``): the probes compile it into their callbacks,
-        which spares a function call on every call of the probed function."""
+        _x`` and the globals in ``gate.namespace``), generated from the same checked tree as the
+        condition: the probes compile it into their callbacks, which spares a function call on
+        every call of the probed function. A gate that raises (anything, BaseException included)
+        lets the call through to on_exit, where ``holds`` decides and reports."""
         parts = []
         if not success and not failure:
             parts.append("False")
@@ -175,7 +200,7 @@ class CallExpression:
         elif not failure:
             parts.append("_x is None")
         if self.source is not None and self.names <= set(_GATE_VARIABLES):
-            parts.append("(%s)" % expressions.python_source(self.source, _GATE_VARIABLES, _fold_cost))
+            parts.append("(%s)" % expressions.python_source(self.source, _GATE_VARIABLES, _fold_cost, self.unsafe))
         if not parts:
             return None
         inline = " and ".join(parts)
@@ -184,6 +209,13 @@ class CallExpression:
         gate.inline = inline
         gate.namespace = namespace
         return gate
+
+
+def _truth(value: Any) -> bool:
+    try:
+        return bool(value)  # an app object's __bool__ runs here
+    except BaseException as exc:
+        raise expressions.ExpressionError("%s: %s" % (type(exc).__name__, exc)) from None
 
 
 def _no_expression(call: Call) -> Any:

@@ -323,8 +323,8 @@ class Probe:
                     try:
                         if not gate(start, end, result, exception):
                             continue
-                    except Exception:
-                        pass  # on_exit checks again and reports the error
+                    except BaseException:
+                        pass  # on_exit checks again and reports the error (SystemExit included)
                 if call is None:
                     if params is None and frame is not None:
                         params = self.read_params(frame.f_locals)
@@ -604,8 +604,8 @@ _FAST_GATE = """_x = None
 try:
     if not ({gate}):
         return {done}
-except _pk_Exception:
-    pass  # on_exit checks again and reports the error
+except _pk_BaseException:
+    pass  # on_exit checks again and reports the error (SystemExit from an expression included)
 """
 _FAST_EXIT = """try:
     _pk_on_exit(_pk_Call(_pk_p, _s, _e, {params}, _r, None))
@@ -673,7 +673,7 @@ def _fast_tail(listener: Listener, params: str, done: str, indent: str) -> Optio
             tail = _FAST_GATE.format(gate=gate.inline, done=done)
         tail += _FAST_EXIT.format(params=params, done=done)
         namespace["_pk_on_exit"] = listener.on_exit
-    namespace.update(_pk_now=perf_counter_ns, _pk_Call=Call, _pk_Exception=Exception)
+    namespace.update(_pk_now=perf_counter_ns, _pk_Call=Call, _pk_Exception=Exception, _pk_BaseException=BaseException)
     return "".join(indent + line if line else line for line in tail.splitlines(True)), namespace
 
 

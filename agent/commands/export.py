@@ -89,6 +89,7 @@ class _Tap:
     def __init__(self, export: "Export", spec: Dict[str, Any]) -> None:
         self.export = export
         self.pattern = spec["pattern"]
+        # The export config's conditions follow the same rules as the CLI's, and are never --unsafe.
         self.condition = observe.CallExpression(spec.get("condition"), "condition")
         self.sample = float(spec.get("sample", 1.0))
         self.max_per_second = spec.get("max_per_second")
@@ -107,10 +108,7 @@ class _Tap:
         if self.sample < 1.0 and random.random() >= self.sample:
             return False
         if self.condition.source is not None:
-            try:
-                return bool(self.condition.evaluate(call))
-            except Exception:
-                return False
+            return bool(self.condition.holds(call))  # failures counted in condition.failures
         return True
 
 

@@ -27,7 +27,7 @@ def call_path(call: Call, max_frames: int) -> List[Dict[str, Any]]:
 
 class Stack(instrument.ProbeStream):
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
-        self.condition = observe.CallExpression(args.get("condition"), "condition")
+        self.condition = observe.CallExpression(args.get("condition"), "condition", bool(args.get("unsafe")))
         self.max_frames = streams.int_arg(args, "max_frames", 64, 1, 1000)
         super().__init__(agent, args)
         self.needs_args = self.condition.needs_args
@@ -40,12 +40,11 @@ class Stack(instrument.ProbeStream):
             return
         event = instrument.call_facts(call)
         if self.condition.source is not None:
-            try:
-                if not self.condition.evaluate(call):
-                    return
-            except Exception as exc:
-                event["error"] = "condition failed: %s: %s" % (type(exc).__name__, exc)
+            holds = self.condition.holds(call)
+            if holds is None:  # the first failure: reported once, the end of the stream gives the count
+                event["error"] = self.condition.first_failure
                 self.emit(event)
+            if not holds:
                 return
         event["stack"] = call_path(call, self.max_frames)
         if call.exception is not None:

@@ -464,7 +464,7 @@ class Trace(instrument.ProbeStream):
     wants_suspend = True
 
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
-        self.condition = observe.CallExpression(args.get("condition"), "condition")
+        self.condition = observe.CallExpression(args.get("condition"), "condition", bool(args.get("unsafe")))
         self.min_cost_ns = int((streams.float_arg(args, "min_cost", 0.0, 0.0) or 0.0) * 1e6)
         self.max_depth = streams.int_arg(args, "depth", 32, 1, 1000)
         self.all = bool(args.get("all"))
@@ -572,11 +572,10 @@ class Trace(instrument.ProbeStream):
         if self.cancelled or cost < self.min_cost_ns:
             return
         if self.condition.source is not None:
-            try:
-                if not self.condition.evaluate(call):
-                    return
-            except Exception as exc:
-                self.emit(dict(instrument.call_facts(call), error="condition failed: %s: %s" % (type(exc).__name__, exc)))
+            holds = self.condition.holds(call)
+            if holds is None:  # the first failure: reported once, the end of the stream gives the count
+                self.emit(dict(instrument.call_facts(call), error=self.condition.first_failure))
+            if not holds:
                 return
         self.emit_later(self._event, call, recorder)  # the tree is built off the host's thread
 

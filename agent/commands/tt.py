@@ -73,7 +73,7 @@ def tunnel(agent: Any) -> Tunnel:
 
 class Recorder(instrument.ProbeStream):
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
-        self.condition = observe.CallExpression(args.get("condition"), "condition")
+        self.condition = observe.CallExpression(args.get("condition"), "condition", bool(args.get("unsafe")))
         self.render_args = streams.render_args(args)
         self.max_bytes = streams.int_arg(args, "max_bytes", DEFAULT_MAX_BYTES, 1024, 1 << 31)
         super().__init__(agent, args)
@@ -84,8 +84,12 @@ class Recorder(instrument.ProbeStream):
     def on_exit(self, call: Call) -> None:
         if self.cancelled:
             return
-        if self.condition.source is not None and not self.condition.evaluate(call):
-            return
+        if self.condition.source is not None:
+            holds = self.condition.holds(call)
+            if holds is None:  # the first failure: reported once, the end of the stream gives the count
+                self.emit(dict(instrument.call_facts(call), error=self.condition.first_failure))
+            if not holds:
+                return
         record = Record(next(self.tunnel.counter), call, self.render_args)
         with self.tunnel.lock:
             if self.tunnel.bytes + record.size > self.max_bytes:
@@ -121,15 +125,20 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Any:
     if action == "list":
         return {"records": [r.summary() for r in records], "bytes": tun.bytes}
     if action == "search":
-        condition = observe.CallExpression(args.get("condition"), "condition")
+        condition = observe.CallExpression(args.get("condition"), "condition", bool(args.get("unsafe")))
         hits: List[Dict[str, Any]] = []
+        first_failed = None
         for r in records:
-            try:
-                if condition.evaluate(r.call):
-                    hits.append(r.summary())
-            except Exception as exc:
-                raise CommandError("condition failed on record %d: %s: %s" % (r.index, type(exc).__name__, exc)) from None
-        return {"records": hits, "searched": len(records)}
+            holds = condition.holds(r.call)
+            if holds is None:
+                first_failed = r.index
+            if holds:
+                hits.append(r.summary())
+        out: Dict[str, Any] = {"records": hits, "searched": len(records)}
+        if condition.failures:
+            out["failed"] = condition.failures
+            out["error"] = "%s (first on record %s)" % (condition.failure_summary(), first_failed)
+        return out
     if action == "show":
         record = tun.find(args.get("index"))
         render_args = streams.render_args(args, **record.render_args)

@@ -22,8 +22,9 @@ class Watch(instrument.ProbeStream):
         if not isinstance(at, list) or not at or any(p not in POINTS for p in at):
             raise CommandError("at must be a list of %s, got %r" % ("/".join(POINTS), at))
         self.at = frozenset(at)
-        self.expression = observe.CallExpression(args.get("expression"), "expression")
-        self.condition = observe.CallExpression(args.get("condition"), "condition")
+        unsafe = bool(args.get("unsafe"))
+        self.expression = observe.CallExpression(args.get("expression"), "expression", unsafe)
+        self.condition = observe.CallExpression(args.get("condition"), "condition", unsafe)
         if "enter" in self.at and len(self.at) == 1:
             late = (self.expression.names | self.condition.names) & {"result", "exception", "cost"}
             if late:
@@ -66,12 +67,10 @@ class Watch(instrument.ProbeStream):
     def _passes(self, call: Call, location: str) -> bool:
         if self.condition.source is None:
             return True
-        try:
-            return bool(self.condition.evaluate(call))
-        except Exception as exc:
-            self.emit(dict(instrument.call_facts(call), location=location,
-                           error="condition failed: %s: %s" % (type(exc).__name__, exc)))
-            return False
+        holds = self.condition.holds(call)
+        if holds is None:  # the first failure: reported once, the end of the stream gives the count
+            self.emit(dict(instrument.call_facts(call), location=location, error=self.condition.first_failure))
+        return bool(holds)
 
     def _event(self, call: Call, location: str) -> Dict[str, Any]:
         event = instrument.call_facts(call)
@@ -83,7 +82,7 @@ class Watch(instrument.ProbeStream):
                 value = self.expression.evaluate(call)
             event["value"] = observe.render(value, self.render_args)
         except Exception as exc:
-            event["error"] = "expression failed: %s: %s" % (type(exc).__name__, exc)
+            event["error"] = "expression failed: %s" % (exc,)
         return event
 
 
