@@ -46,7 +46,6 @@ import ast
 import builtins
 import collections
 import datetime
-import math
 import re
 import sys
 import types
@@ -213,9 +212,14 @@ def _check_reachable(obj: Any) -> int:
     return kind
 
 
+_PLAIN_VALUES = frozenset((int, float, str, bytes, bool, type(None), tuple, list, dict, set, frozenset))
+
+
 def _g_value(value: Any) -> Any:
     """A value handed on (call argument, container item): never a module or function."""
     cls = type(value)
+    if cls in _PLAIN_VALUES:
+        return value
     if cls in _FUNCTION_TYPES:
         raise RefusedError(
             "a function (%s) cannot be a value in expressions: call it, or show it with `peeka sm`"
@@ -340,10 +344,12 @@ def _walk(budget: Optional[_Budget], obj: Any, what: str) -> List[Any]:
     return out
 
 
-def _g_iter(budget: Optional[_Budget], obj: Any, steps: int, shape: Any) -> Any:
+def _g_iter(budget: _Budget, obj: Any, steps: int, shape: Any) -> Any:
     """A comprehension's iteration: each item pays ``steps``; tuple targets are checked first."""
     for item in _iterator_of(obj, "the iterable of a comprehension"):
-        _charge(budget, steps)
+        budget.left -= steps  # _charge, inlined: this runs per item
+        if budget.left < 0:
+            _charge(budget, 0)
         if shape is not None:
             _check_shape(item, shape)
         yield item
@@ -1186,6 +1192,9 @@ def call_refusal(func: Any, unsafe: bool = False) -> Optional[str]:
 
 def _g_call(budget: Optional[_Budget], unsafe: bool, func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     """Any call not of the table's functions by name: read-only methods and helpers, or --unsafe."""
+    table_name = _TYPE_FUNCTIONS.get(id(func))
+    if table_name is not None and _TYPES[table_name] is func:  # str reached as a value: still the table's str
+        return FUNCTIONS[table_name](budget, *[_g_value(a) for a in args], **kwargs)
     wrapper = _method_wrapper(func)
     if wrapper is not None:
         return wrapper(budget, func, func.__self__, args, kwargs)
@@ -1210,7 +1219,14 @@ _SCALARS = (int, float, str, bytes, bool, type(None), complex)
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 # Names a checked tree gives each ast.Name (stored as node._pk):
-_LOCAL, _INJECTED, _FUNCTION, _MODULE = "local", "injected", "function", "module"
+_LOCAL, _INJECTED, _FUNCTION, _MODULE, _TYPE = "local", "injected", "function", "module", "type"
+# The table's functions that are builtin classes: as values they are the classes themselves.
+_TYPES = {name: getattr(builtins, name) for name in
+          "str int float bool list tuple dict set frozenset bytes range enumerate zip reversed".split()}
+_TYPE_FUNCTIONS = {id(cls): name for name, cls in _TYPES.items()}
+
+
+_GRAMMAR = "write one expression of names, attributes, items, literals, operators, calls and comprehensions"
 
 
 class _Checker:
@@ -1225,7 +1241,7 @@ class _Checker:
             raise RefusedError("expression nested too deeply (more than %d levels): split it" % MAX_NESTING)
         method = getattr(self, "_" + type(node).__name__, None)
         if method is None:
-            raise RefusedError("%s is not supported in expressions" % _describe(node))
+            raise RefusedError("%s is not supported in expressions: %s" % (_describe(node), _GRAMMAR))
         method(node, depth + 1, position)
 
     def _Constant(self, node: Any, depth: int, position: str) -> None:
@@ -1235,7 +1251,7 @@ class _Checker:
     def _Name(self, node: Any, depth: int, position: str) -> None:
         name = node.id
         if not isinstance(node.ctx, ast.Load):
-            raise RefusedError("assignment is not supported in expressions")
+            raise RefusedError("assignment is not supported in expressions: they only read")
         if name.startswith("__") or name.startswith("_pk") or name.startswith("_peeka"):
             raise RefusedError("the name %r is refused: dunder and Peeka's own names are off limits" % name)
         for scope in reversed(self.scopes):
@@ -1246,6 +1262,8 @@ class _Checker:
                 return
         if name in self.injected:
             node._pk = _INJECTED
+        elif name in _TYPES and position != "callee":
+            node._pk = _TYPE  # the class itself, for isinstance(x, (str, int))
         elif name in FUNCTIONS:
             if position != "callee":
                 raise RefusedError("%s is a function: call it, %s(...); functions are not values in expressions"
@@ -1266,13 +1284,13 @@ class _Checker:
 
     def _Attribute(self, node: Any, depth: int, position: str) -> None:
         if not isinstance(node.ctx, ast.Load):
-            raise RefusedError("assignment is not supported in expressions")
+            raise RefusedError("assignment is not supported in expressions: they only read")
         _check_attribute_name(node.attr)
         self.check(node.value, depth, "base")
 
     def _Subscript(self, node: Any, depth: int, position: str) -> None:
         if not isinstance(node.ctx, ast.Load):
-            raise RefusedError("assignment is not supported in expressions")
+            raise RefusedError("assignment is not supported in expressions: they only read")
         self.check(node.value, depth, "base")
         key = node.slice
         if type(key).__name__ == "Index":  # 3.8's wrapper; parse never makes it on 3.9+
@@ -1289,7 +1307,7 @@ class _Checker:
 
     def _BinOp(self, node: Any, depth: int, position: str) -> None:
         if type(node.op) not in _OPS:
-            raise RefusedError("the operator %s is not supported in expressions" % type(node.op).__name__)
+            raise RefusedError("%s is not supported in expressions: %s" % (_describe(node), _GRAMMAR))
         self.check(node.left, depth, "value")
         self.check(node.right, depth, "value")
 
@@ -1301,8 +1319,14 @@ class _Checker:
         operands = [node.left] + list(node.comparators)
         for operand in operands:
             self.check(operand, depth, "value")
+        for i, op in enumerate(node.ops):
+            if isinstance(op, (ast.Is, ast.IsNot)) and any(_pure_literal(x) for x in operands[i:i + 2]):
+                # Python merges and folds equal literals, so their identity means nothing
+                raise RefusedError("'is' compares identity, not values: use == to compare with a literal")
         if len(node.ops) > 1:
             for i, op in enumerate(node.ops):
+                if isinstance(op, (ast.Is, ast.IsNot)) and not all(_identity_operand(x) for x in operands[i:i + 2]):
+                    raise RefusedError("'is' beside a literal in a chain: write it on its own, or use ==")
                 if isinstance(op, (ast.In, ast.NotIn)):
                     raise RefusedError("'in' cannot be chained with other comparisons: join them with 'and'")
                 if not (isinstance(op, (ast.Is, ast.IsNot)) or _scalar_constant(operands[i])
@@ -1316,6 +1340,7 @@ class _Checker:
         self.check(node.orelse, depth, position if position == "result" else "value")
 
     def _Call(self, node: Any, depth: int, position: str) -> None:
+        self.check(node.func, depth, "callee")  # first, so a refused function is what the message names
         for arg in node.args:
             if isinstance(arg, ast.Starred):
                 raise RefusedError("*args unpacking is not supported in calls: pass the arguments one by one")
@@ -1326,7 +1351,6 @@ class _Checker:
             if keyword.arg.startswith("_"):
                 raise RefusedError("keyword %r is refused" % keyword.arg)
             self.check(keyword.value, depth, "value")
-        self.check(node.func, depth, "callee")
 
     def _JoinedStr(self, node: Any, depth: int, position: str) -> None:
         for value in node.values:
@@ -1345,12 +1369,12 @@ class _Checker:
 
     def _List(self, node: Any, depth: int, position: str) -> None:
         if not isinstance(node.ctx, ast.Load):
-            raise RefusedError("assignment is not supported in expressions")
+            raise RefusedError("assignment is not supported in expressions: they only read")
         self._elements(node.elts, depth)
 
     def _Tuple(self, node: Any, depth: int, position: str) -> None:
         if not isinstance(node.ctx, ast.Load):
-            raise RefusedError("assignment is not supported in expressions")
+            raise RefusedError("assignment is not supported in expressions: they only read")
         self._elements(node.elts, depth)
 
     def _Set(self, node: Any, depth: int, position: str) -> None:
@@ -1367,7 +1391,7 @@ class _Checker:
         scope: Dict[str, bool] = {}
         for gen in generators:
             if getattr(gen, "is_async", 0):
-                raise RefusedError("async comprehensions are not supported")
+                raise RefusedError("async comprehensions are not supported: iterate a container with a plain for")
             for name in _target_names(gen.target):
                 if name.startswith("_"):
                     raise RefusedError("comprehension variable %r is refused: names starting with '_' are "
@@ -1427,6 +1451,22 @@ def _count(node: ast.AST) -> int:
     return sum(1 for _ in ast.walk(node))
 
 
+def _pure_literal(node: Any) -> bool:
+    """An expression of literals only (no name, attribute, item or call), other than a singleton."""
+    if isinstance(node, ast.Constant) and any(node.value is v for v in (None, True, False, Ellipsis)):
+        return False
+    return not any(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) for n in ast.walk(node))
+
+
+def _identity_operand(node: Any) -> bool:
+    """Can ``node`` stand beside ``is`` in generated code? Not if Python could fold it into a
+    constant (``-1``, ``'a' * 2``): its compiler would warn about ``is`` with a literal on the
+    host's stderr. A name, an attribute, an item, a call or a singleton can."""
+    if isinstance(node, ast.Constant):
+        return any(node.value is v for v in (None, True, False, Ellipsis))
+    return isinstance(node, (ast.Name, ast.Attribute, ast.Subscript, ast.Call))
+
+
 def _scalar_constant(node: Any) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float, str, bool, type(None))
 
@@ -1452,10 +1492,10 @@ def _parse(source: Any) -> Tuple[str, Any]:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         if "too many nested" in str(exc.msg):
-            raise RefusedError("expression nested too deeply: split it") from None
+            raise RefusedError("expression nested too deeply: split it into smaller expressions") from None
         raise ExpressionError("invalid syntax: %s (column %s)" % (exc.msg, exc.offset)) from None
     except (RecursionError, MemoryError):
-        raise RefusedError("expression nested too deeply: split it") from None
+        raise RefusedError("expression nested too deeply: split it into smaller expressions") from None
     except ValueError as exc:
         raise ExpressionError("cannot parse: %s" % exc) from None
     return text, tree.body
@@ -1470,6 +1510,19 @@ class Expression:
         self.unsafe = bool(unsafe)
         _Checker(self.names).check(self.tree, 0, "result")
         self.uses_budget = _uses_budget(self.tree)
+        self._compiled: Optional[Callable[..., Any]] = None
+
+    def run(self, names: Optional[Mapping[str, Any]] = None) -> Any:
+        """The value, from the generated code (what the agent runs: several times faster than
+        ``evaluate``, the reference interpreter, with the same value or refusal)."""
+        if self._compiled is None:
+            self._compiled = compile_expression(self.source, {n: "_v[%r]" % n for n in self.names}, argument="_v",
+                                                unsafe=self.unsafe)
+        scope = dict(names or {})
+        missing = self.names - set(scope)
+        if missing:
+            raise ExpressionError("no value given for %s" % ", ".join(sorted(missing)))
+        return self._compiled(scope)
 
     def evaluate(self, names: Optional[Mapping[str, Any]] = None, modules: bool = True) -> Any:
         """The value; ``ExpressionError`` for anything that went wrong (never another exception)."""
@@ -1530,6 +1583,8 @@ class _Interpreter:
             raise ExpressionError("name %r is not bound yet" % node.id)  # pragma: no cover - checked
         if kind == _INJECTED:
             return self.names[node.id]
+        if kind == _TYPE:
+            return _TYPES[node.id]
         if not self.modules:
             raise ExpressionError("name %r is not defined" % node.id)
         return _g_module(node.id)
@@ -1772,9 +1827,10 @@ _HELPERS: Dict[str, Any] = {
     "_pk_fstring": _g_fstring, "_pk_format": _g_format, "_pk_in": _g_in, "_pk_compare": _g_compare,
     "_pk_binop": _g_binop, "_pk_add": _g_add, "_pk_mul": _g_mul, "_pk_pow": _g_pow, "_pk_lshift": _g_lshift,
     "_pk_mod": _g_mod, "_pk_Budget": _Budget, "_pk_Lazy": _Lazy, "_pk_set": set, "_pk_dict": dict,
-    "_pk_tuple": tuple,
+    "_pk_tuple": tuple, "_pk_identity": lambda op, a, b: _IDENTITY[op](a, b),
 }
 _HELPERS.update({"_pkf_" + name: fn for name, fn in FUNCTIONS.items()})
+_HELPERS.update({"_pkt_" + name: cls for name, cls in _TYPES.items()})
 _BINOP_HELPERS = {"+": "_pk_add", "*": "_pk_mul", "**": "_pk_pow", "<<": "_pk_lshift", "%": "_pk_mod"}
 
 
@@ -1794,6 +1850,8 @@ class _Emitter:
         kind = getattr(node, "_pk", None)
         if kind == _LOCAL:
             return "_pkv_" + node.id
+        if kind == _TYPE:
+            return "_pkt_" + node.id
         if kind is None or kind == _INJECTED:  # None: a name a transform put in, over the variables
             if node.id not in self.variables:
                 raise ExpressionError("no value given for %s" % node.id)
@@ -1840,6 +1898,8 @@ class _Emitter:
 
     def _compare(self, op: str, left_node: Any, right_node: Any) -> str:
         left, right = self.emit(left_node), self.emit(right_node)
+        if op in ("is", "is not") and not (_identity_operand(left_node) and _identity_operand(right_node)):
+            return "_pk_identity(%r, %s, %s)" % (op, left, right)
         if op in ("is", "is not") or (op in ("in", "not in") and _literal_container(right_node)):
             return "(%s %s %s)" % (left, op, right)
         if op == "in":

@@ -24,7 +24,16 @@ COMMANDS = (
     "ps", "attach", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
     "logger", "tasks", "source", "top", "memory",
 )
-HELP = "Live diagnostics for running Python processes: attach to a PID, no restart, no code change."
+HELP = (
+    "Live diagnostics for running Python processes: attach to a PID, no restart, no code change.\n\n"
+    "Who can reach the agent: only your own processes' agents, or any as root (the socket is mode 0600 "
+    "and the agent checks SO_PEERCRED: same uid or root). Expressions (inspect, watch, trace, stack, tt "
+    "conditions, the export config's conditions) only read: names, attributes, items, literals, "
+    "operators and comprehensions, calling len, str, sorted, typename... and read-only methods of "
+    "builtin values; dunders, frames, code, globals and Peeka's own objects are refused; each "
+    "evaluation is bounded (sizes, steps). --unsafe is the only way to run the app's code from an "
+    "expression: such calls run with the app's full power. The export config never has it."
+)
 _COMMANDS_DIR = Path(__file__).resolve().parent / "commands"
 
 

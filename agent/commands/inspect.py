@@ -4,7 +4,7 @@ Args: ``expression`` (see expressions.py: names resolve over the loaded modules,
 ``myapp.config.settings`` or ``len(myapp.cache._store)``), ``depth`` (1-4, default 2; 1 = the repr
 only), ``max_size`` (characters per value, default 4096), ``instances`` (a class's qualified name:
 find its live instances, subclasses included, with the garbage collector), ``limit`` (instances
-shown, default 10).
+shown, default 10), ``unsafe`` (let the expression call the app's functions).
 
 Result without ``instances``: ``{"expression", "value": node}`` (node: see values.py).
 With ``instances``: ``{"class", "expression", "total", "count", "truncated", "instances": [{"id",
@@ -27,9 +27,9 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
 
 
-def _compile(source: str) -> expressions.Expression:
+def _compile(source: str, names: Any = (), unsafe: bool = False) -> expressions.Expression:
     try:
-        return expressions.Expression(source)
+        return expressions.Expression(source, names, unsafe)
     except expressions.ExpressionError as exc:
         raise CommandError("expression error: %s" % exc) from None
 
@@ -45,12 +45,12 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         if type(class_name) is not str:
             raise CommandError("instances must be a class's qualified name, e.g. myapp.models.User")
         limit = int_arg(args, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        return _instances(class_name, source or "it", depth, max_size, limit)
+        return _instances(class_name, source or "it", depth, max_size, limit, bool(args.get("unsafe")))
     if not source.strip():
         raise CommandError("give an expression, e.g. `myapp.config.settings`, or --instances CLASS")
-    expression = _compile(source)
+    expression = _compile(source, (), bool(args.get("unsafe")))
     try:
-        value = expression.evaluate()
+        value = expression.run()
     except expressions.ExpressionError as exc:
         raise CommandError("expression error: %s" % exc) from None
     return {"expression": expression.source, "value": values.render(value, depth=depth, max_size=max_size)}
@@ -97,9 +97,9 @@ def _namespace(obj: Any) -> Optional[Any]:
         return None
 
 
-def _instances(class_name: str, source: str, depth: int, max_size: int, limit: int) -> Dict[str, Any]:
+def _instances(class_name: str, source: str, depth: int, max_size: int, limit: int, unsafe: bool) -> Dict[str, Any]:
     cls = resolve_class(class_name)
-    expression = _compile(source)
+    expression = _compile(source, ("it",), unsafe)
     plain = expression.source == "it"
     found: List[Any] = []
     total = 0
@@ -129,7 +129,7 @@ def _instances(class_name: str, source: str, depth: int, max_size: int, limit: i
         else:
             try:
                 entry["value"] = values.render(
-                    expression.evaluate({"it": obj}), depth=depth, max_size=max_size
+                    expression.run({"it": obj}), depth=depth, max_size=max_size
                 )
             except expressions.ExpressionError as exc:
                 entry["error"] = "expression error: %s" % exc

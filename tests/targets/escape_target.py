@@ -1,0 +1,26 @@
+"""Target for the escape corpus: runs escapeapp's worker and heartbeat and starts the agent itself.
+
+Prints "ready <socket>" once the agent listens; exits when its stdin closes.
+"""
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import escapeapp  # noqa: E402
+from peeka_agent import runtime  # noqa: E402
+
+
+def main():
+    stop = escapeapp.start()
+    socket_path = os.path.join(tempfile.gettempdir(), f"peeka_{os.getpid()}.sock")
+    runtime.start({"module": "peeka_agent", "socket_path": socket_path, "files_dir": None, "method": "in-process"})
+    print("ready", socket_path, flush=True)
+    sys.stdin.read()
+    stop.set()
+
+
+if __name__ == "__main__":
+    main()
