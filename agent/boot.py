@@ -107,33 +107,6 @@ def _peeka_load_and_start(config):
                         return importlib.util.spec_from_loader(fullname, Loader(key), is_package=is_package)
                 return None
 
-        def install_simpleeval(allocate_lock):
-            # Compiled when an expression first needs it, not while the agent starts: its 4-5 ms
-            # of compiling, in a target whose threads hog the GIL, took twice that off the attach.
-            # Until then the module holds only a __getattr__ (PEP 562) that compiles it.
-            simple = config.get("simpleeval_source")
-            module_name = config.get("simpleeval_module")
-            if simple is None or module_name in sys.modules:
-                return
-            module = type(sys)(module_name)
-            namespace = module.__dict__
-            lock = allocate_lock()
-
-            def __getattr__(attr):
-                if attr.startswith("__") and attr.endswith("__"):
-                    raise AttributeError(attr)  # tools probing modules (__file__, __path__) load nothing
-                with lock:
-                    if "__getattr__" in namespace:  # not loaded yet (nor by a thread we waited for)
-                        exec(compile(simple, "<peeka agent>/simpleeval.py", "exec"), namespace)
-                        del namespace["__getattr__"]
-                try:
-                    return namespace[attr]
-                except KeyError:
-                    raise AttributeError(attr) from None
-
-            namespace["__getattr__"] = __getattr__
-            sys.modules[module_name] = module
-
         finder = Finder()
         sys.meta_path.insert(0, finder)
         try:
@@ -145,7 +118,6 @@ def _peeka_load_and_start(config):
                 # (through the finder, which stays on sys.meta_path, answering for this
                 # package's names only, until detach takes it off).
                 runtime = importlib.import_module(name + ".runtime")
-                install_simpleeval(importlib.import_module(name + ".compat").original("_thread", "allocate_lock"))
                 if runtime.start(config, finder).finder is not finder:
                     sys.meta_path.remove(finder)  # another bootstrap's agent runs: its finder serves
             finally:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import ast
 import builtins
 import collections
-import datetime
 import re
 import sys
 import types
@@ -930,12 +929,30 @@ _METHODS: Dict[Any, FrozenSet[str]] = {
     collections.deque: frozenset("count index".split()),
     collections.OrderedDict: frozenset("get keys values items copy".split()),
     collections.Counter: frozenset(["most_common", "total"]),
-    datetime.datetime: frozenset("isoformat timestamp date time weekday isoweekday toordinal utcoffset tzname "
-                                 "strftime isocalendar".split()),
-    datetime.date: frozenset("isoformat weekday isoweekday toordinal strftime isocalendar".split()),
-    datetime.time: frozenset("isoformat utcoffset tzname strftime".split()),
-    datetime.timedelta: frozenset(["total_seconds"]),
 }
+# The datetime module's classes, added when the app has loaded it (the agent never imports it).
+_DATETIME_METHODS = {
+    "datetime": frozenset("isoformat timestamp date time weekday isoweekday toordinal utcoffset tzname strftime "
+                          "isocalendar".split()),
+    "date": frozenset("isoformat weekday isoweekday toordinal strftime isocalendar".split()),
+    "time": frozenset("isoformat utcoffset tzname strftime".split()),
+    "timedelta": frozenset(["total_seconds"]),
+}
+_STRFTIME_TYPES: Tuple[Any, ...] = ()
+
+
+def _add_datetime() -> None:
+    global _STRFTIME_TYPES
+    module = sys.modules.get("datetime")
+    if module is None or _STRFTIME_TYPES:
+        return
+    try:
+        classes = {name: object.__getattribute__(module, name) for name in _DATETIME_METHODS}
+    except Exception:
+        return
+    for name, cls in classes.items():
+        _METHODS[cls] = _DATETIME_METHODS[name]
+    _STRFTIME_TYPES = (classes["datetime"], classes["date"], classes["time"])
 try:
     import functools as _ft
 
@@ -969,6 +986,8 @@ def _method_wrapper(func: Any) -> Optional[Callable[..., Any]]:
     owner, name = _bound_method(func)
     if owner is None:
         return None
+    if not _STRFTIME_TYPES:
+        _add_datetime()
     cls = type(owner)
     try:
         mro = cls.__mro__
@@ -996,7 +1015,7 @@ def _method_wrapper(func: Any) -> Optional[Callable[..., Any]]:
             return _container_method
         if base is int and name == "to_bytes":
             return _int_to_bytes
-        if base in (datetime.datetime, datetime.date, datetime.time) and name == "strftime":
+        if base in _STRFTIME_TYPES and name == "strftime":
             return _strftime
         return _plain_method
     return None

@@ -585,4 +585,3 @@ def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] 
     if name:
         for mod in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
             sys.modules.pop(mod, None)
-        sys.modules.pop(agent.config.get("simpleeval_module", "_peeka_simpleeval"), None)

@@ -89,7 +89,6 @@ class Pattern:
 def is_agent_module(name: str) -> bool:
     return (
         name.startswith("_peeka_agent")
-        or name == "_peeka_simpleeval"
         or name == _PACKAGE
         or name.startswith(_PACKAGE + ".")
     )

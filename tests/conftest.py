@@ -102,14 +102,11 @@ def python_for(version: str) -> str:
 
 
 def agent_library(tmp: Path) -> Path:
-    """peeka_agent and simpleeval importable by any interpreter, as they are in an attached target
+    """peeka_agent importable by any interpreter, as it is in an attached target
     (for targets that start the agent themselves)."""
-    import simpleeval
-
     lib = tmp / "lib"
     lib.mkdir()
     (lib / "peeka_agent").symlink_to(ROOT / "agent")
-    shutil.copy(simpleeval.__file__, lib / "simpleeval.py")
     return lib
 
 

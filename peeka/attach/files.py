@@ -3,7 +3,7 @@
 Layout in the target's namespace (``TargetProcess.files_dir``)::
 
     <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config,
-                                        which carries the agent package's and simpleeval's sources
+                                        which carries the agent package's sources
     <tmp>/peeka-<pid>/boot-error.txt    only when loading failed inside the target
 
 A target in another mount namespace (a container) is reached through ``/proc/PID/root``.
@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import peeka_agent
-import simpleeval
 from peeka_agent import protocol
 
 from ..errors import PermissionDenied, UsageError
 from ..process import TargetProcess
 
 AGENT_MODULE = "_peeka_agent"
-SIMPLEEVAL_MODULE = "_peeka_simpleeval"
 _AGENT_SOURCE = Path(peeka_agent.__file__).resolve().parent
 
 
@@ -44,8 +42,6 @@ def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool =
     return {
         "module": AGENT_MODULE,
         "sources": agent_sources(),
-        "simpleeval_module": SIMPLEEVAL_MODULE,
-        "simpleeval_source": Path(simpleeval.__file__).read_text(),
         "socket_path": target.socket_path,
         "files_dir": target.files_dir,
         "method": method,

@@ -132,11 +132,7 @@ import importlib
 rt = importlib.import_module("_peeka_agent.runtime")
 importlib.import_module("_peeka_agent.commands").preload()
 for name in ("values", "expressions"):
-    try:
-        importlib.import_module("_peeka_agent." + name)
-    except ImportError as exc:
-        if "simpleeval" not in str(exc):
-            raise
+    importlib.import_module("_peeka_agent." + name)
 agent = rt.start({{"module": "_peeka_agent", "socket_path": {str(tmp_path / 's.sock')!r},
                    "files_dir": None, "method": "test"}})
 rt.detach()

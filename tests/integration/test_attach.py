@@ -65,7 +65,7 @@ def test_attach_thread_detach(spawn, version: str, state: str) -> None:
     names = {t["name"] for t in json.loads(threads.stdout)["threads"]}
     assert "MainThread" in names
 
-    # The first expression compiles simpleeval inside the target (boot.py installs it lazily).
+    # The first expression compiles the expression language inside the target (imported when needed).
     inspected = peeka_cli("inspect", str(target.pid), "sys.version_info[:2]", "--json")
     assert inspected.returncode == 0, inspected.stderr
     assert json.loads(inspected.stdout)["value"]["repr"] == "({}, {})".format(*version.split("."))

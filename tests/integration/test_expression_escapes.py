@@ -32,7 +32,7 @@ from peeka.process import TargetProcess
 
 pytestmark = pytest.mark.integration
 SOURCES = [source for _, source in escape_corpus.HOSTILE]
-CHUNK = 40  # watch streams started at once on one connection
+CHUNK = 110  # watch streams started at once on one connection
 STALL_MARGIN = 0.1  # s beyond the run's own baseline stalls
 
 
@@ -114,9 +114,9 @@ def escape(request: pytest.FixtureRequest) -> Iterator[Escape]:
                 # harmless expressions (a loaded 2-core machine stalls it too), measured in this run.
                 since = time.monotonic()
                 benign = {"pattern": "escapeapp.handle", "limit": 1, "timeout": 0.3}
-                e.streams("watch", [dict(benign, condition=f"params['user_id'] >= {i}") for i in range(CHUNK)])
-                e.streams("watch", [dict(benign, expression=f"[x for x in range({i * 1000})]") for i in range(CHUNK)])
-                for i in range(CHUNK):
+                e.streams("watch", [dict(benign, condition=f"params['user_id'] >= {i}") for i in range(30)])
+                e.streams("watch", [dict(benign, expression=f"[x for x in range({i * 100})]") for i in range(30)])
+                for i in range(20):
                     e.client.request("inspect", {"expression": f"len([x for x in range({i * 1000})])"})
                 e.expected = e.state(since)
                 e.baseline_stall = e.expected.pop("max_stall")
@@ -150,7 +150,7 @@ def test_inspect(escape: Escape) -> None:
 
 def test_watch_condition_compiled_gate(escape: Escape) -> None:
     since = time.monotonic()
-    base = {"pattern": "escapeapp.handle", "limit": 1, "timeout": 0.3}
+    base = {"pattern": "escapeapp.handle", "limit": 1, "timeout": 0.2}
     for source, messages in zip(SOURCES, escape.streams("watch", [dict(base, condition=s) for s in SOURCES])):
         first = messages[0]
         assert isinstance(first, protocol.Response), (source, first)
@@ -163,7 +163,7 @@ def test_watch_condition_compiled_gate(escape: Escape) -> None:
     # Alone on the function, the condition is compiled into the generated callbacks: a sample of each category.
     since = time.monotonic()
     for _, sources in escape_corpus.CATEGORIES.items():
-        for source in sources[::6]:
+        for source in sources[::12]:
             (messages,) = escape.streams("watch", [dict(base, condition=source, timeout=0.05)])
             assert isinstance(messages[0], protocol.Response)
     escape.check("watch --condition (alone: generated callbacks)", since)
@@ -205,7 +205,7 @@ def test_export_conditions(escape: Escape) -> None:
             pass
     since = time.monotonic()
     rid = next(escape.client._ids)  # noqa: SLF001
-    args = {"watch": [{"pattern": "escapeapp.handle", "condition": s} for s in accepted], "interval": 0.5,
+    args = {"watch": [{"pattern": "escapeapp.handle", "condition": s} for s in accepted[:80]], "interval": 0.3,
             "max_match": 10}
     escape.client._send(protocol.Request(rid, "export", args))  # noqa: SLF001
     kinds = set()
@@ -234,6 +234,7 @@ def test_what_must_keep_working(escape: Escape) -> None:
             assert _literal(escape.client.request("inspect", {"expression": source})["value"]) == expected, source
 
 
+@pytest.mark.parametrize("escape", ["3.12"], indirect=True)  # the CLI's own runs, once: every agent got the corpus
 def test_real_cli_runs(escape: Escape) -> None:
     env = {"TMPDIR": str(escape.tmp)}
     pid = str(escape.target.pid)
@@ -244,8 +245,8 @@ def test_real_cli_runs(escape: Escape) -> None:
     out = peeka_cli("inspect", pid, "escapeapp.check_state()", "--unsafe", env=env)
     assert out.returncode == 0 and "intact" in out.stdout
     out = peeka_cli("watch", pid, "escapeapp.handle", "--condition", "sys.modules.pop('os')", "-n", "1",
-                    "--timeout", "2", env=env)
-    assert out.returncode != 0 and "not a read-only method" in out.stdout + out.stderr
+                    "--timeout", "2", env=env)  # refused when reached: reported, and the stream goes on
+    assert "not a read-only method" in out.stdout + out.stderr
     assert not list(escape.markers.iterdir())
 
 

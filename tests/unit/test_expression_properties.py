@@ -96,7 +96,7 @@ def _fstring(t: tuple) -> ast.AST:
 TREES = st.recursive(LEAF, _extend, max_leaves=12)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(TREES)
 def test_interpreted_and_compiled_agree_and_stay_bounded(tree: ast.AST) -> None:
     try:
