@@ -1290,7 +1290,7 @@ class _Checker:
             node._pk = _FUNCTION
         elif name in _BUILTIN_NAMES:
             raise RefusedError(
-                "%r is not one of the expression functions (%s)" % (name, ", ".join(sorted(FUNCTIONS)))
+                "%r is refused: it is not one of the expression functions (%s)" % (name, ", ".join(sorted(FUNCTIONS)))
                 if name != "type" else
                 "'type' is refused: use typename(x), or isinstance(x, 'module.Class')"
             )

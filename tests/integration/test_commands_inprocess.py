@@ -199,7 +199,10 @@ def test_inspect_expressions(client: AgentClient) -> None:
         client.request("inspect", {"expression": "cmdapp.config.settings.timeout"})["value"]["repr"] == "30"
     )
     assert client.request("inspect", {"expression": "len(cmdapp.cache._store)"})["value"]["repr"] == "100"
-    assert client.request("inspect", {"expression": "cmdapp.cache.get('key-3')"})["value"]["repr"] == "9"
+    # the app's own functions run only with --unsafe
+    assert client.request("inspect", {"expression": "cmdapp.cache.get('key-3')", "unsafe": True})["value"]["repr"] == "9"
+    with pytest.raises(UsageError, match="calls of the app's functions need --unsafe"):
+        client.request("inspect", {"expression": "cmdapp.cache.get('key-3')"})
     value = client.request("inspect", {"expression": "cmdapp.config.settings"})["value"]
     assert value["type"] == "cmdapp.config.Settings"
     assert child_keys(value) == ["timeout", "name", "endpoints"]
