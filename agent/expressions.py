@@ -1549,15 +1549,20 @@ class Expression:
         missing = self.names - set(scope)
         if missing:
             raise ExpressionError("no value given for %s" % ", ".join(sorted(missing)))
-        try:
-            interpreter = _Interpreter(scope, self.unsafe, modules)
-            return _g_result(interpreter.run(self.tree))
-        except ExpressionError:
-            raise
-        except RecursionError:
-            raise ExpressionError("expression nested too deeply (RecursionError)") from None
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt... raised inside the expression
-            raise ExpressionError("%s: %s" % (type(exc).__name__, _message(exc))) from None
+        return _contained(lambda: _g_result(_Interpreter(scope, self.unsafe, modules).run(self.tree)))
+
+
+def _contained(run: Callable[..., Any], *args: Any) -> Any:
+    """``run(*args)``, where every exception, BaseException included (SystemExit, KeyboardInterrupt,
+    GeneratorExit raised inside the expression), becomes an ExpressionError."""
+    try:
+        return run(*args)
+    except ExpressionError:
+        raise
+    except RecursionError:
+        raise ExpressionError("expression nested too deeply (RecursionError)") from None
+    except BaseException as exc:
+        raise ExpressionError("%s: %s" % (type(exc).__name__, _message(exc))) from None
 
 
 def evaluate(source: str, names: Optional[Mapping[str, Any]] = None, modules: bool = True, unsafe: bool = False) -> Any:
@@ -2047,14 +2052,7 @@ def compile_expression(source: str, variables: Mapping[str, str], helpers: Optio
     compiled = eval(code, expression_namespace(helpers))  # noqa: S307 - generated from a checked tree
 
     def evaluate(*args: Any) -> Any:
-        try:
-            return compiled(*args)
-        except ExpressionError:
-            raise
-        except RecursionError:
-            raise ExpressionError("expression nested too deeply (RecursionError)") from None
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt... raised inside the expression
-            raise ExpressionError("%s: %s" % (type(exc).__name__, _message(exc))) from None
+        return _contained(compiled, *args)
 
     evaluate.source = body  # type: ignore[attr-defined]  # for tests and a debugging session
     return evaluate

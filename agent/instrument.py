@@ -110,6 +110,18 @@ class ProbeStream(Stream, Listener):
         if not self.cancelled:
             self.finish("timeout" if self.timeout is not None else "done")
 
+    def passes(self, call: Call, **facts: Any) -> bool:
+        """Does ``self.condition`` (an observe.CallExpression) hold for the call? Its first failure
+        is reported here as an event (with ``facts``), the rest only counted: ``finish`` says how
+        often. The probed call goes on either way."""
+        condition = self.condition  # type: ignore[attr-defined]
+        if condition.source is None:
+            return True
+        holds = condition.holds(call)
+        if holds is None:
+            self.emit(dict(call_facts(call), error=condition.first_failure, **facts))
+        return bool(holds)
+
     def finish(self, reason: str) -> None:
         # A failing condition or expression was reported once, when it first failed: the end says how often.
         failures = [summary() for summary in (getattr(getattr(self, name, None), "failure_summary", None)

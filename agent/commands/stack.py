@@ -38,14 +38,9 @@ class Stack(instrument.ProbeStream):
     def on_exit(self, call: Call) -> None:
         if self.cancelled:
             return
+        if not self.passes(call):
+            return
         event = instrument.call_facts(call)
-        if self.condition.source is not None:
-            holds = self.condition.holds(call)
-            if holds is None:  # the first failure: reported once, the end of the stream gives the count
-                event["error"] = self.condition.first_failure
-                self.emit(event)
-            if not holds:
-                return
         event["stack"] = call_path(call, self.max_frames)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)

@@ -571,12 +571,8 @@ class Trace(instrument.ProbeStream):
         cost = call.end - call.start
         if self.cancelled or cost < self.min_cost_ns:
             return
-        if self.condition.source is not None:
-            holds = self.condition.holds(call)
-            if holds is None:  # the first failure: reported once, the end of the stream gives the count
-                self.emit(dict(instrument.call_facts(call), error=self.condition.first_failure))
-            if not holds:
-                return
+        if not self.passes(call):
+            return
         self.emit_later(self._event, call, recorder)  # the tree is built off the host's thread
 
     def on_stop(self) -> None:

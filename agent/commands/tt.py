@@ -84,12 +84,8 @@ class Recorder(instrument.ProbeStream):
     def on_exit(self, call: Call) -> None:
         if self.cancelled:
             return
-        if self.condition.source is not None:
-            holds = self.condition.holds(call)
-            if holds is None:  # the first failure: reported once, the end of the stream gives the count
-                self.emit(dict(instrument.call_facts(call), error=self.condition.first_failure))
-            if not holds:
-                return
+        if not self.passes(call):
+            return
         record = Record(next(self.tunnel.counter), call, self.render_args)
         with self.tunnel.lock:
             if self.tunnel.bytes + record.size > self.max_bytes:

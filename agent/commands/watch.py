@@ -42,7 +42,7 @@ class Watch(instrument.ProbeStream):
         self.gate = self.condition.gate(self.on_success, self.on_exception)
 
     def on_enter(self, call: Call) -> None:
-        if self.cancelled or not self._passes(call, "enter"):
+        if self.cancelled or not self.passes(call, location="enter"):
             return
         # Arguments as they are now, before the body runs and perhaps changes them.
         self.emit(self._event(call, "enter"))
@@ -58,19 +58,11 @@ class Watch(instrument.ProbeStream):
             if not self.on_exception:
                 return
             location = "exception"
-        if self.condition.source is not None and not self._passes(call, location):
+        if self.condition.source is not None and not self.passes(call, location=location):
             return
         # Rendering happens in the writer thread: the host thread only queues references
         # (emit_later's queueing, inlined: this runs on every reported call).
         self._queue(make_deferred(DeferredEvent, (self, self._event, (call, location))))
-
-    def _passes(self, call: Call, location: str) -> bool:
-        if self.condition.source is None:
-            return True
-        holds = self.condition.holds(call)
-        if holds is None:  # the first failure: reported once, the end of the stream gives the count
-            self.emit(dict(instrument.call_facts(call), location=location, error=self.condition.first_failure))
-        return bool(holds)
 
     def _event(self, call: Call, location: str) -> Dict[str, Any]:
         event = instrument.call_facts(call)

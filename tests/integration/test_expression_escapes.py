@@ -1,6 +1,6 @@
 """The escape corpus (tests/escape_corpus.py) through every path, against a real target per Python.
 
-One target per version (tests/targets/escape_target.py over escapeapp.py); many expressions per
+One target per version (tests/targets/probe_target.py running escapeapp.py); many expressions per
 agent connection. Paths: inspect (interpreted), watch's condition (the compiled gate: in the
 generated callbacks when it is the function's only listener, in the generic path beside others),
 watch's EXPR (compiled, in the writer thread), tt --search over recorded calls, and the export
@@ -106,7 +106,7 @@ def escape(request: pytest.FixtureRequest) -> Iterator[Escape]:
     try:
         env = {"TMPDIR": str(tmp), "PYTHONPATH": str(agent_library(tmp)), "PYTHONDONTWRITEBYTECODE": "1",
                "ESCAPE_MARKER_DIR": str(markers), "PEEKA_CANARY": "intact"}
-        target = Target(python, "escape_target.py", env=env)
+        target = Target(python, "probe_target.py", "escapeapp", env=env)
         try:
             e = Escape(target, tmp, markers)
             try:

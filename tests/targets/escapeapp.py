@@ -1,4 +1,4 @@
-"""The app the escape corpus attacks (tests/integration/test_expression_escapes.py).
+"""The app the escape corpus attacks (tests/integration/test_expression_escapes.py, run by probe_target.py).
 
 Everything an expression might change is recorded at start, so the test can check it is unchanged:
 sys.path, the loaded modules, a settings object, a canary environment variable, a defaultdict, a
