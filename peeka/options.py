@@ -43,6 +43,14 @@ StreamTimeout = Annotated[
 ]
 Expand = Annotated[int, typer.Option("-x", "--expand", min=1, max=MAX_DEPTH, help="Expand values N levels (1: the repr only).")]
 MaxSize = Annotated[int, typer.Option("--max-size", min=MIN_MAX_SIZE, help="Characters per rendered value.")]
+Unsafe = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe",
+        help="Let expressions call the app's functions (and any other function): they run with the app's full "
+        "power. Without it expressions only read (see `peeka --help`).",
+    ),
+]
 
 
 def render_args(depth: int, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, int]:
@@ -71,6 +79,7 @@ class ProbeOptions(NamedTuple):
     limit: Optional[int] = DEFAULT_LIMIT  # noqa: UP045 - None: no limit (monitor's default)
     timeout: Optional[float] = None  # noqa: UP045
     condition: Optional[str] = None  # noqa: UP045
+    unsafe: bool = False  # expressions may call the app's functions
 
     def args(self, pattern: str, **extra: Any) -> dict[str, Any]:
         """The agent's arguments for a probe over PATTERN; ``extra`` entries that are None are left out."""
@@ -80,6 +89,8 @@ class ProbeOptions(NamedTuple):
             args["limit"] = self.limit
         if self.condition is not None:
             args["condition"] = self.condition
+        if self.unsafe:
+            args["unsafe"] = True
         args.update({k: v for k, v in extra.items() if v is not None})
         return args
 
@@ -98,6 +109,7 @@ ATTACH_OPTIONS = (
 )
 PROBE_OPTIONS = (
     _option("condition", None, Annotated[Optional[str], typer.Option("--condition", "-c", help="Only calls where this expression is true, e.g. \"cost > 100\".")]),  # noqa: UP045,E501
+    _option("unsafe", False, Unsafe),
     _option("limit", DEFAULT_LIMIT, Limit),
     _option("timeout", None, StreamTimeout),
     _option("regex", False, Regex),

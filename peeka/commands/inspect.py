@@ -9,7 +9,7 @@ import typer
 from peeka_agent.protocol import DEFAULT_DEPTH, DEFAULT_MAX_SIZE
 
 from ..errors import UsageError
-from ..options import Expand, MaxSize, Pid, Shared, render_args, with_options
+from ..options import Expand, MaxSize, Pid, Shared, Unsafe, render_args, with_options
 from ..render import console, emit_json, value_tree
 from ._common import agent
 
@@ -22,8 +22,9 @@ def command(
     expression: Annotated[
         str,
         typer.Argument(
-            help="Names resolve over the loaded modules: 'myapp.config.settings.timeout'. "
-            "Dunders, open, exec, imports and process-changing calls are refused."
+            help="Names resolve over the loaded modules: 'myapp.config.settings.timeout', "
+            "'len(myapp.cache._store)'. Expressions only read: dunders, introspection and calls of the app's "
+            "functions are refused (--unsafe allows calls)."
         ),
     ] = "",
     depth: Expand = DEFAULT_DEPTH,
@@ -35,6 +36,7 @@ def command(
         ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Instances to show.")] = 10,
+    unsafe: Unsafe = False,
     *,
     shared: Shared,
 ) -> None:
@@ -47,6 +49,8 @@ def command(
     args: dict[str, Any] = {"expression": expression, **render_args(depth, max_size)}
     if instances:
         args.update(instances=instances, limit=limit)
+    if unsafe:
+        args["unsafe"] = True
     with agent(pid, shared) as client:
         result = client.request(NAME, args)
     if shared.json:

@@ -61,11 +61,13 @@ def command(
             console_err.print(f"[yellow]warning: replaying record {replay} calls the function again inside "
                               f"process {pid}, with its side effects[/]")
         result = client.request(NAME, {"action": action, "condition": search, "index": show if show is not None else replay,
-                                       **render_args(depth, max_size)})
+                                       **({"unsafe": True} if probe.unsafe else {}), **render_args(depth, max_size)})
     if shared.json:
         emit_json(result)
     elif action in ("list", "search"):
         console.print(table(None, _COLUMNS, [_row(r) for r in result["records"]]))
+        if result.get("error"):  # the search's condition failed on some records: said once, with the count
+            console_err.print(f"[red]{escape(result['error'])}[/]")
     elif action == "show":
         console.print(table(None, _COLUMNS, [_row(result)]))
         console.print(value_tree("[bold]params[/]", result["params"]))
