@@ -1474,7 +1474,7 @@ def _pure_literal(node: Any) -> bool:
     """An expression of literals only (no name, attribute, item or call), other than a singleton."""
     if isinstance(node, ast.Constant) and any(node.value is v for v in (None, True, False, Ellipsis)):
         return False
-    return not any(isinstance(n, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)) for n in ast.walk(node))
+    return not any(isinstance(n, (ast.Name, ast.Attribute, ast.Call)) for n in ast.walk(node))
 
 
 def _identity_operand(node: Any) -> bool:
@@ -1517,7 +1517,32 @@ def _parse(source: Any) -> Tuple[str, Any]:
         raise RefusedError("expression nested too deeply: split it into smaller expressions") from None
     except ValueError as exc:
         raise ExpressionError("cannot parse: %s" % exc) from None
-    return text, tree.body
+    return text, _canonical(tree.body)
+
+
+def _canonical(tree: Any) -> Any:
+    """Constants as Python's compiler makes them, so that both evaluators see the same objects: a
+    sign on a number folded into it (``-1``), and equal constants one object."""
+    try:
+        folded = _Fold().visit(tree)
+    except RecursionError:
+        raise RefusedError("expression nested too deeply: split it into smaller expressions") from None
+    merged: Dict[Tuple[Any, str], Any] = {}
+    for node in ast.walk(folded):
+        if isinstance(node, ast.Constant):
+            node.value = merged.setdefault((type(node.value), repr(node.value)), node.value)
+    return folded
+
+
+class _Fold(ast.NodeTransformer):
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        self.generic_visit(node)
+        operand = node.operand
+        if (isinstance(operand, ast.Constant) and type(operand.value) in (int, float, complex)
+                and isinstance(node.op, (ast.USub, ast.UAdd))):
+            value = -operand.value if isinstance(node.op, ast.USub) else +operand.value
+            return ast.copy_location(ast.Constant(value=value), node)
+        return node
 
 
 class Expression:
