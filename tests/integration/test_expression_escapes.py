@@ -12,6 +12,7 @@ untouched, the interpreter's settings untouched, the host's heartbeat never stal
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ class Escape:
         self.markers = markers
         self.client = AgentClient(TargetProcess(target.pid), timeout=30).open()
         self.expected: dict[str, Any] = {}
+        self.ids = itertools.count(1_000_000)  # our streams' ids, apart from the client's own requests
         self.baseline_stall = 0.0
 
     def state(self, since: float = 0.0) -> dict[str, Any]:
@@ -72,14 +74,14 @@ class Escape:
             chunk = args_for[start:start + CHUNK]
             ids = {}
             for args in chunk:
-                rid = next(self.client._ids)  # noqa: SLF001 - several streams at once: the protocol allows it
+                rid = next(self.ids)  # several streams at once on one connection: the protocol allows it
                 ids[rid] = len(ids)
-                self.client._send(protocol.Request(rid, command, args))  # noqa: SLF001
+                self.client.send(protocol.Request(rid, command, args))
             messages: dict[int, list[Any]] = {rid: [] for rid in ids}
             open_ids = set(ids)
             deadline = time.monotonic() + 60
             while open_ids and time.monotonic() < deadline:
-                message = self.client._read()  # noqa: SLF001
+                message = self.client.receive()
                 rid = getattr(message, "id", None)
                 if rid not in messages:
                     continue
@@ -204,19 +206,19 @@ def test_export_conditions(escape: Escape) -> None:
         except Exception:
             pass
     since = time.monotonic()
-    rid = next(escape.client._ids)  # noqa: SLF001
+    rid = next(escape.ids)
     args = {"watch": [{"pattern": "escapeapp.handle", "condition": s} for s in accepted[:80]], "interval": 0.3,
             "max_match": 10}
-    escape.client._send(protocol.Request(rid, "export", args))  # noqa: SLF001
+    escape.client.send(protocol.Request(rid, "export", args))
     kinds = set()
     deadline = time.monotonic() + 30
     while "stats" not in kinds and time.monotonic() < deadline:
-        message = escape.client._read()  # noqa: SLF001
+        message = escape.client.receive()
         if getattr(message, "id", None) == rid:
             assert not isinstance(message, (protocol.End, protocol.Response)) or getattr(message, "ok", True), message
             if isinstance(message, protocol.Event) and isinstance(message.data, dict):
                 kinds.add(message.data.get("kind"))
-    escape.client._send(protocol.Cancel(rid))  # noqa: SLF001
+    escape.client.send(protocol.Cancel(rid))
     assert "stats" in kinds
     escape.check("export conditions", since)
     assert accepted  # and the rest were refused by the same checker the export uses
