@@ -28,7 +28,7 @@ class AgentClient:
         self.target = target
         self.timeout = timeout
         self._ids = itertools.count(1)
-        self.sock: socket.socket | None = None
+        self._sock: socket.socket | None = None
         self.hello: protocol.Hello | None = None
 
     def open(self) -> AgentClient:
@@ -45,7 +45,7 @@ class AgentClient:
                 f"no agent answers at {path} ({exc.strerror})",
                 f"Attach first: `peeka attach {self.target.pid}`.",
             ) from None
-        self.sock = sock
+        self._sock = sock
         first = self._read()
         if isinstance(first, protocol.Response) and not first.ok:
             self.close()
@@ -63,9 +63,9 @@ class AgentClient:
         return self
 
     def _read(self) -> Any:
-        assert self.sock is not None
+        assert self._sock is not None
         try:
-            message = protocol.read_message(self.sock)
+            message = protocol.read_message(self._sock)
         except protocol.ProtocolError as exc:
             raise AgentUnavailable(f"broken reply from the agent: {exc}", "") from None
         except TimeoutError:
@@ -79,9 +79,9 @@ class AgentClient:
         return message
 
     def _send(self, message: Any) -> None:
-        assert self.sock is not None
+        assert self._sock is not None
         try:
-            self.sock.sendall(protocol.encode(message))
+            self._sock.sendall(protocol.encode(message))
         except OSError as exc:
             raise AgentUnavailable(f"connection to the agent broke: {exc}", "") from None
 
@@ -102,8 +102,8 @@ class AgentClient:
         rid = next(self._ids)
         self._send(protocol.Request(rid, command, args or {}))
         first = self._await_response(rid)
-        assert self.sock is not None
-        self.sock.settimeout(None)
+        assert self._sock is not None
+        self._sock.settimeout(None)
         try:
             yield protocol.Event(rid, first.result)
             while True:
@@ -114,7 +114,7 @@ class AgentClient:
                 if isinstance(message, protocol.End):
                     return
         finally:
-            if self.sock is not None:
+            if self._sock is not None:
                 try:
                     self._send(protocol.Cancel(rid))
                 except AgentUnavailable:
@@ -131,14 +131,19 @@ class AgentClient:
 
     def wait_indefinitely(self) -> None:
         """From now on ``receive`` waits as long as it takes (a stream may be quiet for minutes)."""
-        if self.sock is not None:
-            self.sock.settimeout(None)
+        if self._sock is not None:
+            self._sock.settimeout(None)
+
+    @property
+    def is_open(self) -> bool:
+        """open() succeeded and close() has not run since (the connection may still have broken)."""
+        return self._sock is not None
 
     def interrupt(self) -> None:
         """Break off, from another thread, whatever this connection waits on: the thread reading a
         stream or a reply gets AgentUnavailable at once, and the agent sees the client gone (it takes
         that stream's probes off). The reading thread still closes the client."""
-        sock = self.sock  # read once: the reading thread may close it meanwhile
+        sock = self._sock  # read once: the reading thread may close it meanwhile
         if sock is None:
             return
         try:
@@ -147,11 +152,11 @@ class AgentClient:
             pass  # already closed or never connected: nothing waits on it
 
     def close(self) -> None:
-        if self.sock is not None:
+        if self._sock is not None:
             try:
-                self.sock.close()
+                self._sock.close()
             finally:
-                self.sock = None
+                self._sock = None
 
     def __enter__(self) -> AgentClient:
         return self

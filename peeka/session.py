@@ -116,7 +116,7 @@ class Session:
     """Requests and streams over one open AgentClient, which the session then owns (closes)."""
 
     def __init__(self, client: AgentClient, on_broken: Callable[[PeekaError], None] | None = None) -> None:
-        if client.sock is None or client.hello is None:
+        if not client.is_open or client.hello is None:
             raise ValueError("Session needs an open AgentClient (attach() or AgentClient(...).open())")
         self.client = client
         self.hello: protocol.Hello = client.hello
@@ -200,7 +200,7 @@ class Session:
         """Send if the connection still works (a cancel on a broken connection has nothing to undo:
         the agent already took off the probes of a client that went)."""
         with self._lock:
-            if self.broken is not None or self.client.sock is None:
+            if self.broken is not None or not self.client.is_open:
                 return
             try:
                 self.client.send(message)

@@ -51,6 +51,17 @@ def probes_left(target: Attached) -> list[str]:
         return other.request("reset", {"pattern": "no_such_module_zz.nothing"})["remaining"]
 
 
+def probes_become(target: Attached, expected: list[str], within: float = 10.0) -> bool:
+    """Whether the agent's probes become EXPECTED within the time (it puts a stream's probes in just
+    after answering, and takes a gone client's off when it notices)."""
+    deadline = time.monotonic() + within
+    while probes_left(target) != expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def watched_params(event: dict[str, Any]) -> dict[str, Any]:
     """A watch event's parameters (its value node's 'params' child, a dict's repr)."""
     params = next(c["value"] for c in event["value"]["children"] if c["key"] == "'params'")
@@ -134,6 +145,26 @@ def test_close_cancels_streams_and_leaves_no_probe(attached: Attached) -> None:
     assert ends == [StreamEnd("cancelled"), StreamEnd("cancelled")]
     with pytest.raises(AgentUnavailable, match="closed"):
         session.request("ping", {})
+    assert attached.process.alive()
+
+
+def test_interrupt_breaks_off_a_waiting_stream_from_another_thread(attached: Attached) -> None:
+    """AgentClient.interrupt() (the exporter's stop): the thread blocked reading a quiet stream gets
+    AgentUnavailable at once, and the agent, seeing the client gone, takes the stream's probe off."""
+    client = attached.client()
+    stream = client.stream("watch", {"pattern": "__main__.place_order", "condition": "cost < 0"})  # never true
+    next(stream)  # the start (the agent may put the probe in just after answering)
+    assert probes_become(attached, ["__main__.place_order"])
+    timer = threading.Timer(0.3, client.interrupt)
+    started = time.monotonic()
+    timer.start()
+    with pytest.raises(AgentUnavailable):
+        next(stream)
+    assert time.monotonic() - started < 5
+    stream.close()
+    client.close()
+    client.interrupt()  # on a closed client: nothing to break off, no error
+    assert probes_become(attached, [])
     assert attached.process.alive()
 
 
