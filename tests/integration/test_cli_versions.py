@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import pytest
 from conftest import ROOT, VERSIONS, Target, peeka_cli
 
+from peeka.cli import COMMANDS
+
 CLIENTS = {v: ROOT / (".venv" + v.replace(".", "")) / "bin" / "python" for v in VERSIONS}
 OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
 CLIENTS[OWN] = ROOT / ".venv" / "bin" / "python"
@@ -70,3 +72,6 @@ def test_cli_json_and_debug_on_errors(version: str) -> None:
     assert as_json["exit_code"] == 3 and "traceback" not in as_json, as_json
     as_json = json.loads(peeka_cli("inspect", gone, "1", "--json", "--debug", python=python).stdout)
     assert "Traceback" in as_json["traceback"], as_json
+    # The lazy start-up's verb list, read from the command modules' files, on every version.
+    listed = peeka_cli("--help", python=python)
+    assert listed.returncode == 0 and all(f"  {name} " in listed.stdout for name in COMMANDS), listed.stdout
