@@ -124,10 +124,14 @@ class Sampler:
             used = 0 if seen.cpu is None else now - seen.cpu
             seen.cpu = now
             seen.read_at = tick
-            seen.quiet = used <= 0
             if used <= 0:
+                # Quiet: its clock is read less often while it stays parked in the same frame, but
+                # only if it is in a wait (a running thread the OS held off for a tick is not quiet:
+                # skipping it would favour its longer-lived frames).
+                seen.quiet = self._waits_here(frame)
                 seen.running = None
                 continue
+            seen.quiet = False
             self.thread_cpu[ident] = self.thread_cpu.get(ident, 0) + used
             if self._waits_here(frame):
                 # It waits now, so the CPU went before the wait: to the stack the previous sample

@@ -124,7 +124,7 @@ def test_top_names_the_burning_function(client: AgentClient) -> None:
     # 100 Hz asked; a loaded 2-core machine delays the sampler's wakeups (45-50 Hz seen under load 6).
     assert last["rate_hz"] > 25 and last["sampler"]["busy_percent"] < 2
     proc = last["process"]
-    assert proc["rss_bytes"] > 1 << 20 and proc["threads"] >= 7 and proc["cpu_percent"] > 20
+    assert proc["rss_bytes"] > 1 << 20 and proc["threads"] >= 7 and proc["cpu_percent"] > 10  # 19% under load 16
     assert len(proc["gc"]["collections"]) == 3
 
 

@@ -133,7 +133,7 @@ def test_thread_n_ranks_by_cpu(client: AgentClient) -> None:
     busiest = client.request("thread", {"interval_ms": 1000, "top": 4})
     shares = _shares(before, _cpu(client))
     names = [t["name"] for t in busiest["threads"]]
-    assert names[0] == "spinner" and {"loop-busy", "part"} <= set(names), busiest["threads"]
+    assert "spinner" in names[:2] and {"loop-busy", "part"} <= set(names), busiest["threads"]
     by_name = {t["name"]: t for t in busiest["threads"]}
     # Each thread's CPU share over the interval, from its clock, against what its function measured.
     total = sum(by_name[n]["cpu_percent"] for n in ("spinner", "part", "loop-busy"))
