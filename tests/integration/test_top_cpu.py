@@ -48,7 +48,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[AgentClient]:
 
 
 def _cpu(client: AgentClient) -> dict[str, int]:
-    return ast.literal_eval(client.request("inspect", {"expression": "__main__.CPU_NS"})["value"]["repr"])
+    return ast.literal_eval(client.request("inspect", {"expression": "sys.modules['__main__'].CPU_NS"})["value"]["repr"])
 
 
 def _shares(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
