@@ -23,6 +23,7 @@ from peeka_agent import protocol
 
 from ..errors import PermissionDenied, UsageError
 from ..process import TargetProcess
+from . import codecache
 
 AGENT_MODULE = "_peeka_agent"
 _AGENT_SOURCE = Path(peeka_agent.__file__).resolve().parent
@@ -82,6 +83,10 @@ def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False) 
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.
     staging = Path(tempfile.mkdtemp(prefix=f".peeka-{target.ns_pid}-", dir=parent))
     try:
+        code = codecache.code_for(target, config["sources"])
+        if code is not None:
+            (staging / codecache.FILE).write_bytes(code)
+            config["code_file"] = f"{target.files_dir}/{codecache.FILE}"
         (staging / "launch.py").write_text(launch_source(config))
         _chown_tree(staging, target.uid, target.gid)
         os.chmod(staging, 0o700)
