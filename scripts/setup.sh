@@ -10,6 +10,7 @@ ROOT=$PWD
 need_apt=()
 command -v gdb >/dev/null || need_apt+=(gdb)
 command -v patchelf >/dev/null || need_apt+=(patchelf)
+command -v tmux >/dev/null || need_apt+=(tmux)  # the `peeka tui` end-to-end test
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq >&2
