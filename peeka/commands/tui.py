@@ -1,4 +1,4 @@
-"""A live dashboard in the terminal over one connection: threads, top, watch by number key; q quits
+"""A live dashboard in the terminal over one connection: threads, top, memory, watch by number key; q quits
 and removes what the TUI installed (the agent stays for other users: `peeka detach PID` removes it)."""
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ class ViewEntry(NamedTuple):
 VIEWS = (
     ViewEntry("1", "threads"),
     ViewEntry("2", "top"),
+    ViewEntry("3", "memory"),
     ViewEntry("4", "watch"),
 )
 

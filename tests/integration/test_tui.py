@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,6 +88,15 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             top = app.query_one("#top-table")
             first = await until(pilot, lambda: cells(top) and cells(top)[0][2] == "__main__.crunch", "crunch on top")
             assert first and float(cells(top)[0][0]) > 30
+            # 3 Memory: the type census counts the target's 20000 Baskets exactly; RSS as /proc says.
+            await pilot.press("3")
+            types = app.query_one("#memory-types")
+            baskets = await until(pilot, lambda: [r for r in cells(types) if r[0] == "__main__.Basket"], "Basket")
+            assert baskets[0][1] == "20000"
+            facts = text_of(app.query_one("#memory-facts"))
+            rss_kib = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{attached.pid}/status").read_text()).group(1))
+            shown = re.search(r"RSS ([\d.]+) MiB", facts)
+            assert shown and abs(float(shown.group(1)) * 1024 - rss_kib) < 0.2 * rss_kib, (facts, rss_kib)
             # 4 Watch: type a pattern; calls stream in; the selected call's arguments are shown.
             await pilot.press("4")
             await pilot.press(*"__main__.place_order", "enter")

@@ -4,6 +4,7 @@
     thread "orders"   calls place_order(order_id, sku) every 20 ms, order_id counting up from 1
     thread "napper"   sleeps in a loop (daemon)
     main thread       sleeps in 50 ms steps (it runs Python often: a 3.14 remote_exec attach runs soon)
+    BASKETS           exactly 20000 Basket instances, kept (the memory view's ground truth)
 
 Prints "ready" once all run; runs until killed.
 """
@@ -18,6 +19,14 @@ def crunch(units):
     for i in range(units * 1000):
         total += i * i % 7
     return total
+
+
+class Basket:
+    def __init__(self, n):
+        self.n = n
+
+
+BASKETS = [Basket(n) for n in range(20000)]
 
 
 def burner():
