@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from textual.containers import Vertical
+from textual.widgets import DataTable
 
 from ..errors import PeekaError
 from ..session import Session
@@ -41,6 +42,29 @@ class View(Vertical):
             on_loop(self, then, result)
 
         self.run_worker(work, thread=True, group=f"ask-{command}", exit_on_error=False)
+
+
+class PollingView(View):
+    """A view that asks the agent every ``REFRESH_S`` seconds while shown (``poll``), and not at all
+    while hidden."""
+
+    REFRESH_S = 1.0
+    timer: Any = None
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+    def shown(self) -> None:
+        self.query_one(DataTable).focus()
+        self.poll()
+        if self.timer is None:
+            self.timer = self.set_interval(self.REFRESH_S, self.poll)
+        else:
+            self.timer.resume()
+
+    def hidden(self) -> None:
+        if self.timer is not None:
+            self.timer.pause()
 
 
 def on_loop(widget: Any, func: Callable[..., Any], *args: Any) -> None:

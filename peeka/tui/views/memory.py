@@ -11,39 +11,26 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from ..header import size
-from ..view import View as BaseView
+from ..view import PollingView
 
-REFRESH_S = 3.0
 TYPES = 30
 CENSUS_MAX_SECONDS = 0.5
 COLUMNS = ("type", "count", "shallow size")
 
 
-class View(BaseView):
+class View(PollingView):
     TITLE = "Memory"
+    REFRESH_S = 3.0
     DEFAULT_CSS = "#memory-facts { height: 4; } #memory-types { height: 1fr; }"
 
     def __init__(self) -> None:
         super().__init__(id="view-memory")
-        self.timer: Any = None
 
     def compose(self) -> Any:
         yield Static("asking the agent…", id="memory-facts")
         table: DataTable[Any] = DataTable(id="memory-types", cursor_type="row")
         table.add_columns(*COLUMNS)
         yield table
-
-    def shown(self) -> None:
-        self.query_one(DataTable).focus()
-        self.poll()
-        if self.timer is None:
-            self.timer = self.set_interval(REFRESH_S, self.poll)
-        else:
-            self.timer.resume()
-
-    def hidden(self) -> None:
-        if self.timer is not None:
-            self.timer.pause()
 
     def poll(self) -> None:
         self.ask("memory", {"types": TYPES, "sort": "count", "max_seconds": CENSUS_MAX_SECONDS}, self.show)

@@ -14,14 +14,14 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from ..view import View as BaseView
+from ..view import PollingView
 
-REFRESH_S = 1.0
 COLUMNS = ("name", "CPU %", "state", "daemon", "native id", "frames")
 
 
-class View(BaseView):
+class View(PollingView):
     TITLE = "Threads"
+    REFRESH_S = 1.0
     DEFAULT_CSS = """
     #threads-table { height: 1fr; }
     #threads-stack { height: 1fr; border-top: solid $accent; overflow-y: auto; }
@@ -31,25 +31,12 @@ class View(BaseView):
         super().__init__(id="view-threads")
         self.previous: dict[int, tuple[float, float]] = {}  # ident -> (cpu seconds, monotonic time)
         self.threads: dict[int, dict[str, Any]] = {}
-        self.timer: Any = None
 
     def compose(self) -> Any:
         table: DataTable[Any] = DataTable(id="threads-table", cursor_type="row")
         table.add_columns(*COLUMNS)
         yield table
         yield Static("", id="threads-stack")
-
-    def shown(self) -> None:
-        self.poll()
-        if self.timer is None:
-            self.timer = self.set_interval(REFRESH_S, self.poll)
-        else:
-            self.timer.resume()
-        self.query_one(DataTable).focus()
-
-    def hidden(self) -> None:
-        if self.timer is not None:
-            self.timer.pause()
 
     def poll(self) -> None:
         self.ask("thread", {"max_frames": 64}, self.show)
