@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, FrozenSet, Optional
 
 from . import expressions, values
 from .instrument import thread_name
-from .probes import CO_VARARGS, CO_VARKEYWORDS, Call
+from .probes import CO_VARARGS, CO_VARKEYWORDS, Call, Gate
 from .streams import CommandError
 
 CALL_NAMES = frozenset(("args", "kwargs", "params", "result", "exception", "target", "cost", "thread"))
@@ -64,8 +64,7 @@ _HELPERS = {
 }
 
 
-# What a gate (probes.Listener.gate) offers: a call's ending before any Call object exists.
-_GATE_ARGUMENTS = ("_s", "_e", "_r", "_x")
+# What a gate (probes.Gate) offers: a call's ending before any Call object exists.
 _GATE_VARIABLES = {
     "result": "_r",
     "exception": "_x",
@@ -182,16 +181,14 @@ class CallExpression:
         return "%s failed on %d call%s (first: %s)" % (self.what, self.failures, "" if self.failures == 1 else "s",
                                                        self.first_failure)
 
-    def gate(self, success: bool = True, failure: bool = True) -> Optional[Callable[..., Any]]:
+    def gate(self, success: bool = True, failure: bool = True) -> Optional[Gate]:
         """A listener's gate: this condition, and which outcomes are wanted, tested on
         ``(start, end, result, exception)`` so that a call that fails them costs no Call object.
         None when it would spare nothing (no condition, or one that needs the arguments).
 
-        The gate carries its Python source as ``gate.inline`` (an expression over ``_s, _e, _r,
-        _x`` and the globals in ``gate.namespace``), generated from the same checked tree as the
-        condition: the probes compile it into their callbacks, which spares a function call on
-        every call of the probed function. A gate that raises (anything, BaseException included)
-        lets the call through to on_exit, where ``holds`` decides and reports."""
+        Its source is generated from the same checked tree as the condition (see probes.Gate). A
+        gate that raises (anything, BaseException included) lets the call through to on_exit,
+        where ``holds`` decides and reports."""
         parts = []
         if not success and not failure:
             parts.append("False")
@@ -203,12 +200,7 @@ class CallExpression:
             parts.append("(%s)" % expressions.python_source(self.source, _GATE_VARIABLES, _fold_cost, self.unsafe))
         if not parts:
             return None
-        inline = " and ".join(parts)
-        namespace = expressions.expression_namespace(_GATE_HELPERS)
-        gate = eval("lambda %s: %s" % (", ".join(_GATE_ARGUMENTS), inline), namespace)  # noqa: S307 - checked source
-        gate.inline = inline
-        gate.namespace = namespace
-        return gate
+        return Gate.compile(" and ".join(parts), expressions.expression_namespace(_GATE_HELPERS))
 
 
 def _truth(value: Any) -> bool:

@@ -25,7 +25,7 @@ import sys
 import threading
 import types
 from time import perf_counter_ns, time_ns
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import compat
 from .streams import on_detach
@@ -79,6 +79,28 @@ class Call:
         return (self.end - self.start) / 1e6
 
 
+GATE_ARGUMENTS = ("_s", "_e", "_r", "_x")  # what a gate's source may read: start ns, end ns, result, exception
+
+
+class Gate(NamedTuple):
+    """A listener's cheap test of a call's ending, run before any Call is built (``Listener.gate``).
+
+    ``source`` is a Python expression over ``GATE_ARGUMENTS`` and the globals in ``namespace``:
+    the generated callbacks and hooks compile it in, which spares a function call on every call
+    of the probed function; elsewhere ``test(start, end, result, exception)`` runs it.
+    """
+
+    source: str
+    namespace: Dict[str, Any]
+    test: Callable[[int, int, Any, Optional[BaseException]], Any]
+
+    @classmethod
+    def compile(cls, source: str, namespace: Dict[str, Any]) -> "Gate":
+        """``source`` must be checked code (observe.CallExpression.gate builds it)."""
+        test = eval("lambda %s: %s" % (", ".join(GATE_ARGUMENTS), source), namespace)  # noqa: S307
+        return cls(source, namespace, test)
+
+
 class Listener:
     """What a command registers on probes."""
 
@@ -89,10 +111,10 @@ class Listener:
     # A light listener wants only each call's cost and outcome (monitor): when every listener of a
     # plain function is light, no Call object, frame or argument is ever made for it.
     light = False
-    # ``gate(start_ns, end_ns, result, exception) -> bool`` or None: a cheap test run when a call ends,
-    # before any Call is built, that lets the listener drop exits it would ignore (watch -s/-e, a
-    # condition over cost/result/exception/thread). On True (or if it raises) on_exit decides for real.
-    gate: Optional[Callable[[int, int, Any, Optional[BaseException]], Any]] = None
+    # A Gate or None: a cheap test run when a call ends, before any Call is built, that lets the
+    # listener drop exits it would ignore (watch -s/-e, a condition over cost/result/exception/thread).
+    # On True (or if it raises) on_exit decides for real.
+    gate: Optional[Gate] = None
 
     def on_light(self, probe: "Probe", cost_ns: int, failed: bool) -> None:
         pass
@@ -321,7 +343,7 @@ class Probe:
                 gate = listener.gate
                 if gate is not None:
                     try:
-                        if not gate(start, end, result, exception):
+                        if not gate.test(start, end, result, exception):
                             continue
                     except BaseException:
                         pass  # on_exit checks again and reports the error (SystemExit included)
@@ -667,10 +689,8 @@ def _fast_tail(listener: Listener, params: str, done: str, indent: str) -> Optio
         tail = ""
         gate = listener.gate
         if gate is not None:
-            if not getattr(gate, "inline", None):
-                return None
             namespace.update(gate.namespace)
-            tail = _FAST_GATE.format(gate=gate.inline, done=done)
+            tail = _FAST_GATE.format(gate=gate.source, done=done)
         tail += _FAST_EXIT.format(params=params, done=done)
         namespace["_pk_on_exit"] = listener.on_exit
     namespace.update(_pk_now=perf_counter_ns, _pk_Call=Call, _pk_Exception=Exception, _pk_BaseException=BaseException)

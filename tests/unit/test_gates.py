@@ -34,16 +34,16 @@ COSTS_NS = [0, 1, 999, 1000, 1001, 250_000, 299_999, 300_000, 300_001, 500_000, 
 def test_gate_agrees_with_the_condition(source: str) -> None:
     condition = observe.CallExpression(source, "condition")
     gate = condition.gate()
-    assert gate is not None and gate.inline
+    assert gate is not None and gate.source
     probe = _Probe()
     for cost in COSTS_NS:
         start = 10**12
         call = Call(probe, start, start + cost, None, 4, None)  # type: ignore[arg-type]
-        assert bool(gate(start, start + cost, 4, None)) == bool(condition.evaluate(call)), (source, cost)
+        assert bool(gate.test(start, start + cost, 4, None)) == bool(condition.evaluate(call)), (source, cost)
 
 
 def _inline(source: str) -> str:
-    return observe.CallExpression(source, "c").gate().inline.replace("(", "").replace(")", "")
+    return observe.CallExpression(source, "c").gate().source.replace("(", "").replace(")", "")
 
 
 def test_cost_bounds_become_integer_nanoseconds() -> None:
