@@ -74,9 +74,6 @@ class Call:
         self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame; set at entry only
         self.data: Any = None  # per-listener scratch (e.g. trace's recorder)
 
-    @property
-    def cost_ms(self) -> float:
-        return (self.end - self.start) / 1e6
 
 
 GATE_ARGUMENTS = ("_s", "_e", "_r", "_x")  # what a gate's source may read: start ns, end ns, result, exception
@@ -108,6 +105,7 @@ class Listener:
     needs_frame = False  # the call's frame while it runs (stack walks it): the Call is made at entry
     wants_enter = False
     wants_suspend = False  # on_suspend/on_resume around each yield or await of generators and coroutines
+    errors = 0  # exceptions this listener raised on probed calls (swallowed; Probe.failed counts them)
     # A light listener wants only each call's cost and outcome (monitor): when every listener of a
     # plain function is light, no Call object, frame or argument is ever made for it.
     light = False
@@ -277,7 +275,7 @@ class Probe:
         self.args_at_exit = False
         self.local = threading.local()  # .stack: this thread's calls in progress
         self.errors = 0  # exceptions raised by our own listeners, swallowed
-        self.saved: Any = None  # backend state needed to restore the function
+        self.saved: Optional[SwappedCode] = None  # the code swap's: what to restore, what the hook calls
         self.paused = False  # duty-cycled off by the overhead governor: the function runs as if unprobed
 
     def set_listeners(self, listeners: Tuple[Listener, ...]) -> None:
@@ -300,6 +298,13 @@ class Probe:
         local = frame.f_locals
         return local.copy() if self.copy_locals else self.read_params(local)
 
+    def failed(self, listener: "Listener") -> None:
+        """A listener raised on a call: counted here, on the listener (streams report theirs in
+        their end message) and by the engine (``ping`` reports it), never raised into the host."""
+        self.errors += 1
+        listener.errors += 1
+        self.engine.errors += 1
+
     # -- called on the host's hot path; must never raise
     def enter(self, call: Call) -> None:
         for listener in self.listeners:
@@ -307,7 +312,7 @@ class Probe:
                 try:
                     listener.on_enter(call)
                 except Exception:
-                    self.errors += 1
+                    self.failed(listener)
 
     def suspend(self, call: Call) -> None:
         call.yields += 1
@@ -316,7 +321,7 @@ class Probe:
                 try:
                     listener.on_suspend(call)
                 except Exception:
-                    self.errors += 1
+                    self.failed(listener)
         call.awaiting = None  # listeners saw it; the host's object is not kept
 
     def resume(self, call: Call) -> None:
@@ -325,7 +330,7 @@ class Probe:
                 try:
                     listener.on_resume(call)
                 except Exception:
-                    self.errors += 1
+                    self.failed(listener)
 
     def exit(self, call: Call) -> None:
         """A call made at entry (generators, coroutines, enter listeners) ended."""
@@ -353,7 +358,7 @@ class Probe:
                     call = Call(self, start, end, params, result, exception)
                 listener.on_exit(call)
             except Exception:
-                self.errors += 1
+                self.failed(listener)
 
 
 def bind_params(code: types.CodeType, func: Any, args: tuple, kwargs: dict) -> Dict[str, Any]:
@@ -476,9 +481,9 @@ class _MonitoringBackend:
                         params = probe.capture(getframe(depth))
                         stack.append((now(), params))
                     else:
-                        stack.append(_call_at_entry(probe, getframe(depth)))
+                        stack.append(_start_call(probe, getframe(depth)))
                     return None
-                active[id(getframe(depth))] = _call_at_entry(probe, getframe(depth))
+                active[id(getframe(depth))] = _start_call(probe, getframe(depth))
             except Exception:
                 pass
             return None
@@ -500,7 +505,7 @@ class _MonitoringBackend:
                     return None
                 call = active.pop(id(getframe(depth)), None)
                 if call is not None and call.probe is probe:
-                    _call_exit(call, end, retval, None)
+                    _end_call(call, end, retval, None)
             except Exception:
                 pass
             return None
@@ -522,7 +527,7 @@ class _MonitoringBackend:
                     return None
                 call = active.pop(id(getframe(1)), None)
                 if call is not None and call.probe is probe:
-                    _call_exit(call, end, None, exception)
+                    _end_call(call, end, None, exception)
             except Exception:
                 pass
             return None
@@ -573,7 +578,7 @@ def _finish_plain(probe: Probe, item: Any, end: int, result: Any, exception: Opt
         elif cls is tuple:
             start, params = item
         else:
-            _call_exit(item, end, result, exception)
+            _end_call(item, end, result, exception)
             return
         sink = probe.sink  # monitor alone: each call's cost into its list
         if sink is not None and exception is None:
@@ -632,7 +637,7 @@ except _pk_BaseException:
 _FAST_EXIT = """try:
     _pk_on_exit(_pk_Call(_pk_p, _s, _e, {params}, _r, None))
 except _pk_Exception:
-    _pk_p.errors += 1
+    _pk_p.failed(_pk_listener)
 return {done}
 """
 CHAIN_UP_TO = 8  # probes found by identity tests up to this many, by id(code) beyond
@@ -692,7 +697,7 @@ def _fast_tail(listener: Listener, params: str, done: str, indent: str) -> Optio
             namespace.update(gate.namespace)
             tail = _FAST_GATE.format(gate=gate.source, done=done)
         tail += _FAST_EXIT.format(params=params, done=done)
-        namespace["_pk_on_exit"] = listener.on_exit
+        namespace.update(_pk_on_exit=listener.on_exit, _pk_listener=listener)
     namespace.update(_pk_now=perf_counter_ns, _pk_Call=Call, _pk_Exception=Exception, _pk_BaseException=BaseException)
     return "".join(indent + line if line else line for line in tail.splitlines(True)), namespace
 
@@ -731,22 +736,27 @@ def _fast_hook(probe: Probe, generic: Any) -> Optional[Callable[..., Any]]:
     if made is None:
         return None
     tail, namespace = made
-    namespace.update(_pk_p=probe, _pk_copy=probe.saved[3], _pk_bind=generic.bind, _pk_BaseException=BaseException)
+    namespace.update(_pk_p=probe, _pk_copy=probe.saved.copy, _pk_bind=generic.bind, _pk_BaseException=BaseException)
     made_functions = _compiled(_FAST_HOOK.format(params=params, tail=tail), namespace, ("hook",))
     return None if made_functions is None else made_functions[0]
 
 
-def _call_at_entry(probe: Probe, frame: Any) -> Call:
+def _start_call(probe: Probe, frame: Any, args: Optional[tuple] = None, kwargs: Optional[dict] = None) -> Call:
+    """A Call made at entry (generators, coroutines, enter listeners, frames wanted), its
+    arguments read from ``args``/``kwargs`` when given (the code swap), else from ``frame``."""
     call = Call(probe, perf_counter_ns())
     call.frame = frame
     if probe.needs_args:
-        call.params = probe.capture(frame)
+        if args is None:
+            call.params = probe.capture(frame)
+        else:
+            call.params = bind_params(probe.code, probe.saved.copy, args, kwargs or {})  # type: ignore[union-attr]
     if probe.wants_enter:
         probe.enter(call)
     return call
 
 
-def _call_exit(call: Call, end: int, result: Any, exception: Optional[BaseException]) -> None:
+def _end_call(call: Call, end: int, result: Any, exception: Optional[BaseException]) -> None:
     call.end = end
     call.result = result
     call.exception = exception
@@ -806,6 +816,16 @@ def _trampoline_code(original: types.CodeType, kind: str) -> types.CodeType:
     return code.replace(**changes)
 
 
+class SwappedCode(NamedTuple):
+    """What the code swap changed on a probed function (to put back) and what its hook runs."""
+
+    code: types.CodeType  # the function's own code, swapped for a trampoline's
+    kwdefaults: Optional[Dict[str, Any]]  # its own __kwdefaults__ (the hook travels in them)
+    had_signature: bool  # whether it had a __signature__ of its own (else one is set meanwhile)
+    copy: types.FunctionType  # a function running the original code, with the original defaults
+    hook: Callable[..., Any]  # the generic hook (_HOOKS); a lone listener's is generated instead
+
+
 class _CodeSwapBackend:
     def __init__(self, engine: "Engine") -> None:
         self.engine = engine
@@ -819,8 +839,7 @@ class _CodeSwapBackend:
         hook = _HOOKS[probe.kind](probe, copy)
         trampoline = _trampoline_code(original, probe.kind)
         had_signature = "__signature__" in func.__dict__
-        # The copy keeps the original defaults: bind_params reads them from it.
-        probe.saved = (original, func.__kwdefaults__, had_signature, copy, hook)
+        probe.saved = SwappedCode(original, func.__kwdefaults__, had_signature, copy, hook)
         if not had_signature:
             try:
                 import inspect
@@ -834,11 +853,11 @@ class _CodeSwapBackend:
     def uninstall(self, probe: Probe) -> None:
         if probe.saved is None:
             return
-        original, kwdefaults, had_signature = probe.saved[:3]
+        saved = probe.saved
         func = probe.func
-        func.__code__ = original
-        func.__kwdefaults__ = kwdefaults
-        if not had_signature:
+        func.__code__ = saved.code
+        func.__kwdefaults__ = saved.kwdefaults
+        if not saved.had_signature:
             func.__dict__.pop("__signature__", None)
         probe.saved = None
 
@@ -850,34 +869,25 @@ class _CodeSwapBackend:
         for probe in list(self.engine.by_func.values()):
             saved = probe.saved
             if saved is not None and probe.kind == "function":
-                hook = _fast_hook(probe, saved[4]) or saved[4]
+                hook = _fast_hook(probe, saved.hook) or saved.hook
                 probe.func.__kwdefaults__ = {"_peeka_hook": hook}
 
 
+# The code swap's hooks start and end their Calls here: never raising into the host's call.
 def _begin(probe: Probe, args: tuple, kwargs: dict) -> Optional[Call]:
     try:
-        call = Call(probe, perf_counter_ns())
-        call.frame = sys._getframe(2)  # the trampoline's frame: same place in the stack as the real one
-        if probe.needs_args:
-            call.params = bind_params(probe.code, probe.saved[3], args, kwargs)
-        if probe.wants_enter:
-            probe.enter(call)
-        return call
+        # The trampoline's frame: the same place in the stack as the real one.
+        return _start_call(probe, sys._getframe(2), args, kwargs)
     except Exception:
         return None
 
 
 def _end(call: Optional[Call], result: Any, exception: Optional[BaseException]) -> None:
-    if call is None:
-        return
-    try:
-        call.end = perf_counter_ns()
-        call.result = result
-        call.exception = exception
-        call.probe.exit(call)
-        call.frame = None
-    except Exception:
-        pass
+    if call is not None:
+        try:
+            _end_call(call, perf_counter_ns(), result, exception)
+        except Exception:
+            pass
 
 
 def _function_hook(probe: Probe, copy: Callable[..., Any]) -> Callable[..., Any]:
@@ -1057,6 +1067,7 @@ class Engine:
     def __init__(self) -> None:
         self.by_code: Dict[int, Probe] = {}  # id(code) -> probe (the probe keeps its code alive)
         self.by_func: Dict[int, Probe] = {}
+        self.errors = 0  # listener exceptions on any probe since the agent started (ping reports them)
         self._lock = compat.rlock()  # on_removed may end a stream, which removes itself
         self.backend: Any = _MonitoringBackend(self) if MONITORING else _CodeSwapBackend(self)
 

@@ -3,17 +3,31 @@
 The parsers are pure functions over the files' bytes (unit-tested with real samples); the readers
 return None where /proc is missing (not Linux) or a file vanished (a thread that just ended).
 Reading a file releases the GIL: call these off the sampling hot path.
+
+The one ``stat`` parser of the project: the exporter reads other processes' files through it too
+(importing this module runs nothing but definitions).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional
 
 _CLOCK_TICKS: Optional[int] = None
 
 # /proc/PID/stat fields after the ")" that ends the command name, counted from 0 (man 5 proc).
-_STATE, _UTIME, _STIME, _NUM_THREADS = 0, 11, 12, 17
+_STATE, _UTIME, _STIME, _NUM_THREADS, _STARTTIME, _RSS = 0, 11, 12, 17, 19, 21
+
+
+class Stat(NamedTuple):
+    """A process's or thread's ``stat`` file, the fields Peeka reads."""
+
+    name: str
+    state: str  # R running, S sleeping, D disk wait, ...
+    cpu_seconds: float  # user + system
+    threads: int  # of the process
+    start_ticks: int  # when it started, in clock ticks after boot
+    rss_pages: int  # resident pages (the process's; a thread shows its process's)
 
 
 def clock_ticks() -> int:
@@ -23,13 +37,15 @@ def clock_ticks() -> int:
     return _CLOCK_TICKS
 
 
-def parse_stat(raw: bytes, ticks: int) -> Tuple[str, str, float, int]:
-    """``(name, state, cpu seconds, threads)`` from a ``stat`` file (process or task)."""
+def parse_stat(raw: bytes, ticks: int) -> Stat:
+    """A ``stat`` file (process or task), ``ticks`` clock ticks a second; ValueError/IndexError when
+    it is not one. The command name may hold spaces and parentheses: fields follow its last ")"."""
     head, _, rest = raw.rpartition(b")")
     name = head.split(b"(", 1)[1].decode("utf-8", "replace")
     fields = rest.split()
     cpu = (int(fields[_UTIME]) + int(fields[_STIME])) / ticks
-    return name, fields[_STATE].decode("ascii", "replace"), cpu, int(fields[_NUM_THREADS])
+    return Stat(name, fields[_STATE].decode("ascii", "replace"), cpu, int(fields[_NUM_THREADS]),
+                int(fields[_STARTTIME]), int(fields[_RSS]))
 
 
 def parse_kb_table(raw: bytes) -> Dict[str, int]:
@@ -51,8 +67,8 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
-def task_stat(native_id: int) -> Optional[Tuple[str, str, float, int]]:
-    """One thread's ``(name, state, cpu seconds, threads)``; None when it is gone or not Linux."""
+def task_stat(native_id: int) -> Optional[Stat]:
+    """One thread's stat; None when it is gone or not Linux."""
     raw = _read("/proc/self/task/%d/stat" % native_id)
     if raw is None:
         return None
@@ -62,8 +78,8 @@ def task_stat(native_id: int) -> Optional[Tuple[str, str, float, int]]:
         return None
 
 
-def all_task_stats() -> Dict[int, Tuple[str, str, float, int]]:
-    """Every OS thread of this process (Python or not): native id -> ``(name, state, cpu s, threads)``."""
+def all_task_stats() -> Dict[int, Stat]:
+    """Every OS thread of this process (Python or not): native id -> its stat."""
     try:
         tids = os.listdir("/proc/self/task")
     except OSError:
@@ -77,12 +93,26 @@ def all_task_stats() -> Dict[int, Tuple[str, str, float, int]]:
     return out
 
 
-def process_stat() -> Optional[Tuple[str, str, float, int]]:
+def process_stat() -> Optional[Stat]:
     raw = _read("/proc/self/stat")
     if raw is None:
         return None
     try:
         return parse_stat(raw, clock_ticks())
+    except (ValueError, IndexError):
+        return None
+
+
+def start_time() -> Optional[float]:
+    """This process's start, wall-clock seconds since the epoch; None without /proc."""
+    import time
+
+    stat = process_stat()
+    uptime = _read("/proc/uptime")
+    if stat is None or uptime is None:
+        return None
+    try:
+        return time.time() - float(uptime.split()[0]) + stat.start_ticks / clock_ticks()
     except (ValueError, IndexError):
         return None
 

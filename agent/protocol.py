@@ -7,7 +7,7 @@ Every message is a JSON object with a ``type``:
     request   client -> agent: {id, command, args}
     response  agent -> client: {id, status: "success"|"error", result | error, error_type, traceback}
     event     agent -> client: one item of a stream started by request {id}: {id, data, dropped}
-    end       agent -> client: the stream {id} is over: {id, reason, dropped}
+    end       agent -> client: the stream {id} is over: {id, reason, dropped, errors}
     cancel    client -> agent: stop the stream {id}
 
 Standard library only and valid on Python 3.9: the agent imports this module inside the target,
@@ -130,7 +130,8 @@ Hello = _message("Hello", "hello", (
 ))
 Request = _message("Request", "request", (("id", _REQUIRED), ("command", _REQUIRED), ("args", {})))
 Event = _message("Event", "event", (("id", _REQUIRED), ("data", _REQUIRED), ("dropped", 0)))
-End = _message("End", "end", (("id", _REQUIRED), ("reason", "done"), ("dropped", 0)))
+# errors: exceptions Peeka's own code raised on observed calls (those calls were not reported).
+End = _message("End", "end", (("id", _REQUIRED), ("reason", "done"), ("dropped", 0), ("errors", 0)))
 Cancel = _message("Cancel", "cancel", (("id", _REQUIRED),))
 
 

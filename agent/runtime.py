@@ -518,15 +518,11 @@ def leave_pending_stub(files_dir: str) -> None:
 
 
 def _process_start_time() -> float:
-    """Wall-clock start of this process, from /proc when available."""
+    """Wall-clock start of this process, from /proc when available (else 0)."""
+    from . import procfs  # the hello's only use of it
+
     try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start_ticks = int(fields[19])
-        with open("/proc/uptime", "rb") as f:
-            uptime = float(f.read().split()[0])
-        ticks = os.sysconf("SC_CLK_TCK")
-        return time.time() - uptime + start_ticks / ticks
+        return procfs.start_time() or 0.0
     except Exception:
         return 0.0
 

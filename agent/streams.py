@@ -48,6 +48,7 @@ class Stream:
         self.limit = limit
         self.count = 0
         self.dropped = 0
+        self.errors = 0  # probing streams: Probe.failed counts what this stream raised on observed calls
 
     def describe(self) -> Any:
         return {"stream": True}
@@ -107,7 +108,7 @@ class Stream:
         self.cancelled = True
         self.on_stop()
         if self.client is not None:
-            self.client.send(protocol.End(self.request_id, reason, self.dropped))
+            self.client.send(protocol.End(self.request_id, reason, self.dropped, self.errors))
             self.client.streams.pop(self.request_id, None)
 
     def cancel(self, reason: str) -> None:

@@ -25,7 +25,7 @@ import types
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import search
+from .. import procfs, search
 from ..probes import engine_of
 from ..streams import CommandError
 
@@ -281,9 +281,8 @@ def _file_facts(entry: Dict[str, Any], path: str, lines: List[str]) -> None:
 
 
 def _process_start() -> Optional[float]:
-    from ..runtime import _process_start_time
 
-    return _process_start_time() or None
+    return procfs.start_time()
 
 
 def _class_line(lines: List[str], first: int, name: str) -> Optional[int]:

@@ -63,9 +63,12 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
         for message in stream:
             if isinstance(message, End):
                 if json:
-                    emit_json({"type": "end", "reason": message.reason, "dropped": message.dropped, "events": shown})
+                    emit_json({"type": "end", "reason": message.reason, "dropped": message.dropped,
+                               "errors": message.errors, "events": shown})
                 else:
                     lost = f", {message.dropped} dropped (client too slow)" if message.dropped else ""
+                    if message.errors:
+                        lost += f", {message.errors} call(s) not reported: Peeka's own code failed on them"
                     console_err.print(f"[dim]{command} ended: {message.reason}; {shown} event(s){lost}[/]")
                 break
             if json:

@@ -20,13 +20,16 @@ STAT = (b"4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 2135 0 0 0 250 75 0 0 2
 
 
 def test_parse_stat() -> None:
-    name, state, cpu, threads = procfs.parse_stat(STAT, 100)
-    assert (name, state, cpu, threads) == ("my (odd) app", "S", 3.25, 7)
+    stat = procfs.parse_stat(STAT, 100)
+    assert stat == ("my (odd) app", "S", 3.25, 7, 86051, 4470)
+    assert (stat.cpu_seconds, stat.threads, stat.start_ticks, stat.rss_pages) == (3.25, 7, 86051, 4470)
 
 
 def test_parse_stat_of_this_process() -> None:
     stat = procfs.process_stat()
-    assert stat is not None and stat[1] in "RSD" and stat[3] >= 1 and stat[2] >= 0
+    assert stat is not None and stat.state in "RSD" and stat.threads >= 1 and stat.cpu_seconds >= 0
+    started = procfs.start_time()
+    assert started is not None and time.time() - 3600 * 24 * 365 < started <= time.time()
 
 
 def test_parse_kb_table() -> None:
