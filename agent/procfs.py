@@ -67,15 +67,19 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
-def task_stat(native_id: int) -> Optional[Stat]:
-    """One thread's stat; None when it is gone or not Linux."""
-    raw = _read("/proc/self/task/%d/stat" % native_id)
+def _stat(path: str) -> Optional[Stat]:
+    raw = _read(path)
     if raw is None:
         return None
     try:
         return parse_stat(raw, clock_ticks())
     except (ValueError, IndexError):
         return None
+
+
+def task_stat(native_id: int) -> Optional[Stat]:
+    """One thread's stat; None when it is gone or not Linux."""
+    return _stat("/proc/self/task/%d/stat" % native_id)
 
 
 def all_task_stats() -> Dict[int, Stat]:
@@ -94,13 +98,7 @@ def all_task_stats() -> Dict[int, Stat]:
 
 
 def process_stat() -> Optional[Stat]:
-    raw = _read("/proc/self/stat")
-    if raw is None:
-        return None
-    try:
-        return parse_stat(raw, clock_ticks())
-    except (ValueError, IndexError):
-        return None
+    return _stat("/proc/self/stat")
 
 
 def start_time() -> Optional[float]:

@@ -80,7 +80,7 @@ class Message:
     """A message: named fields in wire order, the trailing ones with defaults.
 
     Plain classes rather than dataclasses: importing ``dataclasses`` pulls in ``inspect``, ``ast``
-    and ``dis`` (~11 ms of an attach on 3.14), and ``asdict`` deep-copies every event it encodes.
+    and ``dis`` (milliseconds of an attach), and ``asdict`` deep-copies every event it encodes.
     """
 
     __slots__: Tuple[str, ...] = ()

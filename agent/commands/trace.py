@@ -23,29 +23,26 @@ the event loop's own steps, not below the call: they are listed on the node that
 (coroutine, count, outcome, how long it waited), not traced inside. Frames of the agent's own
 code (another command's probe, below 3.12) are left out, their callees given to the caller.
 
-Costs, measured (tests/bench_trace.py, which prints them beside the issue's reference: a profile
-function that only logs (clock, event), and cProfile, each installed once around the same loop):
-each event in the tree is a Python call of the profile function, about what the reference's own
-costs, so a tree of trivial calls runs many times slower while traced, a realistic one a few
-times; the writer thread then spends about as much again folding the log. Each traced call also
-pays a fixed cost to switch the thread's profiler on and off: ~4-7 us on 3.9-3.11, ~19-24 us on
-3.12, ~11-16 us on 3.13/3.14. On 3.12+ sys.setprofile is built on sys.monitoring: switching the
-interpreter's only profiler on or off re-instruments the code of every frame on every thread's
-stack and then each code object that runs next, so that cost grows with the threads and stacks
-of the process (called 25 frames deep beside 8 idle threads 25 frames deep: ~110 us on 3.12,
-~80 us on 3.13/3.14; no change below 3.12). Hence the profiler starts inside the root's own start callback and switches
-itself off at the root's return, before the agent's code that ends the call runs; on the code
-swap a first profile function (``arm``) ignores the agent's frames until the original code runs.
-While any traced call runs, every thread pays CPython's check for profiled threads on each call.
+Costs (figures: README's Trace paragraph and tests/bench_trace.py's output): each event in the
+tree is a Python call of the profile function, so a tree of trivial calls runs many times slower
+while traced, a realistic one a few times; the writer thread then spends about as much again
+folding the log. Each traced call also pays a fixed cost to switch the thread's profiler on and
+off. On 3.12+ sys.setprofile is built on sys.monitoring: switching the interpreter's only
+profiler on or off re-instruments the code of every frame on every thread's stack and then each
+code object that runs next, so that cost grows with the threads and stacks of the process. Hence
+the profiler starts inside the root's own start callback and switches itself off at the root's
+return, before the agent's code that ends the call runs; on the code swap a first profile
+function (``arm``) ignores the agent's frames until the original code runs. While any traced
+call runs, every thread pays CPython's check for profiled threads on each call.
 
-Measured and not done: holding a profiler between traced calls (the switch gets cheap, but other
-threads run x1.8-1.9 slower all the while); sys.monitoring local events on the code objects a tree
-runs instead of a profiler (no switch, but trees lose calls no CALL instruction makes: operators,
-properties, callbacks from C functions; and every thread running a code object learnt that way
-runs it slower, a trivial tree x5-7); starting the profiler from a second tool id's callback,
-below the engine's frames (~2 us of ~19 on 3.12, noise on 3.13+). Neither the stdlib's C
-profiler (_lsprof, all threads from 3.12) nor sys.monitoring callbacks (a Python call on every
-thread) confine the cost better.
+Measured and not done (README has the figures): holding a profiler between traced calls (the
+switch gets cheap, but other threads run slower all the while); sys.monitoring local events on
+the code objects a tree runs instead of a profiler (no switch, but trees lose calls no CALL
+instruction makes: operators, properties, callbacks from C functions; and every thread running a
+code object learnt that way runs it slower); starting the profiler from a second tool id's
+callback, below the engine's frames (a small part of the switch on 3.12, noise on 3.13+).
+Neither the stdlib's C profiler (_lsprof, all threads from 3.12) nor sys.monitoring callbacks (a
+Python call on every thread) confine the cost better.
 
 args: pattern, regex, max_match, condition, min_cost (ms), depth (default 32), all,
 limit (-n trees, default 100), timeout.
