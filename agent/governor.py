@@ -215,7 +215,7 @@ def agent_cpu_seconds(prefix: str = "peeka") -> float:
             native = getattr(thread, "native_id", None)
             stat = procfs.task_stat(native) if native is not None else None
             if stat is not None:
-                total += stat[2]
+                total += stat.cpu_seconds
     return total
 
 

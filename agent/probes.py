@@ -84,10 +84,11 @@ class Gate(NamedTuple):
 
     ``source`` is a Python expression over ``GATE_ARGUMENTS`` and the globals in ``namespace``:
     the generated callbacks and hooks compile it in, which spares a function call on every call
-    of the probed function; elsewhere ``test(start, end, result, exception)`` runs it.
+    of the probed function; elsewhere ``test(start, end, result, exception)`` runs it. A gate
+    with no source (``Gate.calling``) is only called, and its probes get no generated callbacks.
     """
 
-    source: str
+    source: Optional[str]
     namespace: Dict[str, Any]
     test: Callable[[int, int, Any, Optional[BaseException]], Any]
 
@@ -96,6 +97,10 @@ class Gate(NamedTuple):
         """``source`` must be checked code (observe.CallExpression.gate builds it)."""
         test = eval("lambda %s: %s" % (", ".join(GATE_ARGUMENTS), source), namespace)  # noqa: S307
         return cls(source, namespace, test)
+
+    @classmethod
+    def calling(cls, test: Callable[[int, int, Any, Optional[BaseException]], Any]) -> "Gate":
+        return cls(None, {}, test)
 
 
 class Listener:
@@ -694,6 +699,8 @@ def _fast_tail(listener: Listener, params: str, done: str, indent: str) -> Optio
         tail = ""
         gate = listener.gate
         if gate is not None:
+            if gate.source is None:
+                return None
             namespace.update(gate.namespace)
             tail = _FAST_GATE.format(gate=gate.source, done=done)
         tail += _FAST_EXIT.format(params=params, done=done)

@@ -49,6 +49,7 @@ from ..probes import (
     MONITORING,
     SUSPENDABLE,
     Call,
+    Gate,
     Listener,
     awaited_tasks,
     engine_of,
@@ -171,7 +172,9 @@ class _Feed(Listener):
 class SpanFeed(_Feed):
     """watch: unsampled calls are turned away by the gate, before any Call is made."""
 
-    gate = _Feed._head  # type: ignore[assignment]  # (start, end, result, exception) -> sampled?
+    def __init__(self, tap: _Tap, push: Any) -> None:
+        super().__init__(tap, push)
+        self.gate = Gate.calling(self._head)  # (start, end, result, exception) -> sampled?
 
     def on_exit(self, call: Call) -> None:
         self.sampled += 1

@@ -85,13 +85,13 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         stat = after.get(native_id) if native_id is not None else None
         if stat is None:
             return None, None, None
-        seconds = clocks_after.get(native_id, stat[2])
+        seconds = clocks_after.get(native_id, stat.cpu_seconds)
         percent = None
         if elapsed and native_id in clocks_before and native_id in clocks_after:
             percent = round(max(0.0, clocks_after[native_id] - clocks_before[native_id]) / elapsed * 100, 1)
         elif elapsed and native_id in before:
-            percent = round(max(0.0, stat[2] - before[native_id][2]) / elapsed * 100, 1)
-        return stat[1], round(seconds, 3), percent
+            percent = round(max(0.0, stat.cpu_seconds - before[native_id].cpu_seconds) / elapsed * 100, 1)
+        return stat.state, round(seconds, 3), percent
 
     frames = sys._current_frames()
     by_ident: Dict[int, Any] = {}
@@ -170,7 +170,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
     result["threads"] = out
     result["count"] = len(out)
     result["native_threads"] = [
-        dict(zip(("native_id", "name", "state", "cpu_seconds", "cpu_percent"), (tid, stat[0]) + cpu_of(tid)))
+        dict(zip(("native_id", "name", "state", "cpu_seconds", "cpu_percent"), (tid, stat.name) + cpu_of(tid)))
         for tid, stat in sorted(after.items())
         if tid not in python_native_ids and thread_id is None
     ]
@@ -207,7 +207,7 @@ def _blocked(frames: Dict[int, Any], by_ident: Dict[int, Any], stats: Dict[int, 
         if found is None:
             continue
         stat = stats.get(who(ident)["native_id"])
-        if found["kind"] == "lock" and stat is not None and stat[1] == "R":
+        if found["kind"] == "lock" and stat is not None and stat.state == "R":
             continue  # running: it is taking the lock right now, not waiting for it
         lock_object = found.pop("object", None)
         entry = dict(who(ident), kind=found["kind"], name_of_object=found.get("name"), at=found["at"],

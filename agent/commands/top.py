@@ -142,7 +142,7 @@ class _Window:
         self.weigh = weigh
         if previous is None:
             stat = procfs.process_stat()
-            self.process_cpu = stat[2] if stat else None
+            self.process_cpu = stat.cpu_seconds if stat else None
             self.gc_before = gc.get_stats()
         else:
             self.process_cpu = previous.process_cpu_after
@@ -160,8 +160,8 @@ class _Window:
         self.closed = time.monotonic()
         self.elapsed = max(1e-6, self.closed - self.started)
         stat = procfs.process_stat()
-        self.process_cpu_after = stat[2] if stat else None
-        self.os_threads = stat[3] if stat else threading.active_count()
+        self.process_cpu_after = stat.cpu_seconds if stat else None
+        self.os_threads = stat.threads if stat else threading.active_count()
         self.rss = procfs.rss_bytes()
         self.gc_after = gc.get_stats()
         watched = [i for i, (_name, _nid, agent) in self.threads.items() if not agent]
