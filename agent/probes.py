@@ -493,7 +493,9 @@ class _MonitoringBackend:
                 pass
             return None
 
-        def on_return(code: Any, offset: int, retval: Any, depth: int = 1) -> Any:
+        def on_return(code: Any, offset: int, retval: Any, depth: int = 1,
+                      exception: Optional[BaseException] = None) -> Any:
+            # depth: as on_start's (2 too when on_unwind passes an exception on)
             end = now()
             try:
                 probe = only
@@ -506,36 +508,17 @@ class _MonitoringBackend:
                         item = probe.local.stack.pop()
                     except Exception:
                         return None  # the call began before the probe was installed
-                    finish(probe, item, end, retval, None, getframe(depth) if probe.args_at_exit else None)
+                    finish(probe, item, end, retval, exception, getframe(depth) if probe.args_at_exit else None)
                     return None
                 call = active.pop(id(getframe(depth)), None)
                 if call is not None and call.probe is probe:
-                    _end_call(call, end, retval, None)
+                    _end_call(call, end, retval, exception)
             except Exception:
                 pass
             return None
 
         def on_unwind(code: Any, offset: int, exception: BaseException) -> Any:
-            end = now()
-            try:
-                probe = only
-                if probe is None or probe.code is not code:
-                    probe = lookup(id(code))
-                    if probe is None:
-                        return None
-                if probe.plain:
-                    try:
-                        item = probe.local.stack.pop()
-                    except Exception:
-                        return None
-                    finish(probe, item, end, None, exception, getframe(1) if probe.args_at_exit else None)
-                    return None
-                call = active.pop(id(getframe(1)), None)
-                if call is not None and call.probe is probe:
-                    _end_call(call, end, None, exception)
-            except Exception:
-                pass
-            return None
+            return on_return(code, offset, None, 2, exception)
 
         def on_yield(code: Any, offset: int, value: Any) -> Any:
             try:
