@@ -203,6 +203,21 @@ def test_end_to_end_in_tmux(attached: Attached, tmp_path: Any) -> None:
         time.sleep(1.0)
         keys("q")
         wait(r"tui-exited-0")
+        assert probes_left(attached) == []
+        # Again, and this time the terminal goes away under a running watch (SIGHUP): no probe stays.
+        subprocess.run([*tmux, "kill-session", "-t", name], check=True)
+        subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "160", "-y", "45", command], check=True, env=env)
+        wait(r"napper")
+        keys("4")
+        wait(r"pattern, e\.g\.")
+        keys("-l", "__main__.place_order")
+        keys("Enter")
+        wait(r"'order_id': \d+")
+        assert probes_left(attached) == ["__main__.place_order"]
+        subprocess.run([*tmux, "kill-server"], check=True)  # the pane's terminal closes: SIGHUP
+        deadline = time.monotonic() + 15
+        while probes_left(attached) and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
     assert probes_left(attached) == []
