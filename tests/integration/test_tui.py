@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,10 @@ from typing import Any
 
 import pytest
 import test_session
+from conftest import python_for
 from test_session import Attached, probes_left
 
+from peeka.attach import attach
 from peeka.session import Session
 from peeka.tui.app import PeekaApp
 
@@ -153,8 +156,6 @@ def test_errors_show_in_the_status_line(attached: Attached) -> None:
 
     asyncio.run(scenario())
     assert attached.process.alive()
-    from peeka.attach import attach
-
     client, _report = attach(attached.pid, timeout=30)  # attached again for the tests after this one
     client.close()
 
@@ -222,3 +223,30 @@ def test_end_to_end_in_tmux(attached: Attached, tmp_path: Any) -> None:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
     assert probes_left(attached) == []
     assert attached.process.alive()
+
+
+def test_target_death_shows_in_the_status_line(spawn: Any, tmp_path: Any) -> None:
+    """The target is killed while the TUI is open: the status line says the connection is lost, the
+    app keeps running and quits cleanly (one version: this is the client's behaviour)."""
+    tmp = tempfile.mkdtemp(prefix="pk-")  # short: a Unix socket path has ~100 bytes
+    target = spawn(python_for("3.14"), "tui_target.py", env={"TMPDIR": tmp, "PYTHONDONTWRITEBYTECODE": "1"})
+    client, _report = attach(target.pid, timeout=30)
+    session = Session(client)
+
+    async def scenario() -> None:
+        app = PeekaApp(session)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.query_one("#threads-table")
+            await until(pilot, lambda: any(r[0] == "burner" for r in cells(table)), "the threads")
+            os.killpg(target.proc.pid, 9)
+            status = app.query_one("#status")
+            await until(pilot, lambda: "connection to the agent lost" in text_of(status), "the lost connection")
+            await pilot.press("2", "3")
+            await pilot.pause(0.5)
+            assert app.is_running and app.current == "memory"
+            assert "lost" in text_of(status) or "closed" in text_of(status)
+            await pilot.press("q")
+
+    asyncio.run(scenario())
+    assert session.closed
+    shutil.rmtree(tmp, ignore_errors=True)
