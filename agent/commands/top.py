@@ -49,7 +49,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from .. import compat, origins, procfs, sampling, threadids
+from .. import compat, origins, procfs, protocol, sampling, threadids
 from ..streams import Stream, float_arg, int_arg
 
 IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts as idle
@@ -58,7 +58,7 @@ IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts 
 class Top(Stream):
     def __init__(self, args: Dict[str, Any]) -> None:
         self.interval = float_arg(args, "interval", 1.0, 0.1) or 1.0
-        self.rate = int_arg(args, "rate", 100, 1, 1000)
+        self.rate = int_arg(args, "rate", protocol.DEFAULT_TOP_RATE, 1, protocol.MAX_TOP_RATE)
         self.record = float_arg(args, "record", None, 0.1)
         self.timeout = float_arg(args, "timeout", None, 0.0)
         self.max_reports = int_arg(args, "limit", 0, 0, 10**9)

@@ -6,6 +6,7 @@ import datetime
 from typing import Annotated, Any
 
 import typer
+from peeka_agent import protocol
 
 from ..errors import UsageError
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
@@ -33,7 +34,7 @@ def command(
     pid: Pid,
     pattern: Pattern,
     # No -c: that is --condition on every probe command (it is declared once, in peeka.options).
-    cycle: Annotated[float, typer.Option("--cycle", min=0.05, help="Seconds per report.")] = 5.0,
+    cycle: Annotated[float, typer.Option("--cycle", min=protocol.MIN_CYCLE, help="Seconds per report.")] = protocol.DEFAULT_CYCLE,
     *,
     shared: Shared,
     probe: ProbeOptions,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from peeka_agent import protocol
+
 from ..options import Pid, Shared, with_options
 from ..render import console, table
 from ._common import ask
@@ -16,7 +18,7 @@ def command(
     pattern: Pattern,
     detail: Detail = False,
     regex: Regex = False,
-    limit: Limit = 100,
+    limit: Limit = protocol.DEFAULT_SEARCH_LIMIT,
     *,
     shared: Shared,
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from peeka_agent import protocol
 from rich.console import Group
 from rich.live import Live
 from rich.text import Text
@@ -54,7 +55,7 @@ def write_collapsed(path: Path, collapsed: list[list[Any]]) -> None:
 def command(
     pid: Pid,
     interval: Annotated[float, typer.Option("-i", "--interval", min=0.1, help="Seconds per refresh.")] = 1.0,
-    rate: Annotated[int, typer.Option("--rate", min=1, max=1000, help="Samples per second (Hz).")] = 100,
+    rate: Annotated[int, typer.Option("--rate", min=1, max=protocol.MAX_TOP_RATE, help="Samples per second (Hz).")] = protocol.DEFAULT_TOP_RATE,
     limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="End after this many refreshes.")] = None,  # noqa: UP045,E501
     timeout: StreamTimeout = None,
     record: Annotated[
