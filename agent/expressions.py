@@ -1271,7 +1271,8 @@ class _Checker:
         name = node.id
         if not isinstance(node.ctx, ast.Load):
             raise RefusedError("assignment is not supported in expressions: they only read")
-        if name.startswith("__") or name.startswith("_pk") or name.startswith("_peeka"):
+        if (name.startswith("__") and name != "__main__") or name.startswith("_pk") or name.startswith("_peeka"):
+            # __main__ is the app's script, a module like any other (read through its attributes)
             raise RefusedError("the name %r is refused: dunder and Peeka's own names are off limits" % name)
         for scope in reversed(self.scopes):
             if name in scope:

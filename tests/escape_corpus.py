@@ -32,6 +32,12 @@ CALL_SMUGGLING = [
     f"getattr(os, 'system')('touch ' + {M})",
     "getattr(os, 'sys' + 'tem')('id')",
     "escapeapp.drop_all()",
+    # __main__ is reachable as the script's module (inspect __main__.CONFIG): only as a module
+    "__main__.escapeapp.drop_all()",
+    f"__main__.os.system('touch ' + {M})",
+    "__main__.__builtins__",
+    "[__main__ for _ in [1]][0].os.system('id')",
+    "escapeapp.__main__",
     "escapeapp.settings.reset()",
     "types.FunctionType(escapeapp.drop_all.__code__, {})()",
     f"subprocess.run(['touch', {M}])",

@@ -117,6 +117,20 @@ def test_modules_resolve_to_themselves() -> None:
         evaluate("len(exprapp.cache)")
 
 
+def test_the_script_is_reachable_as_main() -> None:
+    # `python shop.py` is the module __main__: `inspect PID __main__.INVENTORY[3]` must work
+    main = sys.modules["__main__"]
+    main.INVENTORY_FOR_TEST = {3: "bolt"}  # type: ignore[attr-defined]
+    try:
+        assert both("__main__.INVENTORY_FOR_TEST[3]") == "bolt"
+        assert both("len(__main__.INVENTORY_FOR_TEST)") == 1
+        for refused in ("__main__.__dict__", "__builtins__", "[__main__ for _ in [1]]", "len(__main__)"):
+            with pytest.raises(ExpressionError):
+                both(refused)
+    finally:
+        del main.INVENTORY_FOR_TEST  # type: ignore[attr-defined]
+
+
 def test_unsafe_calls_the_apps_functions() -> None:
     assert evaluate("exprapp.cache.get('b')", unsafe=True) == 2
     with pytest.raises(ExpressionError, match="calls of the app's functions need --unsafe: they run with the app's full power"):
