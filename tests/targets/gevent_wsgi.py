@@ -5,7 +5,8 @@
 Greenlets: "sleeper-N" (gevent.sleep), "event-waiter" (Event.wait), "queue-getter" (Queue.get),
 "lock-waiter" (a held Semaphore), "reader" (recv on a socket whose peer never writes), the server's
 accept loop, "fetcher" (calls fetch(), which sleeps 20 ms inside: a call across greenlet switches),
-and "client", which requests /work (handle_work computes 5 ms, measured with
+and "client", which requests /work (handle_work computes 15 ms, longer than the 5 ms switch
+interval so an in-process sampler can catch it; measured with
 time.thread_time into CPU_NS) and sleeps 5 ms, again and again.
 """
 
@@ -33,7 +34,7 @@ HELD.acquire()
 
 def handle_work():
     started = time.thread_time_ns()
-    end = time.perf_counter() + 0.005
+    end = time.perf_counter() + 0.015
     n = 0
     while time.perf_counter() < end:
         n += 1
