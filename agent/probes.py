@@ -496,8 +496,8 @@ class _MonitoringBackend:
         def on_return(code: Any, offset: int, retval: Any, depth: int = 1,
                       exception: Optional[BaseException] = None) -> Any:
             # depth: as on_start's (2 too when on_unwind passes an exception on)
-            end = now()
             try:
+                end = now()
                 probe = only
                 if probe is None or probe.code is not code:
                     probe = lookup(id(code))
@@ -518,7 +518,12 @@ class _MonitoringBackend:
             return None
 
         def on_unwind(code: Any, offset: int, exception: BaseException) -> Any:
-            return on_return(code, offset, None, 2, exception)
+            try:
+                return on_return(code, offset, None, 2, exception)
+            except Exception:
+                # An exception unwinding at the recursion limit: calling on_return itself raises
+                # RecursionError, which must not reach the host's code.
+                return None
 
         def on_yield(code: Any, offset: int, value: Any) -> Any:
             try:
