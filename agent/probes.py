@@ -592,7 +592,10 @@ def _finish_plain(probe: Probe, item: Any, end: int, result: Any, exception: Opt
 _FAST_START = """
 def on_start(code, offset):
 {find}
-        return _pk_generic_start(code, offset, 2)
+        try:
+            return _pk_generic_start(code, offset, 2)
+        except _pk_Exception:
+            return None
     try:
         {local}.stack.append(_pk_now())
     except _pk_AttributeError:
@@ -605,14 +608,20 @@ _FAST_RETURN = """
 def on_return(code, offset, _r):
     _e = _pk_now()
 {find}
-        return _pk_generic_return(code, offset, _r, 2)
+        try:
+            return _pk_generic_return(code, offset, _r, 2)
+        except _pk_Exception:
+            return None
     try:
         _s = {local}.stack.pop()
     except _pk_Exception:
         return None  # the call began before the probe was installed
     if _s.__class__ is _pk_int:
 {tail}
-    return _pk_finish(_pk_p, _s, _e, _r, None, _pk_getframe(1) if _pk_p.args_at_exit else None)
+    try:  # a call into Python here can meet the recursion limit: it must not reach the host
+        return _pk_finish(_pk_p, _s, _e, _r, None, _pk_getframe(1) if _pk_p.args_at_exit else None)
+    except _pk_Exception:
+        return None
 """
 _FAST_SINK = """try:
     _pk_p.sink(_e - _s)
