@@ -162,6 +162,14 @@ class Target:
         return err
 
 
+def thread_count(pid: int) -> int:
+    """The OS threads of ``pid`` now (its /proc status), a ground truth for the agent's own threads."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no Threads line")
+
+
 @pytest.fixture
 def spawn() -> Iterator:
     started: list[Target] = []

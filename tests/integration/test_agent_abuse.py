@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import python_for
+from conftest import python_for, thread_count
 
 from peeka.attach import attach, detach
 from peeka.errors import AgentBusy
@@ -26,13 +26,6 @@ IDLE = 3.0
 STALL = 3.0
 MAX_CLIENTS = 6
 MAX_SILENT = 8
-
-
-def _threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError("no Threads line")
 
 
 def _frame(obj: object) -> bytes:
@@ -99,14 +92,14 @@ def test_abusive_clients_leave_the_agent_serving(spawn, version: str, tmp_path: 
     client, _ = attach(target.pid)
     client.close()
     path = f"/tmp/peeka_{target.pid}.sock"
-    base_threads = _threads(target.pid)
+    base_threads = thread_count(target.pid)
 
     # A flood: 150 connections at once that never speak. Every connect succeeds (the accept queue
     # is deep enough), a real client is served meanwhile, silent connections past the cap are
     # closed oldest first, and the agent's threads stay bounded.
     flood = [_connect(path) for _ in range(150)]
     assert _ping_ok(target.pid) < 5.0
-    assert _threads(target.pid) <= base_threads + 2 * (MAX_SILENT + MAX_CLIENTS) + 2
+    assert thread_count(target.pid) <= base_threads + 2 * (MAX_SILENT + MAX_CLIENTS) + 2
     for s in flood[:100]:
         _closed_with(s, "sent no request", within=10)
     for s in flood:

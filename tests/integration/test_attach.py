@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TARGETS, VERSIONS, peeka_cli, python_for
+from conftest import ROOT, TARGETS, VERSIONS, peeka_cli, python_for, thread_count
 
 from peeka.attach import gdb_binary
 from peeka.attach.sched import BlockedWatch
@@ -30,13 +30,6 @@ def _leftovers(pid: int) -> list[str]:
     return [n for n in os.listdir(root) if n in (f"peeka-{pid}", f"peeka_{pid}.sock") or n.startswith(f".peeka-{pid}-")]
 
 
-def _threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError("no Threads line")
-
-
 def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -45,7 +38,7 @@ def _fds(pid: int) -> int:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_attach_thread_detach(spawn, version: str, state: str) -> None:
     target = spawn(python_for(version), "app.py", state)
-    threads_before, fds_before = _threads(target.pid), _fds(target.pid)
+    threads_before, fds_before = thread_count(target.pid), _fds(target.pid)
 
     out = peeka_cli("attach", str(target.pid), "--json")
     assert out.returncode == 0, out.stderr + out.stdout
@@ -84,9 +77,9 @@ def test_attach_thread_detach(spawn, version: str, state: str) -> None:
             time.sleep(0.02)
     assert _leftovers(target.pid) == []
     deadline = time.monotonic() + 5
-    while _threads(target.pid) != threads_before and time.monotonic() < deadline:
+    while thread_count(target.pid) != threads_before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _threads(target.pid) == threads_before
+    assert thread_count(target.pid) == threads_before
     assert _fds(target.pid) == fds_before
     assert target.stop() == "", "the target printed to stderr"
 
