@@ -11,6 +11,11 @@ need_apt=()
 command -v gdb >/dev/null || need_apt+=(gdb)
 command -v patchelf >/dev/null || need_apt+=(patchelf)
 command -v tmux >/dev/null || need_apt+=(tmux)  # the `peeka tui` end-to-end test
+# Readers of the pprof files `peeka top --record --format pprof` writes: `go tool pprof`, and
+# pprof's own profile.proto compiled by protoc (tests/profile_readers.py).
+command -v go >/dev/null || need_apt+=(golang-go)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+[ -f /usr/share/gocode/src/github.com/google/pprof/proto/profile.proto ] || need_apt+=(golang-github-google-pprof-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq >&2
@@ -87,6 +92,14 @@ if [ ! -f .peeka/crd-models/.complete ]; then
   .venv/bin/python -m pip install -q --no-deps --target .peeka/crd-models cloudcoil==0.6.0 \
     cloudcoil-models-prometheus-operator==0.80.1.0 >&2
   touch .peeka/crd-models/.complete
+fi
+# speedscope's published file-format schema (the npm package ships it), to validate the speedscope
+# files Peeka writes; fetched, not kept in the repository.
+if [ ! -f .peeka/speedscope/.complete ] && command -v npm >/dev/null; then
+  rm -rf .peeka/speedscope && mkdir -p .peeka/speedscope
+  if (cd .peeka/speedscope && npm pack -q speedscope@1.25.0 >/dev/null && tar xzf speedscope-1.25.0.tgz); then
+    touch .peeka/speedscope/.complete
+  fi
 fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
