@@ -15,6 +15,10 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 RawStacks = Dict[Tuple[int, Tuple[Any, ...]], int]  # (thread ident, code objects innermost first) -> samples
 Labelled = Dict[Tuple[str, Tuple[str, ...]], float]  # (thread name, labels innermost first) -> weighted samples
+# ((thread ident, code objects), the lines its frames were at, innermost first) -> times caught
+Counts = Dict[Tuple[Tuple[int, Tuple[Any, ...]], Tuple[int, ...]], int]
+# (thread name, ((label, line) innermost first)) -> [CPU ns, times caught]: a recording's detail
+Detailed = Dict[Tuple[str, Tuple[Tuple[str, int], ...]], List[float]]
 
 
 _RESUMABLE = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
@@ -53,7 +57,7 @@ BETWEEN = Between()
 class _Seen:
     """What the sampler knew of one thread at its last sample."""
 
-    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running")
+    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running", "lines")
 
     def __init__(self, clock: Optional[int]) -> None:
         self.frame: Any = None
@@ -63,6 +67,7 @@ class _Seen:
         self.quiet = False
         self.read_at = 0
         self.running: Optional[Tuple[int, Tuple[Any, ...]]] = None  # its stack, if caught running last time
+        self.lines: Tuple[int, ...] = ()  # with counts: the lines of key's frames
 
 
 class Sampler:
@@ -77,6 +82,9 @@ class Sampler:
         self.clocks: Optional[Dict[int, int]] = None  # None: every sample counts 1 (wall clock)
         self.thread_cpu: Dict[int, int] = {}  # ident -> CPU ns seen used since take()
         self.runs: RawStacks = {}  # with clocks: samples that caught their thread running, by stack
+        # Recording only (top --record): every sample counted, waits included, by stack and the lines
+        # its frames were at, for the wall-clock samples and the locations of pprof and speedscope.
+        self.counts: Optional[Counts] = None
         # ident -> what it was: a frame still running has the same callers as when it was last
         # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
         self._last: Dict[int, _Seen] = {}
@@ -89,6 +97,7 @@ class Sampler:
         skip = self.skip
         last = self._last
         clocks = self.clocks
+        counts = self.counts
         tick = self.ticks
         for ident, frame in sys._current_frames().items():
             if ident in skip:
@@ -110,6 +119,15 @@ class Sampler:
                 seen.frame = None if frame.f_code.co_flags & _RESUMABLE else frame
                 seen.key = key
                 parked = False
+            if counts is not None:
+                lines = seen.lines
+                if not parked or len(lines) != len(key[1]):
+                    lines = seen.lines = _lines(frame)
+                elif lines[0] != (frame.f_lineno or 0):
+                    # Parked: its callers are on the same lines; the innermost frame may have moved on.
+                    lines = seen.lines = (frame.f_lineno or 0,) + lines[1:]
+                at = (key, lines)
+                counts[at] = counts.get(at, 0) + 1
             if clocks is None:
                 stacks[key] = stacks.get(key, 0) + 1
                 continue
@@ -175,6 +193,12 @@ class Sampler:
         # Let go of the frames (threads end, frames finish), keep each thread's last CPU reading.
         for seen in self._last.values():
             seen.frame = None
+        return taken
+
+    def take_counts(self) -> Counts:
+        """The recording's counts so far (see ``counts``), and start afresh."""
+        taken = self.counts or {}
+        self.counts = {}
         return taken
 
     def use_clocks(self, clocks: Optional[Dict[int, int]]) -> None:
@@ -244,6 +268,14 @@ def apportion(raw: RawStacks) -> Tuple[RawStacks, int]:
     return out, shared
 
 
+def _lines(frame: Any) -> Tuple[int, ...]:
+    lines = []
+    while frame is not None:
+        lines.append(frame.f_lineno or 0)
+        frame = frame.f_back
+    return tuple(lines)
+
+
 def _is_hub_loop(code: Any) -> bool:
     return getattr(code, "co_name", None) == "run" and "gevent" in getattr(code, "co_filename", "")
 
@@ -307,16 +339,47 @@ def label_stacks(raw: RawStacks, scale: float, thread_names: Dict[int, str], nam
     """Raw counts (samples, or CPU ns) times ``scale`` -> counts by thread name and labels."""
     out: Labelled = {}
     for (ident, codes), count in raw.items():
-        if codes and codes[0] is BETWEEN:
-            caller = names.label(codes[1]) if len(codes) > 1 else "(no Python frame)"
-            label = "%s [calls returned between samples]" % caller
-            names.where.setdefault(label, names.where.get(caller, (None, None)))  # type: ignore[arg-type]
-            labels = (label,) + tuple(names.label(c) for c in codes[1:])
-        else:
-            labels = tuple(names.label(c) for c in codes)
-        key = (thread_names.get(ident, str(ident)), labels)
+        key = (thread_names.get(ident, str(ident)), _labels(codes, names))
         out[key] = out.get(key, 0) + count * scale
     return out
+
+
+def _labels(codes: Tuple[Any, ...], names: Names) -> Tuple[str, ...]:
+    if codes and codes[0] is BETWEEN:
+        caller = names.label(codes[1]) if len(codes) > 1 else "(no Python frame)"
+        label = "%s [calls returned between samples]" % caller
+        names.where.setdefault(label, names.where.get(caller, (None, None)))  # type: ignore[arg-type]
+        return (label,) + tuple(names.label(c) for c in codes[1:])
+    return tuple(names.label(c) for c in codes)
+
+
+def detail(cpu: Optional[RawStacks], counts: Counts, thread_names: Dict[int, str], names: Names, into: Detailed) -> None:
+    """Adds a window's stacks to a recording's detail: each stack's CPU nanoseconds (``cpu``, None
+    where not measured) and the samples that caught it, by thread name and labelled frames with
+    the lines they were at. A stack's CPU is split among the lines it was caught at like its
+    samples are; CPU of a stack never caught (CPU shared out from between samples) has line 0,
+    not known."""
+    variants: Dict[Tuple[int, Tuple[Any, ...]], List[Tuple[Tuple[int, ...], int]]] = {}
+    for (key, lines), count in counts.items():
+        variants.setdefault(key, []).append((lines, count))
+    keys = set(variants)
+    if cpu is not None:
+        keys.update(cpu)
+    for key in keys:
+        ident, codes = key
+        labels = _labels(codes, names)
+        thread = thread_names.get(ident, str(ident))
+        caught = variants.get(key) or [((0,) * len(codes), 0)]
+        used = 0.0 if cpu is None else cpu.get(key, 0)
+        total = sum(count for _lines, count in caught)
+        for lines, count in caught:
+            share = used * count / total if total else used
+            at = (thread, tuple(zip(labels, lines)))
+            both = into.get(at)
+            if both is None:
+                both = into[at] = [0.0, 0]
+            both[0] += share
+            both[1] += count
 
 
 def merge(into: Labelled, more: Labelled) -> None:

@@ -36,8 +36,16 @@ busy for a whole tick counts 1):
                       gc: {counts [3], collections [3] (this interval), collected [3], uncollectable [3]}},
             sampler: {busy_seconds (GIL held while sampling), busy_percent (of the interval)},
             stacks?: [[collapsed line, samples]]}
-  profile  (with ``record``) the whole recording: {type: "profile", duration_s, ticks, samples,
-            functions (as above), collapsed: [[line, samples]] ("thread NAME;outer;...;inner"),
+  progress (with ``record``, every interval) {type: "progress", elapsed_s, left_s, ticks, samples (thread
+            stacks caught so far, waits included)}
+  profile  (with ``record``) the whole recording: {type: "profile", time (epoch s, its start), duration_s,
+            ticks, rate_hz (asked), weighting, apportioned_percent, samples, functions (as above),
+            collapsed: [[line, samples]] ("thread NAME;outer;...;inner"),
+            frames: [[function, file, line of the def, line it was at (0: not known)]],
+            stacks: [{thread, frames: [indices into frames, innermost first], samples (times the
+                      sampler caught the thread there, waits included: wall-clock samples),
+                      cpu_ns (CPU the thread used there; null with weighting "wall")}]
+                    (the heaviest MAX_RECORD_STACKS; stacks_left_out says how many more),
             process (as above, over the last interval)}
 """
 
@@ -53,6 +61,7 @@ from .. import compat, origins, procfs, protocol, sampling, threadids
 from ..streams import Stream, float_arg, int_arg
 
 IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts as idle
+MAX_RECORD_STACKS = 50_000  # a recording's distinct stacks sent (a few MiB at most)
 
 
 class Top(Stream):
@@ -69,6 +78,13 @@ class Top(Stream):
         self.sampler = sampling.Sampler()
         self.names = sampling.Names()
         self.recorded: sampling.Labelled = {}
+        self.detail: sampling.Detailed = {}
+        self.ticks = 0
+        self.cpu_total = 0.0
+        self.apportioned = 0.0
+        self.caught = 0
+        if self.record is not None:
+            self.sampler.counts = {}
         self.wake = compat.Event()  # a real lock: a gevent-patched Event would wait on a hub nobody runs
 
     def describe(self) -> Dict[str, Any]:
@@ -81,6 +97,7 @@ class Top(Stream):
     def run(self) -> None:
         period = 1.0 / self.rate
         started = time.monotonic()
+        self.started_at = time.time()
         end = None
         if self.record is not None:
             end = started + self.record
@@ -98,9 +115,16 @@ class Top(Stream):
             if next_tick < now:  # fell behind (a long GIL wait): skip, do not burst
                 next_tick = now + period
             if now >= next_report or (end is not None and now >= end):
-                stacks = window.close(self.names, self.rate)
+                stacks = window.close(self.names, self.rate, self.detail if self.record is not None else None)
                 if self.record is not None:
                     sampling.merge(self.recorded, stacks)
+                    self.ticks += window.ticks
+                    self.cpu_total += window.cpu_total
+                    self.apportioned += window.cpu_total * window.apportioned / 100.0
+                    self.caught += window.caught
+                    if end is not None and now < end:
+                        self.emit({"type": "progress", "elapsed_s": round(now - started, 3),
+                                   "left_s": round(end - now, 3), "ticks": self.ticks, "samples": self.caught})
                 else:
                     self.emit(window.summary(stacks, self.names, self.rows, self.with_stacks))
                     reports += 1
@@ -119,9 +143,32 @@ class Top(Stream):
 
     def profile(self, duration: float, last: _Window) -> Dict[str, Any]:
         samples, functions = sampling.summarize(self.recorded, self.names.where, self.rows)
-        return {"type": "profile", "duration_s": round(duration, 3), "samples": samples,
-                "functions": functions, "collapsed": sampling.collapsed(self.recorded),
-                "process": last.process()}
+        frames, stacks, left_out = self.frames_and_stacks(last.weigh)
+        return {"type": "profile", "time": self.started_at, "duration_s": round(duration, 3), "ticks": self.ticks,
+                "rate_hz": self.rate, "weighting": "cpu" if last.weigh else "wall",
+                "apportioned_percent": round(100.0 * self.apportioned / self.cpu_total, 1) if self.cpu_total else 0.0,
+                "samples": samples, "functions": functions, "collapsed": sampling.collapsed(self.recorded),
+                "frames": frames, "stacks": stacks, "stacks_left_out": left_out, "process": last.process()}
+
+    def frames_and_stacks(self, weigh: bool) -> Any:
+        """The recording's detail as a shared frame table and stacks of indices into it."""
+        heaviest = sorted(self.detail.items(), key=lambda item: (-item[1][0], -item[1][1]))
+        kept = heaviest[:MAX_RECORD_STACKS]
+        index: Dict[Any, int] = {}
+        frames: List[List[Any]] = []
+        stacks = []
+        for (thread, framed), (cpu, count) in kept:
+            ids = []
+            for at in framed:
+                found = index.get(at)
+                if found is None:
+                    found = index[at] = len(frames)
+                    file, start = self.names.where.get(at[0], (None, None))
+                    frames.append([at[0], file, start, at[1]])
+                ids.append(found)
+            stacks.append({"thread": thread, "frames": ids, "samples": int(count),
+                           "cpu_ns": int(round(cpu)) if weigh else None})
+        return frames, stacks, len(heaviest) - len(kept)
 
 
 class _Window:
@@ -149,12 +196,17 @@ class _Window:
             self.gc_before = previous.gc_after
         self.idle: List[int] = []
 
-    def close(self, names: sampling.Names, rate: float) -> sampling.Labelled:
+    def close(self, names: sampling.Names, rate: float, detail: Optional[sampling.Detailed] = None) -> sampling.Labelled:
+        """The window's stacks, labelled and in samples; with ``detail``, also adds its stacks with
+        their lines, CPU nanoseconds and times caught to it (sampling.detail)."""
         thread_cpu = self.sampler.thread_cpu
         raw, self.ticks, self.busy = self.sampler.take()
+        counts = self.sampler.take_counts() if detail is not None else {}
+        self.caught = sum(counts.values())
         self.apportioned = 0.0
+        self.cpu_total = 0.0
         if self.weigh:
-            total = sum(raw.values())
+            total = self.cpu_total = sum(raw.values())
             raw, shared = sampling.apportion(raw)
             self.apportioned = 100.0 * shared / total if total else 0.0
         self.closed = time.monotonic()
@@ -173,6 +225,8 @@ class _Window:
             floor = IDLE_CPU_SHARE * self.elapsed * 1e9
             self.idle = [i for i in watched if thread_cpu.get(i, 0) < floor]
         thread_names = {i: name for i, (name, _nid, _agent) in self.threads.items()}
+        if detail is not None:
+            sampling.detail(raw if self.weigh else None, counts, thread_names, names, detail)
         return sampling.label_stacks(raw, scale, thread_names, names)
 
     def summary(self, stacks: sampling.Labelled, names: sampling.Names, rows: int, with_stacks: bool) -> Dict[str, Any]:

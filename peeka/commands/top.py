@@ -1,5 +1,6 @@
 """Live view of the hottest functions, sampled inside the target from every thread's stack, with
-process CPU, RSS, threads and GC in a header; --record S --output FILE writes collapsed stacks."""
+process CPU, RSS, threads and GC in a header; --record S --output FILE writes the recording as
+collapsed stacks, pprof or speedscope (--format; built here from the agent's stacks, peeka/profiles)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import typer
 from peeka_agent import protocol
 from rich.console import Group
 from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
 from ..errors import UsageError
 from ..options import Pid, Shared, StreamTimeout, with_options
+from ..profiles import FORMATS, OPEN_WITH, encode, from_top_record
 from ..render import console, console_err, emit_json, table
 from ._common import agent
 
@@ -46,11 +49,6 @@ def render_summary(event: dict[str, Any], rows: int) -> Group:
     return Group(Text(header(event), style="bold"), functions_table(event, rows))
 
 
-def write_collapsed(path: Path, collapsed: list[list[Any]]) -> None:
-    """One ``frame;frame;frame count`` line per stack: what flamegraph.pl and speedscope read."""
-    path.write_text("".join(f"{line} {count}\n" for line, count in collapsed))
-
-
 @with_options()
 def command(
     pid: Pid,
@@ -64,8 +62,14 @@ def command(
     ] = None,
     output: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--output", "-o", help="Collapsed stacks file for --record (flamegraph.pl, speedscope)."),
+        typer.Option("--output", "-o", help="The file --record writes, in --format."),
     ] = None,
+    format: Annotated[
+        str,
+        typer.Option("--format",
+                     help="--output's format: collapsed stacks (flamegraph.pl), pprof (go tool pprof, gzipped "
+                          "protobuf) or speedscope (JSON)."),
+    ] = "collapsed",
     idle: Annotated[bool, typer.Option("--idle", help="Count threads that used no CPU too.")] = False,
     rows: Annotated[int, typer.Option("--functions", min=1, help="Functions shown.")] = 25,
     *,
@@ -76,6 +80,11 @@ def command(
 
     if (record is None) != (output is None):
         raise UsageError("--record and --output go together", "Example: peeka top PID --record 10 --output out.folded")
+    if format not in FORMATS:
+        raise UsageError(f"--format {format!r} is not a profile format", f"Use one of: {', '.join(FORMATS)}")
+    if format != "collapsed" and record is None:
+        raise UsageError("--format is the format of --record's --output",
+                         "Example: peeka top PID --record 10 --format pprof --output out.pb.gz")
     args: dict[str, Any] = {"interval": interval, "rate": rate, "idle": idle, "functions": max(rows, 30),
                             "stacks": json and record is None}
     for key, value in (("limit", limit), ("timeout", timeout), ("record", record)):
@@ -85,6 +94,8 @@ def command(
         stream = client.stream(NAME, args)
         # Refreshed in place on a terminal; piped into a file or a log, one table per refresh.
         live = Live(console=console, auto_refresh=False) if not json and record is None and console.is_terminal else None
+        # --record's progress on stderr: in --json mode only where it is a terminal (no bar in logs).
+        progress = _record_progress(record) if record is not None and (not json or console_err.is_terminal) else None
         reports = 0
         try:
             start = next(stream).data
@@ -95,6 +106,8 @@ def command(
                 console_err.print(f"[dim]top: sampling every thread at {rate} Hz inside {pid}; {what}[/]")
             if live is not None:
                 live.start()
+            if progress is not None:
+                progress.start()
             for message in stream:
                 if isinstance(message, End):
                     if json:
@@ -104,8 +117,16 @@ def command(
                     break
                 data = message.data
                 reports += 1
-                if data.get("type") == "profile":
-                    _finish_record(data, output, json, rows)  # type: ignore[arg-type]
+                if data.get("type") == "progress":
+                    if progress is not None:
+                        progress.update(progress.task_ids[0], completed=data["elapsed_s"], left=data["left_s"],
+                                        samples=data["samples"])
+                elif data.get("type") == "profile":
+                    if progress is not None:
+                        progress.update(progress.task_ids[0], completed=record, left=0, samples=_caught(data))
+                        progress.stop()
+                        progress = None
+                    _finish_record(data, output, format, json, rows)  # type: ignore[arg-type]
                 elif json:
                     emit_json(data)
                 elif live is not None:
@@ -117,15 +138,32 @@ def command(
         finally:
             if live is not None:
                 live.stop()
+            if progress is not None:
+                progress.stop()
             stream.close()
 
 
-def _finish_record(profile: dict[str, Any], output: Path, json: bool, rows: int) -> None:
-    write_collapsed(output, profile["collapsed"])
+def _record_progress(seconds: float) -> Progress:
+    progress = Progress(TextColumn("[dim]recording[/]"), BarColumn(),
+                        TextColumn("{task.fields[left]:.1f} s left, {task.fields[samples]} samples"),
+                        console=console_err, transient=console_err.is_terminal)
+    progress.add_task("record", total=seconds, left=seconds, samples=0)
+    return progress
+
+
+def _caught(event: dict[str, Any]) -> int:
+    return sum(stack["samples"] for stack in event.get("stacks", ()))
+
+
+def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool, rows: int) -> None:
+    profile = from_top_record(event)
+    output.write_bytes(encode(profile, format, name=f"peeka top {output.name}"))
     if json:
-        emit_json(profile)
+        emit_json(event)
         return
-    console.print(f"[bold]{profile['samples']:g} samples over {profile['duration_s']:g} s[/], "
-                  f"{len(profile['collapsed'])} distinct stacks written to {output} "
-                  f"(flamegraph.pl {output} > out.svg, or open it in speedscope)")
-    console.print(functions_table(profile, rows))
+    what = "CPU time" if profile.cpu else "wall-clock samples (no per-thread CPU clocks)"
+    left_out = f", {event['stacks_left_out']} lighter ones left out" if event.get("stacks_left_out") else ""
+    console.print(f"[bold]{_caught(event)} samples over {event['duration_s']:g} s[/] ({what}), "
+                  f"{len(profile.samples)} distinct stacks{left_out} written to {output} as {format} "
+                  f"({OPEN_WITH[format].replace('FILE', str(output))})")
+    console.print(functions_table(event, rows))

@@ -56,10 +56,13 @@ def from_top_record(event: Mapping[str, Any]) -> Profile:
     samples = [Sample(str(s["thread"]), tuple(table[i] for i in s["frames"]), int(s["samples"]),
                       int(s.get("cpu_ns") or 0))
                for s in event["stacks"]]
-    rate = float(event["rate_hz"])
-    comments = [f"peeka top --record: {event['ticks']} sampling rounds at {rate:g} Hz, "
-                f"weighting {event.get('weighting')}"]
+    duration_ns = int(float(event["duration_s"]) * 1e9)
+    ticks = int(event["ticks"])
+    # The period achieved (a loaded host delays the sampler), so samples times period is wall time.
+    period_ns = duration_ns // ticks if ticks else int(1e9 / float(event["rate_hz"]))
+    comments = [f"peeka top --record: {ticks} sampling rounds in {float(event['duration_s']):g} s "
+                f"(asked {float(event['rate_hz']):g} Hz), weighting {event.get('weighting')}"]
     if event.get("apportioned_percent"):
-        comments.append(f"{event['apportioned_percent']}% of CPU time apportioned from calls that returned between samples")
-    return Profile(samples, int(float(event["time"]) * 1e9), int(float(event["duration_s"]) * 1e9),
-                   int(1e9 / rate), cpu, True, tuple(comments))
+        comments.append(f"{event['apportioned_percent']}% of the CPU time was shared out from calls that returned "
+                        "between samples (like the calls caught running under the same caller)")
+    return Profile(samples, int(float(event["time"]) * 1e9), duration_ns, period_ns, cpu, True, tuple(comments))

@@ -12,14 +12,18 @@ the agent started in-process; one connection for every check.
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VERSIONS, Target, agent_library, python_for
+from conftest import TARGETS, VERSIONS, Target, agent_library, peeka_cli, python_for
+from profile_readers import PprofView, decode_pprof, go_pprof, validate_speedscope
+from test_cli_versions import client_for
 from test_commands_inprocess import CmdTarget
 
 from peeka.client import AgentClient
@@ -143,3 +147,71 @@ def test_thread_n_ranks_by_cpu(client: AgentClient) -> None:
     everything = {t["name"]: t for t in client.request("thread", {"interval_ms": 500})["threads"]}
     for waiting in ("sleeper", "waiter", "selector", "poller", "getter", "locker", "acceptor", "receiver"):
         assert everything[waiting]["cpu_percent"] < 3, everything[waiting]
+
+
+def _def_lines(function: str) -> range:
+    """The lines of a function of the target, read from its source (the ground truth of file/line)."""
+    tree = ast.parse((TARGETS / "cpu_truth.py").read_text())
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    return range(node.lineno, node.end_lineno + 1)  # type: ignore[operator]
+
+
+def test_record_formats_by_the_cli_of_each_version(client: AgentClient, request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """``peeka top --record --format pprof|speedscope``, run by the CLI of the target's own Python; the
+    files read by pprof's own schema, go tool pprof and speedscope's published schema (collapsed, the
+    default, is compared with py-spy's in test_thread_top_memory)."""
+    version = request.node.callspec.params["client"]
+    python = client_for(version)
+    pid = str(client.target.pid)
+    pprof = tmp_path / "top.pb.gz"
+    before, started = _cpu(client), time.time()
+    out = peeka_cli("top", pid, "--record", "2", "--format", "pprof", "--output", str(pprof), python=python)
+    truth = _shares(before, _cpu(client))
+    assert out.returncode == 0, out.stderr
+    assert "0.0 s left" in out.stderr and " samples" in out.stderr, out.stderr  # the progress bar's last state
+    view = PprofView(decode_pprof(pprof.read_bytes()))
+    assert view.sample_types == [("samples", "count"), ("wall", "nanoseconds"), ("cpu", "nanoseconds")]
+    assert view.default_type == "cpu" and view.period_type == ("cpu", "nanoseconds")
+    assert started * 1e9 <= view.message.time_nanos <= time.time() * 1e9
+    assert 1.9e9 <= view.message.duration_nanos <= 4e9, view.message.duration_nanos
+    # The hot function dominates the CPU; each busy thread's share of it matches its own clock.
+    assert view.self_share("cpu", "__main__.compute") > 0.6, view.samples[:5]
+    cpu_total = sum(values["cpu"] for _stack, values, _labels in view.samples)
+    spin = 100.0 * sum(values["cpu"] for stack, values, _labels in view.samples
+                       if any(frame[0] == "__main__.spin_work" for frame in stack)) / cpu_total
+    assert abs(spin - truth["spin_work"]) <= 10, (spin, truth)
+    # Functions carry their file and def line; locations the lines the frames were at.
+    body = _def_lines("compute")
+    compute = {frame[1:] for stack, _values, _labels in view.samples for frame in stack if frame[0] == "__main__.compute"}
+    assert compute and all(Path(file).name == "cpu_truth.py" and start == body[0] and line in body
+                           for file, start, line in compute), compute
+    # Waits: in the wall-clock samples, never in the CPU time; every sample names its thread.
+    waits = [(values, labels) for stack, values, labels in view.samples if stack[0][0] == "__main__.sleeper"]
+    assert waits and sum(v["samples"] for v, _ in waits) > 0, view.samples
+    assert sum(v["cpu"] for v, _ in waits) <= 0.03 * cpu_total, waits
+    assert all(labels.get("thread_name") for _stack, _values, labels in view.samples)
+    assert {"spinner", "sleeper", "loop-busy"} <= {labels["thread_name"] for _s, _v, labels in view.samples}
+    top = go_pprof(pprof, "-top", "-nodecount=3")
+    assert "Type: cpu" in top and top.split("cum%", 1)[1].split()[5] == "__main__.compute", top
+    raw = go_pprof(pprof, "-raw")
+    assert "thread_name:[spinner]" in raw and f"cpu_truth.py:{body[0] + 3}" in raw, raw[:3000]
+
+    # speedscope, with --json (no bar: stderr is not a terminal; stdout stays JSON lines).
+    speedscope = tmp_path / "top.speedscope.json"
+    out = peeka_cli("top", pid, "--record", "1", "--format", "speedscope", "--output", str(speedscope), "--json",
+                    python=python)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["type"] for line in out.stdout.splitlines()] == ["start", "profile", "end"]
+    document = json.loads(speedscope.read_text())
+    validate_speedscope(document)
+    names = [frame["name"] for frame in document["shared"]["frames"]]
+    assert {"name": "__main__.compute", "file": str(TARGETS / "cpu_truth.py"), "line": body[0]} in \
+        [dict(f, file=str(Path(f["file"]).resolve())) for f in document["shared"]["frames"] if "file" in f]
+    profiles = {p["name"]: p for p in document["profiles"]}
+    spinner = profiles.get("thread spinner (CPU time)")
+    assert spinner is not None and spinner["unit"] == "nanoseconds", list(profiles)
+    leaves: dict[str, int] = {}
+    for stack, weight in zip(spinner["samples"], spinner["weights"]):
+        leaves[names[stack[-1]]] = leaves.get(names[stack[-1]], 0) + weight
+    assert max(leaves, key=leaves.__getitem__) == "__main__.compute", leaves

@@ -14,6 +14,8 @@ from conftest import peeka_cli
         (["nosuch"], "No such command 'nosuch'"),
         (["thread", "not-a-pid"], "Invalid value for 'pid'"),
         (["watch", "1", "x", "-x", "9"], "-x"),
+        (["top", "1", "--record", "1", "--output", "x", "--format", "svg"], "collapsed, pprof, speedscope"),
+        (["top", "1", "--format", "pprof"], "--format is the format of --record's --output"),
     ],
 )
 def test_usage_errors_exit_2_without_traceback(args: list[str], fragment: str) -> None:
