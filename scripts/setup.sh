@@ -34,7 +34,8 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   fi
 fi
 
-# Python 3.14 for remote_exec targets and for running the CLI on 3.14.
+# Python 3.14 for remote_exec targets and for running the CLI on 3.14: the shared tool when this
+# checkout sits beside ../shared, our own script (the same method) in a clean clone elsewhere.
 PY314=""
 for script in "$ROOT/../shared/tools/get-python314.sh" "$ROOT/scripts/get-python314.sh"; do
   if [ -x "$script" ] || [ -f "$script" ]; then
