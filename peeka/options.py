@@ -58,6 +58,12 @@ def render_args(depth: int, max_size: int = DEFAULT_MAX_SIZE) -> dict[str, int]:
     return {"depth": depth, "max_size": max_size}
 
 
+# `peeka mcp`: a stream a tool call runs ends by itself (an assistant has no Ctrl-C), so a call that
+# names no --timeout gets this one, and none may ask for more than the maximum.
+MCP_STREAM_TIMEOUT = 10.0  # s
+MCP_MAX_STREAM_TIMEOUT = 300.0  # s
+MCP_TOP_WINDOW = 2.0  # s: the top tool samples one window and returns its one report
+
 DEFAULT_METHOD = "auto"
 DEFAULT_ATTACH_TIMEOUT = 10.0
 

@@ -10,12 +10,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from .frontend import current
+
 console = Console(highlight=False, soft_wrap=True)
 console_err = Console(stderr=True, highlight=False)
 
 
 def emit_json(data: Any) -> None:
-    """One JSON document (or one line of a JSON-lines stream) on stdout."""
+    """One JSON document (or one line of a JSON-lines stream) on stdout, or to the front end that runs
+    the command (``peeka mcp``: the tool's result)."""
+    sink = current().emit
+    if sink is not None:
+        sink(data)
+        return
     sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..attach import attach
 from ..client import AgentClient
+from ..frontend import current
 from ..options import Shared
 from ..render import console_err, emit_json
 
@@ -22,6 +23,7 @@ def agent(pid: int, shared: Shared, extra_timeout: float = 0.0) -> Iterator[Agen
             f"[dim]attached to {pid} via {report.method} in {report.seconds * 1000:.0f} ms "
             f"({report.detail}); `peeka detach {pid}` removes the agent[/]"
         )
+    current().opened(client)
     with client:
         yield client
 
