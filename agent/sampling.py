@@ -57,7 +57,7 @@ BETWEEN = Between()
 class _Seen:
     """What the sampler knew of one thread at its last sample."""
 
-    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running", "lines")
+    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running", "lines", "counted", "pending", "lasti")
 
     def __init__(self, clock: Optional[int]) -> None:
         self.frame: Any = None
@@ -67,7 +67,12 @@ class _Seen:
         self.quiet = False
         self.read_at = 0
         self.running: Optional[Tuple[int, Tuple[Any, ...]]] = None  # its stack, if caught running last time
-        self.lines: Tuple[int, ...] = ()  # with counts: the lines of key's frames
+        # With counts: samples in one stack at the same lines, counted here until it moves on (a dict
+        # keyed by a stack hashes every code object on it: too dear for each thread at each tick).
+        self.lines: Tuple[int, ...] = ()
+        self.counted: Tuple[int, Tuple[Any, ...]] = (0, ())
+        self.pending = 0
+        self.lasti = -1  # the innermost frame's last instruction then: the same, the same line
 
 
 class Sampler:
@@ -120,14 +125,25 @@ class Sampler:
                 seen.key = key
                 parked = False
             if counts is not None:
-                lines = seen.lines
-                if not parked or len(lines) != len(key[1]):
-                    lines = seen.lines = _lines(frame)
-                elif lines[0] != (frame.f_lineno or 0):
-                    # Parked: its callers are on the same lines; the innermost frame may have moved on.
-                    lines = seen.lines = (frame.f_lineno or 0,) + lines[1:]
-                at = (key, lines)
-                counts[at] = counts.get(at, 0) + 1
+                lasti = frame.f_lasti
+                if parked and seen.pending and seen.lasti == lasti:
+                    seen.pending += 1
+                elif parked and seen.pending and seen.lines[0] == (frame.f_lineno or 0):
+                    seen.lasti = lasti
+                    seen.pending += 1
+                else:
+                    inner = frame.f_lineno or 0
+                    seen.lasti = lasti
+                    if seen.pending:
+                        at = (seen.counted, seen.lines)
+                        counts[at] = counts.get(at, 0) + seen.pending
+                    if parked and len(seen.lines) == len(key[1]):
+                        # Its callers are on the same lines; the innermost frame has moved on.
+                        seen.lines = (inner,) + seen.lines[1:]
+                    else:
+                        seen.lines = _lines(frame)
+                    seen.counted = key
+                    seen.pending = 1
             if clocks is None:
                 stacks[key] = stacks.get(key, 0) + 1
                 continue
@@ -198,6 +214,11 @@ class Sampler:
     def take_counts(self) -> Counts:
         """The recording's counts so far (see ``counts``), and start afresh."""
         taken = self.counts or {}
+        for seen in self._last.values():
+            if seen.pending:
+                at = (seen.counted, seen.lines)
+                taken[at] = taken.get(at, 0) + seen.pending
+                seen.pending = 0
         self.counts = {}
         return taken
 

@@ -69,13 +69,14 @@ class Bench:
 SAMPLER_BUSY: list[float] = []  # the sampler's own report: % of wall time it held the GIL
 
 
-def while_top(bench: Bench, seconds: float, idle: bool = False) -> tuple[float, float]:
-    def sample() -> None:  # the agent ends the stream itself after its timeout
+def while_top(bench: Bench, seconds: float, idle: bool = False, record: bool = False) -> tuple[float, float]:
+    def sample() -> None:  # the agent ends the stream itself after its timeout (or recording)
         with bench.client() as client:
-            args = {"rate": 100, "interval": 1.0, "timeout": seconds + 0.6, "idle": idle}
+            args = {"rate": 100, "interval": 1.0, "idle": idle}
+            args["record" if record else "timeout"] = seconds + 0.6
             for message in client.stream("top", args):
                 data = getattr(message, "data", None)
-                if isinstance(data, dict) and data.get("type") == "summary":
+                if isinstance(data, dict) and data.get("type") in ("summary", "profile"):
                     SAMPLER_BUSY.append(data["sampler"]["busy_percent"])
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -150,7 +151,8 @@ def run(version: str, python: str, seconds: float, rounds: int) -> None:
 
 def sampler_rows(version: str, python: str, seconds: float, rounds: int, baseline: Path | None) -> None:
     """top's sampler at 100 Hz in a process of 10 and of 500 threads: CPU-weighted (the default),
-    wall-clock (``--idle``: no CPU clocks read), and with ``baseline``'s agent (another checkout)."""
+    wall-clock (``--idle``: no CPU clocks read), recording (``--record``: also every sample counted
+    with its frames' lines, for pprof and speedscope), and with ``baseline``'s agent (another checkout)."""
     for threads in (10, 500):
         agents = {"": ROOT / "agent"}
         if baseline is not None:
@@ -162,7 +164,8 @@ def sampler_rows(version: str, python: str, seconds: float, rounds: int, baselin
             try:
                 bench.measure(1.0)
                 phases = {"untouched": bench.measure, "top 100 Hz" + suffix: partial(while_top, bench),
-                          "top 100 Hz --idle" + suffix: partial(while_top, bench, idle=True)}
+                          "top 100 Hz --idle" + suffix: partial(while_top, bench, idle=True),
+                          "top 100 Hz --record" + suffix: partial(while_top, bench, record=True)}
                 results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
                 busy: dict[str, list[float]] = {name: [] for name in phases}
                 for _ in range(rounds):

@@ -46,7 +46,7 @@ busy for a whole tick counts 1):
                       sampler caught the thread there, waits included: wall-clock samples),
                       cpu_ns (CPU the thread used there; null with weighting "wall")}]
                     (the heaviest MAX_RECORD_STACKS; stacks_left_out says how many more),
-            process (as above, over the last interval)}
+            process (as above, over the last interval), sampler (as above, over the recording)}
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class Top(Stream):
         self.cpu_total = 0.0
         self.apportioned = 0.0
         self.caught = 0
+        self.busy = 0.0
         if self.record is not None:
             self.sampler.counts = {}
         self.wake = compat.Event()  # a real lock: a gevent-patched Event would wait on a hub nobody runs
@@ -122,6 +123,7 @@ class Top(Stream):
                     self.cpu_total += window.cpu_total
                     self.apportioned += window.cpu_total * window.apportioned / 100.0
                     self.caught += window.caught
+                    self.busy += window.busy
                     if end is not None and now < end:
                         self.emit({"type": "progress", "elapsed_s": round(now - started, 3),
                                    "left_s": round(end - now, 3), "ticks": self.ticks, "samples": self.caught})
@@ -148,7 +150,8 @@ class Top(Stream):
                 "rate_hz": self.rate, "weighting": "cpu" if last.weigh else "wall",
                 "apportioned_percent": round(100.0 * self.apportioned / self.cpu_total, 1) if self.cpu_total else 0.0,
                 "samples": samples, "functions": functions, "collapsed": sampling.collapsed(self.recorded),
-                "frames": frames, "stacks": stacks, "stacks_left_out": left_out, "process": last.process()}
+                "frames": frames, "stacks": stacks, "stacks_left_out": left_out, "process": last.process(),
+                "sampler": {"busy_seconds": round(self.busy, 6), "busy_percent": round(100 * self.busy / duration, 3)}}
 
     def frames_and_stacks(self, weigh: bool) -> Any:
         """The recording's detail as a shared frame table and stacks of indices into it."""

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
-from ..errors import UsageError
+from ..errors import ProtocolMismatch, UsageError
 from ..options import Pid, Shared, StreamTimeout, with_options
 from ..profiles import FORMATS, OPEN_WITH, encode, from_top_record
 from ..render import console, console_err, emit_json, table
@@ -156,6 +156,9 @@ def _caught(event: dict[str, Any]) -> int:
 
 
 def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool, rows: int) -> None:
+    if "stacks" not in event:
+        raise ProtocolMismatch("the agent in this process is older than this client: its recording has no stacks "
+                               "with lines", "Run `peeka detach PID`; the next command attaches this version's agent.")
     profile = from_top_record(event)
     output.write_bytes(encode(profile, format, name=f"peeka top {output.name}"))
     if json:

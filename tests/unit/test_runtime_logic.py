@@ -279,3 +279,70 @@ def test_waiting_on(blocked_threads: dict[str, Any]) -> None:
     assert where is not None and where["function"].endswith("hold")
     hold = locks.waiting_on(threads["hold"].ident, frames[threads["hold"].ident])
     assert hold is not None and hold["kind"] == "event"
+
+
+def test_detail_splits_a_stacks_cpu_like_its_samples_by_line() -> None:
+    names = sampling.Names()
+    busy, caller = _code("busy"), _code("caller")
+    hot, waiting = (1, (busy, caller)), (2, (caller,))
+    counts = {(hot, (3, 9)): 3, (hot, (4, 9)): 1, (waiting, (7,)): 10}  # the waiting thread used no CPU
+    cpu = {hot: 4_000, (1, (sampling.BETWEEN, caller)): 500}
+    detail: sampling.Detailed = {}
+    sampling.detail(cpu, counts, {1: "a", 2: "b"}, names, detail)
+    sampling.detail(cpu, counts, {1: "a", 2: "b"}, names, detail)  # a second window adds up
+    b, c = "busy (<string>)", "caller (<string>)"
+    assert detail == {
+        ("a", ((b, 3), (c, 9))): [6_000.0, 6], ("a", ((b, 4), (c, 9))): [2_000.0, 2],
+        ("b", ((c, 7),)): [0.0, 20],
+        ("a", ((f"{c} [calls returned between samples]", 0), (c, 0))): [1_000.0, 0],  # never caught: no line
+    }
+    wall: sampling.Detailed = {}
+    sampling.detail(None, counts, {1: "a", 2: "b"}, names, wall)
+    assert wall[("a", ((b, 3), (c, 9)))] == [0.0, 3] and len(wall) == 3
+
+
+def test_sampler_counts_each_sample_with_its_lines() -> None:
+    """Recording: every sample counted, a running frame's moving line read afresh, a parked one's kept."""
+    stop = threading.Event()
+    parked = threading.Event()
+
+    def spin() -> None:
+        n = 0
+        while not stop.is_set():  # the frame stays; its line moves among these three
+            n += 1
+            n -= 1
+
+    def park() -> None:
+        parked.set()
+        stop.wait(5)
+
+    threads = [threading.Thread(target=f, name=f.__name__, daemon=True) for f in (spin, park)]
+    for thread in threads:
+        thread.start()
+    parked.wait(5)
+    sampler = sampling.Sampler()
+    sampler.counts = {}
+    sampler.skip = frozenset({threading.get_ident()})
+    try:
+        for _ in range(40):
+            sampler.sample()
+            time.sleep(0.001)
+        counts = sampler.take_counts()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(5)
+    by_thread: dict[int, dict[int, int]] = {}  # ident -> line of its own function (spin, or Event.wait) -> samples
+    for ((ident, codes), lines), count in counts.items():
+        assert len(lines) == len(codes)
+        at = lines[codes.index(spin.__code__)] if spin.__code__ in codes else lines[0]
+        by_line = by_thread.setdefault(ident, {})
+        by_line[at] = by_line.get(at, 0) + count
+    spin_first = spin.__code__.co_firstlineno
+    park_first = park.__code__.co_firstlineno
+    assert sum(by_thread[threads[0].ident].values()) == 40  # type: ignore[index]
+    assert set(by_thread[threads[0].ident]) <= {spin_first + 2, spin_first + 3, spin_first + 4}  # type: ignore[index]
+    # park() waits inside Event.wait: its innermost Python frame is threading's, every sample the same.
+    assert sum(by_thread[threads[1].ident].values()) == 40 and len(by_thread[threads[1].ident]) == 1  # type: ignore[index]
+    assert park_first not in by_thread[threads[1].ident]  # type: ignore[index]
+    assert sampler.take_counts() == {}
