@@ -45,7 +45,7 @@ busy for a whole tick counts 1):
             stacks: [{thread, frames: [indices into frames, innermost first], samples (times the
                       sampler caught the thread there, waits included: wall-clock samples),
                       cpu_ns (CPU the thread used there; null with weighting "wall")}]
-                    (the heaviest MAX_RECORD_STACKS; stacks_left_out says how many more),
+                    (heaviest first, up to RECORD_BYTES; stacks_left_out says how many more),
             process (as above, over the last interval), sampler (as above, over the recording)}
 """
 
@@ -61,7 +61,9 @@ from .. import compat, origins, procfs, protocol, sampling, threadids
 from ..streams import Stream, float_arg, int_arg
 
 IDLE_CPU_SHARE = 0.01  # a thread below 1% of one core over the interval counts as idle
-MAX_RECORD_STACKS = 50_000  # a recording's distinct stacks sent (a few MiB at most)
+# A recording's stacks are sent heaviest first until about this many bytes of JSON (a message is at
+# most protocol.MAX_FRAME); the rest are counted in stacks_left_out.
+RECORD_BYTES = 12 * 1024 * 1024
 
 
 class Top(Stream):
@@ -156,11 +158,14 @@ class Top(Stream):
     def frames_and_stacks(self, weigh: bool) -> Any:
         """The recording's detail as a shared frame table and stacks of indices into it."""
         heaviest = sorted(self.detail.items(), key=lambda item: (-item[1][0], -item[1][1]))
-        kept = heaviest[:MAX_RECORD_STACKS]
         index: Dict[Any, int] = {}
         frames: List[List[Any]] = []
         stacks = []
-        for (thread, framed), (cpu, count) in kept:
+        size = 0  # bytes of JSON, roughly
+        for (thread, framed), (cpu, count) in heaviest:
+            size += 80 + len(thread) + 8 * len(framed)
+            if size > RECORD_BYTES:
+                break
             ids = []
             for at in framed:
                 found = index.get(at)
@@ -168,10 +173,11 @@ class Top(Stream):
                     found = index[at] = len(frames)
                     file, start = self.names.where.get(at[0], (None, None))
                     frames.append([at[0], file, start, at[1]])
+                    size += 40 + len(at[0]) + len(file or "")
                 ids.append(found)
             stacks.append({"thread": thread, "frames": ids, "samples": int(count),
                            "cpu_ns": int(round(cpu)) if weigh else None})
-        return frames, stacks, len(heaviest) - len(kept)
+        return frames, stacks, len(heaviest) - len(stacks)
 
 
 class _Window:

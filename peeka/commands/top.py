@@ -126,7 +126,7 @@ def command(
                         progress.update(progress.task_ids[0], completed=record, left=0, samples=_caught(data))
                         progress.stop()
                         progress = None
-                    _finish_record(data, output, format, json, rows)  # type: ignore[arg-type]
+                    _finish_record(data, output, format, json, rows, idle)  # type: ignore[arg-type]
                 elif json:
                     emit_json(data)
                 elif live is not None:
@@ -155,7 +155,7 @@ def _caught(event: dict[str, Any]) -> int:
     return sum(stack["samples"] for stack in event.get("stacks", ()))
 
 
-def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool, rows: int) -> None:
+def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool, rows: int, idle: bool) -> None:
     if "stacks" not in event:
         raise ProtocolMismatch("the agent in this process is older than this client: its recording has no stacks "
                                "with lines", "Run `peeka detach PID`; the next command attaches this version's agent.")
@@ -164,7 +164,7 @@ def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool,
     if json:
         emit_json(event)
         return
-    what = "CPU time" if profile.cpu else "wall-clock samples (no per-thread CPU clocks)"
+    what = "CPU time" if profile.cpu else "wall-clock samples" if idle else "wall-clock samples: no per-thread CPU clocks here"
     left_out = f", {event['stacks_left_out']} lighter ones left out" if event.get("stacks_left_out") else ""
     console.print(f"[bold]{_caught(event)} samples over {event['duration_s']:g} s[/] ({what}), "
                   f"{len(profile.samples)} distinct stacks{left_out} written to {output} as {format} "
