@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.text import Text
 
-from ..errors import ProtocolMismatch, UsageError
+from ..errors import CommandFailed, ProtocolMismatch, UsageError
 from ..options import Pid, Shared, StreamTimeout, with_options
 from ..profiles import FORMATS, OPEN_WITH, encode, from_top_record
 from ..render import console, console_err, emit_json, table
@@ -97,6 +97,8 @@ def command(
         # --record's progress on stderr: in --json mode only where it is a terminal (no bar in logs).
         progress = _record_progress(record) if record is not None and (not json or console_err.is_terminal) else None
         reports = 0
+        ended = "the stream closed"
+        written = False
         try:
             start = next(stream).data
             if json:
@@ -110,6 +112,7 @@ def command(
                 progress.start()
             for message in stream:
                 if isinstance(message, End):
+                    ended = message.reason
                     if json:
                         emit_json({"type": "end", "reason": message.reason, "dropped": message.dropped})
                     elif message.reason not in ("limit", "timeout", "record"):
@@ -127,6 +130,7 @@ def command(
                         progress.stop()
                         progress = None
                     _finish_record(data, output, format, json, rows, idle)  # type: ignore[arg-type]
+                    written = True
                 elif json:
                     emit_json(data)
                 elif live is not None:
@@ -134,13 +138,18 @@ def command(
                 elif record is None:
                     console.print(render_summary(data, rows))
         except KeyboardInterrupt:
-            pass
+            if record is not None:
+                console_err.print(f"[dim]recording interrupted: nothing written to {output}[/]")
+            written = True  # the user's choice: not a failure
         finally:
             if live is not None:
                 live.stop()
             if progress is not None:
                 progress.stop()
             stream.close()
+    if record is not None and not written:
+        raise CommandFailed(f"the recording ended before it finished ({ended}): nothing written to {output}",
+                            f"Check that {pid} still runs, then record again.")
 
 
 def _record_progress(seconds: float) -> Progress:
