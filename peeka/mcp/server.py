@@ -146,3 +146,34 @@ def serve_stdio(allow_changes: bool) -> None:
             await server.run(read_stream, write_stream, server.create_initialization_options())
 
     anyio.run(main)
+
+
+def serve_http(host: str, port: int, allow_changes: bool, token: str | None) -> None:
+    """Serve MCP over streamable HTTP at http://HOST:PORT/mcp. With ``token`` every HTTP request must
+    carry ``Authorization: Bearer TOKEN`` (the caller requires one off loopback)."""
+    import uvicorn
+
+    app: Any = build(allow_changes).streamable_http_app(host=host)
+    if token:
+        app = _BearerOnly(app, token)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")).run()
+
+
+class _BearerOnly:
+    """ASGI: HTTP requests without the bearer token get 401 and never reach the MCP app."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import hmac
+
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):  # constant time: the token is not guessable by timing
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"www-authenticate", b"Bearer"), (b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": b"peeka mcp: bearer token required\n"})
+                return
+        await self.app(scope, receive, send)

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from conftest import ROOT, Target, peeka_cli, python_for
+from conftest import ROOT, TARGETS, Target, peeka_cli, python_for
 
 if sys.version_info < (3, 10):
     pytest.skip(f"the MCP SDK's client needs Python 3.10+, this test runs on {sys.version.split()[0]}",
@@ -33,6 +33,8 @@ pytestmark = pytest.mark.integration
 
 TOOLS = {"ps", "thread", "top", "memory", "inspect", "sc", "sm", "source", "tasks", "logger", "watch", "trace",
          "stack", "monitor", "tt", "reset", "detach"}
+# The line of the target's main loop that calls scaled(n): where stack must place the caller.
+CALL_LINE = 1 + (TARGETS / "mcp_target.py").read_text().splitlines().index("        scaled(n)")
 NOTHING = "no_such_module_zz.nothing"  # reset with this pattern removes nothing and lists the probes left
 
 
@@ -47,12 +49,20 @@ def server_python(version: str) -> str:
 async def mcp_session(python: str, *flags: str) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=python, args=["-m", "peeka", "mcp", *flags],
                                    env=dict(os.environ))
+    # Anything but the protocol on the server's stdout reaches the client as a transport exception.
+    not_protocol: list[Exception] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, Exception):
+            not_protocol.append(message)
+
     with tempfile.TemporaryFile("w+") as errlog:
         try:
             async with stdio_client(params, errlog=errlog) as (read, write):
-                async with ClientSession(read, write) as session:
+                async with ClientSession(read, write, message_handler=on_message) as session:
                     await session.initialize()
                     yield session
+            assert not_protocol == [], not_protocol
         except BaseException:
             errlog.seek(0)
             print("peeka mcp stderr:\n" + errlog.read(), file=sys.stderr)
@@ -100,6 +110,33 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
         assert all(v % 1002 == 0 and 0 <= v < 10020 for v in values), values
         assert watched["start"]["functions"] == ["__main__.scaled"], watched["start"]
 
+        # The other read-only tools, each on something the target defines.
+        assert [c["name"] for c in (await call(session, "sc", pid=pid, pattern="__main__.Recipe"))["classes"]] \
+            == ["__main__.Recipe"]
+        methods = (await call(session, "sm", pid=pid, pattern="__main__.Recipe.*"))["functions"]
+        assert [m["name"] for m in methods] == ["__main__.Recipe.bake"], methods
+        source = (await call(session, "source", pid=pid, pattern="__main__.Recipe.bake"))["sources"][0]
+        assert source["status"] == "matches" and "return minutes * 60" in "\n".join(source["lines"]), source
+        assert (await call(session, "tasks", pid=pid))["count"] == 0  # no event loop in this target
+        memory = await call(session, "memory", pid=pid, types=5)
+        assert memory["process"]["rss_bytes"] > 0 and len(memory["types"]) == 5, memory["process"]
+        loggers = {e["name"]: e for e in (await call(session, "logger", pid=pid))["loggers"]}
+        assert loggers["mcp.target"]["level"] == "WARNING", loggers["mcp.target"]
+        stacks = await call(session, "stack", pid=pid, pattern="__main__.scaled", limit=1)
+        caller = stacks["events"][0]["stack"][1]
+        assert (caller["function"], caller["line"]) == ("__main__.<module>", CALL_LINE), stacks["events"]
+        traced = await call(session, "trace", pid=pid, pattern="__main__.scaled", limit=1)
+        assert traced["events"][0]["tree"]["function"] == "__main__.scaled", traced["events"]
+        monitored = await call(session, "monitor", pid=pid, pattern="__main__.scaled", cycle=0.3, limit=1)
+        row = monitored["events"][0]["functions"][0]
+        assert row["calls"] > 0 and row["failures"] == 0, row
+        recorded = await call(session, "tt", pid=pid, pattern="__main__.scaled", limit=2)
+        assert len(recorded["events"]) == 2 and recorded["end"]["reason"] == "limit", recorded
+        records = (await call(session, "tt", pid=pid, list=True))["records"]
+        shown = await call(session, "tt", pid=pid, show=records[-1]["index"])
+        n = int(next(c for c in shown["params"]["children"] if c["key"] == "'n'")["value"]["repr"])
+        assert shown["outcome"]["repr"] == str(2 * n), shown  # scaled(n) returned 2n
+
         # top over one window, with progress notifications while it samples: spin() is the hottest.
         progress: list[float] = []
 
@@ -132,14 +169,13 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
                 await anyio.sleep(0.05)
 
         # The target dies mid-watch: a clear tool error, and the server serves the next call.
-        async def kill_soon() -> None:
-            await anyio.sleep(1.5)
-            dying.stop()
+        # (Target.stop is synchronous: terminate, then wait up to 5 s; a SIGTERM ends this target at once.)
+        async def kill_on_progress(done: float, total: float | None, message: str | None) -> None:
+            dying.stop()  # the watch is running (its first progress came): the target goes
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(kill_soon)
-            died = await session.call_tool("watch", {"pid": dying.pid, "pattern": "__main__.scaled",
-                                                     "condition": "cost < 0", "timeout": 60})
+        died = await session.call_tool("watch", {"pid": dying.pid, "pattern": "__main__.scaled",
+                                                 "condition": "cost < 0", "timeout": 60},
+                                       progress_callback=kill_on_progress)
         assert died.is_error, died.content
         assert f"agent in {dying.pid}" in died.content[0].text or "connection" in died.content[0].text, died.content
         assert died.structured_content["error"] == "agent-unavailable", died.structured_content  # type: ignore[index]
@@ -170,3 +206,48 @@ def test_mcp_on_python_39_says_which_version_it_needs() -> None:
     assert out.returncode == 5, (out.returncode, out.stderr)
     assert "Python 3.10 or later" in out.stderr and "Python 3.9" in out.stderr, out.stderr
     assert out.stdout == ""
+
+
+def test_mcp_over_streamable_http_needs_the_bearer_token() -> None:
+    """--http: the SDK's streamable HTTP client with the token gets the tools and a call's answer; a
+    request without it gets 401; a non-loopback address without a token is refused before serving."""
+    import socket
+    import subprocess
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+    server = subprocess.Popen([sys.executable, "-m", "peeka", "mcp", "--http", f"127.0.0.1:{port}"],
+                              env=dict(os.environ, PEEKA_MCP_TOKEN="t0ken-for-this-test"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    async def talk() -> None:
+        async with httpx2.AsyncClient(timeout=30) as bare:
+            with anyio.fail_after(30):
+                while True:  # until the server listens
+                    try:
+                        refused = await bare.post(url, json={})
+                        break
+                    except httpx2.TransportError:
+                        await anyio.sleep(0.1)
+            assert refused.status_code == 401, refused.text
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer t0ken-for-this-test"}, timeout=30) as http:
+            async with streamable_http_client(url, http_client=http) as streams:
+                async with ClientSession(streams[0], streams[1]) as session:
+                    await session.initialize()
+                    assert {t.name for t in (await session.list_tools()).tools} == TOOLS
+                    listed = {p["pid"]: p for p in (await call(session, "ps"))["processes"]}
+                    assert listed[os.getpid()]["python"] == f"{sys.version_info[0]}.{sys.version_info[1]}"  # this test's process
+
+    try:
+        anyio.run(talk)
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert out == "", out  # stdout stays the protocol's even when it is not used
+    open_to_all = peeka_cli("mcp", "--http", f"0.0.0.0:{port}", env={"PEEKA_MCP_TOKEN": ""}, timeout=60)
+    assert open_to_all.returncode == 2 and "needs a bearer token" in open_to_all.stderr, open_to_all.stderr

@@ -3,7 +3,7 @@
 - thread "mcp-spinner" burns CPU in spin() (top's hottest function, thread's busiest);
 - thread "mcp-sleeper" waits in rest() on an Event that is never set;
 - the main thread calls scaled(n) for n = 0..9 over and over, every 2 ms (watch: result == 2 * n);
-- CONFIG is a dict to inspect; logging.getLogger("mcp.target") is at WARNING (a level to change).
+- CONFIG is a dict to inspect, Recipe a class to find; logging.getLogger("mcp.target") is at WARNING (a level to change).
 """
 
 import logging
@@ -12,6 +12,13 @@ import time
 
 CONFIG = {"answer": 42, "name": "peeka-mcp"}
 logging.getLogger("mcp.target").setLevel(logging.WARNING)
+
+
+class Recipe:
+    """A class for sc/sm/source to find."""
+
+    def bake(self, minutes):
+        return minutes * 60
 
 
 def scaled(n):
