@@ -173,6 +173,7 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
         async def kill_on_progress(done: float, total: float | None, message: str | None) -> None:
             dying.stop()  # the watch is running (its first progress came): the target goes
 
+        assert (await call(session, "inspect", pid=dying.pid, expression="2 + 2"))["value"]["repr"] == "4"  # attached
         died = await session.call_tool("watch", {"pid": dying.pid, "pattern": "__main__.scaled",
                                                  "condition": "cost < 0", "timeout": 60},
                                        progress_callback=kill_on_progress)
