@@ -4,7 +4,8 @@ For each pair the server runs under one Python and the target under another (3.1
 ways), over one target and one agent: the tool list, then thread, inspect, watch (bounded), top with
 progress notifications, checked against what tests/targets/mcp_target.py does; a watch cancelled
 mid-stream leaves no probe (asked through a second MCP client); a target killed mid-watch is a clear
-tool error and the same server keeps serving. `peeka mcp` under Python 3.9 (no MCP SDK there: it
+tool error and the same server keeps serving; a change (a logger's level, an unsafe expression) is
+refused by the default read-only server and made by one started with --allow-changes. `peeka mcp` under Python 3.9 (no MCP SDK there: it
 needs 3.10+) fails with exit 5 naming the version.
 
 The SDK installs on Python 3.10+ only, so the client side needs this test's interpreter to be 3.10+.
@@ -167,6 +168,22 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
         with anyio.fail_after(10):
             while await probes_left(second, pid):
                 await anyio.sleep(0.05)
+
+        # Read-only by default: a change is refused with the reason and the target keeps its level;
+        # a server started with --allow-changes makes it, and reset puts the level back.
+        level = "logging.root.manager.loggerDict['mcp.target'].level"
+        for tool, arguments in (("logger", {"name": "mcp.target", "level": "DEBUG"}),
+                                ("inspect", {"expression": "1", "unsafe": True})):
+            refused = await session.call_tool(tool, {"pid": pid, **arguments})
+            assert refused.is_error and refused.content[0].text.startswith(
+                "read-only: start the server with --allow-changes to permit this"), refused.content
+        assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "30"
+        async with mcp_session(server, "--allow-changes") as changer:
+            changed = await call(changer, "logger", pid=pid, name="mcp.target", level="DEBUG")
+            assert (changed["previous_level"], changed["level"]) == ("WARNING", "DEBUG"), changed
+            assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "10"
+            await call(changer, "reset", pid=pid)
+        assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "30"
 
         # The target dies mid-watch: a clear tool error, and the server serves the next call.
         # (Target.stop is synchronous: terminate, then wait up to 5 s; a SIGTERM ends this target at once.)
