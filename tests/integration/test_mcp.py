@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from conftest import ROOT, TARGETS, Target, peeka_cli, python_for
+from conftest import ROOT, TARGETS, Target, peeka_cli, python_for, thread_count
 
 if sys.version_info < (3, 10):
     pytest.skip(f"the MCP SDK's client needs Python 3.10+, this test runs on {sys.version.split()[0]}",
@@ -199,6 +199,12 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
         assert died.structured_content["error"] == "agent-unavailable", died.structured_content  # type: ignore[index]
         assert (await call(session, "inspect", pid=pid, expression="1 + 1"))["value"]["repr"] == "2"
         assert await probes_left(session, pid) == []
+
+        # detach: the agent's threads leave; the target's own three remain (main, spinner, sleeper).
+        assert (await call(session, "detach", pid=pid))["detached"] is True
+        with anyio.fail_after(10):
+            while thread_count(pid) != 3:
+                await anyio.sleep(0.05)
 
 
 @pytest.mark.parametrize(("server_version", "target_version"), [("3.12", "3.14"), ("3.14", "3.12")])
