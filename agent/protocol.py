@@ -39,6 +39,7 @@ MIN_MAX_SIZE = 64
 MAX_MAX_SIZE = 1 << 20
 DEFAULT_TOP_RATE = 100  # Hz: top's stack samples per second
 MAX_TOP_RATE = 1000
+DEFAULT_PROFILE_RATE = 19  # Hz: export's continuous profile (a prime: not in step with a host's periodic work)
 DEFAULT_CYCLE = 5.0  # s: monitor's report cycle
 MIN_CYCLE = 0.05
 DEFAULT_EXPORT_BUDGET = 5.0  # export: percent of the process's CPU its probes may cost (0: no governor)

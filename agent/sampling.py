@@ -90,6 +90,8 @@ class Sampler:
         # Recording only (top --record): every sample counted, waits included, by stack and the lines
         # its frames were at, for the wall-clock samples and the locations of pprof and speedscope.
         self.counts: Optional[Counts] = None
+        # Export's profile links: every stack this round caught, (ident, codes), in sampling order.
+        self.caught: Optional[List[Tuple[int, Tuple[Any, ...]]]] = None
         # ident -> what it was: a frame still running has the same callers as when it was last
         # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
         self._last: Dict[int, _Seen] = {}
@@ -103,6 +105,7 @@ class Sampler:
         last = self._last
         clocks = self.clocks
         counts = self.counts
+        caught = self.caught
         tick = self.ticks
         for ident, frame in sys._current_frames().items():
             if ident in skip:
@@ -124,6 +127,8 @@ class Sampler:
                 seen.frame = None if frame.f_code.co_flags & _RESUMABLE else frame
                 seen.key = key
                 parked = False
+            if caught is not None:
+                caught.append(key)
             if counts is not None:
                 lasti = frame.f_lasti
                 if parked and seen.pending and seen.lasti == lasti:
@@ -401,6 +406,34 @@ def detail(cpu: Optional[RawStacks], counts: Counts, thread_names: Dict[int, str
                 both = into[at] = [0.0, 0]
             both[0] += share
             both[1] += count
+
+
+def frames_and_stacks(detail: Detailed, names: Names, weigh: bool, max_bytes: int) -> Tuple[List[List[Any]], List[Dict[str, Any]], int]:
+    """A recording's detail as a shared frame table (``[function, file, line of the def, line it
+    was at]``) and its heaviest stacks of indices into it, innermost first, as many as fit in about
+    ``max_bytes`` of JSON: ``(frames, stacks, stacks left out)``. Each stack: ``{thread, frames,
+    samples, cpu_ns}``."""
+    heaviest = sorted(detail.items(), key=lambda item: (-item[1][0], -item[1][1]))
+    index: Dict[Any, int] = {}
+    frames: List[List[Any]] = []
+    stacks = []
+    size = 0  # bytes of JSON, roughly
+    for (thread, framed), (cpu, count) in heaviest:
+        size += 80 + len(thread) + 8 * len(framed)
+        if size > max_bytes:
+            break
+        ids = []
+        for at in framed:
+            found = index.get(at)
+            if found is None:
+                found = index[at] = len(frames)
+                file, start = names.where.get(at[0], (None, None))
+                frames.append([at[0], file, start, at[1]])
+                size += 40 + len(at[0]) + len(file or "")
+            ids.append(found)
+        stacks.append({"thread": thread, "frames": ids, "samples": int(count),
+                       "cpu_ns": int(round(cpu)) if weigh else None})
+    return frames, stacks, len(heaviest) - len(stacks)
 
 
 def merge(into: Labelled, more: Labelled) -> None:

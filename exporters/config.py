@@ -7,6 +7,7 @@
     overhead_budget = 5                   # percent of each target's CPU its probes may cost (0: no governor)
     forget_after = 300                    # s a gone target's series stay (peeka_target_up 0) before they go
     by_service = false                    # series per service, without the pid label (summed over its processes)
+    pyroscope_url = "http://pyroscope:4040"   # continuous profiles also go to Pyroscope's ingest API (pprof)
 
     [[targets]]
     match = "gunicorn: worker .*shop"     # or pid = 1234, pids = [..], all = true
@@ -18,6 +19,8 @@
     capture_result = true
     max_value = 256                       # characters per captured value
     redact = ["ssn"]                      # added to password, token, secret, authorization, cookie, key
+    profile = true                        # a continuous CPU profile (OTLP profiles and/or Pyroscope), linked to the spans
+    rate_hz = 19                          # its sampling rate
 """
 
 from __future__ import annotations
@@ -26,15 +29,18 @@ import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from peeka.errors import UsageError
 
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9464"
 _TARGET_KEYS = {"pid", "pids", "all", "match", "service", "watch", "trace", "monitor", "capture_args",
-                "capture_result", "max_value", "redact", "regex", "max_match", "overhead_budget"}
+                "capture_result", "max_value", "redact", "regex", "max_match", "overhead_budget",
+                "profile", "rate_hz"}
 _TOP_KEYS = {"interval", "metrics_address", "spans_file", "keep_agent", "attach_timeout", "method", "targets",
-             "overhead_budget", "forget_after", "by_service"}
+             "overhead_budget", "forget_after", "by_service", "pyroscope_url"}
 DEFAULT_FORGET_AFTER = 300.0
+MAX_PROFILE_RATE = 1000  # Hz, as the agent's sampler takes (agent/protocol.py MAX_TOP_RATE)
 
 
 @dataclass
@@ -55,6 +61,8 @@ class TargetRule:
     regex: bool = False
     max_match: int = 50
     overhead_budget: float | None = None  # percent; None: the top-level setting, else the agent's default
+    profile: bool = False  # a continuous profile of the target (exporters/profiles.py)
+    rate_hz: int | None = None  # its sampling rate; None: the agent's default (protocol.DEFAULT_PROFILE_RATE)
 
     def agent_args(self, interval: float) -> dict[str, Any]:
         """The ``export`` agent command's arguments for this rule."""
@@ -64,6 +72,10 @@ class TargetRule:
                 "max_match": self.max_match}
         if self.overhead_budget is not None:
             args["overhead_budget"] = self.overhead_budget
+        if self.profile:
+            args["profile"] = True
+            if self.rate_hz is not None:
+                args["profile_rate"] = self.rate_hz
         return args
 
     def selects(self, pid: int, cmdline: str) -> bool:
@@ -84,6 +96,7 @@ class ExportConfig:
     method: str = "auto"
     forget_after: float = DEFAULT_FORGET_AFTER  # s a gone target's series stay before they leave /metrics
     by_service: bool = False  # metrics per service without the pid label
+    pyroscope_url: str | None = None  # where continuous profiles also go (Pyroscope's /ingest), as pprof
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -139,6 +152,11 @@ def check_rule(rule: TargetRule, where: str) -> None:
         except re.error as exc:
             raise UsageError(f"{where}: --match {rule.match!r} is not a regular expression: {exc}", "") from None
     check_budget(rule.overhead_budget, where)
+    if type(rule.profile) is not bool:
+        raise UsageError(f"{where}: profile must be true or false, got {rule.profile!r}", "For example profile = true.")
+    if rule.rate_hz is not None and (type(rule.rate_hz) is not int or not 1 <= rule.rate_hz <= MAX_PROFILE_RATE):
+        raise UsageError(f"{where}: rate_hz must be a whole number of Hz from 1 to {MAX_PROFILE_RATE}, got {rule.rate_hz!r}",
+                         "For example --profile-rate 19 (the default): higher rates cost the target more.")
     for key in ("watch", "trace", "monitor"):
         for item in getattr(rule, key):
             if not (isinstance(item, str) or (isinstance(item, dict) and isinstance(item.get("pattern"), str))):
@@ -165,6 +183,14 @@ def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) 
         raise UsageError("nothing to export", "Give --pid/--all/--match with --watch/--trace/--monitor, or --config FILE.")
     settings = {k: v for k, v in raw.items() if k != "targets"}
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    # --profile and --profile-rate on the command line profile every target, the file's too.
+    profile_all, rate = settings.pop("profile", None), settings.pop("profile_rate", None)
+    for rule in rules:
+        if profile_all:
+            rule.profile = True
+        if rate is not None and rule.rate_hz is None:
+            rule.rate_hz = rate
+        check_rule(rule, "the command line" if rule is quick else f"{path} [[targets]]")
     budget = settings.get("overhead_budget")
     check_budget(budget, "overhead_budget")
     for rule in rules:
@@ -178,7 +204,16 @@ def load(path: str | None, quick: TargetRule | None, overrides: dict[str, Any]) 
     if type(forget_after) not in (int, float) or forget_after < 0:
         raise UsageError(f"forget_after must be a number of seconds >= 0, got {forget_after!r}",
                          "For example --forget-after 300 (the default).")
-    return ExportConfig(rules=rules, metrics_host=host, metrics_port=port, interval=float(interval),
+    pyroscope_url = settings.get("pyroscope_url")
+    if pyroscope_url is not None and not (isinstance(pyroscope_url, str)
+                                          and urlsplit(pyroscope_url).scheme in ("http", "https")
+                                          and urlsplit(pyroscope_url).netloc):
+        raise UsageError(f"pyroscope_url must be an http(s) URL, got {pyroscope_url!r}",
+                         "For example --pyroscope-url http://pyroscope:4040.")
+    if pyroscope_url and not any(rule.profile for rule in rules):
+        raise UsageError("a Pyroscope URL is given but no target is profiled",
+                         "Add --profile (profile = true in a [[targets]] table).")
+    return ExportConfig(rules=rules, pyroscope_url=pyroscope_url, metrics_host=host, metrics_port=port, interval=float(interval),
                         forget_after=float(forget_after), by_service=bool(settings.get("by_service", False)),
                         spans_file=settings.get("spans_file"), keep_agent=bool(settings.get("keep_agent", False)),
                         attach_timeout=float(settings.get("attach_timeout", 10.0)),

@@ -15,6 +15,8 @@ Names (all with the labels ``pid`` and ``service`` of the target they describe):
     peeka_exporter_export_failures_total             counter, export calls that failed after the SDK's retries
     peeka_overhead_ratio                             gauge, estimated share of the target's CPU its probes cost
     peeka_sampling_ratio{function}                   gauge, share of the function's calls exported (the governor's)
+    peeka_profiles_exported_total                    counter, continuous profiles a backend took (per destination)
+    peeka_profiles_dropped_total                     counter, profiles lost: queue full while a backend was down, ...
     peeka_function_calls_estimated_total{function}   counter, calls while the governor had the probe off:
                                                      estimated from the rate while on, never in calls_total
 
@@ -67,6 +69,8 @@ class TargetSnapshot:
     export_failures: int = 0
     overhead_ratio: float | None = None  # the agent's governor's estimate, when it runs
     exemplars: Mapping[str, list[Exemplar]] = field(default_factory=dict)  # function -> recent exported spans
+    profiles_exported: int | None = None  # continuous profiles a backend took (one per destination); None: not profiled
+    profiles_dropped: int | None = None  # ... dropped: queue full, backend still down at shutdown, not encodable
 
 
 def families(targets: Iterable[TargetSnapshot], by_service: bool = False) -> list[Metric]:
@@ -101,9 +105,17 @@ def families(targets: Iterable[TargetSnapshot], by_service: bool = False) -> lis
     estimated = CounterMetricFamily("peeka_function_calls_estimated",
                                     "Calls while the probe was switched off, estimated from its call rate while on.",
                                     labels=[*base, "function"])
+    profiles_out = CounterMetricFamily("peeka_profiles_exported", "Continuous profiles a backend took (per destination).",
+                                       labels=base)
+    profiles_lost = CounterMetricFamily("peeka_profiles_dropped",
+                                        "Continuous profiles lost: queue full while a backend was down, or unsent at exit.",
+                                        labels=base)
     for t in targets:
         ids = [t.service] if by_service else [str(t.pid), t.service]
-        up.add_metric(ids, float(t.up))  # merged per service: how many of its targets stream
+        up.add_metric(ids, float(t.up))
+        if t.profiles_exported is not None:
+            profiles_out.add_metric(ids, t.profiles_exported)
+            profiles_lost.add_metric(ids, t.profiles_dropped or 0)  # merged per service: how many of its targets stream
         queue.add_metric(ids, t.queue_spans)
         failures.add_metric(ids, t.export_failures)
         for stage in ("agent", "queue", "export"):
@@ -129,7 +141,8 @@ def families(targets: Iterable[TargetSnapshot], by_service: bool = False) -> lis
             calls.add_metric([*ids, row["function"], "error"], failed)
             buckets = _with_exemplars(total["buckets"], t.exemplars.get(row["function"], ()))
             duration.add_metric([*ids, row["function"]], buckets, total["sum_s"])
-    return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures, overhead, sampling, estimated]
+    return [calls, duration, cpu, rss, threads, gcs, top, dropped, up, queue, failures, overhead, sampling, estimated,
+            profiles_out, profiles_lost]
 
 
 def merge_by_service(targets: Iterable[TargetSnapshot], retired: Mapping[str, TargetSnapshot]) -> list[TargetSnapshot]:
@@ -185,8 +198,16 @@ def merge_by_service(targets: Iterable[TargetSnapshot], retired: Mapping[str, Ta
             dropped={stage: sum(t.dropped.get(stage, 0) for t in counted) for stage in ("agent", "queue", "export")},
             queue_spans=sum(t.queue_spans for t in members), export_failures=sum(t.export_failures for t in counted),
             overhead_ratio=max(overheads) if overheads else None,
+            profiles_exported=_total(t.profiles_exported for t in counted),
+            profiles_dropped=_total(t.profiles_dropped for t in counted),
             exemplars={name: [e for t in members for e in t.exemplars.get(name, ())] for name in rows}))
     return out
+
+
+def _total(counts: Iterable[int | None]) -> int | None:
+    """The sum of the counts that exist; None when none does (no target of the service is profiled)."""
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
 
 
 def retire(previous: TargetSnapshot | None, gone: TargetSnapshot) -> TargetSnapshot:
@@ -198,7 +219,8 @@ def retire(previous: TargetSnapshot | None, gone: TargetSnapshot) -> TargetSnaps
                                           **({"governor": {"sampling_ratio": 1.0,
                                                            "estimated_calls": r["governor"]["estimated_calls"]}}
                                              if r.get("governor") else {})} for r in gone.functions],
-                              gc=list(gone.gc), dropped=dict(gone.dropped), export_failures=gone.export_failures)
+                              gc=list(gone.gc), dropped=dict(gone.dropped), export_failures=gone.export_failures,
+                              profiles_exported=gone.profiles_exported, profiles_dropped=gone.profiles_dropped)
     return counters if previous is None else merge_by_service([counters], {gone.service: previous})[0]
 
 

@@ -30,6 +30,7 @@ from peeka.process import python_processes
 from .config import ExportConfig, TargetRule
 from .metrics import PeekaCollector, TargetSnapshot, merge_by_service, retire
 from .pipeline import exporter_factory
+from .profiles import destinations
 from .session import TargetSession
 
 RESCAN = 1.0  # s
@@ -51,6 +52,7 @@ class Exporter:
         self.config = config
         self.environ = dict(os.environ if environ is None else environ)
         self.make_exporter, self.destination = exporter_factory(self.environ, config.spans_file)
+        self.make_profiles = self._profile_destinations()
         self.sessions: dict[int, TargetSession] = {}
         self.stop_event = threading.Event()
         self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -63,6 +65,18 @@ class Exporter:
         self._failures: dict[int, int] = {}  # pid -> sessions in a row that never streamed
         self._last_message: dict[int, str] = {}
         self._notes: dict[tuple[int, str], float] = {}  # (pid, function) -> sampling ratio last said
+
+    def _profile_destinations(self) -> Callable[[], list[Any]] | None:
+        """How to make one profiled target's profile destinations: OTLP profiles where the spans go
+        over OTLP, Pyroscope with its URL. Refused up front when a target is profiled and neither is set."""
+        if not any(rule.profile for rule in self.config.rules):
+            return None
+        otlp = not self.destination.startswith("OTLP-JSON")
+        if not otlp and not self.config.pyroscope_url:
+            raise UsageError("--profile needs somewhere to send profiles",
+                             "Set OTEL_EXPORTER_OTLP_ENDPOINT (OTLP profiles) and/or give --pyroscope-url URL.")
+        environ, url = self.environ, self.config.pyroscope_url
+        return lambda: destinations(environ, otlp, url)
 
     # -- state for /metrics and /healthz
     def snapshots(self) -> list[TargetSnapshot]:
@@ -106,7 +120,7 @@ class Exporter:
                 self._failures[pid] = 0 if session.functions else failures + 1  # streamed once: start afresh
             elif not os.path.exists(f"/proc/{pid}"):
                 continue
-            fresh = TargetSession(pid, rule, self.config, self.make_exporter, self.environ)
+            fresh = TargetSession(pid, rule, self.config, self.make_exporter, self.environ, self.make_profiles)
             with self._lock:
                 self.sessions[pid] = fresh
             fresh.start()
@@ -214,6 +228,11 @@ class Exporter:
     def run(self) -> int:
         self._serve()
         self.out(f"peeka export: metrics on http://{self.metrics_address}/metrics, spans to {self.destination}")
+        if self.make_profiles is not None:
+            made = self.make_profiles()
+            self.out("peeka export: profiles to " + ", ".join(d.description for d in made))
+            for d in made:
+                d.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         last_summary, spans_then = time.monotonic(), 0

@@ -28,6 +28,7 @@ from .config import ExportConfig, TargetRule
 from .metrics import Exemplar, TargetSnapshot
 from .pipeline import SpanQueue
 from .procfs import process_numbers
+from .profiles import ProfileQueue, SpanIndex
 from .translate import RandomIds, SpanTranslator, resource_attributes
 
 
@@ -47,7 +48,8 @@ EXEMPLARS_KEPT = 64  # per function: recent exported spans, a few per duration b
 
 class TargetSession:
     def __init__(self, pid: int, rule: TargetRule, config: ExportConfig,
-                 make_exporter: Callable[[], SpanExporter], environ: Mapping[str, str]) -> None:
+                 make_exporter: Callable[[], SpanExporter], environ: Mapping[str, str],
+                 make_profiles: Callable[[], list[Any]] | None = None) -> None:
         self.pid = pid
         self.rule = rule
         self.config = config
@@ -70,6 +72,10 @@ class TargetSession:
         self.attached_here = False
         self.attach_method = ""
         self.queue: SpanQueue | None = None
+        self.make_profiles = make_profiles
+        self.profiles: ProfileQueue | None = None  # with rule.profile: this target's profiles on their way
+        self.span_index: SpanIndex | None = None  # exported spans, for the profiles' links
+        self.profiles_received = 0
         self.client: AgentClient | None = None
         self._stopping = False
         self.thread = threading.Thread(target=self._run, name=f"peeka-export-{pid}", daemon=True)
@@ -98,6 +104,10 @@ class TargetSession:
             if self.queue is not None:
                 self.queue.shutdown(timeout=5.0)
                 self.queue.exporter.shutdown()
+            if self.profiles is not None:
+                self.profiles.shutdown(timeout=5.0)
+                for destination in self.profiles.destinations:
+                    destination.close()
 
     def _stream(self) -> None:
         client, report = attach(self.pid, method=self.config.method, timeout=self.config.attach_timeout)
@@ -112,6 +122,13 @@ class TargetSession:
         translator = SpanTranslator(Resource(attrs), RandomIds())
         self.queue = SpanQueue(self.make_exporter(), self.environ, name=f"peeka-export-queue-{self.pid}",
                                on_exported=self._exported)
+        if self.rule.profile and self.make_profiles is not None:
+            self.span_index = SpanIndex()
+            # Linked once the spans of the calls it caught are out: the stream's next interval and
+            # the span queue's batching delay.
+            self.profiles = ProfileQueue(self.make_profiles(), attrs, self.service, self.span_index,
+                                         grace=self.config.interval + self.queue.delay + 1.0,
+                                         name=f"peeka-export-profiles-{self.pid}")
         stream = client.stream("export", self.rule.agent_args(self.config.interval))
         try:
             self.functions = list(next(stream).data.get("functions", []))
@@ -131,6 +148,10 @@ class TargetSession:
                         self.queue.drop(len(batch) - keep)
                         batch = batch[:keep]
                     self.queue.put(translator.spans(batch))
+                elif data.get("kind") == "profile":
+                    self.profiles_received += 1
+                    if self.profiles is not None:
+                        self.profiles.put(data)
                 elif data.get("kind") == "stats":
                     self.rows, self.gc, self.top = data["functions"], data["gc"], data["top"]
                     self.agent_dropped = data["dropped"]
@@ -144,6 +165,8 @@ class TargetSession:
 
     def _exported(self, spans: Sequence[ReadableSpan]) -> None:
         """The export queue's worker: spans the backend took become exemplars of their function."""
+        if self.span_index is not None:
+            self.span_index.add(spans)
         exemplars = self.exemplars
         for span in spans:
             kept = exemplars.get(span.name)
@@ -172,6 +195,8 @@ class TargetSession:
             queue_spans=len(queue) if queue is not None else 0, export_failures=queue.failures if queue is not None else 0,
             overhead_ratio=self.overhead["ratio"] if self.up and self.overhead else None,
             exemplars={name: list(kept) for name, kept in self.exemplars.items() if kept},
+            profiles_exported=self.profiles.exported if self.profiles is not None else None,
+            profiles_dropped=self.profiles.dropped if self.profiles is not None else None,
         )
 
     def governed(self) -> dict[str, Any] | None:
@@ -193,4 +218,13 @@ class TargetSession:
                 "functions": self.functions, "spans_received": self.spans_received,
                 "spans_exported": queue.exported if queue is not None else 0, "queue": len(queue) if queue is not None else 0,
                 "dropped": self.snapshot().dropped, "export_failures": queue.failures if queue is not None else 0,
-                "incomplete_trees": self.incomplete_trees, "overhead": self.governed()}
+                "incomplete_trees": self.incomplete_trees, "overhead": self.governed(), "profiles": self.profile_health()}
+
+    def profile_health(self) -> dict[str, Any] | None:
+        """The continuous profile: received from the agent, sent, dropped, failed sends, linked samples."""
+        profiles = self.profiles
+        if profiles is None:
+            return None
+        return {"received": self.profiles_received, "exported": profiles.exported, "dropped": profiles.dropped,
+                "failures": profiles.failures, "queue": len(profiles), "linked_samples": profiles.linked_samples,
+                "to": [d.description for d in profiles.destinations]}

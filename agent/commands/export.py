@@ -23,6 +23,17 @@ args:
   interval (s, default 5), capture_args (default true), capture_result (default true),
   max_value (chars per rendered value, default 256), redact (extra name fragments),
   buffer (calls waiting to be sent, default 20000), max_nodes (spans per trace tree, default 500)
+  profile (default false), profile_rate (Hz, default 19): a continuous CPU profile, one event per interval
+
+With ``profile``, the stream's stack sampler (the one ``top`` uses, CPU-weighted) runs at
+``profile_rate`` instead of 10 Hz, keeps the lines its frames were at, and every ``interval`` sends
+``{"kind": "profile", ...}``: the fields of ``top --record``'s profile event (time, duration_s, ticks,
+rate_hz, weighting, frames, stacks, stacks_left_out) and ``links``: which samples may lie inside an
+exported call, for the sidecar to tie to span ids (the agent never knows those; the sidecar makes
+them): ``ticks``, [start, end] epoch ns of each sampling round, and ``stacks``, one per thread
+and stack that held a watched or traced function, ``{"thread", "thread_id", "functions" (innermost
+first), "ticks" (indices of the rounds that caught it)}``. Only the sampler, in this thread, reads
+them: the host's threads do nothing more. Its CPU is the agent's, which the governor counts.
 
 A span: {"name", "file", "line", "thread_id", "thread", "start_ns", "end_ns", "attributes",
 "exception": {"type", "message", "stacktrace", "time_ns"} | None, "parent": index in the same
@@ -65,6 +76,8 @@ _FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: e
 _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
 _TOP = 10  # top functions reported per interval (bounded label set)
+_PROFILE_BYTES = 4 * 1024 * 1024  # JSON of one profile event's stacks, about (the heaviest first)
+_LINKED_SAMPLES = 50_000  # samples per interval kept with their round for linking to spans
 _START_CAP = 500.0  # spans/s per function before the governor knows the rates
 
 
@@ -435,6 +448,9 @@ class Export(Stream):
         self.sampler = sampling.Sampler()
         self.sampler.use_clocks(cpu_clocks(native_ids()))
         self.names = sampling.Names()
+        self.profiling = bool(args.get("profile", False))
+        self.profile_rate = streams.int_arg(args, "profile_rate", protocol.DEFAULT_PROFILE_RATE, 1, protocol.MAX_TOP_RATE)
+        self.profile = _ProfileWindow(self) if self.profiling else None
         self._done = threading.Event()
 
     def describe(self) -> Dict[str, Any]:
@@ -527,14 +543,18 @@ class Export(Stream):
         next_plan = time.monotonic() + governor.UPDATE_EVERY / 2  # a first look soon: a hot probe costs from the start
         due: Optional[float] = None  # the governor's next switch of a probe on or off
         render_cpu = 0.0
-        while not self._done.wait(_FLUSH_EVERY if due is None else max(0.0, min(_FLUSH_EVERY, due - time.monotonic()))):
+        sample_every = 1.0 / self.profile_rate if self.profiling else _SAMPLE_EVERY
+        wait = _FLUSH_EVERY
+        while not self._done.wait(wait):
             now = time.monotonic()
             rule = self.governor
             if rule is not None:
                 due = rule.toggle(now)
             if now >= next_sample:
                 self._sample()
-                next_sample = now + _SAMPLE_EVERY
+                next_sample += sample_every
+                if next_sample < now:  # fell behind (a long GIL wait): skip, do not burst
+                    next_sample = now + sample_every
             started = time.thread_time()
             self._flush(due)
             render_cpu += time.thread_time() - started
@@ -548,6 +568,10 @@ class Export(Stream):
             if now >= next_stats:
                 self.emit(self._stats())
                 next_stats = now + self.interval
+            wait = min(_FLUSH_EVERY, next_sample - time.monotonic())
+            if due is not None:
+                wait = min(wait, due - time.monotonic())
+            wait = max(0.0, wait)
             if self.reset or any(m.cancelled for m in self.monitors):
                 # `peeka reset` took probes away: end, so the exporter re-installs them (it retries).
                 self._flush()
@@ -655,14 +679,25 @@ class Export(Stream):
     def _sample(self) -> None:
         self.sampler.skip = frozenset(t.ident for t in threading.enumerate()
                                       if t.name.startswith("peeka") and t.ident is not None)
-        self.sampler.sample()
+        profile = self.profile
+        if profile is None:
+            self.sampler.sample()
+        else:
+            profile.sample()
 
     def _top(self) -> List[List[Any]]:
         """The busiest functions since the last stats: share of the CPU the samples caught in each
-        (self time), weighted by each thread's CPU clock as ``top`` weighs them (top.py)."""
-        raw, _ticks, _busy = self.sampler.take()
-        if self.sampler.clocks is not None:
+        (self time), weighted by each thread's CPU clock as ``top`` weighs them (top.py); with a
+        profile, its event goes out first, from the same samples."""
+        weigh = self.sampler.clocks is not None
+        raw, ticks, _busy = self.sampler.take()
+        if weigh:
             raw, _shared = sampling.apportion(raw)
+        if self.profile is not None:
+            try:
+                self.emit(self.profile.close(raw, ticks, weigh))
+            except Exception:
+                self.profile.failed += 1
         # The threads of the next interval; a thread started since counts from then on.
         self.sampler.use_clocks(cpu_clocks(native_ids()))
         _samples, functions = sampling.summarize(sampling.label_stacks(raw, 1.0, {}, self.names), self.names.where, _TOP)
@@ -682,6 +717,76 @@ class Export(Stream):
         return {"kind": "stats", "time": time.time(), "functions": rows,
                 "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": self._top(),
                 "dropped": self.buffer_dropped, "incomplete_trees": self.incomplete, "overhead": overhead}
+
+
+class _ProfileWindow:
+    """One interval of the continuous profile: the sampler's counts with lines, and the rounds that
+    caught a thread inside a watched or traced function (kept for the sidecar's links to spans)."""
+
+    def __init__(self, export: Export) -> None:
+        self.export = export
+        self.sampler = export.sampler
+        self.sampler.counts = {}
+        self.roots = frozenset(name for tap in export.taps for name, _func in tap.targets)
+        self.sampler.caught = [] if self.roots else None
+        self.started = time.time()
+        self.rounds: List[List[int]] = []
+        self.linked: Dict[Tuple[int, Tuple[Any, ...]], List[int]] = {}
+        self.linked_samples = 0
+        self.links_left_out = 0
+        self.failed = 0
+        self._inside: Dict[Tuple[Any, ...], bool] = {}  # codes -> a root function is on them
+
+    def sample(self) -> None:
+        sampler = self.sampler
+        caught = sampler.caught
+        start = time.perf_counter_ns()
+        sampler.sample()
+        end = time.perf_counter_ns()
+        if caught is None:
+            return
+        tick = len(self.rounds)  # this round's index, if it catches a thread inside a root function
+        kept = False
+        inside = self._inside
+        label = self.export.names.label
+        for key in caught:
+            codes = key[1]
+            found = inside.get(codes)
+            if found is None:
+                found = inside[codes] = any(label(code) in self.roots for code in codes)
+            if found:
+                if self.linked_samples >= _LINKED_SAMPLES:
+                    self.links_left_out += 1
+                    continue
+                self.linked.setdefault(key, []).append(tick)
+                self.linked_samples += 1
+                kept = True
+        caught.clear()
+        if kept:
+            self.rounds.append([to_epoch_ns(start), to_epoch_ns(end)])
+
+    def close(self, raw: Any, ticks: int, weigh: bool) -> Dict[str, Any]:
+        """The interval's profile event (see the module's docstring), and start the next."""
+        sampler = self.sampler
+        now = time.time()
+        counts = sampler.take_counts()
+        names = self.export.names
+        thread_names = {t.ident: t.name for t in threading.enumerate() if t.ident is not None}
+        detail: sampling.Detailed = {}
+        sampling.detail(raw if weigh else None, counts, thread_names, names, detail)
+        frames, stacks, left_out = sampling.frames_and_stacks(detail, names, weigh, _PROFILE_BYTES)
+        linked = [{"thread": thread_names.get(ident, str(ident)), "thread_id": ident,
+                   "functions": [names.label(code) for code in codes], "ticks": rounds}
+                  for (ident, codes), rounds in self.linked.items()]
+        event = {"kind": "profile", "time": self.started, "duration_s": round(now - self.started, 3), "ticks": ticks,
+                 "rate_hz": self.export.profile_rate, "weighting": "cpu" if weigh else "wall",
+                 "frames": frames, "stacks": stacks, "stacks_left_out": left_out,
+                 "links": {"ticks": self.rounds, "stacks": linked, "left_out": self.links_left_out}}
+        self.started = now
+        self.rounds, self.linked, self.linked_samples, self.links_left_out = [], {}, 0, 0
+        if len(self._inside) > 10_000:
+            self._inside.clear()
+        return event
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Export:

@@ -147,37 +147,13 @@ class Top(Stream):
 
     def profile(self, duration: float, last: _Window) -> Dict[str, Any]:
         samples, functions = sampling.summarize(self.recorded, self.names.where, self.rows)
-        frames, stacks, left_out = self.frames_and_stacks(last.weigh)
+        frames, stacks, left_out = sampling.frames_and_stacks(self.detail, self.names, last.weigh, RECORD_BYTES)
         return {"type": "profile", "time": self.started_at, "duration_s": round(duration, 3), "ticks": self.ticks,
                 "rate_hz": self.rate, "weighting": "cpu" if last.weigh else "wall",
                 "apportioned_percent": round(100.0 * self.apportioned / self.cpu_total, 1) if self.cpu_total else 0.0,
                 "samples": samples, "functions": functions, "collapsed": sampling.collapsed(self.recorded),
                 "frames": frames, "stacks": stacks, "stacks_left_out": left_out, "process": last.process(),
                 "sampler": {"busy_seconds": round(self.busy, 6), "busy_percent": round(100 * self.busy / duration, 3)}}
-
-    def frames_and_stacks(self, weigh: bool) -> Any:
-        """The recording's detail as a shared frame table and stacks of indices into it."""
-        heaviest = sorted(self.detail.items(), key=lambda item: (-item[1][0], -item[1][1]))
-        index: Dict[Any, int] = {}
-        frames: List[List[Any]] = []
-        stacks = []
-        size = 0  # bytes of JSON, roughly
-        for (thread, framed), (cpu, count) in heaviest:
-            size += 80 + len(thread) + 8 * len(framed)
-            if size > RECORD_BYTES:
-                break
-            ids = []
-            for at in framed:
-                found = index.get(at)
-                if found is None:
-                    found = index[at] = len(frames)
-                    file, start = self.names.where.get(at[0], (None, None))
-                    frames.append([at[0], file, start, at[1]])
-                    size += 40 + len(at[0]) + len(file or "")
-                ids.append(found)
-            stacks.append({"thread": thread, "frames": ids, "samples": int(count),
-                           "cpu_ns": int(round(cpu)) if weigh else None})
-        return frames, stacks, len(heaviest) - len(stacks)
 
 
 class _Window:

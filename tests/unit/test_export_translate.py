@@ -192,6 +192,7 @@ SNAPSHOTS = [
                                             "estimated_calls": 120, "note": "sampling 1/40 calls of shop.views.checkout"}}],
                    gc=[10, 2, 0], top=[["shop.views.checkout", 0.5]],
                    dropped={"agent": 1, "queue": 2, "export": 3}, queue_spans=7, export_failures=1,
+                   profiles_exported=4, profiles_dropped=1,
                    overhead_ratio=0.04),
     TargetSnapshot(pid=12, service="shop", up=False),
 ]
@@ -226,6 +227,8 @@ EXPOSITION = textwrap.dedent("""\
     peeka_overhead_ratio{pid="11",service="shop"} 0.04
     peeka_sampling_ratio{function="shop.views.checkout",pid="11",service="shop"} 0.025
     peeka_function_calls_estimated_total{function="shop.views.checkout",pid="11",service="shop"} 120.0
+    peeka_profiles_exported_total{pid="11",service="shop"} 4.0
+    peeka_profiles_dropped_total{pid="11",service="shop"} 1.0
 """)
 
 
@@ -244,7 +247,7 @@ def exposition() -> str:
 def test_metric_families_golden():
     samples = [line for line in exposition().splitlines() if not line.startswith("#")]
     assert "\n".join(samples) + "\n" == EXPOSITION
-    assert len(families(SNAPSHOTS)) == 14
+    assert len(families(SNAPSHOTS)) == 16
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: scripts/setup.sh installs prometheus")
