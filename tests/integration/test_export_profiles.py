@@ -191,8 +191,16 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
         targets, exp = start(spawn, exporters, received, ("3.9", "3.14"), env,
                              "--pyroscope-url", f"http://127.0.0.1:{web_port}", "--service", "shop")
         pids = {t.pid for t in targets}
-        wait_for(lambda: {x["pid"] for x in otlp_samples(received)} >= pids and len(received.ingests) >= 2 * len(pids),
-                 timeout=40, what="profiles from both targets")
+
+        def both_hot_functions() -> bool:
+            caught = {(x["pid"], x["stack"][0][0]) for x in otlp_samples(received) if x["stack"]}
+            with received.lock:
+                caught_too = {(int(q["name"].split("=")[1].rstrip("}")), stack[0][0])
+                              for q, view in received.ingests for stack, _values, _labels in view.samples if stack}
+            wanted = {(pid, f) for pid in pids for f in ("__main__.crunch", "__main__.churn")}
+            return wanted <= caught and wanted <= caught_too
+
+        wait_for(both_hot_functions, timeout=40, what="profiles of both targets holding crunch and churn")
         assert exp.sample("peeka_profiles_exported_total", pid=str(targets[0].pid), service="shop") >= 1
         assert exp.sample("peeka_profiles_dropped_total", pid=str(targets[0].pid), service="shop") == 0
         assert exp.stop() == 0, exp.output()
@@ -231,8 +239,8 @@ def test_http_protobuf_profiles(spawn, exporters, tmp_path: Path) -> None:  # no
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{web_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     try:
         targets, exp = start(spawn, exporters, received, ("3.12",), env)
-        wait_for(lambda: any(x["kind"] == ("cpu", "nanoseconds") for x in otlp_samples(received)), timeout=40,
-                 what="an OTLP/HTTP profile")
+        wait_for(lambda: {x["stack"][0][0] for x in otlp_samples(received) if x["stack"]}
+                 >= {"__main__.crunch", "__main__.churn"}, timeout=40, what="an OTLP/HTTP profile holding crunch and churn")
         health = exp.target(targets[0].pid)
         assert health["profiles"]["to"] == [f"OTLP profiles http/protobuf to http://127.0.0.1:{web_port}/v1development/profiles"]
         assert exp.stop() == 0, exp.output()

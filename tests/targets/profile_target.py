@@ -5,7 +5,7 @@ burning CPU outside any exported call.
 
 Thread ``requests`` calls ``handle`` (watched or traced by the test) over and over; ``handle``
 spends its time in ``crunch`` (pure Python arithmetic, ~20 ms a call) and then sleeps 5 ms.
-Thread ``background`` spends its time in ``churn``, never below ``handle``: its samples must carry
+Thread ``background`` spends its time in ``churn`` (~20 ms a call, then 20 ms of sleep), never below ``handle``: its samples must carry
 no link to a span. The ground truth is the code: which functions burn the CPU, and on which thread.
 """
 
@@ -43,7 +43,7 @@ def requests():
 
 def background():
     while True:
-        churn(50_000)
+        churn(300_000)
         time.sleep(0.02)
 
 
