@@ -83,7 +83,8 @@ async def probes_left(session: ClientSession, pid: int) -> list[str]:
 
 async def scenario(server: str, target: Target, dying: Target) -> None:
     pid = target.pid
-    async with mcp_session(server) as session, mcp_session(server) as second:
+    # The second client (cancellation checks, changes) is a server started with --allow-changes.
+    async with mcp_session(server) as session, mcp_session(server, "--allow-changes") as second:
         listed = await session.list_tools()
         assert {t.name for t in listed.tools} == TOOLS
         watch_tool = next(t for t in listed.tools if t.name == "watch")
@@ -178,11 +179,10 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
             assert refused.is_error and refused.content[0].text.startswith(
                 "read-only: start the server with --allow-changes to permit this"), refused.content
         assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "30"
-        async with mcp_session(server, "--allow-changes") as changer:
-            changed = await call(changer, "logger", pid=pid, name="mcp.target", level="DEBUG")
-            assert (changed["previous_level"], changed["level"]) == ("WARNING", "DEBUG"), changed
-            assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "10"
-            await call(changer, "reset", pid=pid)
+        changed = await call(second, "logger", pid=pid, name="mcp.target", level="DEBUG")
+        assert (changed["previous_level"], changed["level"]) == ("WARNING", "DEBUG"), changed
+        assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "10"
+        await call(second, "reset", pid=pid)
         assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "30"
 
         # The target dies mid-watch: a clear tool error, and the server serves the next call.
