@@ -22,7 +22,7 @@ from mcp.server.lowlevel import Server
 
 from .. import __version__
 from ..cli import build_app
-from ..errors import PeekaError
+from ..errors import AgentUnavailable, PeekaError
 from ..frontend import Call, running
 from .summary import summarize
 from .tools import READ_ONLY_REFUSAL, TOOLS, ToolSpec, change_requested, description, input_schema, invocation
@@ -96,7 +96,34 @@ async def _call(ctx: Any, verb: str, arguments: dict[str, Any], read_only: bool)
     except anyio.get_cancelled_exc_class():
         call.cancel()  # the worker's agent connection breaks: the agent removes the stream's probes
         raise
+    if isinstance(failure, AgentUnavailable) and await _exits(arguments.get("pid")):
+        # The connection broke because the target is gone: say that, not only how the socket ended.
+        failure = AgentUnavailable(f"process {arguments['pid']} exited during the {verb} call ({failure.message})",
+                                   "Nothing is left to clean up in it; `ps` lists the Python processes running now.")
     return _result(verb, TOOLS[verb], how.streams, documents, failure)
+
+
+async def _exits(pid: Any, within: float = 0.5) -> bool:
+    """Whether PID is gone or goes within a moment (its sockets close while it exits, a little before
+    the kernel marks it exited)."""
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await anyio.sleep(0.02)
+    return True
+
+
+def _alive(pid: Any) -> bool:
+    """Whether PID still runs; a zombie (exited, not yet reaped by its parent) does not."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 async def _report_progress(ctx: Any, started: float, timeout: float, documents: list[Any]) -> None:
