@@ -246,6 +246,30 @@ def test_collector_config_wires_every_pipeline() -> None:
             for name in pipeline.get(kind, []):
                 assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"
     assert config["exporters"]["otlp/jaeger"]["endpoint"].split(":")[0] in _compose()["services"]
+    # Continuous profiles: an alpha signal, taken by a profiles pipeline only with the collector's feature gate.
+    assert config["service"]["pipelines"]["profiles"]["receivers"] == ["otlp"]
+    assert "--feature-gates=service.profilesSupport" in _compose()["services"]["otel-collector"]["command"]
+
+
+def test_profiles_reach_pyroscope_and_the_dashboard() -> None:
+    from peeka_exporters import config
+
+    services = _compose()["services"]
+    loaded = config.load(str(SIDECAR_COMPONENT / "exporter.toml"), None, {})
+    assert all(rule.profile for rule in loaded.rules)  # the sidecar docs' config profiles its target
+    command = services["peeka"]["command"]
+    url = command[command.index("--pyroscope-url") + 1]
+    assert url.split("//")[1].split(":")[0] == "pyroscope" and "pyroscope" in services["peeka"]["depends_on"]
+    assert services["pyroscope"]["ports"] == [f"{url.rsplit(':', 1)[1]}:4040"]
+    provisioning = DEPLOY / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
+    datasources = {d["uid"]: d for d in yaml.safe_load(provisioning.read_text())["datasources"]}
+    assert datasources["pyroscope"]["type"] == "grafana-pyroscope-datasource"
+    assert datasources["pyroscope"]["url"] == url
+    # Traces link to their profiles: samples carry span_id labels (Grafana's span profiles).
+    assert datasources["jaeger"]["jsonData"]["tracesToProfiles"]["datasourceUid"] == "pyroscope"
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "peeka.json").read_text())
+    flames = [p for p in dashboard["panels"] if p["type"] == "flamegraph"]
+    assert flames and all(p["datasource"]["uid"] == "pyroscope" and p["targets"][0]["profileTypeId"] for p in flames)
 
 
 def test_prometheus_config_passes_promtool() -> None:

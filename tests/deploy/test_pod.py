@@ -72,14 +72,21 @@ def _needs_namespaces() -> None:
 
 
 class Receiver:
-    """A real OTLP/gRPC trace receiver on 127.0.0.1 (what the collector's otlp receiver does)."""
+    """A real OTLP/gRPC trace and profiles receiver on 127.0.0.1 (what the collector's otlp receiver does)."""
 
     def __init__(self) -> None:
         import grpc
+        from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2, profiles_service_pb2_grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         self.requests: list[Any] = []
+        self.profile_requests: list[Any] = []
         receiver = self
+
+        class Profiles(profiles_service_pb2_grpc.ProfilesServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
+                receiver.profile_requests.append(request)
+                return profiles_service_pb2.ExportProfilesServiceResponse()
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC's name
@@ -88,6 +95,7 @@ class Receiver:
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        profiles_service_pb2_grpc.add_ProfilesServiceServicer_to_server(Profiles(), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -100,6 +108,11 @@ class Receiver:
                 for scope in resource_spans.scope_spans:
                     out.extend((attributes, span) for span in scope.spans)
         return out
+
+    def profile_resources(self) -> list[dict[str, str]]:
+        """The resource attributes of every OTLP profile received."""
+        return [{a.key: a.value.string_value for a in rp.resource.attributes}
+                for request in list(self.profile_requests) for rp in request.resource_profiles]
 
     def stop(self) -> None:
         self.server.stop(grace=None)
@@ -301,7 +314,7 @@ def test_sidecar_in_a_simulated_pod(version: str, users: str, receiver: Receiver
             spans = receiver.spans()
             up = [v for name, _, v in samples if name == "peeka_target_up"]
             if up == [1.0] and any("handle_item" in f and v > 0 for f, v in calls.items()) and \
-                    any("handle_item" in s.name for _, s in spans):
+                    any("handle_item" in s.name for _, s in spans) and receiver.profile_resources():
                 break
             assert exporter.poll() is None, "".join(stderr_lines)
             time.sleep(0.5)
@@ -320,11 +333,14 @@ def test_sidecar_in_a_simulated_pod(version: str, users: str, receiver: Receiver
         assert resource["k8s.pod.name"] == POD_NAME and resource["k8s.node.name"] == NODE_NAME
         assert resource["k8s.namespace.name"] == deployment["metadata"]["namespace"]
         assert resource["service.name"] == "shop"
+        # The config's continuous profile came to the same endpoint, with the same resource.
+        profiled = receiver.profile_resources()[0]
+        assert {k: profiled.get(k) for k in resource} == resource
 
         # Every metric the dashboard queries is one this live exporter exposes.
         exposed = {name for name, _, _ in samples}
         dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "peeka.json").read_text())
-        queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"] if "expr" in t]  # Pyroscope's: no PromQL
         queries += [v["query"]["query"] for v in dashboard["templating"]["list"]]
         wanted = set().union(*(promql_metric_names(q) for q in queries))
         assert wanted and wanted <= exposed, f"the dashboard queries metrics the exporter lacks: {wanted - exposed}"
