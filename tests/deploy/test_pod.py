@@ -76,7 +76,10 @@ class Receiver:
 
     def __init__(self) -> None:
         import grpc
-        from opentelemetry.proto.collector.profiles.v1development import profiles_service_pb2, profiles_service_pb2_grpc
+        from opentelemetry.proto.collector.profiles.v1development import (
+            profiles_service_pb2,
+            profiles_service_pb2_grpc,
+        )
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
         self.requests: list[Any] = []
