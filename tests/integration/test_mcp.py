@@ -124,6 +124,9 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
         assert memory["process"]["rss_bytes"] > 0 and len(memory["types"]) == 5, memory["process"]
         loggers = {e["name"]: e for e in (await call(session, "logger", pid=pid))["loggers"]}
         assert loggers["mcp.target"]["level"] == "WARNING", loggers["mcp.target"]
+        followed = await call(session, "logger", pid=pid, name="mcp.target", follow=True, limit=2)
+        assert [(e["logger"], e["level"], e["message"]) for e in followed["events"]] == \
+            [("mcp.target", "WARNING", "round done")] * 2, followed
         stacks = await call(session, "stack", pid=pid, pattern="__main__.scaled", limit=1)
         caller = stacks["events"][0]["stack"][1]
         assert (caller["function"], caller["line"]) == ("__main__.<module>", CALL_LINE), stacks["events"]

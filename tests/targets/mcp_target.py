@@ -3,7 +3,9 @@
 - thread "mcp-spinner" burns CPU in spin() (top's hottest function, thread's busiest);
 - thread "mcp-sleeper" waits in rest() on an Event that is never set;
 - the main thread calls scaled(n) for n = 0..9 over and over, every 2 ms (watch: result == 2 * n);
-- CONFIG is a dict to inspect, Recipe a class to find; logging.getLogger("mcp.target") is at WARNING (a level to change).
+- CONFIG is a dict to inspect, Recipe a class to find;
+- logging.getLogger("mcp.target") is at WARNING (a level to change) and gets a warning "round done"
+  every round of ten calls (logger follow).
 """
 
 import logging
@@ -11,7 +13,10 @@ import threading
 import time
 
 CONFIG = {"answer": 42, "name": "peeka-mcp"}
-logging.getLogger("mcp.target").setLevel(logging.WARNING)
+LOG = logging.getLogger("mcp.target")
+LOG.setLevel(logging.WARNING)
+LOG.addHandler(logging.NullHandler())  # no stderr output: the harness's pipe would fill and block the loop
+LOG.propagate = False
 
 
 class Recipe:
@@ -45,3 +50,4 @@ while time.monotonic() < stop_at:
     for n in range(10):
         scaled(n)
         time.sleep(0.002)
+    LOG.warning("round done")  # every ~20 ms: records for logger --follow
