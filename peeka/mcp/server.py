@@ -60,7 +60,10 @@ def build(allow_changes: bool = False) -> Server[Any]:
             return _error(f"no tool {params.name!r}", f"Tools: {', '.join(TOOLS)}.", {})
         return await _call(ctx, params.name, dict(params.arguments or {}), read_only=not allow_changes)
 
-    return Server("peeka", version=__version__, instructions=INSTRUCTIONS,
+    mode = (" This server may change targets (started with --allow-changes)." if allow_changes else
+            " This server is read-only: logger level changes, tt replay, unsafe expressions and tracemalloc "
+            "start are refused.")
+    return Server("peeka", version=__version__, instructions=INSTRUCTIONS + mode,
                   on_list_tools=list_tools, on_call_tool=call_tool)
 
 
