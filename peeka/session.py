@@ -7,8 +7,11 @@
         watch = session.start("watch", {...}, on_event=f)     # ... or go to a callback
         event = top.next(timeout=2)
         watch.cancel()                                        # the agent takes its probes off
-    # close(): every stream still running is cancelled, and close waits until the agent has
-    # handled those cancels, so no probe of this session is left behind.
+        session.request("logger", {"name": "app", "level": "DEBUG"})
+        session.undo_on_close("logger:app", "logger", {"name": "app", "level": "INFO"})
+    # close(): every stream still running is cancelled, the undo requests are sent (what the session
+    # changed in the target is put back), and close waits until the agent has handled all of it, so
+    # nothing of this session is left behind.
 
 The protocol already multiplexes by id: a reader thread owns the socket's receiving side and
 hands each response to the request waiting for it and each event/end to its stream. Sends are
@@ -41,6 +44,13 @@ class StreamEnd(NamedTuple):
 
     reason: str
     dropped: int = 0
+
+
+class Undo(NamedTuple):
+    """A request that puts back something the session changed (sent by ``close``)."""
+
+    command: str
+    args: dict[str, Any]
 
 
 class _Pending:
@@ -128,6 +138,7 @@ class Session:
         self._lock = threading.Lock()  # guards _pending/_streams and serialises sends
         self._pending: dict[int, _Pending] = {}
         self._streams: dict[int, SessionStream] = {}
+        self._undo: dict[str, Undo] = {}
         client.wait_indefinitely()  # the reader waits for streams that may be quiet for long
         self._reader = threading.Thread(target=self._read_loop, name=f"peeka-session-{client.target.pid}",
                                         daemon=True)
@@ -159,6 +170,21 @@ class Session:
                 self._streams.pop(rid, None)
             raise
         return stream
+
+    def undo_on_close(self, key: str, command: str, args: dict[str, Any]) -> None:
+        """Send ``command(args)`` on close, to put back what the session changed. ``key`` names the
+        change: the first undo given for a key is kept (it holds the state before the session's first
+        change); ``drop_undo`` forgets it (the change was undone already)."""
+        with self._lock:
+            self._undo.setdefault(key, Undo(command, args))
+
+    def drop_undo(self, key: str) -> None:
+        with self._lock:
+            self._undo.pop(key, None)
+
+    def undo_pending(self, key: str) -> Undo | None:
+        with self._lock:
+            return self._undo.get(key)
 
     def streams(self) -> list[SessionStream]:
         with self._lock:
@@ -268,6 +294,13 @@ class Session:
             return
         for stream in self.streams():
             stream.cancel()
+        with self._lock:
+            undo, self._undo = list(self._undo.values()), {}
+        for command, args in undo:
+            try:
+                self.request(command, args, timeout=CLOSE_BARRIER_TIMEOUT)
+            except PeekaError:
+                pass  # refused or broken: a gone client's changes are the agent's to undo (detach)
         if self.broken is None:
             try:
                 # The agent handles this connection's messages in order: once ping is answered,

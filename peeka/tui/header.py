@@ -1,38 +1,44 @@
-"""The header, always shown: who the target is and how it is doing, refreshed every second.
+"""The header, always shown: who the target is, how it is doing, and what Peeka costs it now.
 
-Facts come from the agent: the hello (pid, command line, Python, start time), ``ping`` (attach
-method), ``memory`` once (GC collections so far), then a ``top`` stream at a low sampling rate whose
-summaries carry the process's CPU %, RSS, OS threads and the GC collections of each second, and
-what its sampler cost (``sampler.busy_percent``: the share of the second it held the GIL). The TUI's
-own cost shown is the sum of that over every top stream the TUI runs (the Top view adds its own).
+What it costs the target to keep the header up: nothing but two cheap requests. CPU %, RSS and the
+thread count come from ``/proc/PID/stat``, read by the TUI's own process (the target does nothing
+for it); the hello gives pid, command line, Python and start time; ``ping`` the attach method once;
+``memory`` without a census every ``GC_EVERY_S`` the GC's collections. No sampler runs for it: the
+Top view's sampler runs only while that view is shown.
+
+Peeka's cost, shown on the second line, is measured, not assumed:
+  * agent: the CPU the agent's own threads used over the last second (their ``/proc/PID/task/TID/stat``,
+    the threads learnt from a ``thread`` request every ``AGENT_THREADS_EVERY_S``), as % of one core;
+  * sampler: while the Top view runs ``top``, the share of each second its sampler held the GIL
+    (``sampler.busy_percent`` of the summaries): the host's threads could not run Python meanwhile;
+  * streams: events per second the TUI's streams deliver (watch calls, log records); each one was
+    observed in a host thread, which that thread paid for, so it shows how busy the probes are.
+The sum of agent and sampler is compared with the agent's overhead budget (``BUDGET_PERCENT`` of one
+core) and turns red above it.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
+from peeka_agent import procfs
 from rich.text import Text
-from textual.message import Message
 from textual.widgets import Static
 
 from ..errors import PeekaError
-from ..session import SessionStream
 from .view import on_loop
 
-HEADER_RATE_HZ = 5  # samples per second of the header's own top stream: its summary's process facts need none
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_POINTS = 30
-
-
-class Summary(Message):
-    """A top summary arrived (posted from the session's reader thread)."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        super().__init__()
-        self.data = data
+GC_EVERY_S = 5.0
+AGENT_THREADS_EVERY_S = 5.0
+COST_WINDOW = 5  # readings (seconds) the agent's CPU and the events are averaged over
+BUDGET_PERCENT = 5.0  # the project's budget for what a diagnostic costs the target
 
 
 def sparkline(points: list[float]) -> str:
@@ -65,54 +71,129 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def read_stat(path: Path) -> procfs.Stat | None:
+    try:
+        return procfs.parse_stat(path.read_bytes(), procfs.clock_ticks())
+    except (OSError, ValueError, IndexError):
+        return None  # the process or thread is gone
+
+
+class Rate:
+    """A counter's advance per second over the last ``window`` readings (CPU times from /proc move
+    in clock ticks of 10 ms: over one second a light thread reads 0 or 1 %, over five it is
+    closer)."""
+
+    def __init__(self, window: int = 1) -> None:
+        self.readings: deque[tuple[float, float]] = deque(maxlen=window + 1)
+
+    def update(self, value: float, now: float) -> float | None:
+        self.readings.append((value, now))
+        first_value, first_time = self.readings[0]
+        if now <= first_time:
+            return None
+        return max(0.0, value - first_value) / (now - first_time)
+
+
 class ProcessHeader(Static):
-    DEFAULT_CSS = "ProcessHeader { height: 2; background: $boost; padding: 0 1; }"
+    DEFAULT_CSS = "ProcessHeader { height: 3; background: $boost; padding: 0 1; }"
 
     def __init__(self) -> None:
         super().__init__(id="header")
         self.method = "?"
         self.gc_total: list[int] | None = None
-        self.last: dict[str, Any] = {}
         self.rss: deque[float] = deque(maxlen=SPARK_POINTS)
-        self.costs: dict[str, float] = {}  # stream name -> its sampler's busy percent, last second
-        self.stream: SessionStream | None = None
+        self.cpu: float | None = None
+        self.rss_now: float | None = None
+        self.threads: int | None = None
+        self.gone = False
+        self.costs: dict[str, float] = {}  # source -> its sampler's busy percent, last second
+        self.agent_cpu: float | None = None
+        self.agent_tids: list[int] = []
+        self.events_per_s = 0.0
+        self._cpu_rate = Rate()
+        self._agent_rate = Rate(COST_WINDOW)
+        self._events_rate = Rate(COST_WINDOW)
+        self._next_gc = 0.0
+        self._next_threads = 0.0
+
+    @property
+    def pid(self) -> int:
+        """The target's PID as this machine's /proc knows it (the hello's may be a container's)."""
+        return self.app.session.client.target.pid  # type: ignore[attr-defined,no-any-return]
 
     def on_mount(self) -> None:
-        self.refresh_text()
-        self.set_interval(1.0, self.refresh_text)  # the uptime ticks even between summaries
-        self.run_worker(self._start, thread=True, exit_on_error=False)
+        self.tick()
+        self.set_interval(1.0, self.tick)
+        self.run_worker(self._ping, thread=True, exit_on_error=False)
 
-    def _start(self) -> None:
-        session = self.app.session  # type: ignore[attr-defined]
+    def _ping(self) -> None:
         try:
-            self.method = session.request("ping", {}).get("method") or "?"
-            gc_facts = session.request("memory", {"types": 0})["gc"]
-            self.gc_total = [g["collections"] for g in gc_facts["generations"]]
-            self.stream = session.start("top", {"interval": 1.0, "rate": HEADER_RATE_HZ, "functions": 1},
-                                        on_event=lambda data: self.post_message(Summary(data)))
+            self.method = self.app.session.request("ping", {}).get("method") or "?"  # type: ignore[attr-defined]
         except PeekaError as exc:
             on_loop(self, self.app.show_error, exc)  # type: ignore[attr-defined]
 
-    def on_summary(self, message: Summary) -> None:
-        self.take(message.data, "header")
+    def tick(self) -> None:
+        now = time.monotonic()
+        proc = Path(f"/proc/{self.pid}")
+        stat = read_stat(proc / "stat")
+        if stat is None:
+            self.gone = True
+        else:
+            self.cpu = self._cpu_rate.update(stat.cpu_seconds, now)
+            self.cpu = None if self.cpu is None else self.cpu * 100
+            self.rss_now = float(stat.rss_pages * os.sysconf("SC_PAGE_SIZE"))
+            self.rss.append(self.rss_now)
+            self.threads = stat.threads
+            if self.agent_tids:
+                agent = [read_stat(proc / "task" / str(tid) / "stat") for tid in self.agent_tids]
+                used = sum(s.cpu_seconds for s in agent if s is not None)
+                rate = self._agent_rate.update(used, now)
+                self.agent_cpu = None if rate is None else rate * 100
+        session = self.app.session  # type: ignore[attr-defined]
+        events = sum(s.events_seen for s in session.streams())
+        self.events_per_s = self._events_rate.update(events, now) or 0.0
+        if session.broken is None and not session.closed and not self.gone:
+            if now >= self._next_gc:
+                self._next_gc = now + GC_EVERY_S
+                self.run_worker(self._ask_gc, thread=True, group="header-gc", exit_on_error=False)
+            if now >= self._next_threads:
+                self._next_threads = now + AGENT_THREADS_EVERY_S
+                self.run_worker(self._ask_agent_threads, thread=True, group="header-threads", exit_on_error=False)
+        self.refresh_text()
+
+    def _ask_gc(self) -> None:
+        try:
+            gc_facts = self.app.session.request("memory", {"types": 0})["gc"]  # type: ignore[attr-defined]
+        except PeekaError:
+            return  # the status line hears of a broken connection from the session
+        on_loop(self, setattr, self, "gc_total", [g["collections"] for g in gc_facts["generations"]])
+
+    def _ask_agent_threads(self) -> None:
+        try:
+            threads = self.app.session.request("thread", {"all": True, "max_frames": 1})["threads"]  # type: ignore[attr-defined]
+        except PeekaError:
+            return
+        tids = sorted(t["native_id"] for t in threads if t.get("is_agent") and t.get("native_id"))
+        on_loop(self, self._agent_threads, tids)
+
+    def _agent_threads(self, tids: list[int]) -> None:
+        if tids != self.agent_tids:
+            self._agent_rate = Rate(COST_WINDOW)  # another set of threads: their sum starts anew
+        self.agent_tids = tids
 
     def take(self, summary: dict[str, Any], source: str) -> None:
-        """A top summary from any of the TUI's top streams: process facts, and that stream's cost."""
-        process = summary.get("process") or {}
-        if self.gc_total is not None and source == "header":
-            collections = (process.get("gc") or {}).get("collections") or [0, 0, 0]
-            self.gc_total = [a + b for a, b in zip(self.gc_total, collections)]
-        if process.get("rss_bytes") is not None and source == "header":
-            self.rss.append(float(process["rss_bytes"]))
+        """A top summary from one of the TUI's top streams: what its sampler cost."""
         self.costs[source] = (summary.get("sampler") or {}).get("busy_percent") or 0.0
-        if source == "header":
-            self.last = process
         self.refresh_text()
 
     def forget(self, source: str) -> None:
         """A stream that cost something stopped."""
         self.costs.pop(source, None)
         self.refresh_text()
+
+    @property
+    def cost_percent(self) -> float:
+        return (self.agent_cpu or 0.0) + sum(self.costs.values())
 
     def refresh_text(self) -> None:
         hello = self.app.session.hello  # type: ignore[attr-defined]
@@ -122,18 +203,27 @@ class ProcessHeader(Static):
             ("pid ", "dim"), (str(hello.pid), "bold"),
             ("  python ", "dim"), f"{hello.python_version} ({hello.implementation})",
             ("  via ", "dim"), self.method,
-            ("  up ", "dim"), uptime,
+            ("  up ", "dim"), uptime if not self.gone else "EXITED",
             ("  ", ""), (command, "italic"),
         )
-        p = self.last
-        cpu = p.get("cpu_percent")
         gc = "/".join(str(n) for n in self.gc_total) if self.gc_total is not None else "?"
+        over = self.cost_percent > BUDGET_PERCENT
+        sampler = sum(self.costs.values())
         second = Text.assemble(
-            ("CPU ", "dim"), (f"{cpu:.1f}%" if cpu is not None else "?", "bold"),
-            ("  RSS ", "dim"), (size(p.get("rss_bytes")), "bold"), " ", (sparkline(list(self.rss)), "green"),
-            ("  threads ", "dim"), str(p.get("threads", "?")),
-            ("  GC collections (gen 0/1/2) ", "dim"), gc,
-            ("  peeka's sampler ", "dim"), f"{sum(self.costs.values()):.2f}% GIL",
+            ("CPU ", "dim"), (f"{self.cpu:.1f}%" if self.cpu is not None else "?", "bold"),
+            ("  RSS ", "dim"), (size(self.rss_now), "bold"), " ", (sparkline(list(self.rss)), "green"),
+            ("  threads ", "dim"), str(self.threads if self.threads is not None else "?"),
+            ("  GC collections gen0/1/2 ", "dim"), gc,
         )
-        first.truncate(self.size.width - 2 if self.size.width > 2 else 200, overflow="ellipsis")
-        self.update(Text("\n").join([first, second]))
+        third = Text.assemble(
+            ("peeka costs the target: agent threads ", "dim"),
+            (f"{self.agent_cpu:.2f}% CPU" if self.agent_cpu is not None else "?", "bold red" if over else "bold"),
+            (" + sampler ", "dim"), (f"{sampler:.2f}% GIL" if self.costs else "off", "bold red" if over else ""),
+            (f" (budget {BUDGET_PERCENT:g}%)", "dim"),
+            ("  streams ", "dim"), f"{self.events_per_s:.0f} events/s",
+            (f" ({len(self.app.session.streams())} running)", "dim"),  # type: ignore[attr-defined]
+        )
+        width = self.size.width - 2 if self.size.width > 2 else 200
+        for line in (first, second, third):
+            line.truncate(width, overflow="ellipsis")
+        self.update(Text("\n").join([first, second, third]))

@@ -1,27 +1,61 @@
-"""What every view of the TUI builds on: the session, worker threads for requests, the status line."""
+"""What every view of the TUI builds on: the session, worker threads for requests, the status line,
+the app-wide filter (``/``) and pause (``p``).
+
+A view fills its tables through ``fill`` (rows with keys): the filter then applies to every table
+of the view, and the cursor stays on the same row across refreshes. While the app is paused a view
+shows what it showed (``live`` is false): polling views skip their requests, streaming views keep
+their events for later or drop them (each says which).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
+from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable
 
 from ..errors import PeekaError
 from ..session import Session
 
+FLUSH_S = 0.2  # s between two batches of streamed rows
+
+
+class Row(NamedTuple):
+    key: str
+    cells: tuple[Any, ...]
+
+
+def plain(cell: Any) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def matches(row: Row, text: str) -> bool:
+    """A row shows under filter ``text`` when any of its cells contains it (case-insensitive)."""
+    if not text:
+        return True
+    text = text.lower()
+    return any(text in plain(c).lower() for c in row.cells)
+
 
 class View(Vertical):
     """One screenful, shown by its number key. ``shown``/``hidden`` start and stop what the view
     costs the target (timers, streams) while nobody looks at it; a view that keeps a stream on
-    while hidden (watch) says so in its title."""
+    while hidden (watch) says so in its title. ``KEYS`` lists the view's own keys for ``?``."""
 
     TITLE = ""
+    KEYS: tuple[tuple[str, str], ...] = ()
+    filter_text = ""
 
     @property
     def session(self) -> Session:
         return self.app.session  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def live(self) -> bool:
+        """False while the app is paused (``p``)."""
+        return not getattr(self.app, "paused", False)
 
     def shown(self) -> None:
         """Now on screen."""
@@ -29,15 +63,94 @@ class View(Vertical):
     def hidden(self) -> None:
         """Now off screen."""
 
-    def ask(self, command: str, args: dict[str, Any], then: Callable[[Any], None]) -> None:
+    def resumed(self) -> None:
+        """The app's pause ended: catch up."""
+        self.refill()
+
+    def status(self, text: str, error: bool = False) -> None:
+        self.app.show_status(text, error)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ tables and the filter
+
+    def fill(self, table: DataTable[Any], rows: Iterable[Row]) -> None:
+        """Show ``rows`` in ``table`` (those the filter lets through), keeping the cursor on its row."""
+        rows = list(rows)
+        self._rows()[table.id or ""] = (table, rows)
+        self.__dict__.get("_pending", {}).pop(table.id or "", None)  # those are in ``rows`` (or replaced)
+        selected = None
+        if table.row_count:
+            try:
+                selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            except Exception:  # noqa: BLE001 - no valid cursor: keep none
+                selected = None
+        table.clear()
+        keys = []
+        for row in rows:
+            if matches(row, self.filter_text):
+                table.add_row(*row.cells, key=row.key)
+                keys.append(row.key)
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected))
+
+    def append(self, table: DataTable[Any], row: Row, keep: int) -> None:
+        """Add one row at the bottom (a streamed event), keeping the last ``keep``. Rows are shown in
+        batches every ``FLUSH_S`` (a stream of hundreds of events a second would otherwise keep the
+        event loop from the keys); while paused they are only kept, and shown on resume. The cursor
+        follows the bottom row when it was there."""
+        stored = self._rows().setdefault(table.id or "", (table, []))[1]
+        stored.append(row)
+        del stored[:-keep]
+        pending = self.__dict__.setdefault("_pending", {})
+        pending.setdefault(table.id or "", (table, [], keep))[1].append(row)
+        if not self.__dict__.get("_flush_due"):
+            self.__dict__["_flush_due"] = True
+            self.set_timer(FLUSH_S, self._flush)
+
+    def _flush(self) -> None:
+        self.__dict__["_flush_due"] = False
+        pending, self.__dict__["_pending"] = self.__dict__.get("_pending", {}), {}
+        if not self.live:
+            return  # kept in _rows: resumed() shows them
+        for table, rows, keep in pending.values():
+            follow = table.cursor_row >= table.row_count - 1
+            for row in rows[-keep:]:
+                if matches(row, self.filter_text):
+                    table.add_row(*row.cells, key=row.key)
+            while table.row_count > keep:
+                table.remove_row(next(iter(table.rows)))
+            if follow and table.row_count:
+                table.move_cursor(row=table.row_count - 1)
+
+    def refill(self) -> None:
+        """Show every table's kept rows again (after a pause, or a filter change)."""
+        for table, rows in list(self._rows().values()):
+            self.fill(table, rows)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self.refill()
+
+    def _rows(self) -> dict[str, tuple[DataTable[Any], list[Row]]]:
+        found = self.__dict__.get("_filled")
+        if found is None:
+            found = self.__dict__["_filled"] = {}
+        return found  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ asking the agent
+
+    def ask(self, command: str, args: dict[str, Any], then: Callable[[Any], None],
+            failed: Callable[[PeekaError], None] | None = None) -> None:
         """Send a request from a worker thread (the event loop never waits on the target); ``then``
-        runs on the event loop with the result. A refusal or a broken connection goes to the status line."""
+        runs on the event loop with the result. A refusal or a broken connection goes to the status
+        line (and to ``failed``, when given)."""
 
         def work() -> None:
             try:
                 result = self.session.request(command, args)
             except PeekaError as exc:
                 on_loop(self, self.app.show_error, exc)  # type: ignore[attr-defined]
+                if failed is not None:
+                    on_loop(self, failed, exc)
                 return
             on_loop(self, then, result)
 
@@ -46,7 +159,7 @@ class View(Vertical):
 
 class PollingView(View):
     """A view that asks the agent every ``REFRESH_S`` seconds while shown (``poll``), and not at all
-    while hidden."""
+    while hidden or paused."""
 
     REFRESH_S = 1.0
     timer: Any = None
@@ -54,17 +167,24 @@ class PollingView(View):
     def poll(self) -> None:
         raise NotImplementedError
 
+    def _tick(self) -> None:
+        if self.live:
+            self.poll()
+
     def shown(self) -> None:
-        self.query_one(DataTable).focus()
-        self.poll()
+        self.query(DataTable).first().focus()
+        self._tick()
         if self.timer is None:
-            self.timer = self.set_interval(self.REFRESH_S, self.poll)
+            self.timer = self.set_interval(self.REFRESH_S, self._tick)
         else:
             self.timer.resume()
 
     def hidden(self) -> None:
         if self.timer is not None:
             self.timer.pause()
+
+    def resumed(self) -> None:
+        self._tick()
 
 
 def on_loop(widget: Any, func: Callable[..., Any], *args: Any) -> None:

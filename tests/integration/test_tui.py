@@ -28,7 +28,8 @@ from test_session import Attached, probes_left
 
 from peeka.attach import attach
 from peeka.session import Session
-from peeka.tui.app import PeekaApp
+from peeka.tui.app import PICK, PeekaApp
+from peeka.tui.picker import PickerApp
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 attached = test_session.attached  # the real attach per version, shared fixture (a target per module)
@@ -46,7 +47,8 @@ def text_of(static: Any) -> str:
     return str(getattr(content, "plain", content))
 
 
-async def until(pilot: Any, check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+async def until(pilot: Any, check: Callable[[], Any], what: str, timeout: float = 30.0,
+                status: str = "#status") -> Any:
     """Let the app run until ``check()`` is truthy (the views refresh every second)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,7 +57,12 @@ async def until(pilot: Any, check: Callable[[], Any], what: str, timeout: float 
         if got:
             return got
     raise AssertionError(f"the TUI never showed {what} within {timeout:g}s; status: "
-                         f"{text_of(pilot.app.query_one('#status'))!r}")
+                         f"{text_of(pilot.app.query_one(status))!r}")
+
+
+def tracemalloc_on(attached: Attached) -> bool:
+    with attached.client() as other:
+        return bool(other.request("memory", {"types": 0})["tracemalloc"]["tracing"])
 
 
 def test_views_over_a_real_target(attached: Attached) -> None:
@@ -73,12 +80,14 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             table = app.query_one("#threads-table")
 
             def cpu_known() -> dict[str, list[str]]:
+                # burner busy, napper not, in one refresh (on a loaded 2-core machine burner may get
+                # little of some second: the next refresh comes within one)
                 rows = {r[0]: r for r in cells(table)}
-                return rows if rows.get("burner", ["", "…"])[1] != "…" else {}
+                burner, napper = rows.get("burner", ["", "…"])[1], rows.get("napper", ["", "…"])[1]
+                return rows if "…" not in (burner, napper) and float(burner) > 5 > 2 > float(napper) else {}
 
-            rows = await until(pilot, cpu_known, "threads with CPU %")
+            rows = await until(pilot, cpu_known, "burner busy and napper idle")
             assert {"MainThread", "burner", "orders", "napper"} <= set(rows)
-            assert float(rows["burner"][1]) > 5 > 2 > float(rows["napper"][1])  # a loaded 2-core machine
             assert rows["napper"][3] == "yes" and rows["orders"][3] == "no"
             # The selected thread's stack: move to burner, its stack runs through crunch.
             names = [r[0] for r in cells(table)]
@@ -86,13 +95,37 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             stack = await until(pilot, lambda: "crunch" in text_of(app.query_one("#threads-stack"))
                                 and text_of(app.query_one("#threads-stack")), "burner's stack")
             assert stack.startswith("burner") and "burner" in stack.split("crunch")[1]
-            # 2 Top: the hot function, live.
+            # b: the blocked threads as the target built them: stuck waits for HELD, which holder holds;
+            # deadlock-a and deadlock-b wait for each other's lock (a cycle, in red).
+            await pilot.press("b")
+            blocked = app.query_one("#threads-blocked")
+            rows = await until(pilot, lambda: {r[0]: r for r in cells(blocked)}, "the blocked threads")
+            assert rows["stuck"][3] == "holder" and rows["stuck"][2] == "__main__.HELD (RLock)"
+            assert rows["deadlock-a"][3] == "deadlock-b" and rows["deadlock-b"][3] == "deadlock-a"
+            assert {rows["deadlock-a"][2], rows["deadlock-b"][2]} == {"__main__.LOCK_A (RLock)", "__main__.LOCK_B (RLock)"}
+            cycle = text_of(app.query_one("#threads-blocked-info"))
+            assert cycle.startswith("DEADLOCK ") and re.search(r"deadlock-(a|b) → deadlock-(a|b) → deadlock-\1", cycle)
+            assert "holder" not in cycle and "stuck" not in cycle  # waiting is not a cycle
+            await pilot.press("b")
+            # The header costs the target no stream: its numbers come from /proc and cheap requests.
+            assert session.streams() == [] and "sampler off" in text_of(app.query_one("#header"))
+            # 2 Top: the hot function, live; its sampler runs while the view is shown, and costs show.
             await pilot.press("2")
             top = app.query_one("#top-table")
             first = await until(pilot, lambda: cells(top) and cells(top)[0][2] == "__main__.crunch", "crunch on top")
             assert first and float(cells(top)[0][0]) > 30
+            assert [s.command for s in session.streams()] == ["top"]
+            # The selected function's tree: burner's loop calls crunch.
+            top.move_cursor(row=0)
+            await until(pilot, lambda: "__main__.burner" in text_of(app.query_one("#top-tree")), "crunch's callers")
+            # s sorts by total CPU: the rows' totals then run down.
+            await pilot.press("s")
+            totals = [float(r[1]) for r in cells(top)]
+            assert totals == sorted(totals, reverse=True) and "sorted by total" in text_of(app.query_one("#status"))
+            assert re.search(r"sampler \d+\.\d+% GIL", text_of(app.query_one("#header")))
             # 3 Memory: the type census counts the target's 20000 Baskets exactly; RSS as /proc says.
             await pilot.press("3")
+            await until(pilot, lambda: session.streams() == [], "the sampler stopped with the Top view")
             types = app.query_one("#memory-types")
             baskets = await until(pilot, lambda: [r for r in cells(types) if r[0] == "__main__.Basket"], "Basket")
             assert baskets[0][1] == "20000"
@@ -100,9 +133,35 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             rss_kib = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{attached.pid}/status").read_text()).group(1))
             shown = re.search(r"RSS ([\d.]+) MiB", facts)
             assert shown and abs(float(shown.group(1)) * 1024 - rss_kib) < 0.2 * rss_kib, (facts, rss_kib)
+            # m sets a mark: the Baskets do not change; the Crumbs grow (one every 10th order).
+            await pilot.press("m")
+            await until(pilot, lambda: "mark set" in text_of(app.query_one("#status")), "the mark")
+            await pilot.press("3")  # (already shown: no-op) the next census comes within 3 s
+
+            def grown() -> dict[str, list[str]]:
+                rows = {r[0]: r for r in cells(types)}
+                crumb = rows.get("__main__.Crumb")
+                return rows if crumb and crumb[2] not in ("-", "0") else {}
+
+            rows = await until(pilot, grown, "Crumbs grown since the mark", timeout=20)
+            assert rows["__main__.Basket"][2] == "0" and int(rows["__main__.Crumb"][2].lstrip("+")) > 0
+            with attached.client() as other:
+                crumbs = int(other.request("inspect", {"expression": "len(__main__.CRUMBS)"})["value"]["repr"])
+            assert abs(int(rows["__main__.Crumb"][1]) - crumbs) <= 15  # one more every ~0.2 s since the census
+            assert "since mark: RSS" in text_of(app.query_one("#memory-facts"))
+            # t starts tracemalloc (quitting stops it: the TUI started it); its sites show.
+            await pilot.press("t")
+            sites = app.query_one("#memory-sites")
+            await until(pilot, lambda: cells(sites), "tracemalloc's sites")
+            assert tracemalloc_on(attached)
             # 4 Watch: type a pattern; calls stream in; the selected call's arguments are shown.
             await pilot.press("4")
-            await pilot.press(*"__main__.place_order", "enter")
+            # The pattern completes from the target's names (sm); → accepts.
+            box = app.query_one("#watch-pattern")
+            await pilot.press(*"__main__.place_o")
+            await until(pilot, lambda: box._suggestion == "__main__.place_order", "the completion")
+            await pilot.press("right", "enter")
+            assert box.value == "__main__.place_order"
             calls = app.query_one("#watch-table")
             await until(pilot, lambda: len(cells(calls)) >= 3, "three watched calls")
             seen = []
@@ -119,6 +178,18 @@ def test_views_over_a_real_target(attached: Attached) -> None:
                                  and text_of(app.query_one("#watch-value")), "the call's value")
             assert f"'order_id': {seen[0]}  (int)" in detail and f"'sku': 'sku-{seen[0] % 5}'  (str)" in detail
             assert f"'total': {seen[0] * 3}  (int)" in detail  # the result: place_order returns order_id * 3
+            # m: monitor's table over the same pattern: ~50 calls/s (one call every 20 ms, fewer under load).
+            await pilot.press("m")
+            monitor = app.query_one("#watch-monitor")
+            rates = await until(pilot, lambda: [r for r in cells(monitor) if r[0] == "__main__.place_order"], "monitor's row")
+            assert 3 < float(rates[0][1]) <= 55 and float(rates[0][4]) <= float(rates[0][5]) <= float(rates[0][6])
+            # t: trace mode: each call's tree, with the logger call place_order makes below it.
+            await pilot.press("t")
+            await until(pilot, lambda: any(r[3] == "tree" for r in cells(calls)), "traced calls")
+            traced = [r for r in cells(calls) if r[3] == "tree"][0]
+            assert traced[1] == "__main__.place_order" and "logging.Logger.debug" in traced[5]
+            assert sorted(probes_left(attached)) == ["__main__.place_order"]
+            await pilot.press("t", "m")  # back to watch mode, monitor off
             # Digits typed into the pattern box are text, not view keys.
             app.query_one("#watch-pattern").focus()
             await pilot.press("1")
@@ -133,7 +204,138 @@ def test_views_over_a_real_target(attached: Attached) -> None:
     asyncio.run(scenario())
     assert session.closed
     assert probes_left(attached) == []  # the watch's probe and both samplers went with the quit
+    assert not tracemalloc_on(attached)  # the TUI started it: stopped on quit
     assert attached.process.alive()
+
+
+def logger_level(attached: Attached, name: str) -> str:
+    """A logger's level, asked over a separate connection."""
+    with attached.client() as other:
+        return str(other.request("logger", {"name": name})["loggers"][0]["level"])
+
+
+def test_tasks_logger_and_the_app_keys(attached: Attached) -> None:
+    """5 Tasks and 6 Logger against the target's known tasks and logger; the keys every view shares:
+    / filters, p pauses, ? lists the keys, : runs the CLI's verbs into a panel. Quitting puts back the
+    level the TUI set."""
+    assert logger_level(attached, "shop.orders") == "INFO"
+    session = Session(attached.client())
+
+    async def scenario() -> None:
+        app = PeekaApp(session, first_view="tasks")
+        async with app.run_test(size=SIZE) as pilot:
+            # 5 Tasks: the three waiters parked on one Event make one group; the others their own.
+            tasks = app.query_one("#tasks-table")
+            groups = await until(pilot, lambda: {r[1]: r for r in cells(tasks)}, "the task groups")
+            assert groups["waiter-0, waiter-1, waiter-2"][0] == "3"
+            assert groups["waiter-0, waiter-1, waiter-2"][3].startswith("event: Event at 0x")
+            assert groups["waiter-0, waiter-1, waiter-2"][4] == "Event.wait ← _wait_gate"
+            assert groups["consumer"][3].startswith("queue get:") and groups["ticker"][3].startswith("sleep:")
+            assert "gather" in groups["Task-1"][3] and groups["Task-1"][5] == "loop"
+            tasks.focus()
+            tasks.move_cursor(row=[r[1] for r in cells(tasks)].index("consumer"))
+            await until(pilot, lambda: "_consume" in text_of(app.query_one("#tasks-detail")), "consumer's stack")
+            # / filters the current table; the filter stays with its view.
+            await pilot.press("slash", *"tick")
+            await until(pilot, lambda: [r[1] for r in cells(tasks)] == ["ticker"], "only ticker")
+            await pilot.press("enter")
+            # 6 Logger: the target's loggers with their levels.
+            await pilot.press("6")
+            loggers = app.query_one("#logger-table")
+            rows = await until(pilot, lambda: {r[0]: r for r in cells(loggers)}, "the loggers")
+            assert rows["shop.orders"][1] == "INFO" and rows["root"][1] == "WARNING"
+            loggers.move_cursor(row=[r[0] for r in cells(loggers)].index("shop.orders"))
+            # Follow its records from DEBUG: only INFO ones come (every 10th order), its level is INFO.
+            await pilot.press("f")
+            records = app.query_one("#logger-records")
+            await until(pilot, lambda: len(cells(records)) >= 2, "two followed records", timeout=20)
+            assert {r[1] for r in cells(records)} == {"INFO"}
+            assert all(int(r[3].split()[1]) % 10 == 0 for r in cells(records))
+            # Set its level to DEBUG: asked, then confirmed; DEBUG records follow.
+            await pilot.press("enter")
+            await pilot.press(*"debug", "enter")
+            assert "from INFO to DEBUG?" in text_of(app.screen.query_one("#level-question"))
+            assert logger_level(attached, "shop.orders") == "INFO"  # nothing happens before the yes
+            await pilot.press("y")
+            await until(pilot, lambda: any(r[1] == "DEBUG" for r in cells(records)), "DEBUG records")
+            assert logger_level(attached, "shop.orders") == "DEBUG"
+            await until(pilot, lambda: {r[0]: r for r in cells(loggers)}["shop.orders"][1] == "DEBUG", "the new level")
+            # v raises the lowest level followed: from then on only INFO and up.
+            await pilot.press("v")
+            await until(pilot, lambda: "from INFO" in text_of(app.query_one("#logger-info")), "following from INFO")
+            # p pauses: the table stands still while records keep coming; p again catches up.
+            await pilot.press("p")
+            frozen = len(cells(records))
+            await pilot.pause(1.0)
+            assert len(cells(records)) == frozen and "paused" in text_of(app.query_one("#status"))
+            await pilot.press("p")
+            await until(pilot, lambda: len(cells(records)) > frozen, "the records after the pause")
+            # ? lists every key, the views' own included.
+            await pilot.press("question_mark")
+            helptext = "\n".join(line.text for line in app.screen.query_one("#help").lines)
+            for key in ("/", "p", ":", "?", "q / ctrl+c", "6 Logger", "follow the selected logger"):
+                assert key in helptext, key
+            await pilot.press("escape")
+            # : runs the CLI's verbs: inspect, then watch -n 2 (two calls, then the stream ends).
+            await pilot.press("colon", *"inspect __main__.BASKETS[7].n", "enter")
+            log = app.query_one("#panel-log")
+            await until(pilot, lambda: "int 7" in "\n".join(line.text for line in log.lines), "the inspected value")
+            await pilot.press("escape", "colon", *"watch __main__.place_order -n 2", "enter")
+            shown = await until(pilot, lambda: "ended: limit" in (t := "\n".join(line.text for line in log.lines)) and t,
+                                "two watched calls")
+            ids = [int(m) for m in re.findall(r"'order_id': (\d+), 'sku': 'sku-(?:\d)'}, 'result'", shown)]
+            assert len(ids) == 2 and ids[1] > ids[0], shown
+            # A bad command line: the CLI's own usage error in the status line.
+            await pilot.press("escape", "colon", *"watch __main__.place_order -n 0", "enter")
+            await until(pilot, lambda: "-n" in text_of(app.query_one("#status")), "the usage error")
+            assert app.query_one("#status").has_class("error")
+            await pilot.press("escape")
+            # The header: the agent's CPU measured, the stream's events counted.
+            header = text_of(app.query_one("#header"))
+            assert re.search(r"agent threads \d+\.\d+% CPU", header) and re.search(r"streams \d+ events/s", header), header
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running, "the app gone")
+
+    asyncio.run(scenario())
+    assert session.closed
+    assert logger_level(attached, "shop.orders") == "INFO"  # put back on quit
+    assert probes_left(attached) == []
+
+
+SNAPSHOT_SIZE = (120, 32)
+
+
+def test_snapshots_of_the_fixed_parts(attached: Attached, snap_compare: Any) -> None:
+    """The screens whose content the target fixes (tests/integration/__snapshots__/, SVG; review a
+    change with --snapshot-report, accept it with --snapshot-update): the Logger view (the target's
+    loggers and levels), the key list, and the command panel with an inspected value. The header
+    (pid, uptime, CPU) and the status line (the pid) change every run: blanked before the shot."""
+    session = Session(attached.client())
+
+    async def steady(pilot: Any) -> None:
+        app = pilot.app
+        await until(pilot, lambda: "shop.orders" in [r[0] for r in cells(app.query_one("#logger-table"))], "the loggers")
+        app.query_one("#header").display = False
+        app.show_status("")
+
+    async def keys(pilot: Any) -> None:
+        await steady(pilot)
+        await pilot.press("question_mark")
+
+    async def panel(pilot: Any) -> None:
+        await steady(pilot)
+        await pilot.press("colon", *"inspect __main__.BASKETS[3].n", "enter")
+        await until(pilot, lambda: "int 3" in "\n".join(line.text for line in pilot.app.query_one("#panel-log").lines),
+                    "the value")
+        pilot.app.show_status("")
+
+    try:
+        for run_before in (steady, keys, panel):
+            assert snap_compare(PeekaApp(session, first_view="logger"), terminal_size=SNAPSHOT_SIZE,
+                                run_before=run_before), run_before.__name__
+    finally:
+        session.close()
+    assert probes_left(attached) == []
 
 
 def test_errors_show_in_the_status_line(attached: Attached) -> None:
@@ -189,6 +391,12 @@ def test_end_to_end_in_tmux(attached: Attached, tmp_path: Any) -> None:
 
         screen = wait(r"burner\s+│?\s*\d+\.\d")
         assert f"pid {attached.pid}" in screen and "napper" in screen
+        # The terminal resized under it: smaller, tiny, then back; the app redraws and keeps running.
+        for width, height in ((100, 30), (40, 10), (160, 45)):
+            subprocess.run([*tmux, "resize-window", "-t", name, "-x", str(width), "-y", str(height)], check=True)
+            shown = wait(rf"pid {attached.pid}")
+            assert max(len(line) for line in shown.splitlines()) <= width
+        wait(r"burner\s+│?\s*\d+\.\d")
         keys("2")
         wait(r"__main__\.crunch")
         keys("4")
@@ -233,6 +441,23 @@ def test_target_death_shows_in_the_status_line(spawn: Any, tmp_path: Any) -> Non
     client, _report = attach(target.pid, timeout=30)
     session = Session(client)
 
+    async def pick() -> int | None:
+        """`peeka tui` without a PID: the picker lists the target (as `peeka ps` does); the filter
+        narrows the table to it; Enter returns its PID."""
+        picker = PickerApp()
+        async with picker.run_test(size=SIZE) as pilot:
+            table = picker.query_one("#picker-table")
+            await until(pilot, lambda: str(target.pid) in [r[0] for r in cells(table)], "the target in the list",
+                        status="#picker-status")
+            await pilot.press("slash", *str(target.pid), "enter")
+            rows = await until(pilot, lambda: [r for r in cells(table) if r[0] == str(target.pid)] == cells(table)
+                               and cells(table), "only the target", status="#picker-status")
+            assert rows[0][2] == "3.14" and rows[0][3] == "yes" and "tui_target.py" in rows[0][5]
+            await pilot.press("enter")
+        return picker.return_value
+
+    assert asyncio.run(pick()) == target.pid
+
     async def scenario() -> None:
         app = PeekaApp(session)
         async with app.run_test(size=SIZE) as pilot:
@@ -244,8 +469,11 @@ def test_target_death_shows_in_the_status_line(spawn: Any, tmp_path: Any) -> Non
             await pilot.press("2", "3")
             await pilot.pause(0.5)
             assert app.is_running and app.current == "memory"
-            assert "lost" in text_of(status) or "closed" in text_of(status)
-            await pilot.press("q")
+            assert "connection to the agent lost" in text_of(status) and "o picks another process" in text_of(status)
+            await until(pilot, lambda: "EXITED" in text_of(app.query_one("#header")), "the target's exit")
+            await pilot.press("o")  # another process: the app ends asking for the picker
+            await until(pilot, lambda: not app.is_running, "the app gone")
+        assert app.return_value == PICK
 
     asyncio.run(scenario())
     assert session.closed

@@ -5,13 +5,23 @@
     thread "napper"   sleeps in a loop (daemon)
     main thread       sleeps in 50 ms steps (it runs Python often: a 3.14 remote_exec attach runs soon)
     BASKETS           exactly 20000 Basket instances, kept (the memory view's ground truth)
+    CRUMBS            grows by one Crumb every 10th order (every ~0.2 s): what grows since a mark
+    thread "loop"     an asyncio event loop: tasks "waiter-0".."waiter-2" await one Event (GATE),
+                      "consumer" awaits JOBS.get(), "ticker" sleeps 50 ms in a loop
+    logger "shop.orders"  level INFO; place_order logs "order N" at DEBUG and every 10th at INFO
+    thread "holder"   holds HELD (an RLock) for ever; thread "stuck" waits for it (blocked, not a cycle)
+    threads "deadlock-a"/"deadlock-b"  each holds one RLock and waits for the other's (a cycle)
 
 Prints "ready" once all run; runs until killed.
 """
 
+import asyncio
+import logging
 import os
 import threading
 import time
+
+log = logging.getLogger("shop.orders")
 
 
 def crunch(units):
@@ -26,7 +36,12 @@ class Basket:
         self.n = n
 
 
+class Crumb:
+    pass
+
+
 BASKETS = [Basket(n) for n in range(20000)]
+CRUMBS = []
 
 
 def burner():
@@ -35,6 +50,10 @@ def burner():
 
 
 def place_order(order_id, sku):
+    log.debug("order %d", order_id)
+    if order_id % 10 == 0:
+        log.info("order %d", order_id)
+        CRUMBS.append(Crumb())
     return {"order": order_id, "sku": sku, "total": order_id * 3}
 
 
@@ -51,7 +70,68 @@ def napper():
         time.sleep(0.1)
 
 
+async def _wait_gate(gate):
+    await gate.wait()
+
+
+async def _consume(jobs):
+    while True:
+        await jobs.get()
+
+
+async def _tick():
+    while True:
+        await asyncio.sleep(0.05)
+
+
+async def _serve():
+    gate = asyncio.Event()
+    jobs = asyncio.Queue()
+    tasks = [asyncio.ensure_future(_wait_gate(gate)) for _ in range(3)]
+    for i, task in enumerate(tasks):
+        task.set_name("waiter-%d" % i)
+    tasks.append(asyncio.ensure_future(_consume(jobs)))
+    tasks[-1].set_name("consumer")
+    tasks.append(asyncio.ensure_future(_tick()))
+    tasks[-1].set_name("ticker")
+    await asyncio.gather(*tasks)
+
+
+HELD = threading.RLock()
+LOCK_A = threading.RLock()
+LOCK_B = threading.RLock()
+
+
+def holder(ready):
+    with HELD:
+        ready.set()
+        while True:
+            time.sleep(1)
+
+
+def stuck():
+    with HELD:
+        pass
+
+
+def deadlock(first, second, both):
+    with first:
+        both.wait()
+        with second:
+            pass
+
+
 def main():
+    logging.basicConfig(level=logging.WARNING, stream=open(os.devnull, "w"))
+    log.setLevel(logging.INFO)
+    held = threading.Event()
+    threading.Thread(target=holder, args=(held,), name="holder", daemon=True).start()
+    held.wait()
+    threading.Thread(target=stuck, name="stuck", daemon=True).start()
+    both = threading.Barrier(2)
+    threading.Thread(target=deadlock, args=(LOCK_A, LOCK_B, both), name="deadlock-a", daemon=True).start()
+    threading.Thread(target=deadlock, args=(LOCK_B, LOCK_A, both), name="deadlock-b", daemon=True).start()
+    threading.Thread(target=lambda: asyncio.run(_serve()), name="loop", daemon=True).start()
     threading.Thread(target=burner, name="burner", daemon=True).start()
     threading.Thread(target=orders, name="orders", daemon=False).start()
     threading.Thread(target=napper, name="napper", daemon=True).start()

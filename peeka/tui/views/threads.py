@@ -1,6 +1,11 @@
 """1 Threads: every thread with its CPU % (refreshed each second), state and daemon flag; the
 selected thread's stack below.
 
+``b`` adds the blocked threads (the agent's ``thread`` with ``blocked``, as ``peeka thread -b``):
+each waiting thread, what it waits in (lock, condition, event, join...), the lock (its global name
+where one holds it), who holds it and where that holder is; threads in a deadlock cycle are red,
+and each cycle is spelled out above the table (a → b → a). ``b`` again hides them.
+
 CPU % is each thread's CPU clock advance between two ``thread`` requests over the time between
 their answers (the agent reads the clocks to the nanosecond): the request sleeps nothing in the
 agent, so it does not hold up the other requests on the TUI's one connection.
@@ -12,19 +17,37 @@ import time
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ..view import PollingView
+from ..view import PollingView, Row
 
 COLUMNS = ("name", "CPU %", "state", "daemon", "native id", "frames")
+BLOCKED_COLUMNS = ("thread", "waits in", "for", "held by", "holder is at", "waiting at")
+
+
+def lock_name(lock: dict[str, Any], name_of_object: str | None) -> str:
+    name = lock.get("global_name") or name_of_object or f"{lock.get('type', 'lock')} {lock.get('id', '')}"
+    return f"{name} ({lock.get('type', '?')})"
+
+
+def place(at: dict[str, Any] | None) -> str:
+    if not at:
+        return "?"
+    return f"{at.get('function')} {str(at.get('file', '')).rsplit('/', 1)[-1]}:{at.get('line')}"
 
 
 class View(PollingView):
     TITLE = "Threads"
     REFRESH_S = 1.0
+    KEYS = (("b", "show / hide blocked threads: the lock each waits for, its holder, deadlock cycles"),)
+    BINDINGS = [Binding("b", "blocked", "blocked")]
     DEFAULT_CSS = """
     #threads-table { height: 1fr; }
     #threads-stack { height: 1fr; border-top: solid $accent; overflow-y: auto; }
+    #threads-blocked-info { height: auto; max-height: 4; display: none; }
+    #threads-blocked { height: 1fr; display: none; border-top: solid $warning; }
+    #view-threads.blocked #threads-blocked-info, #view-threads.blocked #threads-blocked { display: block; }
     """
 
     def __init__(self) -> None:
@@ -36,17 +59,58 @@ class View(PollingView):
         table: DataTable[Any] = DataTable(id="threads-table", cursor_type="row")
         table.add_columns(*COLUMNS)
         yield table
+        yield Static("", id="threads-blocked-info")
+        blocked: DataTable[Any] = DataTable(id="threads-blocked", cursor_type="row")
+        blocked.add_columns(*BLOCKED_COLUMNS)
+        yield blocked
         yield Static("", id="threads-stack")
 
+    @property
+    def blocked_mode(self) -> bool:
+        return self.has_class("blocked")
+
+    def action_blocked(self) -> None:
+        self.toggle_class("blocked")
+        self.query_one("#threads-blocked-info", Static).update("asking the agent for blocked threads…")
+        self.poll()
+
     def poll(self) -> None:
-        self.ask("thread", {"max_frames": 64}, self.show)
+        args: dict[str, Any] = {"max_frames": 64}
+        if self.blocked_mode:
+            args["blocked"] = True
+        self.ask("thread", args, self.show)
+
+    def show_blocked(self, result: dict[str, Any]) -> None:
+        deadlocks = result.get("deadlocks") or []
+        in_cycle = {edge["ident"] for d in deadlocks for edge in d["edges"]}
+        lines = []
+        for d in deadlocks:
+            names = d["threads"]
+            locks = ", ".join(lock_name(e["waits_for"], e["waits_for"].get("name_of_object")) for e in d["edges"])
+            lines.append(Text.assemble(("DEADLOCK ", "bold red"), " → ".join([*names, names[0]]),
+                                       (f"  waiting for {locks}", "red"),
+                                       (" (holder inferred)" if d.get("inferred") else "", "dim")))
+        entries = result.get("blocked") or []
+        if not lines:
+            lines.append(Text(f"{len(entries)} thread(s) waiting; no deadlock cycle", style="dim"))
+        self.query_one("#threads-blocked-info", Static).update(Text("\n").join(lines))
+        rows = []
+        for e in entries:
+            style = "bold red" if e["ident"] in in_cycle else ""
+            holder = e.get("holder")
+            held_by = "?" if holder is None else holder["name"] + (" (inferred)" if holder.get("inferred") else "")
+            rows.append(Row(str(e["ident"]), (Text(e["name"], style=style), e.get("kind", "?"),
+                                              lock_name(e.get("lock") or {}, e.get("name_of_object")),
+                                              Text(held_by, style=style), place(holder and holder.get("at")),
+                                              place(e.get("at")))))
+        self.fill(self.query_one("#threads-blocked", DataTable), rows)
 
     def show(self, result: dict[str, Any]) -> None:
         now = time.monotonic()
-        table = self.query_one(DataTable)
-        selected = self.selected_ident()
-        table.clear()
+        if "blocked" in result and self.blocked_mode:
+            self.show_blocked(result)
         self.threads = {}
+        rows = []
         for t in result["threads"]:
             ident = t["ident"]
             self.threads[ident] = t
@@ -58,29 +122,27 @@ class View(PollingView):
             if cpu is not None:
                 self.previous[ident] = (cpu, now)
             daemon = t.get("daemon")
-            table.add_row(
+            rows.append(Row(str(ident), (
                 Text(t["name"], style="bold" if t.get("is_main") else ""),
                 "…" if percent is None else f"{percent:5.1f}",
                 t.get("state") or "?",
                 "?" if daemon is None else ("yes" if daemon else "no"),
                 str(t.get("native_id") or "?"),
                 str(len(t.get("frames") or [])),
-                key=str(ident),
-            )
-        rows = [int(k.value) for k in table.rows]  # type: ignore[arg-type]
-        if selected in rows:
-            table.move_cursor(row=rows.index(selected))
+            )))
+        self.fill(self.query_one("#threads-table", DataTable), rows)
         self.show_stack()
 
     def selected_ident(self) -> int | None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#threads-table", DataTable)
         if not table.row_count:
             return None
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
         return int(key.value) if key.value is not None else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.show_stack()
+        if event.data_table.id == "threads-table":
+            self.show_stack()
 
     def show_stack(self) -> None:
         ident = self.selected_ident()
