@@ -136,7 +136,7 @@ class ProcessHeader(Static):
         now = time.monotonic()
         proc = Path(f"/proc/{self.pid}")
         stat = read_stat(proc / "stat")
-        if stat is None:
+        if stat is None or stat.state in ("Z", "X"):  # gone, or dead and not yet reaped by its parent
             self.gone = True
         else:
             self.cpu = self._cpu_rate.update(stat.cpu_seconds, now)

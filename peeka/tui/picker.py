@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 
 from ..commands.ps import describe
 from ..process import python_processes
+from .view import selected_key
 
 COLUMNS = ("PID", "USER", "PYTHON", "AGENT", "ATTACH", "COMMAND")
 REFRESH_S = 2.0
@@ -78,9 +79,7 @@ class PickerApp(App["int | None"]):
         self.rows = rows
         text = self.query_one("#picker-filter", Input).value.strip().lower()
         table = self.query_one(DataTable)
-        selected = None
-        if table.row_count:
-            selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        selected = selected_key(table)
         table.clear()
         keys = []
         for r in rows:

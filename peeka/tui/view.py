@@ -31,6 +31,24 @@ def plain(cell: Any) -> str:
     return cell.plain if isinstance(cell, Text) else str(cell)
 
 
+def table(table_id: str, columns: tuple[str, ...]) -> DataTable[Any]:
+    """A table of rows selected whole, with its columns."""
+    made: DataTable[Any] = DataTable(id=table_id, cursor_type="row")
+    made.add_columns(*columns)
+    return made
+
+
+def selected_key(table: DataTable[Any]) -> str | None:
+    """The key of the row under the cursor; None in an empty table."""
+    if not table.row_count:
+        return None
+    try:
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # noqa: BLE001 - no valid cursor
+        return None
+    return None if key is None else str(key)
+
+
 def matches(row: Row, text: str) -> bool:
     """A row shows under filter ``text`` when any of its cells contains it (case-insensitive)."""
     if not text:
@@ -77,12 +95,7 @@ class View(Vertical):
         rows = list(rows)
         self._rows()[table.id or ""] = (table, rows)
         self.__dict__.get("_pending", {}).pop(table.id or "", None)  # those are in ``rows`` (or replaced)
-        selected = None
-        if table.row_count:
-            try:
-                selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-            except Exception:  # noqa: BLE001 - no valid cursor: keep none
-                selected = None
+        selected = selected_key(table)
         table.clear()
         keys = []
         for row in rows:

@@ -208,6 +208,14 @@ def test_views_over_a_real_target(attached: Attached) -> None:
     assert attached.process.alive()
 
 
+async def command(pilot: Any, line: str) -> None:
+    """``:`` then a command line and Enter (the line set at once: typed key by key it costs seconds
+    on a loaded machine, and the pattern box test types keys already)."""
+    await pilot.press("colon", *line[:2])
+    pilot.app.query_one("#command").value = line
+    await pilot.press("enter")
+
+
 def logger_level(attached: Attached, name: str) -> str:
     """A logger's level, asked over a separate connection."""
     with attached.client() as other:
@@ -277,16 +285,18 @@ def test_tasks_logger_and_the_app_keys(attached: Attached) -> None:
                 assert key in helptext, key
             await pilot.press("escape")
             # : runs the CLI's verbs: inspect, then watch -n 2 (two calls, then the stream ends).
-            await pilot.press("colon", *"inspect __main__.BASKETS[7].n", "enter")
+            await command(pilot, "inspect __main__.BASKETS[7].n")
             log = app.query_one("#panel-log")
             await until(pilot, lambda: "int 7" in "\n".join(line.text for line in log.lines), "the inspected value")
-            await pilot.press("escape", "colon", *"watch __main__.place_order -n 2", "enter")
+            await pilot.press("escape")
+            await command(pilot, "watch __main__.place_order -n 2")
             shown = await until(pilot, lambda: "ended: limit" in (t := "\n".join(line.text for line in log.lines)) and t,
                                 "two watched calls")
             ids = [int(m) for m in re.findall(r"'order_id': (\d+), 'sku': 'sku-(?:\d)'}, 'result'", shown)]
             assert len(ids) == 2 and ids[1] > ids[0], shown
             # A bad command line: the CLI's own usage error in the status line.
-            await pilot.press("escape", "colon", *"watch __main__.place_order -n 0", "enter")
+            await pilot.press("escape")
+            await command(pilot, "watch __main__.place_order -n 0")
             await until(pilot, lambda: "-n" in text_of(app.query_one("#status")), "the usage error")
             assert app.query_one("#status").has_class("error")
             await pilot.press("escape")
@@ -308,7 +318,7 @@ SNAPSHOT_SIZE = (120, 32)
 def test_snapshots_of_the_fixed_parts(attached: Attached, snap_compare: Any) -> None:
     """The screens whose content the target fixes (tests/integration/__snapshots__/, SVG; review a
     change with --snapshot-report, accept it with --snapshot-update): the Logger view (the target's
-    loggers and levels), the key list, and the command panel with an inspected value. The header
+    loggers and levels) and the command panel with an inspected value. The header
     (pid, uptime, CPU) and the status line (the pid) change every run: blanked before the shot."""
     session = Session(attached.client())
 
@@ -318,19 +328,15 @@ def test_snapshots_of_the_fixed_parts(attached: Attached, snap_compare: Any) -> 
         app.query_one("#header").display = False
         app.show_status("")
 
-    async def keys(pilot: Any) -> None:
-        await steady(pilot)
-        await pilot.press("question_mark")
-
     async def panel(pilot: Any) -> None:
         await steady(pilot)
-        await pilot.press("colon", *"inspect __main__.BASKETS[3].n", "enter")
+        await command(pilot, "inspect __main__.BASKETS[3].n")
         await until(pilot, lambda: "int 3" in "\n".join(line.text for line in pilot.app.query_one("#panel-log").lines),
                     "the value")
         pilot.app.show_status("")
 
     try:
-        for run_before in (steady, keys, panel):
+        for run_before in (steady, panel):
             assert snap_compare(PeekaApp(session, first_view="logger"), terminal_size=SNAPSHOT_SIZE,
                                 run_before=run_before), run_before.__name__
     finally:

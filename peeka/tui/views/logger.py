@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ...errors import PeekaError
 from ...session import SessionStream, StreamEnd
-from ..view import PollingView, Row, on_loop
+from ..view import PollingView, Row, on_loop, selected_key, table
 
 COLUMNS = ("logger", "level", "effective", "handlers", "propagate", "changed")
 RECORD_COLUMNS = ("time", "level", "logger", "message", "where")
@@ -110,13 +110,9 @@ class View(PollingView):
         self.count = 0
 
     def compose(self) -> Any:
-        table: DataTable[Any] = DataTable(id="logger-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield table("logger-table", COLUMNS)
         yield Static("f follows the selected logger's records; v sets the lowest level followed", id="logger-info")
-        records: DataTable[Any] = DataTable(id="logger-records", cursor_type="row")
-        records.add_columns(*RECORD_COLUMNS)
-        yield records
+        yield table("logger-records", RECORD_COLUMNS)
 
     def poll(self) -> None:
         self.ask("logger", {}, self.show)
@@ -134,10 +130,7 @@ class View(PollingView):
         self.fill(self.query_one("#logger-table", DataTable), rows)
 
     def selected(self) -> str | None:
-        table = self.query_one("#logger-table", DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return selected_key(self.query_one("#logger-table", DataTable))
 
     # ------------------------------------------------------------ levels
 

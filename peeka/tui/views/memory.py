@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from ..header import size, sparkline
-from ..view import PollingView, Row
+from ..view import PollingView, Row, table
 
 TYPES = 200  # rows of the census shown (sorting them costs the agent next to nothing)
 MARK_TYPES = 5000  # types in the mark's census: every type a heap holds, in practice
@@ -71,12 +71,8 @@ class View(PollingView):
 
     def compose(self) -> Any:
         yield Static("asking the agent…", id="memory-facts")
-        table: DataTable[Any] = DataTable(id="memory-types", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
-        sites: DataTable[Any] = DataTable(id="memory-sites", cursor_type="row")
-        sites.add_columns(*SITE_COLUMNS)
-        yield sites
+        yield table("memory-types", COLUMNS)
+        yield table("memory-sites", SITE_COLUMNS)
 
     def poll(self) -> None:
         self.ask("memory", {"types": TYPES, "sort": self.sort, "max_seconds": CENSUS_MAX_SECONDS}, self.show)

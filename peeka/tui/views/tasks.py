@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from rich.text import Text
 from textual.widgets import DataTable, Static
 
-from ..view import PollingView, Row
+from ..view import PollingView, Row, selected_key, table
 
 COLUMNS = ("tasks", "names", "state", "awaits", "stack (innermost first)", "loop")
 NAMES_SHOWN = 4
@@ -64,9 +64,7 @@ class View(PollingView):
 
     def compose(self) -> Any:
         yield Static("asking the agent…", id="tasks-info")
-        table: DataTable[Any] = DataTable(id="tasks-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield table("tasks-table", COLUMNS)
         yield Static("", id="tasks-detail")
 
     def poll(self) -> None:
@@ -93,20 +91,19 @@ class View(PollingView):
             rows.append(Row(key, (str(len(group.tasks)), shown, "/".join(states),
                                   awaits_text(group.tasks[0].get("awaits")), stack,
                                   str(group.loop.get("thread") or "?"))))
-        self.fill(self.query_one(DataTable), rows)
+        self.fill(self.query_one("#tasks-table", DataTable), rows)
         self.show_detail()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
 
     def show_detail(self) -> None:
-        table = self.query_one(DataTable)
         detail = self.query_one("#tasks-detail", Static)
-        if not table.row_count:
+        key = selected_key(self.query_one("#tasks-table", DataTable))
+        if key is None:
             detail.update("")
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        group = self.groups.get(str(key))
+        group = self.groups.get(key)
         if group is None:
             return
         lines = [Text.assemble((f"{len(group.tasks)} task(s)", "bold"), ("  innermost frame first", "dim"))]

@@ -20,7 +20,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ..view import PollingView, Row
+from ..view import PollingView, Row, selected_key, table
 
 COLUMNS = ("name", "CPU %", "state", "daemon", "native id", "frames")
 BLOCKED_COLUMNS = ("thread", "waits in", "for", "held by", "holder is at", "waiting at")
@@ -56,13 +56,9 @@ class View(PollingView):
         self.threads: dict[int, dict[str, Any]] = {}
 
     def compose(self) -> Any:
-        table: DataTable[Any] = DataTable(id="threads-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield table("threads-table", COLUMNS)
         yield Static("", id="threads-blocked-info")
-        blocked: DataTable[Any] = DataTable(id="threads-blocked", cursor_type="row")
-        blocked.add_columns(*BLOCKED_COLUMNS)
-        yield blocked
+        yield table("threads-blocked", BLOCKED_COLUMNS)
         yield Static("", id="threads-stack")
 
     @property
@@ -134,11 +130,8 @@ class View(PollingView):
         self.show_stack()
 
     def selected_ident(self) -> int | None:
-        table = self.query_one("#threads-table", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return int(key.value) if key.value is not None else None
+        key = selected_key(self.query_one("#threads-table", DataTable))
+        return None if key is None else int(key)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "threads-table":

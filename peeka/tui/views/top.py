@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Static
 
 from ...errors import PeekaError
 from ...session import SessionStream, StreamEnd
-from ..view import Row, on_loop
+from ..view import Row, on_loop, selected_key, table
 from ..view import View as BaseView
 
 INTERVAL_S = 1.0
@@ -89,9 +89,7 @@ class View(BaseView):
 
     def compose(self) -> Any:
         yield Static("starting the sampler…", id="top-info")
-        table: DataTable[Any] = DataTable(id="top-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield table("top-table", COLUMNS)
         yield Static("", id="top-tree")
 
     def action_sort(self) -> None:
@@ -108,10 +106,7 @@ class View(BaseView):
         self.show_tree()
 
     def selected(self) -> str | None:
-        table = self.query_one("#top-table", DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return selected_key(self.query_one("#top-table", DataTable))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_tree()

@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ...errors import PeekaError
 from ...session import SessionStream, StreamEnd
-from ..view import Row, on_loop
+from ..view import Row, on_loop, table
 from ..view import View as BaseView
 
 LIMIT = 1_000_000  # calls before the agent ends the watch by itself (-n); the table keeps the last MAX_ROWS
@@ -135,12 +135,8 @@ class View(BaseView):
         yield Input(placeholder="pattern, e.g. myapp.views.* or module.Class.method — Enter watches, Esc stops",
                     id="watch-pattern", suggester=NameSuggester(self))
         yield Static("no watch running", id="watch-info")
-        table: DataTable[Any] = DataTable(id="watch-table", cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
-        monitor: DataTable[Any] = DataTable(id="watch-monitor", cursor_type="row")
-        monitor.add_columns(*MONITOR_COLUMNS)
-        yield monitor
+        yield table("watch-table", COLUMNS)
+        yield table("watch-monitor", MONITOR_COLUMNS)
         with VerticalScroll(id="watch-detail"):
             yield Static("", id="watch-value")
 
