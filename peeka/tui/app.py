@@ -231,6 +231,7 @@ class PeekaApp(App["str | None"]):
     def action_filter(self) -> None:
         line = self.query_one("#filter", LineInput)
         line.value = self.view.filter_text
+        line.cursor_position = len(line.value)
         line.add_class("open")
         line.focus()
 

@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 attached = test_session.attached  # the real attach per version, shared fixture (a target per module)
 
 SIZE = (160, 45)
+CLIENT_ONLY = "3.14"  # the target of tests whose outcome the client alone decides (remote_exec: quick to attach)
 
 
 def cells(table: Any) -> list[list[str]]:
@@ -154,6 +155,23 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             sites = app.query_one("#memory-sites")
             await until(pilot, lambda: cells(sites), "tracemalloc's sites")
             assert tracemalloc_on(attached)
+            # 5 Tasks: the three waiters parked on one Event make one group; the others their own.
+            await pilot.press("5")
+            tasks = app.query_one("#tasks-table")
+            groups = await until(pilot, lambda: {r[1]: r for r in cells(tasks)}, "the task groups")
+            assert groups["waiter-0, waiter-1, waiter-2"][0] == "3"
+            assert groups["waiter-0, waiter-1, waiter-2"][3].startswith("event: Event at 0x")
+            assert groups["waiter-0, waiter-1, waiter-2"][4] == "Event.wait ← _wait_gate"
+            assert groups["consumer"][3].startswith("queue get:") and groups["ticker"][3].startswith("sleep:")
+            assert "gather" in groups["Task-1"][3] and groups["Task-1"][5] == "loop"
+            tasks.focus()
+            tasks.move_cursor(row=[r[1] for r in cells(tasks)].index("consumer"))
+            await until(pilot, lambda: "_consume" in text_of(app.query_one("#tasks-detail")), "consumer's stack")
+            # / filters the current table; / again and an empty filter shows every row.
+            await pilot.press("slash", *"tick")
+            await until(pilot, lambda: [r[1] for r in cells(tasks)] == ["ticker"], "only ticker")
+            await pilot.press("enter", "slash", "backspace", "backspace", "backspace", "backspace", "enter")
+            assert len(cells(tasks)) == 4
             # 4 Watch: type a pattern; calls stream in; the selected call's arguments are shown.
             await pilot.press("4")
             # The pattern completes from the target's names (sm); → accepts.
@@ -222,33 +240,18 @@ def logger_level(attached: Attached, name: str) -> str:
         return str(other.request("logger", {"name": name})["loggers"][0]["level"])
 
 
-def test_tasks_logger_and_the_app_keys(attached: Attached) -> None:
-    """5 Tasks and 6 Logger against the target's known tasks and logger; the keys every view shares:
-    / filters, p pauses, ? lists the keys, : runs the CLI's verbs into a panel. Quitting puts back the
-    level the TUI set."""
+@pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)
+def test_logger_and_the_app_keys(attached: Attached) -> None:
+    """6 Logger against the target's known logger; the keys every view shares: p pauses, ? lists the
+    keys, : runs the CLI's verbs into a panel. Quitting puts back the level the TUI set. (The TUI's
+    side alone: one target version; the agent's logger command is tested on every version elsewhere.)"""
     assert logger_level(attached, "shop.orders") == "INFO"
     session = Session(attached.client())
 
     async def scenario() -> None:
-        app = PeekaApp(session, first_view="tasks")
+        app = PeekaApp(session, first_view="logger")
         async with app.run_test(size=SIZE) as pilot:
-            # 5 Tasks: the three waiters parked on one Event make one group; the others their own.
-            tasks = app.query_one("#tasks-table")
-            groups = await until(pilot, lambda: {r[1]: r for r in cells(tasks)}, "the task groups")
-            assert groups["waiter-0, waiter-1, waiter-2"][0] == "3"
-            assert groups["waiter-0, waiter-1, waiter-2"][3].startswith("event: Event at 0x")
-            assert groups["waiter-0, waiter-1, waiter-2"][4] == "Event.wait ← _wait_gate"
-            assert groups["consumer"][3].startswith("queue get:") and groups["ticker"][3].startswith("sleep:")
-            assert "gather" in groups["Task-1"][3] and groups["Task-1"][5] == "loop"
-            tasks.focus()
-            tasks.move_cursor(row=[r[1] for r in cells(tasks)].index("consumer"))
-            await until(pilot, lambda: "_consume" in text_of(app.query_one("#tasks-detail")), "consumer's stack")
-            # / filters the current table; the filter stays with its view.
-            await pilot.press("slash", *"tick")
-            await until(pilot, lambda: [r[1] for r in cells(tasks)] == ["ticker"], "only ticker")
-            await pilot.press("enter")
             # 6 Logger: the target's loggers with their levels.
-            await pilot.press("6")
             loggers = app.query_one("#logger-table")
             rows = await until(pilot, lambda: {r[0]: r for r in cells(loggers)}, "the loggers")
             assert rows["shop.orders"][1] == "INFO" and rows["root"][1] == "WARNING"
@@ -278,6 +281,7 @@ def test_tasks_logger_and_the_app_keys(attached: Attached) -> None:
             assert len(cells(records)) == frozen and "paused" in text_of(app.query_one("#status"))
             await pilot.press("p")
             await until(pilot, lambda: len(cells(records)) > frozen, "the records after the pause")
+            await pilot.press("f")  # following stops: its handler goes
             # ? lists every key, the views' own included.
             await pilot.press("question_mark")
             helptext = "\n".join(line.text for line in app.screen.query_one("#help").lines)
@@ -315,6 +319,7 @@ def test_tasks_logger_and_the_app_keys(attached: Attached) -> None:
 SNAPSHOT_SIZE = (120, 32)
 
 
+@pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)
 def test_snapshots_of_the_fixed_parts(attached: Attached, snap_compare: Any) -> None:
     """The screens whose content the target fixes (tests/integration/__snapshots__/, SVG; review a
     change with --snapshot-report, accept it with --snapshot-update): the Logger view (the target's
