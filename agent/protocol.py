@@ -4,7 +4,7 @@ Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON (one mes
 Every message is a JSON object with a ``type``:
 
     hello     agent -> client, once, right after connect: protocol version and target facts
-    request   client -> agent: {id, command, args}
+    request   client -> agent: {id, command, args, frontend, read_only}
     response  agent -> client: {id, status: "success"|"error", result | error, error_type, traceback}
     event     agent -> client: one item of a stream started by request {id}: {id, data, dropped}
     end       agent -> client: the stream {id} is over: {id, reason, dropped, errors}
@@ -66,6 +66,20 @@ AGENT_LIMIT_SETTINGS = {  # agent config key -> (the client's environment variab
 # error_type of the agent's refusals and closings of a connection (the client maps them to errors)
 REFUSED_BUSY = "TooManyClients"
 CLOSED_IDLE = "Idle"
+# error_type of a request refused because it would change the target while read-only; the error
+# response's result says what and who held it read-only: {"refused": text, "by": READ_ONLY_BY_*}
+REFUSED_READ_ONLY = "ReadOnly"
+READ_ONLY_BY_AGENT = "agent"  # attached with --read-only: every client is held to read-only
+READ_ONLY_BY_REQUEST = "request"  # the request itself said read_only
+
+FRONTENDS = ("cli", "tui", "mcp", "export")  # who sends requests (Request.frontend)
+
+# The audit trail (agent/audit.py): every request that reaches the agent.
+AUDIT_RING = 1000  # entries the agent keeps (the oldest go first)
+AUDIT_MAX_VALUE = 200  # characters of one argument value in an entry
+AUDIT_FILE_MAX_BYTES = 16 * 1024 * 1024  # --audit-file: past this the file is rotated once to PATH.1
+AUDIT_FILE_QUEUE = 10_000  # entries waiting for the audit writer thread; more are dropped (counted)
+AUDIT_LOGGER = "peeka.audit"  # the target's logger the trail also goes to with --audit-log
 
 # The first line of the script a detach leaves for a 3.14 sys.remote_exec request still pending:
 # the client's attach recognises it (and the agent's runtime writes it).
@@ -130,8 +144,13 @@ Hello = _message("Hello", "hello", (
     ("protocol", _REQUIRED), ("agent_version", _REQUIRED), ("pid", _REQUIRED), ("python_version", _REQUIRED),
     ("implementation", _REQUIRED), ("executable", _REQUIRED), ("argv", _REQUIRED), ("start_time", _REQUIRED),
     ("agent_started", _REQUIRED), ("socket_path", _REQUIRED),
+    # how the agent was attached: read_only (attach --read-only), audit_file (attach --audit-file)
+    ("read_only", False), ("audit_file", None),
 ))
-Request = _message("Request", "request", (("id", _REQUIRED), ("command", _REQUIRED), ("args", {})))
+# frontend: who asks (one of FRONTENDS; the audit trail records it). read_only: the client holds
+# itself to requests that change nothing in the target; the agent refuses the others (REFUSED_READ_ONLY).
+Request = _message("Request", "request", (("id", _REQUIRED), ("command", _REQUIRED), ("args", {}),
+                                          ("frontend", "cli"), ("read_only", False)))
 Event = _message("Event", "event", (("id", _REQUIRED), ("data", _REQUIRED), ("dropped", 0)))
 # errors: exceptions Peeka's own code raised on observed calls (those calls were not reported).
 End = _message("End", "end", (("id", _REQUIRED), ("reason", "done"), ("dropped", 0), ("errors", 0)))

@@ -13,7 +13,8 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from . import __version__, compat, protocol, threadids
+from . import __version__, compat, protocol, readonly, threadids
+from .audit import Trail
 from .commands import dispatch
 from .streams import CommandError, DeferredEvent, Stream, build_event, run_cleanups
 
@@ -38,10 +39,13 @@ class Client:
     ``send``, with a lowered switch interval meanwhile (see ``_Hurry``).
     """
 
-    def __init__(self, agent: Agent, conn: Any, number: int) -> None:
+    def __init__(self, agent: Agent, conn: Any, number: int, peer_pid: Optional[int] = None,
+                 peer_uid: Optional[int] = None) -> None:
         self.agent = agent
         self.conn = conn
         self.number = number
+        self.peer_pid = peer_pid  # SO_PEERCRED, read once at accept: the audit trail's "who"
+        self.peer_uid = peer_uid
         self.closed = False
         lock_type = compat.original("_thread", "allocate_lock")
         self._wakeup = lock_type()
@@ -160,6 +164,7 @@ class Client:
                     if not self.spoke:
                         self.spoke = True
                         if not agent.admit(self):
+                            agent.audit.record(self, message, "refused", protocol.REFUSED_BUSY)
                             self.send(protocol.failure(getattr(message, "id", 0), agent.busy_message(), protocol.REFUSED_BUSY))
                             self._hang_up_now()
                             return
@@ -209,19 +214,31 @@ class Client:
             self._reply(protocol.failure(0, "expected a request, got a %s message" % message.type, "ProtocolError"))
             return
         rid = message.id
-        if not isinstance(message.args, dict) or not isinstance(message.command, str):
-            self._reply(protocol.failure(rid, "request needs a string command and an object of args", "ProtocolError"))
+        audit = self.agent.audit
+        if (not isinstance(message.args, dict) or not isinstance(message.command, str)
+                or not isinstance(message.frontend, str) or not isinstance(message.read_only, bool)):
+            audit.record(self, message, "error", "ProtocolError")
+            self._reply(protocol.failure(rid, "request needs a string command, an object of args, a string "
+                                              "frontend and a boolean read_only", "ProtocolError"))
+            return
+        refused = readonly.refusal(self.agent.read_only, message)
+        if refused is not None:
+            audit.record(self, message, "refused", protocol.REFUSED_READ_ONLY)
+            self._reply(refused)
             return
         try:
             result = dispatch(self.agent, self, message)
         except CommandError as exc:
+            audit.record(self, message, "error", "CommandError")
             self._reply(protocol.failure(rid, str(exc), "CommandError"))
             return
         except Exception as exc:
             import traceback  # here, not at the top: it costs ~30 ms of the attach on 3.14
 
+            audit.record(self, message, "error", "AgentError")
             self._reply(protocol.failure(rid, "%s: %s" % (type(exc).__name__, exc), "AgentError", traceback.format_exc()))
             return
+        audit.record(self, message, "ok")
         if isinstance(result, Stream):
             self.streams[rid] = result
             self._reply(protocol.success(rid, result.describe()))
@@ -230,6 +247,7 @@ class Client:
         else:
             self._reply(protocol.success(rid, result))
         if not self.agent.running:
+            audit.close()  # the detach is on the trail (and in its file): nothing more comes
             self.hang_up_after_flush()  # this request detached the agent: say so, then hang up
 
     def hang_up_after_flush(self) -> None:
@@ -352,6 +370,8 @@ class Agent:
         self.idle_timeout = float(limits.get("idle_timeout", protocol.IDLE_TIMEOUT))
         self.send_stall_timeout = float(limits.get("send_stall_timeout", protocol.SEND_STALL_TIMEOUT))
         _HURRY.interval = float(limits.get("serve_switch_interval", protocol.SERVE_SWITCH_INTERVAL))
+        self.read_only = bool(config.get("read_only"))  # attach --read-only: every client held to read-only
+        self.audit = Trail(config)
         self.started = time.time()
         self._start_time = _process_start_time()  # once: each /proc read hands the GIL over
         self.running = False
@@ -399,14 +419,15 @@ class Agent:
             except Exception:
                 continue
             try:
-                if not self._peer_allowed(conn):
+                peer_pid, peer_uid = self._peer(conn)
+                if not (peer_uid == 0 or peer_uid == os.getuid()):
                     conn.sendall(protocol.encode(protocol.failure(0, "permission denied: connect as the target's user or root", "PermissionDenied")))
                     conn.close()
                     continue
                 self._make_room()
                 conn.sendall(protocol.encode(self.hello()))
                 self._next_client += 1
-                client = Client(self, conn, self._next_client)
+                client = Client(self, conn, self._next_client, peer_pid, peer_uid)
                 self.clients.append(client)
                 client.start()
             except Exception:
@@ -415,12 +436,13 @@ class Agent:
                 except Exception:
                     pass
 
-    def _peer_allowed(self, conn: Any) -> bool:
+    def _peer(self, conn: Any) -> Any:
+        """(pid, uid) of the connecting process (SO_PEERCRED), read once per connection."""
         import socket as _socket
 
         creds = conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _CREDS.size)
-        _pid, uid, _gid = _CREDS.unpack(creds)
-        return uid == 0 or uid == os.getuid()
+        pid, uid, _gid = _CREDS.unpack(creds)
+        return pid, uid
 
     def hello(self) -> protocol.Hello:
         return protocol.Hello(
@@ -434,6 +456,8 @@ class Agent:
             start_time=self._start_time,
             agent_started=self.started,
             socket_path=self.socket_path,
+            read_only=self.read_only,
+            audit_file=self.audit.file_path,
         )
 
     def _make_room(self) -> None:
@@ -471,6 +495,8 @@ class Agent:
             return
         self.running = False
         run_cleanups(self)
+        if keep is None:
+            self.audit.close()  # else the detaching client's reader closes it once its request is on it
         if self.finder is not None:
             try:
                 sys.meta_path.remove(self.finder)  # the import system as it was

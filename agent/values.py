@@ -261,6 +261,26 @@ def safe_repr(obj: Any, limit: int = DEFAULT_MAX_SIZE) -> str:
     return bounded_repr(obj, limit)[0]
 
 
+# Names whose values are secrets: an argument (or dict key) whose name holds one of these fragments
+# is shown as REDACTED. Export's attributes and the audit trail's arguments both go through here.
+SECRET_FRAGMENTS = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
+REDACTED = "[redacted]"
+
+
+def is_secret(name: Any, fragments: Tuple[str, ...] = SECRET_FRAGMENTS) -> bool:
+    lowered = str(name).lower()
+    return any(fragment in lowered for fragment in fragments)
+
+
+def redacted_repr(name: Any, value: Any, limit: int, fragments: Tuple[str, ...] = SECRET_FRAGMENTS) -> str:
+    """``value`` as at most ``limit`` characters, REDACTED when ``name`` (or, for a dict, a key) is a secret's."""
+    if is_secret(name, fragments):
+        return REDACTED
+    if type(value) is dict and any(is_secret(k, fragments) for k in value):
+        value = {k: (REDACTED if is_secret(k, fragments) else v) for k, v in value.items()}
+    return safe_repr(value, limit)
+
+
 # ---------------------------------------------------------------- tree
 
 

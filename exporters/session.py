@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from peeka_agent.protocol import End
 
-from peeka.attach import attach
+from peeka.attach import ClientRole, attach
 from peeka.client import AgentClient
 from peeka.errors import PeekaError
 from peeka.process import TargetProcess
@@ -110,7 +110,9 @@ class TargetSession:
                     destination.close()
 
     def _stream(self) -> None:
-        client, report = attach(self.pid, method=self.config.method, timeout=self.config.attach_timeout)
+        # Read-only by construction: the agent refuses anything of export's that would change the target.
+        client, report = attach(self.pid, method=self.config.method, timeout=self.config.attach_timeout,
+                                role=ClientRole("export", read_only=True))
         self.client = client
         self.attached_here = not report.reused
         self.attach_method = report.method

@@ -22,7 +22,7 @@ from .options import Shared, parsed
 # One name per capability end to end: CLI verb = agent command = peeka/commands/<verb>.py.
 COMMANDS = (
     "ps", "attach", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
-    "logger", "tasks", "source", "top", "memory", "tui", "mcp",
+    "logger", "tasks", "source", "top", "memory", "tui", "mcp", "audit",
 )
 HELP = (
     "Live diagnostics for running Python processes: attach to a PID, no restart, no code change.\n\n"

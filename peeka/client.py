@@ -6,6 +6,10 @@
         for message in client.stream("watch", {...}): ...   # another thread may client.interrupt()
 
 ``AgentClient(TargetProcess(pid)).open()`` connects to an agent already running, attaching nothing.
+
+Every request carries the client's front end (``frontend``: cli, tui, mcp, export) for the agent's
+audit trail, and ``read_only``: the agent then refuses what would change the target (ReadOnly,
+exit 17). Both default to the running ``peeka.frontend`` call's (the CLI: "cli", not read-only).
 """
 
 from __future__ import annotations
@@ -19,14 +23,36 @@ from typing import Any
 
 from peeka_agent import protocol
 
-from .errors import AgentBusy, AgentUnavailable, CommandFailed, PermissionDenied, ProtocolMismatch, UsageError
+from .errors import (
+    AgentBusy,
+    AgentUnavailable,
+    CommandFailed,
+    PermissionDenied,
+    ProtocolMismatch,
+    ReadOnly,
+    UsageError,
+)
+from .frontend import current
 from .process import TargetProcess
+
+# What a read-only client tells its user to do about a refused change, by front end (the agent
+# says what it refused; how to permit it is the front end's business).
+READ_ONLY_ADVICE = {
+    "mcp": "start the server with --allow-changes to permit this",
+    "export": "export never changes the target; use the CLI for changes",
+}
+_READ_ONLY_DEFAULT_ADVICE = "this client was started read-only; run the command without read-only to permit this"
 
 
 class AgentClient:
-    def __init__(self, target: TargetProcess, timeout: float = 10.0) -> None:
+    def __init__(self, target: TargetProcess, timeout: float = 10.0, frontend: str | None = None,
+                 read_only: bool | None = None, read_only_advice: str | None = None) -> None:
         self.target = target
         self.timeout = timeout
+        call = current()
+        self.frontend = frontend if frontend is not None else call.frontend
+        self.read_only = read_only if read_only is not None else call.read_only
+        self.read_only_advice = read_only_advice or READ_ONLY_ADVICE.get(self.frontend, _READ_ONLY_DEFAULT_ADVICE)
         self._ids = itertools.count(1)
         self._sock: socket.socket | None = None
         self.hello: protocol.Hello | None = None
@@ -89,18 +115,26 @@ class AgentClient:
         while True:
             message = self._read()
             if isinstance(message, protocol.Response) and message.id in (rid, 0):
-                return checked(message)
+                return self.checked(message)
             # Events of an earlier, cancelled stream may still be in flight: skip them.
+
+    def make_request(self, rid: int, command: str, args: dict[str, Any] | None = None) -> protocol.Request:
+        """A request of this client's: its front end and read-only setting go with every one."""
+        return protocol.Request(rid, command, args or {}, frontend=self.frontend, read_only=self.read_only)
+
+    def checked(self, message: protocol.Response) -> protocol.Response:
+        """``checked`` with this client's advice for a read-only refusal."""
+        return checked(message, self.read_only_advice, self.target.pid)
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> Any:
         rid = next(self._ids)
-        self._send(protocol.Request(rid, command, args or {}))
+        self._send(self.make_request(rid, command, args))
         return self._await_response(rid).result
 
     def stream(self, command: str, args: dict[str, Any] | None = None) -> Iterator[protocol.Event | protocol.End]:
         """Start a stream; yields the first response's result, then events, then the end."""
         rid = next(self._ids)
-        self._send(protocol.Request(rid, command, args or {}))
+        self._send(self.make_request(rid, command, args))
         first = self._await_response(rid)
         assert self._sock is not None
         self._sock.settimeout(None)
@@ -165,13 +199,16 @@ class AgentClient:
         self.close()
 
 
-def checked(message: protocol.Response) -> protocol.Response:
+def checked(message: protocol.Response, read_only_advice: str = _READ_ONLY_DEFAULT_ADVICE,
+            pid: int | None = None) -> protocol.Response:
     """A response that succeeded, else its failure as the client's error (the one conversion, shared
     with ``peeka.session``)."""
     if message.ok:
         return message
     if message.error_type in _CONNECTION_REFUSALS:
         raise _refusal(message)
+    if message.error_type == protocol.REFUSED_READ_ONLY:
+        raise read_only_refusal(message, read_only_advice, pid)
     if message.error_type == "CommandError":
         raise UsageError(message.error or "bad request", "")
     raise CommandFailed(
@@ -184,6 +221,18 @@ def checked(message: protocol.Response) -> protocol.Response:
 
 # The agent's refusals and closings of a connection, by error_type: not a failed command.
 _CONNECTION_REFUSALS = ("PermissionDenied", protocol.REFUSED_BUSY, protocol.CLOSED_IDLE)
+
+
+def read_only_refusal(message: protocol.Response, advice: str, pid: int | None) -> ReadOnly:
+    detail = message.result if isinstance(message.result, dict) else {}
+    refused = str(detail.get("refused") or message.error or "a change")
+    by = str(detail.get("by") or protocol.READ_ONLY_BY_REQUEST)
+    if by == protocol.READ_ONLY_BY_AGENT:
+        where = f" {pid}" if pid is not None else " PID"
+        return ReadOnly(f"read-only: the agent was attached with --read-only; detach and attach again without it "
+                        f"(refused: {refused})",
+                        f"`peeka detach{where}`, then `peeka attach{where}` (without --read-only).", refused, by)
+    return ReadOnly(f"read-only: {advice} (refused: {refused})", "", refused, by)
 
 
 def _refusal(message: protocol.Response) -> Exception:

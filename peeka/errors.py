@@ -15,7 +15,8 @@
     ├── AgentUnavailable            exit 13  no agent, or the connection broke
     ├── ProtocolMismatch            exit 14
     ├── CommandFailed               exit 15  the agent answered with an error
-    └── AgentBusy                   exit 16  the agent serves its limit of clients already
+    ├── AgentBusy                   exit 16  the agent serves its limit of clients already
+    └── ReadOnly                    exit 17  a change refused: the client or the agent is read-only
 
 Only ``peeka.cli.main`` prints these and exits; everything else raises them.
 """
@@ -128,3 +129,20 @@ PTRACE_HELP = (
 class AgentBusy(PeekaError):
     exit_code = 16
     kind = "agent-busy"
+
+
+class ReadOnly(PeekaError):
+    """A request that would change the target, refused because the request said read-only (the
+    front end holds itself to it: ``peeka mcp`` without --allow-changes, ``export``) or because the
+    agent was attached with --read-only. ``refused`` says what; ``by`` is "request" or "agent"."""
+
+    exit_code = 17
+    kind = "read-only"
+
+    def __init__(self, message: str, help: str = "", refused: str = "", by: str = "") -> None:
+        super().__init__(message, help)
+        self.refused = refused
+        self.by = by
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "refused": self.refused, "by": self.by}

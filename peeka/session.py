@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from peeka_agent import protocol
 
-from .client import AgentClient, checked
+from .client import AgentClient
 from .errors import AgentUnavailable, PeekaError
 
 CLOSE_BARRIER_TIMEOUT = 5.0  # s: how long close waits for the agent to confirm its cancels
@@ -198,7 +198,7 @@ class Session:
                 rid = next(self._ids)
             self._pending[rid] = pending
             try:
-                self.client.send(protocol.Request(rid, command, args or {}))
+                self.client.send(self.client.make_request(rid, command, args))
             except PeekaError:
                 self._pending.pop(rid, None)
                 raise
@@ -214,7 +214,7 @@ class Session:
         if pending.error is not None:
             raise pending.error
         assert pending.response is not None
-        return checked(pending.response)
+        return self.client.checked(pending.response)
 
     def _check_open(self) -> None:
         if self.broken is not None:
@@ -250,7 +250,7 @@ class Session:
                         # (closing it for idleness or a full house: fatal; a message it could not
                         # parse: not ours to fail, since every request of ours is well-formed).
                         if message.error_type in (protocol.CLOSED_IDLE, protocol.REFUSED_BUSY):
-                            checked(message)  # raises the connection's error
+                            self.client.checked(message)  # raises the connection's error
                         continue
                     with self._lock:
                         pending = self._pending.pop(rid, None)

@@ -15,7 +15,7 @@ from ..streams import CommandError
 
 COMMAND_MODULES = (
     "ping", "thread", "sc", "sm", "inspect", "watch", "trace", "stack", "monitor", "tt", "reset", "detach", "export",
-    "logger", "tasks", "source", "top", "memory",
+    "logger", "tasks", "source", "top", "memory", "audit",
 )
 
 

@@ -71,7 +71,6 @@ from ..probes import (
 from ..streams import CommandError, Stream
 from ..threadids import cpu_clocks, native_ids
 
-REDACT = ("password", "passwd", "token", "secret", "authorization", "cookie", "key")
 _FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
 _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
@@ -428,7 +427,7 @@ class Export(Stream):
         extra = args.get("redact") or []
         if not isinstance(extra, list) or not all(isinstance(x, str) for x in extra):
             raise CommandError("redact must be a list of name fragments, got %r" % (extra,))
-        self.redact = tuple(x.lower() for x in REDACT + tuple(extra))
+        self.redact = tuple(x.lower() for x in values.SECRET_FRAGMENTS + tuple(extra))
         self.library = origins.library_prefixes()
         self.taps: List[_Tap] = [SpanTap(self, s) for s in _probe_specs(args, "watch")]
         self.taps += [TreeTap(self, s) for s in _probe_specs(args, "trace")]
@@ -665,16 +664,8 @@ class Export(Stream):
                 "start_ns": to_epoch_ns(call.start), "end_ns": to_epoch_ns(call.end),
                 "attributes": attributes, "exception": exception, "parent": None}
 
-    def _secret(self, name: Any) -> bool:
-        lowered = str(name).lower()
-        return any(fragment in lowered for fragment in self.redact)
-
     def _value(self, name: str, value: Any) -> str:
-        if self._secret(name):
-            return "[redacted]"
-        if type(value) is dict and any(self._secret(k) for k in value):
-            value = {k: ("[redacted]" if self._secret(k) else v) for k, v in value.items()}
-        return values.safe_repr(value, self.max_value)
+        return values.redacted_repr(name, value, self.max_value, self.redact)
 
     def _sample(self) -> None:
         self.sampler.skip = frozenset(t.ident for t in threading.enumerate()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..client import AgentClient
 from ..errors import AgentUnavailable, AttachFailed, AttachTimeout, PeekaError, PermissionDenied, UsageError
@@ -30,6 +31,36 @@ REMOTE_EXEC_WAIT = 0.5
 # blocked in C (a main thread sleeping between bursts of work runs again sooner).
 BLOCKED_FOR = 0.15
 POLL_FAST_FOR = 0.25  # seconds of 1 ms polling for the agent's socket, then 10 ms
+
+
+class AgentMode(NamedTuple):
+    """How an agent is started (``peeka attach`` options), fixed for its life: a running agent's mode
+    is in its hello, and ``attach(..., mode=...)`` refuses an agent already running in another."""
+
+    read_only: bool = False  # every client held to read-only
+    audit_file: str | None = None  # the audit trail mirrored to this JSON-lines file (target's filesystem)
+    audit_log: bool = False  # ... and to the target's logger peeka.audit
+
+    def of_running(self, hello: Any) -> AgentMode:
+        return AgentMode(bool(getattr(hello, "read_only", False)), getattr(hello, "audit_file", None),
+                         self.audit_log)  # the hello does not say; asking for it again changes nothing
+
+    def describe(self) -> str:
+        parts = ["read-only" if self.read_only else "read-write"]
+        if self.audit_file:
+            parts.append(f"audit file {self.audit_file}")
+        return ", ".join(parts)
+
+
+class ClientRole(NamedTuple):
+    """Who the attach's client is, for its requests (see peeka.client): None takes the running call's."""
+
+    frontend: str | None = None
+    read_only: bool | None = None
+
+
+THE_CALLS_ROLE = ClientRole()  # the running peeka.frontend call's front end and read-only setting
+ORDINARY = AgentMode()  # an agent that is not read-only and mirrors its trail nowhere
 
 
 @dataclass
@@ -57,17 +88,18 @@ def check_access(target: TargetProcess) -> None:
         raise AttachFailed(f"process {target.pid} is a zombie", "It has exited; nothing to attach to.")
 
 
-def try_connect(target: TargetProcess, timeout: float = 10.0) -> AgentClient | None:
+def try_connect(target: TargetProcess, timeout: float = 10.0, role: ClientRole = THE_CALLS_ROLE) -> AgentClient | None:
     if not target.agent_socket_exists():
         return None
     try:
-        return AgentClient(target, timeout=timeout).open()
+        return AgentClient(target, timeout=timeout, frontend=role.frontend, read_only=role.read_only).open()
     except AgentUnavailable:
         return None
 
 
 def _wait_for_agent(
-    target: TargetProcess, deadline: float, timeout: float, final: float, blocked: BlockedWatch | None = None
+    target: TargetProcess, deadline: float, timeout: float, final: float, blocked: BlockedWatch | None = None,
+    role: ClientRole = THE_CALLS_ROLE,
 ) -> AgentClient | None:
     """Poll for the agent until ``deadline``; once the injected script is seen to run, until ``final``;
     with ``blocked``, give up as soon as it says the script cannot run (the main thread never wakes).
@@ -78,7 +110,7 @@ def _wait_for_agent(
     """
     fast_until = time.monotonic() + POLL_FAST_FOR
     while True:
-        client = try_connect(target, timeout)
+        client = try_connect(target, timeout, role)
         if client is not None:
             return client
         error = files.boot_error(target)
@@ -113,13 +145,23 @@ def choose_method(target: TargetProcess, method: str, version: tuple[int, int]) 
     return ["gdb"]
 
 
-def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[AgentClient, AttachReport]:
-    """An open client to PID's agent, attaching first when none runs there."""
+def attach(pid: int, method: str = "auto", timeout: float = 10.0, role: ClientRole = THE_CALLS_ROLE,
+           mode: AgentMode | None = None) -> tuple[AgentClient, AttachReport]:
+    """An open client to PID's agent, attaching first when none runs there. ``mode``: the agent's
+    (default: an ordinary agent); given explicitly, an agent already running in another mode is an
+    error, as the mode is fixed for an agent's life (detach, then attach again)."""
     started = time.monotonic()
     target = TargetProcess(pid)
     version = target.require_python()
-    client = try_connect(target, timeout)
+    client = try_connect(target, timeout, role)
     if client is not None:
+        if mode is not None and mode.of_running(client.hello) != mode:
+            running = mode.of_running(client.hello)
+            client.close()
+            raise UsageError(
+                f"the agent in {pid} already runs {running.describe()}; you asked for {mode.describe()}",
+                f"An agent's mode is set when it attaches: `peeka detach {pid}`, then attach again with the "
+                "options you want (other clients' probes go with the detach).")
         return client, AttachReport(pid, "existing", True, time.monotonic() - started)
     check_access(target)
     candidates = choose_method(target, method, version)
@@ -129,7 +171,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
         try:
             # After a sys.remote_exec request that did not run, it may still run later.
             pending = "remote-exec" in candidates[:i]
-            detail = _inject(target, name, max(0.5, deadline - time.monotonic()), pending)
+            detail = _inject(target, name, max(0.5, deadline - time.monotonic()), pending, mode or ORDINARY)
         except PeekaError as exc:
             errors.append(exc)
             if i + 1 < len(candidates) and _can_fall_back(name):
@@ -139,7 +181,7 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0) -> tuple[Agent
         last = i + 1 == len(candidates)
         wait_until = deadline if last else min(deadline, time.monotonic() + REMOTE_EXEC_WAIT)
         watch = None if last else BlockedWatch(target, BLOCKED_FOR)
-        client = _wait_for_agent(target, wait_until, timeout, deadline, watch)
+        client = _wait_for_agent(target, wait_until, timeout, deadline, watch, role)
         if client is not None:
             return client, AttachReport(pid, name, False, time.monotonic() - started, detail)
         errors.append(AttachTimeout(f"{name}: the agent did not come up", ""))
@@ -158,14 +200,15 @@ def _can_fall_back(method: str) -> bool:
     return method == "remote-exec" and gdb_binary.available()
 
 
-def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_exec: bool = False) -> str:
+def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_exec: bool = False,
+            mode: AgentMode = ORDINARY) -> str:
     """Ship the agent's files and have the target run them; returns how it was done."""
     if method == "remote-exec":
         from .remote_exec import RemoteExec
 
         request = RemoteExec(target).start()  # the caller interpreter starts up while we ship
         try:
-            launch = files.ship(target, method)
+            launch = files.ship(target, method, mode=mode._asdict())
         except BaseException:
             request.cancel()
             raise
@@ -173,7 +216,7 @@ def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_e
         return "sys.remote_exec"
     from .gdb import inject_with_gdb
 
-    launch = files.ship(target, method, pending_remote_exec)
+    launch = files.ship(target, method, pending_remote_exec, mode._asdict())
     result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout)
     return result.where
 

@@ -39,8 +39,11 @@ def agent_sources() -> dict[str, str]:
     return out
 
 
-def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool = False) -> dict[str, Any]:
+def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool = False,
+                 mode: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``mode``: attach's AgentMode as a dict (read_only, audit_file, audit_log)."""
     return {
+        **(mode or {}),
         "module": AGENT_MODULE,
         "sources": agent_sources(),
         "socket_path": target.socket_path,
@@ -75,9 +78,10 @@ def launch_source(config: dict[str, Any]) -> str:
     return f"{boot}\n_peeka_boot({config!r})\n"
 
 
-def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False) -> str:
+def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False,
+         mode: dict[str, Any] | None = None) -> str:
     """Write the agent into the target's filesystem; returns launch.py's path in the target's namespace."""
-    config = agent_config(target, method, pending_remote_exec)
+    config = agent_config(target, method, pending_remote_exec, mode)
     final = Path(target.host_path(target.files_dir))
     parent = final.parent
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.

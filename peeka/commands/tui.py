@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..attach import attach
+from ..attach import ClientRole, attach
 from ..errors import PeekaError
 from ..options import Shared, with_options
 
@@ -35,7 +35,7 @@ def command(pid: OptionalPid = None, *, shared: Shared) -> None:
             if pid is None:
                 return
         try:
-            client, _report = attach(pid, method=shared.method, timeout=shared.attach_timeout)
+            client, _report = attach(pid, method=shared.method, timeout=shared.attach_timeout, role=ClientRole("tui"))
         except PeekaError as exc:
             if not picked:
                 raise  # the PID given on the command line: the CLI reports it
