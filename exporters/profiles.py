@@ -407,6 +407,7 @@ class ProfileQueue:
         self.failures = 0  # send attempts that failed (each retried)
         self.linked_samples = 0
         self.backoff = 0.0
+        self.first_backoff = 1.0  # s after a failed send; doubles per failure in a row up to MAX_BACKOFF
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -462,7 +463,7 @@ class ProfileQueue:
                     self.backoff = 0.0
                     break
                 # The backend is down: wait and retry this profile (others queue up, the oldest dropped).
-                self.backoff = min(MAX_BACKOFF, max(1.0, self.backoff * 2)) * random.uniform(0.8, 1.2)
+                self.backoff = min(MAX_BACKOFF, max(self.first_backoff, self.backoff * 2)) * random.uniform(0.8, 1.2)
                 with self._cond:
                     if self._stopping:
                         self.dropped += len(pending)

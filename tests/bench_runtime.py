@@ -1,7 +1,7 @@
 """Benchmark: what the runtime views cost a busy target, and how fast one answer comes, per Python.
 
     python tests/bench_runtime.py [--versions 3.9,3.12,3.14] [--seconds 3] [--rounds 3] [--sampler-only]
-                                  [--baseline OTHER_CHECKOUT/agent]
+                                  [--baseline OTHER_CHECKOUT/agent] [--profile-only]
 
 For each interpreter a real target (tests/targets/runtime_bench.py: one thread doing pure-Python
 work units, eight idle threads, the agent started in-process) reports its units per second while
@@ -9,7 +9,11 @@ work units, eight idle threads, the agent started in-process) reports its units 
 inside the process: each wakeup takes the GIL from the busy thread), (c) ``top`` samples at 100 Hz,
 (d) ``thread -n 5 -i 200`` runs back to back. Then top's sampler alone in processes of 10 and 500
 threads: CPU-weighted, ``--idle`` (wall clock, no CPU clocks read) and, with ``--baseline DIR``,
-another checkout's agent (before/after in one run).
+another checkout's agent (before/after in one run). And ``peeka export``'s continuous profile in the
+same processes (``--profile-only``: just these rows): the export stream with a monitor on a function
+never called (its 10 Hz top-shares sampling and stats), with ``profile`` at its default rate, and with
+``profile`` plus a watch on the worker's outer function, so every sample of the worker is inside a
+watched call (the links' bookkeeping at every round).
 Phases alternate over several rounds in one run and the medians are compared with untouched, two
 ways: throughput (wall clock: honest but swings with the machine's other load) and the process's
 CPU time per unit of work (what the views add in CPU, steadier on a shared machine).
@@ -85,6 +89,87 @@ def while_top(bench: Bench, seconds: float, idle: bool = False, record: bool = F
     rate = bench.measure(seconds)
     sampler.join(30)
     return rate
+
+
+AGENT_SHARE: list[float] = []  # CPU of every thread but the busy worker, as a share of the worker's, per export phase
+
+
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds of each thread of ``pid``, from schedstat (ns, not 10 ms ticks)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[task.name] = int((task / "schedstat").read_text().split()[0])
+        except OSError:
+            pass
+    return out
+
+
+def while_export(bench: Bench, seconds: float, profile: bool, watch: str | None = None) -> tuple[float, float]:
+    """The target's rate while an ``export`` stream runs (started before measuring, ended after),
+    and (in AGENT_SHARE) the CPU every other thread used meanwhile (the agent's: the rest idle), as a
+    share of the busy worker thread's."""
+    started, stop = threading.Event(), threading.Event()
+
+    def stream() -> None:
+        try:
+            with bench.client() as client:
+                args: dict = {"monitor": ["__main__.wake"], "profile": profile}  # the default interval (5 s) and rate
+                if watch:
+                    args["watch"] = [watch]
+                messages = client.stream("export", args)
+                next(messages)  # calibrated and probing
+                started.set()
+                for _message in messages:
+                    if stop.is_set():
+                        break
+        finally:
+            started.set()
+
+    pid = bench.proc.pid
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    started.wait(60)
+    time.sleep(0.3)
+    before = thread_cpu_ns(pid)
+    rate = bench.measure(seconds)
+    after = thread_cpu_ns(pid)
+    used = {tid: after[tid] - before.get(tid, 0) for tid in after}
+    worker = max(used, key=used.__getitem__)  # the busy thread; the others are the agent's (the rest idle)
+    AGENT_SHARE.append(sum(v for tid, v in used.items() if tid != worker) / max(used[worker], 1))
+    stop.set()
+    streamer.join(30)
+    return rate
+
+
+def profile_rows(version: str, python: str, seconds: float, rounds: int) -> None:
+    """What ``peeka export --profile`` at its default rate costs, in processes of 10 and 500 threads."""
+    for threads in (10, 500):
+        tmp = Path(tempfile.mkdtemp(prefix="pkb-"))
+        bench = Bench(python, tmp, threads - 2)
+        try:
+            bench.measure(1.0)
+            phases = {"untouched": bench.measure, "export (no profile)": partial(while_export, bench, profile=False),
+                      "export --profile": partial(while_export, bench, profile=True),
+                      "export --profile, linked": partial(while_export, bench, profile=True, watch="__main__.worker")}
+            results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
+            shares: dict[str, list[float]] = {name: [] for name in phases}
+            for _ in range(rounds):
+                for name, phase in phases.items():
+                    results[name].append(phase(seconds))
+                    shares[name].extend(AGENT_SHARE)
+                    AGENT_SHARE.clear()
+            base_cpu = statistics.median(c for _, c in results["untouched"])
+            base_rate = statistics.median(r for r, _ in results["untouched"])
+            for name in list(phases)[1:]:
+                cpu = statistics.median(c for _, c in results[name]) / base_cpu
+                rate = statistics.median(r for r, _ in results[name]) / base_rate
+                print(f"Python {version}, {threads} threads: {name:<26} agent CPU "
+                      f"{100 * statistics.median(shares[name]):.2f}% of the worker's; CPU per unit ratio {cpu:.3f}, "
+                      f"throughput ratio {rate:.3f}")
+        finally:
+            bench.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def while_thread_n(bench: Bench, seconds: float) -> tuple[float, float]:
@@ -193,15 +278,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sampler-only", action="store_true", help="only top's sampler rows at 10 and 500 threads")
     parser.add_argument("--baseline", type=Path, help="another checkout's agent/ directory, for before/after rows")
+    parser.add_argument("--profile-only", action="store_true", help="only export --profile's rows at 10 and 500 threads")
     opts = parser.parse_args()
     for version in opts.versions.split(","):
         python = find_python(version)
         if python is None:
             print(f"Python {version}: not found on this machine, skipped")
             continue
+        if opts.profile_only:
+            profile_rows(version, python, opts.seconds, opts.rounds)
+            continue
         if not opts.sampler_only:
             run(version, python, opts.seconds, opts.rounds)
         sampler_rows(version, python, opts.seconds, opts.rounds, opts.baseline)
+        profile_rows(version, python, opts.seconds, opts.rounds)
 
 
 if __name__ == "__main__":

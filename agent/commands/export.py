@@ -450,6 +450,7 @@ class Export(Stream):
         self.profiling = bool(args.get("profile", False))
         self.profile_rate = streams.int_arg(args, "profile_rate", protocol.DEFAULT_PROFILE_RATE, 1, protocol.MAX_TOP_RATE)
         self.profile = _ProfileWindow(self) if self.profiling else None
+        self._threads_seen = -1  # threading.active_count() when the sampler's skip set was made
         self._done = threading.Event()
 
     def describe(self) -> Dict[str, Any]:
@@ -668,8 +669,13 @@ class Export(Stream):
         return values.redacted_repr(name, value, self.max_value, self.redact)
 
     def _sample(self) -> None:
-        self.sampler.skip = frozenset(t.ident for t in threading.enumerate()
-                                      if t.name.startswith("peeka") and t.ident is not None)
+        # The agent's own threads are not sampled; listed again only when the thread count moved
+        # (every round, a 500-thread process's enumeration would cost more than the sample).
+        count = threading.active_count()
+        if count != self._threads_seen:
+            self._threads_seen = count
+            self.sampler.skip = frozenset(t.ident for t in threading.enumerate()
+                                          if t.name.startswith("peeka") and t.ident is not None)
         profile = self.profile
         if profile is None:
             self.sampler.sample()
@@ -726,7 +732,7 @@ class _ProfileWindow:
         self.linked_samples = 0
         self.links_left_out = 0
         self.failed = 0
-        self._inside: Dict[Tuple[Any, ...], bool] = {}  # codes -> a root function is on them
+        self._inside: Dict[int, Tuple[Tuple[Any, ...], bool]] = {}  # id(codes) -> (codes, a root function is on them)
 
     def sample(self) -> None:
         sampler = self.sampler
@@ -742,10 +748,12 @@ class _ProfileWindow:
         label = self.export.names.label
         for key in caught:
             codes = key[1]
-            found = inside.get(codes)
-            if found is None:
-                found = inside[codes] = any(label(code) in self.roots for code in codes)
-            if found:
+            # By identity: a parked thread's stack is the same tuple every round, and hashing a
+            # tuple of code objects hashes each code object's fields anew.
+            known = inside.get(id(codes))
+            if known is None or known[0] is not codes:
+                known = inside[id(codes)] = (codes, any(label(code) in self.roots for code in codes))
+            if known[1]:
                 if self.linked_samples >= _LINKED_SAMPLES:
                     self.links_left_out += 1
                     continue
