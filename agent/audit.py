@@ -23,6 +23,7 @@ from typing import Any, Deque, Dict, List, Optional
 from . import compat, protocol
 
 _WRITER_POLL = 1.0  # s: how soon an idle writer notices the trail closed
+_LITERALS: Any = None  # the compiled pattern of a string literal, made on first use
 
 
 def _redacted(name: Any, value: Any) -> Any:
@@ -37,13 +38,20 @@ def _redacted(name: Any, value: Any) -> Any:
     if value is None or type(value) in (bool, int, float):
         return value
     if type(value) is str:
+        # Cut first: the pattern below then never scans more than ``limit`` characters.
+        value = value if len(value) <= limit else value[:limit - 1] + "\u2026"
         if values.is_secret(value):
-            import re
+            global _LITERALS
+            if _LITERALS is None:
+                import re
 
-            value = re.sub(r"""(?s)(['"])(?:\\.|(?!\1).)*\1""", "'%s'" % values.REDACTED, value)
-        return value if len(value) <= limit else value[:limit - 1] + "\u2026"
-    if type(value) is list:
-        return [_redacted(name, item) for item in value[:20]]
+                # A string literal, or one the cut left open at the end.
+                _LITERALS = re.compile(r"""(?s)(['"])(?:\\.|(?!\1).)*(?:\1|$)""")
+            value = _LITERALS.sub("'%s'" % values.REDACTED, value)
+        return value
+    if type(value) is list:  # one level: a list nested deeper is its bounded repr (no recursion to exhaust)
+        return [values.redacted_repr(name, item, limit) if type(item) in (list, dict) else _redacted(name, item)
+                for item in value[:20]]
     return values.redacted_repr(name, value, limit)
 
 

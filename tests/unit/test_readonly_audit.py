@@ -88,7 +88,9 @@ def test_audit_redacts_secrets_and_truncates() -> None:
         "api_token": "abc", "expression": "request.headers['Authorization'] == 'Bearer s3cr3t'",
         "condition": "params['password'] == \"hunter2\"", "pattern": "x" * 1000, "limit": 5, "regex": True,
         "watch": ["params", "locals['secret']"],
+        "express": "x" * (protocol.AUDIT_MAX_VALUE - 20) + " or token == 'abcdefghijklmnopqrstuvwxyz'",
     })
+    assert "abcdefghij" not in args["express"] and args["express"].endswith("'[redacted]'")  # cut, still hidden
     assert args["api_token"] == "[redacted]"
     assert "s3cr3t" not in args["expression"] and "hunter2" not in args["condition"]
     assert args["expression"].startswith("request.headers[")
