@@ -239,6 +239,8 @@ class Client:
             self._reply(protocol.failure(rid, "%s: %s" % (type(exc).__name__, exc), "AgentError", traceback.format_exc()))
             return
         audit.record(self, message, "ok")
+        if not self.agent.running:
+            audit.close()  # this request detached the agent: it is the trail's last (and in its file) before the answer
         if isinstance(result, Stream):
             self.streams[rid] = result
             self._reply(protocol.success(rid, result.describe()))
@@ -247,7 +249,6 @@ class Client:
         else:
             self._reply(protocol.success(rid, result))
         if not self.agent.running:
-            audit.close()  # the detach is on the trail (and in its file): nothing more comes
             self.hang_up_after_flush()  # this request detached the agent: say so, then hang up
 
     def hang_up_after_flush(self) -> None:
