@@ -25,7 +25,7 @@ from ..cli import build_app
 from ..errors import AgentUnavailable, PeekaError
 from ..frontend import Call, running
 from .summary import summarize
-from .tools import READ_ONLY_REFUSAL, TOOLS, ToolSpec, change_requested, description, input_schema, invocation
+from .tools import TOOLS, ToolSpec, description, input_schema, invocation
 
 PROGRESS_EVERY = 1.0  # s between progress notifications of a running stream
 
@@ -72,10 +72,6 @@ async def _call(ctx: Any, verb: str, arguments: dict[str, Any], read_only: bool)
         how = invocation(verb, arguments)
     except PeekaError as exc:
         return _error(exc.message, exc.help, exc.to_dict())
-    change = change_requested(verb, arguments)
-    if read_only and change:
-        return _error(f"{READ_ONLY_REFUSAL} (refused: {change})", "",
-                      {"error": "read-only", "refused": change})
     documents: list[Any] = []
     # The documents exactly as the CLI prints them (its json.dumps, default=str), read back.
     call = Call("mcp", read_only, emit=lambda d: documents.append(json.loads(json.dumps(d, default=str))))

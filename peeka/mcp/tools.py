@@ -137,22 +137,6 @@ def input_schema(verb: str) -> dict[str, Any]:
     }
 
 
-READ_ONLY_REFUSAL = "read-only: start the server with --allow-changes to permit this"
-
-
-def change_requested(verb: str, values: dict[str, Any]) -> str:
-    """What in a call would change the target ("" if nothing): what a read-only server refuses."""
-    if values.get("unsafe"):
-        return "an unsafe expression (it may call the app's functions)"
-    if verb == "logger" and values.get("level") is not None and not values.get("follow"):
-        return f"setting logger {values.get('name') or 'root'}'s level to {values['level']}"
-    if verb == "tt" and values.get("replay") is not None:
-        return f"replaying tt record {values['replay']} (calls the function again)"
-    if verb == "memory" and values.get("tracemalloc") == "start":
-        return "starting tracemalloc"
-    return ""
-
-
 class Invocation(NamedTuple):
     """A tool call as the CLI command line that runs it."""
 

@@ -5,7 +5,8 @@ ways), over one target and one agent: the tool list, then thread, inspect, watch
 progress notifications, checked against what tests/targets/mcp_target.py does; a watch cancelled
 mid-stream leaves no probe (asked through a second MCP client); a target killed mid-watch is a clear
 tool error and the same server keeps serving; a change (a logger's level, an unsafe expression) is
-refused by the default read-only server and made by one started with --allow-changes. `peeka mcp` under Python 3.9 (no MCP SDK there: it
+refused by the agent for the default read-only server (and on its audit trail as front end mcp,
+read-only, from the server's process) and made for one started with --allow-changes. `peeka mcp` under Python 3.9 (no MCP SDK there: it
 needs 3.10+) fails with exit 5 naming the version.
 
 The SDK installs on Python 3.10+ only, so the client side needs this test's interpreter to be 3.10+.
@@ -13,11 +14,13 @@ The SDK installs on Python 3.10+ only, so the client side needs this test's inte
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,6 +185,13 @@ async def scenario(server: str, target: Target, dying: Target) -> None:
             assert refused.is_error and refused.content[0].text.startswith(
                 "read-only: start the server with --allow-changes to permit this"), refused.content
         assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "30"
+        # Both refusals are on the agent's audit trail: front end mcp, read-only, from the server's process.
+        trail = await anyio.to_thread.run_sync(lambda: peeka_cli("audit", str(pid), "--json"))
+        refusals = [e for e in json.loads(trail.stdout)["entries"] if e["outcome"] == "refused"]
+        assert [(e["command"], e["frontend"], e["read_only"]) for e in refusals] == \
+            [("logger", "mcp", True), ("inspect", "mcp", True)], refusals
+        server_cmdline = (Path("/proc") / str(refusals[0]["peer_pid"]) / "cmdline").read_bytes().split(b"\0")
+        assert server_cmdline[1:3] == [b"-m", b"peeka"] and b"mcp" in server_cmdline, server_cmdline
         changed = await call(second, "logger", pid=pid, name="mcp.target", level="DEBUG")
         assert (changed["previous_level"], changed["level"]) == ("WARNING", "DEBUG"), changed
         assert (await call(session, "inspect", pid=pid, expression=level))["value"]["repr"] == "10"

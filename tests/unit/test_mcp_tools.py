@@ -65,14 +65,3 @@ def test_bad_arguments_are_named(verb: str, arguments: dict[str, object], says: 
     with pytest.raises(UsageError, match=says):
         invocation(verb, arguments)
 
-
-def test_what_a_read_only_server_refuses() -> None:
-    from peeka.mcp.tools import change_requested
-
-    assert change_requested("logger", {"pid": 1, "name": "app", "level": "DEBUG"}) == "setting logger app's level to DEBUG"
-    assert change_requested("logger", {"pid": 1, "level": "DEBUG", "follow": True}) == ""  # a filter, no change
-    assert change_requested("tt", {"pid": 1, "replay": 3}).startswith("replaying tt record 3")
-    assert change_requested("memory", {"pid": 1, "tracemalloc": "start"}) == "starting tracemalloc"
-    assert change_requested("memory", {"pid": 1, "tracemalloc": "top"}) == ""
-    assert change_requested("watch", {"pid": 1, "pattern": "f", "unsafe": True}).startswith("an unsafe expression")
-    assert change_requested("thread", {"pid": 1}) == ""
