@@ -108,7 +108,7 @@ class SpanIndex:
 def linked_profile(event: Mapping[str, Any], index: SpanIndex | None) -> tuple[Profile, int]:
     """The profile of one ``profile`` event, its samples split by the span each sampling round was
     in (labels ``trace_id``/``span_id``); ``(profile, samples linked)``."""
-    base = from_top_record(dict(event, time=event["time"]))
+    base = from_top_record(event)
     comment = (f"peeka export --profile: {event['ticks']} sampling rounds in {float(event['duration_s']):g} s "
                f"(asked {event['rate_hz']} Hz), weighting {event.get('weighting')}")
     profile = base._replace(comments=(comment,))

@@ -40,6 +40,7 @@ class Received:
         self.spans: dict[str, tuple[str, str, int]] = {}
         self.profiles: list[Any] = []
         self.ingests: list[tuple[dict[str, str], PprofView]] = []
+        self.profile_headers: list[dict[str, str]] = []  # each OTLP profiles request's headers (gRPC metadata)
 
     def add_spans(self, request: Any) -> None:
         with self.lock:
@@ -68,6 +69,7 @@ class Profiles(profiles_grpc.ProfilesServiceServicer):
         self.received = received
 
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.received.profile_headers.append(dict(context.invocation_metadata()))
         self.received.add_profiles(request)
         return profiles_service.ExportProfilesServiceResponse()
 
@@ -95,6 +97,7 @@ def http_receiver(received: Received) -> tuple[ThreadingHTTPServer, int]:
                 answer = trace_service.ExportTraceServiceResponse().SerializeToString()
             elif url.path == "/v1development/profiles":
                 assert self.headers["Content-Type"] == "application/x-protobuf"
+                received.profile_headers.append({k.lower(): v for k, v in self.headers.items()})
                 received.add_profiles(profiles_service.ExportProfilesServiceRequest.FromString(body))
                 answer = profiles_service.ExportProfilesServiceResponse().SerializeToString()
             elif url.path == "/ingest":
@@ -186,7 +189,7 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
     server, port = grpc_receiver(received)
     web, web_port = http_receiver(received)
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-           "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=shop-team"}
     try:
         targets, exp = start(spawn, exporters, received, ("3.9", "3.14"), env,
                              "--pyroscope-url", f"http://127.0.0.1:{web_port}", "--service", "shop")
@@ -209,6 +212,7 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
         web.shutdown()
         web.server_close()
     samples = otlp_samples(received)
+    assert all(h.get("x-tenant") == "shop-team" for h in received.profile_headers)  # the spans' OTLP headers
     assert {x["service"] for x in samples} == {"shop"}
     assert {x["kind"] for x in samples} == {("cpu", "nanoseconds"), ("samples", "count")}
     for t in targets:
@@ -236,7 +240,8 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
 def test_http_protobuf_profiles(spawn, exporters, tmp_path: Path) -> None:  # noqa: F811
     received = Received()
     web, web_port = http_receiver(received)
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{web_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{web_port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+           "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=shop-team", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
     try:
         targets, exp = start(spawn, exporters, received, ("3.12",), env)
         wait_for(lambda: {x["stack"][0][0] for x in otlp_samples(received) if x["stack"]}
@@ -249,6 +254,8 @@ def test_http_protobuf_profiles(spawn, exporters, tmp_path: Path) -> None:  # no
         web.server_close()
     samples = [x for x in otlp_samples(received) if x["kind"] == ("cpu", "nanoseconds")]
     assert {x["pid"] for x in samples} == {targets[0].pid}
+    assert received.profile_headers and all(h.get("x-tenant") == "shop-team" and h.get("content-encoding") == "gzip"
+                                            for h in received.profile_headers)  # the spans' headers and compression
     check_links(samples, received, targets[0].pid, lambda x: x["link"])
 
 
