@@ -91,7 +91,7 @@ def while_top(bench: Bench, seconds: float, idle: bool = False, record: bool = F
     return rate
 
 
-AGENT_SHARE: list[float] = []  # CPU of every thread but the busy worker, as a share of the worker's, per export phase
+AGENT_SHARE: list[float] = []  # CPU of every thread but the busy worker, as a share of one core, per export phase
 
 
 def thread_cpu_ns(pid: int) -> dict[str, int]:
@@ -108,7 +108,7 @@ def thread_cpu_ns(pid: int) -> dict[str, int]:
 def while_export(bench: Bench, seconds: float, profile: bool, watch: str | None = None) -> tuple[float, float]:
     """The target's rate while an ``export`` stream runs (started before measuring, ended after),
     and (in AGENT_SHARE) the CPU every other thread used meanwhile (the agent's: the rest idle), as a
-    share of the busy worker thread's."""
+    share of one core (the busy worker's whole CPU on a quiet machine: a load-independent cost)."""
     started, stop = threading.Event(), threading.Event()
 
     def stream() -> None:
@@ -136,7 +136,7 @@ def while_export(bench: Bench, seconds: float, profile: bool, watch: str | None 
     after = thread_cpu_ns(pid)
     used = {tid: after[tid] - before.get(tid, 0) for tid in after}
     worker = max(used, key=used.__getitem__)  # the busy thread; the others are the agent's (the rest idle)
-    AGENT_SHARE.append(sum(v for tid, v in used.items() if tid != worker) / max(used[worker], 1))
+    AGENT_SHARE.append(sum(v for tid, v in used.items() if tid != worker) / (seconds * 1e9))
     stop.set()
     streamer.join(30)
     return rate
@@ -165,7 +165,7 @@ def profile_rows(version: str, python: str, seconds: float, rounds: int) -> None
                 cpu = statistics.median(c for _, c in results[name]) / base_cpu
                 rate = statistics.median(r for r, _ in results[name]) / base_rate
                 print(f"Python {version}, {threads} threads: {name:<26} agent CPU "
-                      f"{100 * statistics.median(shares[name]):.2f}% of the worker's; CPU per unit ratio {cpu:.3f}, "
+                      f"{100 * statistics.median(shares[name]):.2f}% of a core; CPU per unit ratio {cpu:.3f}, "
                       f"throughput ratio {rate:.3f}")
         finally:
             bench.stop()
