@@ -283,10 +283,11 @@ class Client:
         for stream in list(self.streams.values()):
             stream.cancel("client gone")
         self.streams.clear()
-        try:
-            self.conn.shutdown(2)
-        except Exception:
-            pass
+        if os.getpid() == self.agent.pid:  # a fork child's copy: shutdown would cut the parent's too
+            try:
+                self.conn.shutdown(2)
+            except Exception:
+                pass
         try:
             self.conn.close()
         except Exception:
@@ -330,6 +331,17 @@ class _Hurry:
                 if sys.getswitchinterval() == self._lowered:
                     sys.setswitchinterval((round(self._saved * 1e6) + 0.5) / 1e6)
                 self._saved = 0.0
+
+
+    def after_fork(self) -> None:
+        """A fork child: the thread that lowered the interval, and any holder of the lock, are
+        not in it; the interval is put back as __exit__ would have."""
+        self._lock = compat.lock()
+        self._depth = 0
+        if self._saved:
+            if sys.getswitchinterval() == self._lowered:
+                sys.setswitchinterval((round(self._saved * 1e6) + 0.5) / 1e6)
+            self._saved = 0.0
 
 
 _HURRY = _Hurry()
@@ -383,6 +395,7 @@ class Agent:
         self._own_threads: List[Any] = []
         self.state: Dict[str, Any] = {}  # per-command state, e.g. installed probes
         self.finder: Any = None
+        self.fork_hold: List[Any] = []  # what the at-fork hook takes apart in a fork child (see start())
         threadids.remember_main(config.get("main_ident"))  # seen by the boot script on the main thread
 
     # -- lifecycle
@@ -495,6 +508,7 @@ class Agent:
         if not self.running:
             return
         self.running = False
+        del self.fork_hold[:]  # the at-fork hook (os.register_at_fork cannot take it back) now does nothing
         run_cleanups(self)
         if keep is None:
             self.audit.close()  # else the detaching client's reader closes it once its request is on it
@@ -526,6 +540,23 @@ class Agent:
                     leave_pending_stub(self.files_dir)
         if self._thread is not None:
             self._thread.join(join_timeout)
+
+
+    def after_fork_in_child(self) -> None:
+        """os.fork's child inherits this agent without its threads (a prefork server's workers,
+        forked by an attached master): take it apart as detach would, or the child runs the
+        parent's probes for good, into connections nobody serves. Runs inside os.fork: never raises,
+        never waits (a lock an agent thread held at the fork stays held in the child)."""
+        try:
+            if os.getpid() == self.pid:
+                return
+            _HURRY.after_fork()
+            engine = self.state.get("probes")
+            if engine is not None:
+                engine._lock = compat.rlock()
+            detach(serving=self, join_timeout=0.0)
+        except BaseException:
+            pass
 
 
 def leave_pending_stub(files_dir: str) -> None:
@@ -589,11 +620,16 @@ def start(config: Dict[str, Any], finder: Any = None) -> Agent:
     except BaseException:
         _AGENT = None
         raise
+    if hasattr(os, "register_at_fork"):
+        # The hook outlives detach (it cannot be unregistered), so it keeps no module alive: a
+        # lambda over a list of its own, which stop() empties.
+        agent.fork_hold.append(agent.after_fork_in_child)
+        os.register_at_fork(after_in_child=eval("lambda: hold and hold[0]()", {"hold": agent.fork_hold}))  # noqa: S307
     return agent
 
 
 def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] = None,
-           serving: Optional[Agent] = None) -> None:
+           serving: Optional[Agent] = None, join_timeout: float = 2.0) -> None:
     """Stop the agent (and ``serving``, the one that took the request, should it not be the
     registered one), then forget the agent's modules."""
     global _AGENT
@@ -601,7 +637,7 @@ def detach(keep: Optional[Client] = None, on_done: Optional[Callable[[], None]] 
     if not agents:
         return
     for agent in dict.fromkeys(agents):
-        agent.stop(keep=keep)
+        agent.stop(join_timeout, keep=keep)
     agent = agents[0]
     _AGENT = None
     name = agent.config.get("module")

@@ -149,15 +149,31 @@ print("LEFT", sorted(m for m in sys.modules if m.startswith("_peeka")))
     assert "LEFT []" in out.stdout, out.stdout
 
 
-def test_fork_child_gets_a_fresh_agent(spawn) -> None:
-    target = spawn(python_for("3.12"), "forker.py")
+@pytest.mark.parametrize("version", ["3.9", "3.12"])
+def test_fork_child_gets_a_fresh_agent(spawn, version: str) -> None:
+    # A prefork server's master forks workers while a watch runs on it: a worker must not inherit
+    # the probe (the code swap below 3.12, the sys.monitoring tool on 3.12+), nor the agent.
+    target = spawn(python_for(version), "forker.py")
     client, _ = attach(target.pid)
-    client.close()
+    watch = client.stream("watch", {"pattern": "__main__.work", "expression": "result"})
+    next(watch)  # the start
+    assert client.request("ping")["pid"] == target.pid  # (the probe is in once the start is answered)
     target.proc.stdin.write("fork\n")  # type: ignore[union-attr]
     target.proc.stdin.flush()  # type: ignore[union-attr]
-    child = int(target.proc.stdout.readline().split()[1])  # type: ignore[union-attr]
+    lines = dict(target.proc.stdout.readline().split(None, 1) for _ in range(2))  # type: ignore[union-attr]
+    child = int(lines["child"])
     try:
-        # The child inherited the agent's modules but not its threads: attaching starts a new one.
+        state = json.loads(lines["state"])
+        assert state["pid"] == child
+        assert not state["code_swapped"] and state["kwdefaults"] == "None", state
+        assert state["tools"] == [] and state["agent_modules"] == [], state
+        assert not state["switch_interval_changed"], state
+        # The parent's watch goes on: the child closed its copies of the connections without
+        # cutting them.
+        assert client.request("ping")["pid"] == target.pid
+        watch.close()
+        client.close()
+        # The child starts a new agent when attached.
         child_client, report = attach(child)
         with child_client:
             assert not report.reused
