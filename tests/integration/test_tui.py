@@ -134,27 +134,6 @@ def test_views_over_a_real_target(attached: Attached) -> None:
             rss_kib = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{attached.pid}/status").read_text()).group(1))
             shown = re.search(r"RSS ([\d.]+) MiB", facts)
             assert shown and abs(float(shown.group(1)) * 1024 - rss_kib) < 0.2 * rss_kib, (facts, rss_kib)
-            # m sets a mark: the Baskets do not change; the Crumbs grow (one every 10th order).
-            await pilot.press("m")
-            await until(pilot, lambda: "mark set" in text_of(app.query_one("#status")), "the mark")
-            await pilot.press("3")  # (already shown: no-op) the next census comes within 3 s
-
-            def grown() -> dict[str, list[str]]:
-                rows = {r[0]: r for r in cells(types)}
-                crumb = rows.get("__main__.Crumb")
-                return rows if crumb and crumb[2] not in ("-", "0") else {}
-
-            rows = await until(pilot, grown, "Crumbs grown since the mark", timeout=20)
-            assert rows["__main__.Basket"][2] == "0" and int(rows["__main__.Crumb"][2].lstrip("+")) > 0
-            with attached.client() as other:
-                crumbs = int(other.request("inspect", {"expression": "len(__main__.CRUMBS)"})["value"]["repr"])
-            assert abs(int(rows["__main__.Crumb"][1]) - crumbs) <= 15  # one more every ~0.2 s since the census
-            assert "since mark: RSS" in text_of(app.query_one("#memory-facts"))
-            # t starts tracemalloc (quitting stops it: the TUI started it); its sites show.
-            await pilot.press("t")
-            sites = app.query_one("#memory-sites")
-            await until(pilot, lambda: cells(sites), "tracemalloc's sites")
-            assert tracemalloc_on(attached)
             # 5 Tasks: the three waiters parked on one Event make one group; the others their own.
             await pilot.press("5")
             tasks = app.query_one("#tasks-table")
@@ -222,7 +201,6 @@ def test_views_over_a_real_target(attached: Attached) -> None:
     asyncio.run(scenario())
     assert session.closed
     assert probes_left(attached) == []  # the watch's probe and both samplers went with the quit
-    assert not tracemalloc_on(attached)  # the TUI started it: stopped on quit
     assert attached.process.alive()
 
 
@@ -242,15 +220,39 @@ def logger_level(attached: Attached, name: str) -> str:
 
 @pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)
 def test_logger_and_the_app_keys(attached: Attached) -> None:
-    """6 Logger against the target's known logger; the keys every view shares: p pauses, ? lists the
-    keys, : runs the CLI's verbs into a panel. Quitting puts back the level the TUI set. (The TUI's
-    side alone: one target version; the agent's logger command is tested on every version elsewhere.)"""
+    """3 Memory's mark and tracemalloc, 6 Logger against the target's known logger; the keys every view
+    shares: p pauses, ? lists the keys, : runs the CLI's verbs into a panel. Quitting puts back the
+    level the TUI set and stops the tracemalloc it started. (The TUI's side alone: one target
+    version; the agent's memory and logger commands are tested on every version elsewhere.)"""
     assert logger_level(attached, "shop.orders") == "INFO"
     session = Session(attached.client())
 
     async def scenario() -> None:
-        app = PeekaApp(session, first_view="logger")
+        app = PeekaApp(session, first_view="memory")
         async with app.run_test(size=SIZE) as pilot:
+            # m sets a mark: the Baskets do not change; the Crumbs grow (one every 10th order).
+            types = app.query_one("#memory-types")
+            await until(pilot, lambda: cells(types), "the census")
+            await pilot.press("m")
+            await until(pilot, lambda: "mark set" in text_of(app.query_one("#status")), "the mark")
+
+            def grown() -> dict[str, list[str]]:
+                rows = {r[0]: r for r in cells(types)}
+                crumb = rows.get("__main__.Crumb")
+                return rows if crumb and crumb[2] not in ("-", "0") else {}
+
+            rows = await until(pilot, grown, "Crumbs grown since the mark", timeout=20)
+            assert rows["__main__.Basket"][2] == "0" and int(rows["__main__.Crumb"][2].lstrip("+")) > 0
+            with attached.client() as other:
+                crumbs = int(other.request("inspect", {"expression": "len(__main__.CRUMBS)"})["value"]["repr"])
+            assert abs(int(rows["__main__.Crumb"][1]) - crumbs) <= 15  # one more every ~0.2 s since the census
+            assert "since mark: RSS" in text_of(app.query_one("#memory-facts"))
+            # t starts tracemalloc (quitting stops it: the TUI started it); its sites show.
+            await pilot.press("t")
+            sites = app.query_one("#memory-sites")
+            await until(pilot, lambda: cells(sites), "tracemalloc's sites")
+            assert tracemalloc_on(attached)
+            await pilot.press("6")
             # 6 Logger: the target's loggers with their levels.
             loggers = app.query_one("#logger-table")
             rows = await until(pilot, lambda: {r[0]: r for r in cells(loggers)}, "the loggers")
@@ -313,6 +315,7 @@ def test_logger_and_the_app_keys(attached: Attached) -> None:
     asyncio.run(scenario())
     assert session.closed
     assert logger_level(attached, "shop.orders") == "INFO"  # put back on quit
+    assert not tracemalloc_on(attached)  # the TUI started it: stopped on quit
     assert probes_left(attached) == []
 
 
@@ -373,75 +376,131 @@ def test_errors_show_in_the_status_line(attached: Attached) -> None:
     client.close()
 
 
+class Terminal:
+    """A real terminal: a tmux session of fixed size on a private server, running one command."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        if shutil.which("tmux") is None:
+            pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+        self.name = f"peeka-tui-{os.getpid()}"
+        self.env = {"TERM": "xterm-256color", "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
+                    "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+        self.tmux = ["tmux", "-S", f"{tmp_path}/tmux.sock"]
+
+    def start(self, command: str) -> None:
+        for _attempt in range(5):
+            started = subprocess.run([*self.tmux, "new-session", "-d", "-s", self.name, "-x", "160", "-y", "45", command],
+                                     env=self.env, capture_output=True, text=True)
+            if started.returncode == 0:
+                return
+            time.sleep(0.3)  # a server whose last session just ended is still exiting: "server exited unexpectedly"
+        raise AssertionError(f"tmux new-session failed: {started.stderr}")
+
+    def pane(self) -> str:
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True).stdout
+
+    def wait(self, pattern: str, timeout: float = 40.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.pane()
+            if re.search(pattern, shown):
+                return shown
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} never appeared; the pane:\n{self.pane()}")
+
+    def keys(self, *k: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, *k], check=True)
+
+    def tmux_run(self, *args: str) -> None:
+        subprocess.run([*self.tmux, *args], check=True)
+
+    def close(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
+
+
 def test_end_to_end_in_tmux(attached: Attached, tmp_path: Any) -> None:
     """The real `peeka tui PID` in a 160x45 tmux terminal: switch views, start a watch, quit; no probe is left."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
-    name = f"peeka-tui-{os.getpid()}"
-    env = {"TERM": "xterm-256color", "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"),
-           "TMPDIR": os.environ.get("TMPDIR", "/tmp")}
+    term = Terminal(tmp_path)
     command = f"{sys.executable} -m peeka tui {attached.pid}; echo tui-exited-$?; sleep 30"
-    socket_dir = str(tmp_path)
-    tmux = ["tmux", "-S", f"{socket_dir}/tmux.sock"]
-    subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "160", "-y", "45", command], check=True, env=env)
+    term.start(command)
     try:
-        def pane() -> str:
-            return subprocess.run([*tmux, "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
-
-        def wait(pattern: str, timeout: float = 40.0) -> str:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                shown = pane()
-                if re.search(pattern, shown):
-                    return shown
-                time.sleep(0.2)
-            raise AssertionError(f"{pattern!r} never appeared; the pane:\n{pane()}")
-
-        def keys(*k: str) -> None:
-            subprocess.run([*tmux, "send-keys", "-t", name, *k], check=True)
-
-        screen = wait(r"burner\s+│?\s*\d+\.\d")
+        screen = term.wait(r"burner\s+│?\s*\d+\.\d")
         assert f"pid {attached.pid}" in screen and "napper" in screen
         # The terminal resized under it: smaller, tiny, then back; the app redraws and keeps running.
         for width, height in ((100, 30), (40, 10), (160, 45)):
-            subprocess.run([*tmux, "resize-window", "-t", name, "-x", str(width), "-y", str(height)], check=True)
-            shown = wait(rf"pid {attached.pid}")
+            term.tmux_run("resize-window", "-t", term.name, "-x", str(width), "-y", str(height))
+            shown = term.wait(rf"pid {attached.pid}")
             assert max(len(line) for line in shown.splitlines()) <= width
-        wait(r"burner\s+│?\s*\d+\.\d")
-        keys("2")
-        wait(r"__main__\.crunch")
-        keys("4")
-        wait(r"pattern, e\.g\.")
-        keys("-l", "__main__.place_order")
-        keys("Enter")
-        screen = wait(r"'order_id': \d+")
+        term.wait(r"burner\s+│?\s*\d+\.\d")
+        term.keys("2")
+        term.wait(r"__main__\.crunch")
+        term.keys("4")
+        term.wait(r"pattern, e\.g\.")
+        term.keys("-l", "__main__.place_order")
+        term.keys("Enter")
+        screen = term.wait(r"'order_id': \d+")
         assert "__main__.place_order" in screen
         assert probes_left(attached) == ["__main__.place_order"]
-        keys("Escape")  # stops the watch; then leave the pattern box for the table, where q quits
-        wait(r"watch stopped")
-        keys("Escape")  # apart from the q: ESC followed at once by q reads as alt+q in a terminal
+        term.keys("Escape")  # stops the watch; then leave the pattern box for the table, where q quits
+        term.wait(r"watch stopped")
+        term.keys("Escape")  # apart from the q: ESC followed at once by q reads as alt+q in a terminal
         time.sleep(1.0)
-        keys("q")
-        wait(r"tui-exited-0")
+        term.keys("q")
+        term.wait(r"tui-exited-0")
         assert probes_left(attached) == []
         # Again, and this time the terminal goes away under a running watch (SIGHUP): no probe stays.
-        subprocess.run([*tmux, "kill-session", "-t", name], check=True)
-        subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", "160", "-y", "45", command], check=True, env=env)
-        wait(r"napper")
-        keys("4")
-        wait(r"pattern, e\.g\.")
-        keys("-l", "__main__.place_order")
-        keys("Enter")
-        wait(r"'order_id': \d+")
+        term.tmux_run("kill-session", "-t", term.name)
+        term.start(command)
+        term.wait(r"napper")
+        term.keys("4")
+        term.wait(r"pattern, e\.g\.")
+        term.keys("-l", "__main__.place_order")
+        term.keys("Enter")
+        term.wait(r"'order_id': \d+")
         assert probes_left(attached) == ["__main__.place_order"]
-        subprocess.run([*tmux, "kill-server"], check=True)  # the pane's terminal closes: SIGHUP
+        term.tmux_run("kill-server")  # the pane's terminal closes: SIGHUP
         deadline = time.monotonic() + 15
         while probes_left(attached) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        term.close()
     assert probes_left(attached) == []
     assert attached.process.alive()
+
+
+@pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)
+def test_picker_in_tmux(attached: Attached, tmp_path: Any) -> None:
+    """`peeka tui` without a PID: the picker, its filter, Enter attaches; o goes back to the picker;
+    Esc there ends the command (exit status 0)."""
+    term = Terminal(tmp_path)
+    term.start(f"{sys.executable} -m peeka tui; echo tui-exited-$?; sleep 30")
+    try:
+        term.wait(rf"\b{attached.pid}\b.*tui_target\.py")
+        time.sleep(1.0)  # the picker is drawn; let it settle before typing
+        term.keys("/")
+        term.keys("-l", str(attached.pid))
+        term.wait(rf"▊\s+{attached.pid}\s")  # the filter box shows the PID typed
+        term.keys("Enter")
+
+        def only_the_target() -> bool:
+            pids = re.findall(r"(?m)^\s*(\d+)\s+\S+\s+3\.\d+", term.pane())
+            return pids == [str(attached.pid)]
+
+        deadline = time.monotonic() + 20
+        while not only_the_target():  # Enter attaches to the selected row: never to another process
+            assert time.monotonic() < deadline, term.pane()
+            time.sleep(0.2)
+        term.keys("Enter")
+        screen = term.wait(rf"pid {attached.pid} .*via")
+        assert "python 3.14" in screen
+        term.wait(r"burner")
+        term.keys("o")
+        term.wait(r"Enter attaches to the selected process")
+        term.keys("Escape")
+        term.wait(r"tui-exited-0")
+    finally:
+        term.close()
+    assert probes_left(attached) == []
 
 
 def test_target_death_shows_in_the_status_line(spawn: Any, tmp_path: Any) -> None:
