@@ -144,8 +144,8 @@ Hello = _message("Hello", "hello", (
     ("protocol", _REQUIRED), ("agent_version", _REQUIRED), ("pid", _REQUIRED), ("python_version", _REQUIRED),
     ("implementation", _REQUIRED), ("executable", _REQUIRED), ("argv", _REQUIRED), ("start_time", _REQUIRED),
     ("agent_started", _REQUIRED), ("socket_path", _REQUIRED),
-    # how the agent was attached: read_only (attach --read-only), audit_file (attach --audit-file)
-    ("read_only", False), ("audit_file", None),
+    # how the agent was attached: read_only, audit_file, audit_log (attach --read-only/--audit-file/--audit-log)
+    ("read_only", False), ("audit_file", None), ("audit_log", False),
 ))
 # frontend: who asks (one of FRONTENDS; the audit trail records it). read_only: the client holds
 # itself to requests that change nothing in the target; the agent refuses the others (REFUSED_READ_ONLY).

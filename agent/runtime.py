@@ -472,6 +472,7 @@ class Agent:
             socket_path=self.socket_path,
             read_only=self.read_only,
             audit_file=self.audit.file_path,
+            audit_log=self.audit.log,
         )
 
     def _make_room(self) -> None:

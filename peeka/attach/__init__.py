@@ -41,14 +41,16 @@ class AgentMode(NamedTuple):
     audit_file: str | None = None  # the audit trail mirrored to this JSON-lines file (target's filesystem)
     audit_log: bool = False  # ... and to the target's logger peeka.audit
 
-    def of_running(self, hello: Any) -> AgentMode:
-        return AgentMode(bool(getattr(hello, "read_only", False)), getattr(hello, "audit_file", None),
-                         self.audit_log)  # the hello does not say; asking for it again changes nothing
+    @staticmethod
+    def of_running(hello: Any) -> AgentMode:
+        return AgentMode(bool(hello.read_only), hello.audit_file, bool(hello.audit_log))
 
     def describe(self) -> str:
         parts = ["read-only" if self.read_only else "read-write"]
         if self.audit_file:
             parts.append(f"audit file {self.audit_file}")
+        if self.audit_log:
+            parts.append("audit log peeka.audit")
         return ", ".join(parts)
 
 

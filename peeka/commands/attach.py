@@ -51,6 +51,7 @@ def command(
             "socket": hello.socket_path,
             "read_only": hello.read_only,
             "audit_file": hello.audit_file,
+            "audit_log": hello.audit_log,
         }
     if shared.json:
         emit_json(facts)
@@ -61,5 +62,7 @@ def command(
     mode_text = "read-only (every client)" if hello.read_only else "read-write"
     if hello.audit_file:
         mode_text += f"; audit trail also in {hello.audit_file}"
+    if hello.audit_log:
+        mode_text += "; audit trail also to the target's logger peeka.audit"
     console.print(f"  agent {mode_text}; `peeka audit {pid}` shows who asked what")
     console.print(f"  agent socket {hello.socket_path}; `peeka detach {pid}` removes it")

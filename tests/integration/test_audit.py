@@ -9,7 +9,8 @@ One target per version, two agents in turn:
    whatever the target's); the file and the target's own logging hold the same entries;
 2. after detach, `peeka attach --read-only`: a plain client (the CLI itself on 3.9/3.14) is refused
    each change (exit 17, the agent's advice), refusals are audited, and asking for another mode of the
-   running agent is an error. The target outlives both detaches with an empty stderr.
+   running agent is an error; with PEEKA_AGENT_MAX_CLIENTS=1 a second client at once is refused busy and
+   that refusal is on the trail with its peer. The target outlives both detaches with an empty stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from test_logs_tasks_source import wait_for
 
 from peeka.attach import AgentMode, ClientRole, attach, detach
 from peeka.client import AgentClient
-from peeka.errors import ReadOnly, UsageError
+from peeka.errors import AgentBusy, ReadOnly, UsageError
 from peeka.process import TargetProcess
 
 pytestmark = pytest.mark.integration
@@ -86,6 +87,8 @@ def test_request_read_only_and_the_audit_trail(case: Case) -> None:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         start = json.loads(follower.stdout.readline())  # type: ignore[union-attr]
         assert start["type"] == "start" and start["read_only"] is False and start["stats"]["file"] == str(case.audit_file)
+    with pytest.raises(UsageError, match="audit log peeka.audit; you asked for read-write, audit file"):
+        attach(case.pid, mode=AgentMode(audit_file=str(case.audit_file)))  # the same file, but no log
     with case.client("mcp", read_only=True) as mcp:
         for command, args, what in CHANGES:
             with pytest.raises(ReadOnly) as refused:
@@ -134,8 +137,9 @@ def test_request_read_only_and_the_audit_trail(case: Case) -> None:
     assert json.loads(case.audit_file.read_text().splitlines()[-1])["command"] == "detach"
 
 
-def test_attach_read_only_holds_every_client(case: Case) -> None:
+def test_attach_read_only_holds_every_client(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
     before = len(case.debug_lines())  # the first test's allowed change left some
+    monkeypatch.setenv("PEEKA_AGENT_MAX_CLIENTS", "1")  # a second client at once is refused (and audited)
     if case.version in CLI_VERSIONS:
         out = peeka_cli("attach", str(case.pid), "--read-only", "--json")
         assert out.returncode == 0, out.stderr
@@ -151,11 +155,15 @@ def test_attach_read_only_holds_every_client(case: Case) -> None:
                 plain.request(command, args)
             assert caught.value.by == "agent" and AGENT_ADVICE in caught.value.message and what in caught.value.refused
         assert plain.request("thread", {})  # observing still works
+        with pytest.raises(AgentBusy), case.client("cli", read_only=False) as second:
+            second.request("thread", {})
         entries = plain.request("audit", {})["entries"]
     time.sleep(0.2)
     assert len(case.debug_lines()) == before, "a read-only agent let a level change through"
     refusals = [e for e in entries if e["outcome"] == "refused"]
-    assert [e["command"] for e in refusals][-len(CHANGES):] == [c for c, _, _ in CHANGES]
-    assert all(e["frontend"] == "cli" and not e["read_only"] and e["error_type"] == "ReadOnly" for e in refusals)
+    assert [e["command"] for e in refusals][-len(CHANGES) - 1:] == [c for c, _, _ in CHANGES] + ["thread"]
+    assert all(e["frontend"] == "cli" and not e["read_only"] and e["error_type"] == "ReadOnly" for e in refusals[:-1])
+    busy = refusals[-1]
+    assert (busy["error_type"], busy["peer_pid"], busy["peer_uid"]) == ("TooManyClients", os.getpid(), os.getuid())
     with pytest.raises(UsageError, match="already runs read-only"):
         attach(case.pid, mode=AgentMode(read_only=False))
