@@ -90,7 +90,7 @@ class LevelPrompt(ModalScreen["str | None"]):
 
 class View(PollingView):
     TITLE = "Logger"
-    REFRESH_S = 3.0
+    REFRESH_S = 1.0
     KEYS = (("enter", "set the selected logger's level (asks to confirm)"),
             ("f", "follow the selected logger's records / stop"), ("v", "cycle the lowest level followed"))
     DEFAULT_CSS = """

@@ -1,7 +1,8 @@
 """3 Memory: RSS/USS/PSS/VMS and peak with RSS and USS charted over time, the garbage collector's
 counts and collections, and the object types that fill the heap, from the agent's ``memory``
-command every few seconds while shown. The census walks the GC's objects holding the GIL, so it is
-capped in time and not run while the view is hidden.
+command while shown: the process facts and the GC every second, the type census every third time
+(it walks the GC's objects holding the GIL, so it is capped in time, and never runs while the view
+is hidden).
 
 ``m`` sets a mark: a census of every type (not only the rows shown) and RSS/USS then; from then on
 each type shows what it grew by since the mark, and the facts the RSS/USS growth. ``s`` ranks the
@@ -25,6 +26,7 @@ from ..view import PollingView, Row, table
 TYPES = 200  # rows of the census shown (sorting them costs the agent next to nothing)
 MARK_TYPES = 5000  # types in the mark's census: every type a heap holds, in practice
 CENSUS_MAX_SECONDS = 0.5
+CENSUS_EVERY = 3  # polls: the census holds the GIL (up to CENSUS_MAX_SECONDS), the facts cost next to nothing
 CHART_POINTS = 60
 SITES = 15
 COLUMNS = ("type", "count", "since mark", "shallow size", "size since mark")
@@ -50,7 +52,7 @@ def signed_size(n: float) -> str:
 
 class View(PollingView):
     TITLE = "Memory"
-    REFRESH_S = 3.0
+    REFRESH_S = 1.0  # process facts and GC; the census every CENSUS_EVERY polls
     KEYS = (("m", "set a mark: growth of every type, RSS and USS since then"), ("s", "rank types by count / size"),
             ("t", "start / stop tracemalloc (its top allocation sites are shown while it runs)"))
     BINDINGS = [Binding("m", "mark", "mark"), Binding("s", "sort", "sort"), Binding("t", "tracemalloc", "tracemalloc")]
@@ -68,6 +70,8 @@ class View(PollingView):
         self.mark: Mark | None = None
         self.sort = "count"
         self.tracemalloc: dict[str, Any] = {}
+        self.polls = 0
+        self.census: dict[str, Any] = {}
 
     def compose(self) -> Any:
         yield Static("asking the agent…", id="memory-facts")
@@ -75,7 +79,10 @@ class View(PollingView):
         yield table("memory-sites", SITE_COLUMNS)
 
     def poll(self) -> None:
-        self.ask("memory", {"types": TYPES, "sort": self.sort, "max_seconds": CENSUS_MAX_SECONDS}, self.show)
+        census = self.polls % CENSUS_EVERY == 0
+        self.polls += 1
+        self.ask("memory", {"types": TYPES if census else 0, "sort": self.sort, "max_seconds": CENSUS_MAX_SECONDS},
+                 self.show if census else self.show_facts)
         if self.has_class("tracing"):
             self.ask("memory", {"tracemalloc": "top", "limit": SITES}, self.show_sites)
 
@@ -122,9 +129,15 @@ class View(PollingView):
         self.ask("memory", {"tracemalloc": "stop" if tracing else "start"}, done)
 
     def show(self, result: dict[str, Any]) -> None:
+        """A census: the types, and the facts."""
+        self.census = result.get("census") or {}
+        self.show_facts(result)
+        self.show_types(result)
+
+    def show_facts(self, result: dict[str, Any]) -> None:
         p = result["process"]
         gc = result["gc"]
-        census = result.get("census") or {}
+        census = self.census
         self.tracemalloc = result.get("tracemalloc") or self.tracemalloc
         self.set_class(bool(self.tracemalloc.get("tracing")), "tracing")
         if p.get("rss_bytes") is not None:
@@ -147,7 +160,7 @@ class View(PollingView):
                           (f"  {size(min(self.rss, default=None))} … {size(max(self.rss, default=None))}", "dim")),
             Text.assemble(("USS ", "dim"), (sparkline(list(self.uss)), "cyan"),
                           (f"  {size(min(self.uss, default=None))} … {size(max(self.uss, default=None))}"
-                           f"  (every {self.REFRESH_S:g} s while shown)", "dim")),
+                           f"  (every {self.REFRESH_S:g} s while shown; the census every {CENSUS_EVERY * self.REFRESH_S:g} s)", "dim")),
             Text.assemble(("GC ", "dim"), "enabled" if gc["enabled"] else "DISABLED",
                           ("  counts ", "dim"), "/".join(map(str, gc["counts"])),
                           ("  thresholds ", "dim"), "/".join(map(str, gc["thresholds"])),
@@ -160,6 +173,9 @@ class View(PollingView):
                            if tm.get("tracing") else "off (t starts it)")),
         ]
         self.query_one("#memory-facts", Static).update(Text("\n").join(lines))
+
+    def show_types(self, result: dict[str, Any]) -> None:
+        mark = self.mark
         rows = []
         for t in (result.get("types") or [])[:TYPES]:
             grew_count = grew_size = "-"

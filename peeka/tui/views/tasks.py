@@ -1,7 +1,7 @@
 """5 Tasks: the target's asyncio tasks (and gevent's greenlets, where a hub runs), grouped by stack:
 tasks parked at the same frames make one row, with how many, their names, their state and what they
 await (an Event, a queue, a sleep, a socket, a lock, other tasks). The selected group's stack and
-each of its tasks' awaits are shown below. From the agent's ``tasks`` request every 2 s while shown.
+each of its tasks' awaits are shown below. From the agent's ``tasks`` request every second while shown.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def group_tasks(result: dict[str, Any]) -> dict[str, Group]:
 
 class View(PollingView):
     TITLE = "Tasks"
-    REFRESH_S = 2.0
+    REFRESH_S = 1.0
     DEFAULT_CSS = """
     #tasks-info { height: 1; color: $text-muted; }
     #tasks-table { height: 1fr; }
