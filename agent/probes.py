@@ -465,6 +465,7 @@ class _MonitoringBackend:
         getframe = _getframe
         now = perf_counter_ns
         finish = _finish_plain
+        sweep_at = [_SWEEP_FROM]
 
         def on_start(code: Any, offset: int, depth: int = 1) -> Any:
             # depth: where the probed frame is (2 when a generated callback passes the event on)
@@ -489,6 +490,8 @@ class _MonitoringBackend:
                         stack.append(_start_call(probe, getframe(depth)))
                     return None
                 active[id(getframe(depth))] = _start_call(probe, getframe(depth))
+                if len(active) > sweep_at[0]:
+                    sweep_at[0] = _sweep(active)
             except Exception:
                 pass
             return None
@@ -558,6 +561,34 @@ class _MonitoringBackend:
 
         self.point = point
         return on_start, on_return, on_yield, on_resume, on_unwind
+
+
+class _Held:
+    __slots__ = ("frame",)
+
+
+def _refs_when_alone() -> int:
+    """What ``getrefcount(call.frame)`` says of a frame that nothing but the Call holds."""
+    held = _Held()
+    held.frame = object()
+    return sys.getrefcount(held.frame)
+
+
+_ALONE = _refs_when_alone()
+_SWEEP_FROM = 64  # calls in progress (generators, coroutines) before the first sweep
+
+
+def _sweep(active: Dict[int, Call]) -> int:
+    """Forget calls whose frame only their entry still holds: 3.13 closes a generator suspended
+    outside any try block (dropped after its first values, say) without a PY_UNWIND event, so
+    such a call never ends, and its entry would keep the frame and the captured arguments for as
+    long as the probe stays (a running or suspended frame is also held by its generator or
+    thread). Returns the size past which to sweep again (amortized: twice what is left)."""
+    getrefcount = sys.getrefcount
+    for key, call in list(active.items()):
+        if getrefcount(call.frame) <= _ALONE:
+            active.pop(key, None)
+    return max(_SWEEP_FROM, 2 * len(active))
 
 
 def _finish_plain(probe: Probe, item: Any, end: int, result: Any, exception: Optional[BaseException],

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import weakref
 
 FACTOR = 3
 
@@ -59,6 +60,25 @@ def nested(n):
     return nested(n - 1) + 1
 
 
+class Payload:
+    """An argument whose instances are counted while alive (LIVE)."""
+
+
+LIVE = weakref.WeakSet()
+
+
+def abandoned(payload):
+    yield 1  # the caller stops here: the generator is closed while suspended outside any try
+    yield 2
+
+
+def take_one():
+    payload = Payload()
+    LIVE.add(payload)
+    for value in abandoned(payload):
+        return value
+
+
 def worker(stop):
     i = 0
     while not stop.wait(0.005):
@@ -74,6 +94,8 @@ def worker(stop):
             pass
         outer(i)
         nested(3)
+        for _ in range(5):
+            take_one()
 
 
 def start():
