@@ -208,8 +208,9 @@ class Trail:
             except Exception:
                 self.write_errors += 1
 
-    def close(self) -> None:
-        """Detach: the writer writes what is queued, closes the file and ends."""
+    def close(self, join_timeout: float = 2.0) -> None:
+        """Detach: the writer writes what is queued, closes the file and ends (waited for up to
+        ``join_timeout``; a fork child has no writer and waits for nothing)."""
         self._closed = True
         if self._wakeup.locked():
             try:
@@ -218,4 +219,4 @@ class Trail:
                 pass
         writer = self._writer
         if writer is not None:
-            writer.join(2.0)
+            writer.join(join_timeout)

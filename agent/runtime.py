@@ -512,7 +512,9 @@ class Agent:
         del self.fork_hold[:]  # the at-fork hook (os.register_at_fork cannot take it back) now does nothing
         run_cleanups(self)
         if keep is None:
-            self.audit.close()  # else the detaching client's reader closes it once its request is on it
+            # (join_timeout is 0 in a fork child: never wait there.) With keep, the detaching
+            # client's reader closes the trail once the detach itself is on it.
+            self.audit.close(join_timeout)
         if self.finder is not None:
             try:
                 sys.meta_path.remove(self.finder)  # the import system as it was
