@@ -105,7 +105,7 @@ def _replay(agent: Any, record: Record) -> Dict[str, Any]:
     try:
         result = func(*args, **kwargs)
         out["result"] = values.render(result, depth=2)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: the call's outcome, not the end of this agent thread
         out["exception"] = values.render(exc, depth=2)
     out["cost_ms"] = round((time.perf_counter_ns() - started) / 1e6, 4)
     return out

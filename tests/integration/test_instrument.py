@@ -375,7 +375,15 @@ def test_tt_record_list_show_replay(app_factory, version: str) -> None:
     replayed = cli_json("tt", str(app.pid), "--replay", str(index))
     assert "exception" not in replayed
     assert value(replayed["result"]) == original
-    assert cli_json("tt", str(app.pid), "--clear")["cleared"] == 3
+    # A call that raised SystemExit replays to the same outcome, reported (the agent's thread
+    # running it must not end with it), and the agent goes on serving.
+    stream = CliStream("tt", str(app.pid), "instr_lib.give_up", "-n", "1", "--timeout", "30")
+    app.send(["/quit/7"]).join(20)
+    events, end = stream.finish()
+    assert end["reason"] == "limit" and len(events) == 1
+    replayed = cli_json("tt", str(app.pid), "--replay", str(events[0]["index"]))
+    assert replayed["exception"]["type"] == "SystemExit", replayed
+    assert cli_json("tt", str(app.pid), "--clear")["cleared"] == 4
     app.close()
 
 

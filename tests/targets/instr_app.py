@@ -72,6 +72,11 @@ class Handler(BaseHTTPRequestHandler):
                 body = {"seconds": time.perf_counter() - started}
             elif route == "check":
                 body = check()
+            elif route == "quit":
+                try:
+                    instr_lib.give_up(int(arg))
+                except SystemExit as exc:
+                    body = {"exit": exc.code}
             else:
                 self.send_error(404)
                 return
