@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, Static
 
-from ..commands.ps import describe
+from ..attach.route import describe
 from ..process import python_processes
 from .view import selected_key
 
