@@ -11,6 +11,12 @@ import sys
 import time
 
 
+def say(line):
+    # One write(2) per line: parent and child share the pipe, and print() writes its pieces one by
+    # one under -u, so their lines could interleave.
+    os.write(1, (line + "\n").encode())
+
+
 def work(n):
     return n + 1
 
@@ -35,10 +41,10 @@ for line in sys.stdin:
     if line.strip() == "fork":
         pid = os.fork()
         if pid == 0:
-            print("state", json.dumps(inherited()), flush=True)
+            say("state " + json.dumps(inherited()))
             while True:
                 for i in range(100):
                     work(i)
                 time.sleep(0.1)
         children.append(pid)
-        print("child", pid, flush=True)
+        say("child %d" % pid)
