@@ -73,6 +73,7 @@ class Trail:
         self.followers: List[Any] = []  # audit --follow streams
         self.file_path: Optional[str] = config.get("audit_file") or None
         self.log = bool(config.get("audit_log"))
+        self._made_loggers: List[str] = []  # logger names that exist only because the trail logged
         self.dropped = 0  # entries the file/log writer never got (its queue was full)
         self.write_errors = 0
         self.last_write_error = ""
@@ -200,6 +201,14 @@ class Trail:
     def _log(self, batch: List[Dict[str, Any]], lines: List[str]) -> None:
         import logging
 
+        if not self._made_loggers:
+            known = logging.Logger.manager.loggerDict
+            name, made = protocol.AUDIT_LOGGER, []
+            while name:  # the logger and the placeholders of its parents that getLogger would add
+                if name not in known:
+                    made.append(name)
+                name = name.rpartition(".")[0]
+            self._made_loggers = made or [""]
         logger = logging.getLogger(protocol.AUDIT_LOGGER)
         for entry, line in zip(batch, lines):
             try:
@@ -220,3 +229,25 @@ class Trail:
         writer = self._writer
         if writer is not None:
             writer.join(join_timeout)
+        self._forget_loggers()
+
+    def _forget_loggers(self) -> None:
+        """Detach leaves the host's logging as it was: the loggers only the trail made go again."""
+        made = [name for name in self._made_loggers if name]
+        if not made or (self._writer is not None and self._writer.is_alive()):
+            return
+        try:
+            import logging
+
+            with logging._lock:  # type: ignore[attr-defined]  # the lock getLogger takes (3.9-3.14)
+                known = logging.Logger.manager.loggerDict
+                for name in made:
+                    item = known.get(name)
+                    if isinstance(item, logging.Logger) and (item.handlers or item.level or item.filters):
+                        continue  # the host configured it meanwhile: it is the host's now
+                    if isinstance(item, logging.PlaceHolder) and any(
+                            child.name not in made for child in item.loggerMap):
+                        continue  # the host made a logger below it meanwhile
+                    known.pop(name, None)
+        except Exception:
+            pass

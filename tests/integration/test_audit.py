@@ -155,6 +155,10 @@ def test_attach_read_only_holds_every_client(case: Case, monkeypatch: pytest.Mon
                 plain.request(command, args)
             assert caught.value.by == "agent" and AGENT_ADVICE in caught.value.message and what in caught.value.refused
         assert plain.request("thread", {})  # observing still works
+        # The first agent's detach took the logger its audit log made (and its parent placeholder).
+        made = plain.request("inspect", {"expression": "[n for n in logging.Logger.manager.loggerDict "
+                                                       "if n.startswith('peeka')]", "depth": 2, "max_size": 4096})
+        assert made["value"]["repr"] == "[]", made
         with pytest.raises(AgentBusy), case.client("cli", read_only=False) as second:
             second.request("thread", {})
         entries = plain.request("audit", {})["entries"]
