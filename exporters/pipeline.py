@@ -18,22 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from peeka.envsettings import positive_number
 from peeka.errors import UsageError
 
 DEFAULT_SPANS_FILE = "peeka-spans.jsonl"
-
-
-def _env_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{name}={raw!r} is not a whole number", f"Set {name} to a positive integer.") from None
-    if value <= 0:
-        raise UsageError(f"{name}={raw!r} must be positive", f"Set {name} to a positive integer.")
-    return value
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -139,9 +127,9 @@ class SpanQueue:
                  on_exported: Callable[[Sequence[ReadableSpan]], None] | None = None) -> None:
         self.exporter = exporter
         self.on_exported = on_exported  # told of each batch the exporter took (exemplars link to those only)
-        self.max_queue = _env_int(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 20_000)
-        self.batch = min(_env_int(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048), self.max_queue)
-        self.delay = _env_int(environ, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000
+        self.max_queue = positive_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 20_000)
+        self.batch = min(positive_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 2048), self.max_queue)
+        self.delay = positive_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000
         self._items: deque[ReadableSpan] = deque()
         self._cond = threading.Condition()
         self._stopping = False

@@ -70,6 +70,13 @@ def add_value(tree: Tree, node: Any, key: str = "") -> None:
         sub.add(f"[dim]... {node['omitted']} more[/]")
 
 
+def with_raised(tree: Tree, event: dict[str, Any]) -> Tree:
+    """A probe event's tree (stack, trace) ended with the exception the call raised, if any."""
+    if event.get("exception"):
+        tree.add(f"[red]raised {escape(event['exception'])}[/]")
+    return tree
+
+
 def escape(text: str) -> str:
     from rich.markup import escape as _escape
 

@@ -18,6 +18,17 @@ first ``inspect 1+1``: compiles the command), inspect (warm ``inspect 1+1``), th
 ``thread``), and the CLI's ``peeka --help`` once per run. Round trips are the client library's,
 so they exclude the CLI's start-up. Goals on a saturated target: attach <= 200 ms, round trip
 <= 50 ms. Not a test: timings depend on the machine and its load (quote ``uptime``).
+
+``--phases`` says instead where this tree's attach spends its time, at rest and saturated in one
+run: when each step ended, counted from the call (medians, ms), and the step's own share. gdb's
+steps come from its script's marks (CLOCK_MONOTONIC, shared with this process); the script's
+``started`` mark and the socket are polled every 1 ms by a thread of this process.
+
+    gdb:          ship (checks, ELF symbols, files written) | gdb up (gdb and its Python started)
+                  | ptrace attached | safe point (a thread reached one) | script ran (the injected
+                  statement started the agent's loader) | detached | gdb exited | settled (the main
+                  thread ran) | socket (the agent's server listens) | hello (the agent answered)
+    remote-exec:  caller started | ship | request sent | script ran | socket | hello
 """
 
 from __future__ import annotations
@@ -29,10 +40,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -40,7 +53,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from conftest import find_python  # noqa: E402
 
-from peeka.attach import attach, detach, files  # noqa: E402
+from peeka.attach import attach, detach, files, gdb, remote_exec  # noqa: E402
+from peeka.process import TargetProcess  # noqa: E402
 
 GOAL_ATTACH, GOAL_ROUND_TRIP = 0.200, 0.050
 METHODS = {"3.9": "gdb", "3.10": "gdb", "3.11": "gdb", "3.12": "gdb", "3.13": "gdb", "3.14": "remote-exec"}
@@ -109,6 +123,132 @@ def one_run(target: Target, method: str) -> dict[str, float]:
         out["method"] = 0.0  # marks a fallback
     return out
 
+GDB_PHASES = ("ship", "gdb up", "ptrace attached", "safe point", "script ran", "detached", "gdb exited",
+              "settled", "socket", "hello")
+REMOTE_PHASES = ("caller started", "ship", "request sent", "script ran", "socket", "hello")
+
+
+class PhaseClock:
+    """Marks when each attach step ends, in seconds from the attach call (see --phases)."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.marks: dict[str, float] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def mark(self, phase: str, at: float | None = None) -> None:
+        self.marks.setdefault(phase, (time.monotonic() if at is None else at) - self.started)
+
+    def wrap(self, owner: object, name: str, phase: str) -> None:
+        original = getattr(owner, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.mark(phase)
+
+        setattr(owner, name, wrapper)
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def __enter__(self) -> PhaseClock:
+        self.wrap(files, "ship", "ship")
+        self.wrap(remote_exec.RemoteExec, "start", "caller started")
+        self.wrap(remote_exec.RemoteExec, "send", "request sent")
+        self.wrap(gdb, "settle", "settled")
+        run_gdb = gdb._run_gdb
+
+        def timed_run_gdb(*args: Any, **kwargs: Any) -> Any:
+            events, output = run_gdb(*args, **kwargs)
+            self.mark("gdb exited")
+            t0 = next((e["monotonic"] for e in events if e["event"] == "start"), None)
+            if t0 is not None:
+                self.mark("gdb up", t0)
+                for event in events:
+                    phase = {"attached": "ptrace attached", "hit": "safe point", "fallback": "safe point",
+                             "detached": "detached"}.get(event["event"])
+                    if phase is not None:
+                        self.mark(phase, t0 + event["t"])
+            return events, output
+
+        gdb._run_gdb = timed_run_gdb
+        self._undo.append(lambda: setattr(gdb, "_run_gdb", run_gdb))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+    def attach(self, pid: int, method: str) -> tuple[dict[str, float], str]:
+        """One attach (and detach) with its steps marked; the marks and the method that attached."""
+        target = TargetProcess(pid)
+        mark_file = Path(target.host_path(target.files_dir)) / "started"
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if "script ran" not in self.marks and mark_file.exists():
+                    self.mark("script ran")
+                if "socket" not in self.marks and target.agent_socket_exists():
+                    self.mark("socket")
+                time.sleep(0.001)
+
+        self.marks = {}
+        self.started = time.monotonic()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            client, report = attach(pid, method=method, timeout=20.0)
+            self.mark("hello")
+        finally:
+            done.set()
+            watcher.join()
+        client.close()
+        detach(pid)
+        return dict(self.marks), report.method
+
+
+def phases(args: argparse.Namespace) -> None:
+    """Where this tree's attach spends its time, per version and state, in one run."""
+    print(f"where the attach spends its time: medians of {args.runs} runs, ms from the call until each step "
+          "ended (the step's own share in brackets); stop = the longest the target's threads felt stopped")
+    with PhaseClock() as clock:
+        for version in args.versions.split(","):
+            python = find_python(version)
+            if python is None:
+                print(f"{version:6} (no interpreter found)")
+                continue
+            method = METHODS[version]
+            names = GDB_PHASES if method == "gdb" else REMOTE_PHASES
+            for state in args.states.split(","):
+                ends: dict[str, list[float]] = {name: [] for name in names}
+                stops: list[float] = []
+                other = 0
+                target = Target(python, state)
+                try:
+                    time.sleep(0.3)
+                    clock.attach(target.pid, method)  # warms the code cache and gdb's data directory
+                    for _ in range(args.runs):
+                        target.ask("reset")
+                        marks, used = clock.attach(target.pid, method)
+                        stops.append(float(target.ask("gap").split()[1]))
+                        if used != method or not all(name in marks for name in names):
+                            other += 1
+                            continue
+                        for name in names:
+                            ends[name].append(marks[name])
+                finally:
+                    target.stop()
+                cells, previous = [], 0.0
+                for name in names:
+                    end = statistics.median(ends[name]) if ends[name] else float("nan")
+                    cells.append(f"{name} {end * 1000:.0f} ({(end - previous) * 1000:+.0f})")
+                    previous = end
+                note = f"; {other} runs left out (fallback or a step unseen)" if other else ""
+                print(f"{version:6} {state:9} {method:11} stop {ms(stops).strip()} | " + " | ".join(cells) + note,
+                      flush=True)
+
+
 def help_time() -> float:
     exe = Path(sys.executable).with_name("peeka")
     started = time.perf_counter()
@@ -124,9 +264,13 @@ def main() -> int:
     parser.add_argument("--versions", default="3.12,3.14")
     parser.add_argument("--states", default="rest,saturated")
     parser.add_argument("--baseline", default="main", help="git revision of the 'before' agent ('' to skip)")
+    parser.add_argument("--phases", action="store_true", help="where this tree's attach spends its time, per step")
     args = parser.parse_args()
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}; "
           f"cores: {os.cpu_count()}")
+    if args.phases:
+        phases(args)
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="peeka-bench-"))
     try:
         variants: list[tuple[str, Path | None, dict[str, str]]] = []

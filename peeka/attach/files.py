@@ -21,7 +21,8 @@ from typing import Any
 import peeka_agent
 from peeka_agent import protocol
 
-from ..errors import PermissionDenied, UsageError
+from ..envsettings import positive_number
+from ..errors import PermissionDenied
 from ..process import TargetProcess
 from . import codecache
 
@@ -58,19 +59,8 @@ def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool =
 
 def agent_limits() -> dict[str, float]:
     """The agent's connection limits that the attaching client's environment overrides."""
-    out: dict[str, float] = {}
-    for key, (env, default) in protocol.AGENT_LIMIT_SETTINGS.items():
-        value = os.environ.get(env)
-        if value is None:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            raise UsageError(f"{env}={value!r} is not a number", f"Set {env} to a number (default {default}).") from None
-        if number <= 0:
-            raise UsageError(f"{env}={value!r} must be above 0", f"Set {env} to a positive number (default {default}).")
-        out[key] = number
-    return out
+    return {key: positive_number(os.environ, env, float(default))
+            for key, (env, default) in protocol.AGENT_LIMIT_SETTINGS.items() if os.environ.get(env, "").strip()}
 
 
 def launch_source(config: dict[str, Any]) -> str:

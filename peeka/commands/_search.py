@@ -1,11 +1,17 @@
 """What the search commands (sc, sm, source) share: the name-pattern argument, its options, footer
-and location text."""
+and location text, and the whole command of sc and sm (they differ only in what a match shows)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
 
 import typer
+from peeka_agent import protocol
+
+from ..options import Pid, Shared, with_options
+from ..render import console, table
+from ._common import ask
 
 Pattern = Annotated[
     str,
@@ -34,3 +40,40 @@ def where(entry: dict[str, Any]) -> str:
     if not entry.get("file"):
         return ""
     return f"{entry['file']}:{entry['line']}" if entry.get("line") else str(entry["file"])
+
+
+class Listing(NamedTuple):
+    """How a search command shows its matches, plain and with --detail."""
+
+    key: str  # the answer's list of matches: "classes"
+    noun: str  # for the footer: "class(es)"
+    columns: tuple[str, ...]
+    row: Callable[[dict[str, Any]], list[Any]]
+    detail_columns: tuple[str, ...]
+    detail_row: Callable[[dict[str, Any]], list[Any]]
+
+
+def search_command(name: str, doc: str | None, listing: Listing) -> Callable[..., None]:
+    """The CLI command NAME: ask the agent's NAME for PATTERN's matches and show them as ``listing`` says."""
+
+    @with_options()
+    def command(
+        pid: Pid,
+        pattern: Pattern,
+        detail: Detail = False,
+        regex: Regex = False,
+        limit: Limit = protocol.DEFAULT_SEARCH_LIMIT,
+        *,
+        shared: Shared,
+    ) -> None:
+        result = ask(pid, name, search_args(pattern, detail, regex, limit), shared)
+        if result is None:
+            return
+        rows = result[listing.key]
+        columns, row = (listing.detail_columns, listing.detail_row) if detail else (listing.columns, listing.row)
+        if rows:
+            console.print(table(None, list(columns), [row(r) for r in rows]))
+        console.print(footer(result, listing.noun))
+
+    command.__doc__ = doc
+    return command

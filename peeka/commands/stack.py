@@ -7,7 +7,7 @@ from typing import Any
 from rich.tree import Tree
 
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
-from ..render import console, escape
+from ..render import console, escape, with_raised
 from ._common import agent, run_stream
 
 NAME = "stack"
@@ -21,9 +21,7 @@ def render_event(event: dict[str, Any]) -> None:
     tree = Tree(head)
     for frame in event.get("stack", []):
         tree.add(f"[green]{escape(str(frame['function']))}[/] [dim]{escape(str(frame['file']))}:{frame['line']}[/]")
-    if event.get("exception"):
-        tree.add(f"[red]raised {escape(event['exception'])}[/]")
-    console.print(tree)
+    console.print(with_raised(tree, event))
 
 
 @with_options(probe=True)

@@ -82,16 +82,14 @@ def command(
     console.print(f"[dim]{result['count']} thread(s), innermost frame first{note}[/]")
 
 
+_THREAD_KINDS = (("is_main", "main"), ("daemon", "daemon"), ("is_agent", "peeka agent"))  # answer key -> flag shown
+
+
 def thread_tree(thread: dict[str, Any]) -> Tree:
     flags = [f"ident {thread['ident']}"]
     if thread.get("native_id") is not None:
         flags.append(f"native {thread['native_id']}")
-    if thread.get("is_main"):
-        flags.append("main")
-    if thread.get("daemon"):
-        flags.append("daemon")
-    if thread.get("is_agent"):
-        flags.append("peeka agent")
+    flags += [label for key, label in _THREAD_KINDS if thread.get(key)]
     if thread.get("state"):
         flags.append(f"state {thread['state']}")
     if thread.get("cpu_percent") is not None:

@@ -8,10 +8,13 @@ import typer
 from rich.tree import Tree
 
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
-from ..render import console, escape
+from ..render import console, escape, with_raised
 from ._common import agent, run_stream
 
 NAME = "trace"
+
+
+_WAITS = (("awaited_ms", "awaited"), ("suspended_ms", "suspended at yields"))  # answer key -> label shown
 
 
 def _label(node: dict[str, Any]) -> str:
@@ -24,10 +27,7 @@ def _label(node: dict[str, Any]) -> str:
         parts += [f"{node['count']}x", f"min {node['min_ms']:.3f}", f"max {node['max_ms']:.3f}"]
     if node.get("children") or node.get("awaited_ms") or node.get("suspended_ms"):
         parts.append(f"self {node.get('self_ms', node['total_ms']):.3f}")
-    if node.get("awaited_ms"):
-        parts.append(f"awaited {node['awaited_ms']:.3f}")
-    if node.get("suspended_ms"):
-        parts.append(f"suspended at yields {node['suspended_ms']:.3f}")
+    parts += [f"{label} {node[key]:.3f}" for key, label in _WAITS if node.get(key)]
     if node.get("resumes"):
         parts.append(f"{node['resumes']} resume{'s' if node['resumes'] > 1 else ''}")
     stats = "[" + ", ".join(parts) + "]"
@@ -68,9 +68,7 @@ def render_event(event: dict[str, Any]) -> None:
     for child in root.get("children", []):
         _add(tree, child)
     _tasks(tree, root)
-    if event.get("exception"):
-        tree.add(f"[red]raised {escape(event['exception'])}[/]")
-    console.print(tree)
+    console.print(with_raised(tree, event))
 
 
 @with_options(probe=True)
