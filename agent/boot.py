@@ -60,12 +60,47 @@ def _peeka_boot(config):
                 get_ident = None
         if get_ident is not None and getattr(_thread, "get_native_id", lambda: 0)() == os.getpid():
             config["main_ident"] = get_ident()
-        start_thread(_peeka_load_and_start, (config,))
+        # Loading hands the GIL over and back a few times (the loader thread's start, the socket's
+        # calls); in a host whose threads keep the GIL busy each hand-back waits a switch interval.
+        # The same shorter interval as while a request is served, until the server listens.
+        hurry = _peeka_hurry(config.get("boot_switch_interval") or 0.0)
+        try:
+            start_thread(_peeka_load_and_start, (config, hurry))
+        except BaseException:
+            _peeka_unhurry(hurry)
+            raise
     except BaseException:
         pass
 
 
-def _peeka_load_and_start(config):
+def _peeka_hurry(interval):
+    """Lower the switch interval to ``interval`` (when above it); what ``_peeka_unhurry`` restores."""
+    import sys
+
+    saved = sys.getswitchinterval()
+    if not interval or saved <= interval:
+        return None
+    sys.setswitchinterval(interval)
+    return (saved, sys.getswitchinterval())
+
+
+def _peeka_unhurry(hurry):
+    """Put the host's switch interval back exactly (``setswitchinterval`` truncates to whole
+    microseconds, hence the half), unless the host set its own meanwhile: then it keeps it."""
+    import sys
+
+    if hurry is not None and sys.getswitchinterval() == hurry[1]:
+        sys.setswitchinterval((round(hurry[0] * 1e6) + 0.5) / 1e6)
+
+
+def _peeka_load_and_start(config, hurry=None):
+    try:
+        _peeka_load(config)
+    finally:
+        _peeka_unhurry(hurry)
+
+
+def _peeka_load(config):
     import os
     import sys
 
@@ -79,10 +114,22 @@ def _peeka_load_and_start(config):
     try:
         import importlib
         import importlib.util
+        import marshal
 
-        # Every module's source travels inside this script: loading does no file I/O, which
-        # matters in a target whose threads fight over the GIL (each read would hand it over).
-        sources = config["sources"]  # {"runtime": src, "commands/__init__": src, ...}
+        def read(path):
+            # Whole files in few reads: each read hands the GIL over in a host whose threads keep it.
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                return b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            finally:
+                os.close(fd)
+
+        # Every module's source, read here, off the injected statement: in launch.py they were a
+        # literal that the interrupted thread parsed before anything ran. Loading then does no
+        # other file I/O. {"runtime": src, "commands/__init__": src, ...}
+        sources = config.get("sources")
+        if sources is None:
+            sources = marshal.loads(read(config["sources_file"]))
         name = config["module"]
         # ...and their code objects, compiled by this interpreter's own executable beside the
         # client (peeka/attach/codecache.py): unmarshalling is ~80x quicker than compiling, which
@@ -90,13 +137,7 @@ def _peeka_load_and_start(config):
         code = {}
         try:
             if config.get("code_file"):
-                import marshal
-
-                fd = os.open(config["code_file"], os.O_RDONLY)
-                try:
-                    blob = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
-                finally:
-                    os.close(fd)
+                blob = read(config["code_file"])
                 magic = importlib.util.MAGIC_NUMBER
                 if blob[:len(magic)] == magic:
                     code = marshal.loads(blob[len(magic):])

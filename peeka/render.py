@@ -1,19 +1,47 @@
-"""Output: rich for people, JSON for programs (``--json`` on every command)."""
+"""Output: rich for people, JSON for programs (``--json`` on every command).
+
+rich is imported on first use, not with this module: a command's --help, a --json run or a usage
+error prints nothing through it, and importing it cost more than the rest of such a run
+(tests/bench_cli_startup.py).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.tree import Tree
+from typing import TYPE_CHECKING, Any
 
 from .frontend import current
 
-console = Console(highlight=False, soft_wrap=True)
-console_err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.tree import Tree
+
+
+class LazyConsole:
+    """A rich ``Console`` made with these options when first used; stands for it in every use."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console: Any = LazyConsole(highlight=False, soft_wrap=True)
+console_err: Any = LazyConsole(stderr=True, highlight=False)
+
+
+def new_tree(label: str) -> Tree:
+    """A rich Tree (rich imported only now)."""
+    from rich.tree import Tree
+
+    return Tree(label)
 
 
 def emit_json(data: Any) -> None:
@@ -28,6 +56,8 @@ def emit_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
     for col in columns:
         t.add_column(col, overflow="fold")
@@ -38,7 +68,7 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table
 
 def value_tree(label: str, value: Any) -> Tree:
     """Render an agent value node (agent/values.py: type, repr, truncated, size?, children?, omitted?)."""
-    tree = Tree(label)
+    tree = new_tree(label)
     add_value(tree, value)
     return tree
 

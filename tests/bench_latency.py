@@ -22,7 +22,9 @@ so they exclude the CLI's start-up. Goals on a saturated target: attach <= 200 m
 ``--phases`` says instead where this tree's attach spends its time, at rest and saturated in one
 run: when each step ended, counted from the call (medians, ms), and the step's own share. gdb's
 steps come from its script's marks (CLOCK_MONOTONIC, shared with this process); the script's
-``started`` mark and the socket are polled every 1 ms by a thread of this process.
+``started`` mark and the socket are polled every 1 ms by a thread of this process. gdb rows come
+twice: as attach does it (gdb loads while the files are shipped) and ``gdb, late`` (gdb started
+after them, as before), taking turns on the same target.
 
     gdb:          ship (checks, ELF symbols, files written) | gdb up (gdb and its Python started)
                   | ptrace attached | safe point (a thread reached one) | script ran (the injected
@@ -209,7 +211,8 @@ class PhaseClock:
 
 
 def phases(args: argparse.Namespace) -> None:
-    """Where this tree's attach spends its time, per version and state, in one run."""
+    """Where this tree's attach spends its time, per version and state, in one run; for gdb also
+    with gdb started only once the files are shipped (as before it loaded meanwhile)."""
     print(f"where the attach spends its time: medians of {args.runs} runs, ms from the call until each step "
           "ended (the step's own share in brackets); stop = the longest the target's threads felt stopped")
     with PhaseClock() as clock:
@@ -220,33 +223,43 @@ def phases(args: argparse.Namespace) -> None:
                 continue
             method = METHODS[version]
             names = GDB_PHASES if method == "gdb" else REMOTE_PHASES
+            variants = ("early", "late") if method == "gdb" else ("early",)
             for state in args.states.split(","):
-                ends: dict[str, list[float]] = {name: [] for name in names}
-                stops: list[float] = []
-                other = 0
+                ends = {v: {name: [] for name in names} for v in variants}
+                stops: dict[str, list[float]] = {v: [] for v in variants}
+                other = dict.fromkeys(variants, 0)
                 target = Target(python, state)
                 try:
                     time.sleep(0.3)
                     clock.attach(target.pid, method)  # warms the code cache and gdb's data directory
                     for _ in range(args.runs):
-                        target.ask("reset")
-                        marks, used = clock.attach(target.pid, method)
-                        stops.append(float(target.ask("gap").split()[1]))
-                        if used != method or not all(name in marks for name in names):
-                            other += 1
-                            continue
-                        for name in names:
-                            ends[name].append(marks[name])
+                        for variant in variants:
+                            start_gdb = gdb.start_gdb
+                            if variant == "late":
+                                gdb.start_gdb = lambda target: None  # type: ignore[assignment,return-value]
+                            try:
+                                target.ask("reset")
+                                marks, used = clock.attach(target.pid, method)
+                                stops[variant].append(float(target.ask("gap").split()[1]))
+                            finally:
+                                gdb.start_gdb = start_gdb
+                            if used != method or not all(name in marks for name in names):
+                                other[variant] += 1
+                                continue
+                            for name in names:
+                                ends[variant][name].append(marks[name])
                 finally:
                     target.stop()
-                cells, previous = [], 0.0
-                for name in names:
-                    end = statistics.median(ends[name]) if ends[name] else float("nan")
-                    cells.append(f"{name} {end * 1000:.0f} ({(end - previous) * 1000:+.0f})")
-                    previous = end
-                note = f"; {other} runs left out (fallback or a step unseen)" if other else ""
-                print(f"{version:6} {state:9} {method:11} stop {ms(stops).strip()} | " + " | ".join(cells) + note,
-                      flush=True)
+                for variant in variants:
+                    cells, previous = [], 0.0
+                    for name in names:
+                        end = statistics.median(ends[variant][name]) if ends[variant][name] else float("nan")
+                        cells.append(f"{name} {end * 1000:.0f} ({(end - previous) * 1000:+.0f})")
+                        previous = end
+                    note = f"; {other[variant]} runs left out (fallback or a step unseen)" if other[variant] else ""
+                    label = method if variant == "early" else "gdb, late"
+                    print(f"{version:6} {state:9} {label:11} stop {ms(stops[variant]).strip()} | " + " | ".join(cells)
+                          + note, flush=True)
 
 
 def help_time() -> float:

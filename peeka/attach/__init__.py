@@ -216,10 +216,15 @@ def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_e
             raise
         request.send(launch, timeout=min(timeout, 10.0))
         return "sys.remote_exec"
-    from .gdb import inject_with_gdb
+    from .gdb import inject_with_gdb, start_gdb
 
-    launch = files.ship(target, method, pending_remote_exec, mode._asdict())
-    result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout)
+    gdb = start_gdb(target)  # gdb loads (the longest step of a gdb attach) while we ship
+    try:
+        launch = files.ship(target, method, pending_remote_exec, mode._asdict())
+    except BaseException:
+        gdb.cancel()
+        raise
+    result = inject_with_gdb(target, files.injected_code(launch), timeout=timeout, started=gdb)
     return result.where
 
 

@@ -2,8 +2,11 @@
 
 Layout in the target's namespace (``TargetProcess.files_dir``)::
 
-    <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config,
-                                        which carries the agent package's sources
+    <tmp>/peeka-<pid>/launch.py         boot.py plus the line that calls it with this target's config
+    <tmp>/peeka-<pid>/sources.bin       the agent package's sources, marshalled (read by the loader
+                                        thread: as a literal in launch.py they were parsed by the
+                                        injected statement, on the interrupted thread, 10-50 ms)
+    <tmp>/peeka-<pid>/code.bin          their code objects for this interpreter, when cached
     <tmp>/peeka-<pid>/boot-error.txt    only when loading failed inside the target
 
 A target in another mount namespace (a container) is reached through ``/proc/PID/root``.
@@ -12,6 +15,7 @@ The agent removes the directory on detach; ``remove`` cleans up after a failed a
 
 from __future__ import annotations
 
+import marshal
 import os
 import shutil
 import tempfile
@@ -27,6 +31,9 @@ from ..process import TargetProcess
 from . import codecache
 
 AGENT_MODULE = "_peeka_agent"
+SOURCES_FILE = "sources.bin"
+# marshal's format 4 (Python 3.4+): what every supported target reads, whichever Python ships it.
+MARSHAL_VERSION = 4
 _AGENT_SOURCE = Path(peeka_agent.__file__).resolve().parent
 
 
@@ -43,6 +50,7 @@ def agent_sources() -> dict[str, str]:
 def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool = False,
                  mode: dict[str, Any] | None = None) -> dict[str, Any]:
     """``mode``: attach's AgentMode as a dict (read_only, audit_file, audit_log)."""
+    limits = agent_limits()
     return {
         **(mode or {}),
         "module": AGENT_MODULE,
@@ -53,7 +61,9 @@ def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool =
         # gdb's fallback after a sys.remote_exec request that has not run yet (and may run later):
         # on detach the agent leaves a self-removing script where that request will look.
         "pending_remote_exec": pending_remote_exec,
-        "limits": agent_limits(),
+        "limits": limits,
+        # The boot's switch interval until the server listens: the one used while serving.
+        "boot_switch_interval": limits.get("serve_switch_interval", protocol.SERVE_SWITCH_INTERVAL),
     }
 
 
@@ -77,7 +87,10 @@ def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False,
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.
     staging = Path(tempfile.mkdtemp(prefix=f".peeka-{target.ns_pid}-", dir=parent))
     try:
-        code = codecache.code_for(target, config["sources"])
+        sources = config.pop("sources")
+        (staging / SOURCES_FILE).write_bytes(marshal.dumps(sources, MARSHAL_VERSION))
+        config["sources_file"] = f"{target.files_dir}/{SOURCES_FILE}"
+        code = codecache.code_for(target, sources)
         if code is not None:
             (staging / codecache.FILE).write_bytes(code)
             config["code_file"] = f"{target.files_dir}/{codecache.FILE}"

@@ -105,9 +105,12 @@ class GdbInjection:
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
-def inject_with_gdb(target: TargetProcess, code: str, timeout: float = 10.0) -> GdbInjection:
-    """Run ``code`` in ``target`` at a safe point (or on a safely blocked thread), via gdb."""
-    return _inject(target, code, timeout, naive=False)
+def inject_with_gdb(
+    target: TargetProcess, code: str, timeout: float = 10.0, started: GdbProcess | None = None
+) -> GdbInjection:
+    """Run ``code`` in ``target`` at a safe point (or on a safely blocked thread), via gdb
+    (``started``: a gdb from ``start_gdb``, which loaded meanwhile)."""
+    return _inject(target, code, timeout, naive=False, started=started)
 
 
 def inject_naive_gdb(target: TargetProcess, code: str, timeout: float = 10.0) -> GdbInjection:
@@ -118,36 +121,95 @@ def inject_naive_gdb(target: TargetProcess, code: str, timeout: float = 10.0) ->
     return _inject(target, code, timeout, naive=True)
 
 
-def _inject(target: TargetProcess, code: str, timeout: float, naive: bool) -> GdbInjection:
-    started = time.monotonic()
-    gdb = find_gdb()
-    if len(code.encode()) + 1 > MAX_CODE:
-        raise UsageError(
-            f"the code to inject is {len(code.encode())} bytes; at most {MAX_CODE - 1} go through gdb",
-            "Write it to a file and inject `exec(open(PATH).read())` instead.",
-        )
-    check_target(target)
-    version = target.require_python()
-    deadline = started + timeout
-    params: dict[str, Any] = {
-        "pid": target.pid,
-        "code": code,
-        "mode": "naive" if naive else "safe",
-        "deadline": deadline - RESERVE,
-        "wait_blocked": WAIT_BLOCKED,
-        "wait_running": min(WAIT_RUNNING, timeout / 3),
-    }
-    if not naive:
-        params.update(symbol_params(target, version))
-    data_dir, needs_compile = gdb_data_dir(gdb)
-    if needs_compile:
-        params["compile_data_dir"] = str(data_dir)
-    events, output = _run_gdb(
-        gdb, data_dir, target, params, naive, timeout=max(0.5, deadline - time.monotonic()) + GRACE
-    )
+class GdbProcess:
+    """gdb started ahead of its work: it loads (its own start-up, then its Python's) while the
+    client reads symbols and ships the agent, and waits for its parameters on a pipe before it
+    touches the target. Until ``run`` sends them, ``cancel`` ends it harmlessly."""
+
+    def __init__(self, target: TargetProcess, naive: bool = False) -> None:
+        self.began = time.monotonic()
+        self.gdb = find_gdb()
+        self.data_dir, self.needs_compile = gdb_data_dir(self.gdb)
+        env = self.gdb.environment()
+        read_end, self._params = os.pipe()
+        env["PEEKA_GDB_PARAMS_FD"] = str(read_end)
+        try:
+            # A session of its own: a Ctrl-C in the user's terminal must not reach gdb mid-call.
+            self.proc = subprocess.Popen(
+                gdb_command(self.gdb, self.data_dir, target, naive),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                text=True,
+                start_new_session=True,
+                pass_fds=(read_end,),
+            )
+        except BaseException:
+            os.close(self._params)
+            raise
+        finally:
+            os.close(read_end)
+
+    def send(self, params: dict[str, Any]) -> None:
+        """Hand gdb its parameters (it attaches once it has them)."""
+        data = json.dumps(params).encode()
+        try:
+            with os.fdopen(self._params, "wb") as pipe:
+                pipe.write(data)
+        except BrokenPipeError:
+            pass  # gdb died before reading them: its output says why
+        self._params = -1
+
+    def cancel(self) -> None:
+        """End a gdb that has not been sent its parameters (it has not attached: nothing to undo)."""
+        if self._params >= 0:
+            os.close(self._params)
+            self._params = -1
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def start_gdb(target: TargetProcess) -> GdbProcess:
+    """A gdb for ``inject_with_gdb(..., started=)``, loading while the caller does other work."""
+    return GdbProcess(target)
+
+
+def _inject(target: TargetProcess, code: str, timeout: float, naive: bool,
+            started: GdbProcess | None = None) -> GdbInjection:
+    began = time.monotonic()
+    process = started
+    try:
+        if len(code.encode()) + 1 > MAX_CODE:
+            raise UsageError(
+                f"the code to inject is {len(code.encode())} bytes; at most {MAX_CODE - 1} go through gdb",
+                "Write it to a file and inject `exec(open(PATH).read())` instead.",
+            )
+        check_target(target)
+        version = target.require_python()
+        if process is None:
+            process = GdbProcess(target, naive)  # loads while the symbols are read
+        deadline = began + timeout
+        params: dict[str, Any] = {
+            "pid": target.pid,
+            "code": code,
+            "mode": "naive" if naive else "safe",
+            "deadline": deadline - RESERVE,
+            "wait_blocked": WAIT_BLOCKED,
+            "wait_running": min(WAIT_RUNNING, timeout / 3),
+        }
+        if not naive:
+            params.update(symbol_params(target, version))
+        if process.needs_compile:
+            params["compile_data_dir"] = str(process.data_dir)
+    except BaseException:
+        if process is not None:
+            process.cancel()
+        raise
+    events, output = _run_gdb(process, params, timeout=max(0.5, deadline - time.monotonic()) + GRACE)
     runs = next((e.get("runs") for e in events if e["event"] == "detached"), None)
     settled = settle(target, runs) if runs is not None else None
-    result = _result(target, events, output, started)
+    result = _result(target, events, output, began if started is None else started.began)
     result.settled = settled
     return result
 
@@ -316,21 +378,10 @@ def gdb_command(gdb: Gdb, data_dir: Path, target: TargetProcess, naive: bool) ->
     return [*args, "-x", str(SCRIPT)]
 
 
-def _run_gdb(
-    gdb: Gdb, data_dir: Path, target: TargetProcess, params: dict[str, Any], naive: bool, timeout: float
-) -> tuple[list[dict[str, Any]], str]:
-    env = gdb.environment()
-    env["PEEKA_GDB_PARAMS"] = json.dumps(params)
-    # A session of its own: a Ctrl-C in the user's terminal must not reach gdb mid-call.
-    proc = subprocess.Popen(
-        gdb_command(gdb, data_dir, target, naive),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
+def _run_gdb(process: GdbProcess, params: dict[str, Any], timeout: float) -> tuple[list[dict[str, Any]], str]:
+    """Send gdb its parameters and wait for it to finish; its marker events and its whole output."""
+    proc = process.proc
+    process.send(params)
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,8 +1,9 @@
 """Run a string of Python inside a live CPython from gdb, at a point where that is safe.
 
 gdb runs this file with ``-x`` in its embedded Python (gdb 13: Python 3.11); it is never imported
-by peeka itself. Parameters come as JSON in ``$PEEKA_GDB_PARAMS`` (built by ``gdb.py``: absolute
-addresses, the code, deadlines). Progress and results go to stdout as marker lines,
+by peeka itself. Parameters come as JSON on the pipe ``$PEEKA_GDB_PARAMS_FD`` names (built by
+``gdb.py``: absolute addresses, the code, deadlines): gdb starts while the client still prepares
+them, and nothing is attached before they arrive (no parameters: the client gave up; exit). Progress and results go to stdout as marker lines,
 ``PEEKA {"event": ...}``, which the client turns into a result or a diagnosis.
 
 The recipe (see REFERENCE.md, "A safe-point gdb injection"):
@@ -39,10 +40,27 @@ from typing import Any
 
 import gdb  # type: ignore[import-not-found,import-untyped,unused-ignore]  # gdb-only module
 
-P = json.loads(os.environ["PEEKA_GDB_PARAMS"])
+T0 = time.monotonic()
+
+
+def _read_params() -> dict[str, Any]:
+    fd = int(os.environ["PEEKA_GDB_PARAMS_FD"])
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    if not chunks:
+        os._exit(0)  # cancelled before the client sent anything: nothing was touched
+    return json.loads(b"".join(chunks))
+
+
+P = _read_params()
+PARAMS_AT = time.monotonic()
 PID: int = P["pid"]
 A: dict[str, int] = P.get("addrs", {})
-T0 = time.monotonic()
 
 RED_ZONE = 128  # x86-64 System V: the 128 bytes below $sp belong to the interrupted function
 STACK_SCAN = 1024  # bytes above $sp searched for return addresses into malloc / the GIL's code
@@ -554,7 +572,9 @@ def signal_settings() -> None:
 
 
 def main() -> str:
-    emit("start", monotonic=T0)  # CLOCK_MONOTONIC is system-wide: the client compares it with its own
+    # CLOCK_MONOTONIC is system-wide: the client compares it with its own. T0: gdb's Python runs this
+    # script; params: the client's parameters arrived (it started gdb before preparing them).
+    emit("start", monotonic=T0, params=round(PARAMS_AT - T0, 6))
     settings()
     attach()
     signal_settings()

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..attach import attach
-from ..client import AgentClient
 from ..frontend import current
 from ..options import Shared
 from ..render import console_err, emit_json
+
+if TYPE_CHECKING:
+    from ..client import AgentClient
 
 
 @contextmanager
 def agent(pid: int, shared: Shared, extra_timeout: float = 0.0) -> Iterator[AgentClient]:
     """A connected client to PID's agent; attaches first (implicit attach) when none runs, with the
     command's --method and --attach-timeout (plus ``extra_timeout``: a command's own wait)."""
+    from ..attach import attach  # not at import: a command's --help or usage error needs none of it
+
     client, report = attach(pid, method=shared.method, timeout=shared.attach_timeout + extra_timeout)
     if not report.reused and not shared.json:
         console_err.print(

@@ -33,7 +33,7 @@ def command(
     service: Annotated[Optional[str], typer.Option("--service", help="service.name (default: from the target's command; OTEL_SERVICE_NAME wins).")] = None,  # noqa: UP045,E501
     metrics_address: Annotated[Optional[str], typer.Option("--metrics-address", help="HOST:PORT for /metrics and /healthz (default 127.0.0.1:9464).")] = None,  # noqa: UP045,E501
     config: Annotated[Optional[str], typer.Option("--config", help="TOML configuration file.")] = None,  # noqa: UP045
-    interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between metric updates and console summaries (default 5).")] = None,  # noqa: UP045,E501
+    interval: Annotated[Optional[float], typer.Option("-i", "--interval", help="Seconds between metric updates and console summaries (default 5).")] = None,  # noqa: UP045,E501
     spans_file: Annotated[Optional[str], typer.Option("--spans-file", help="Where spans go when no OTLP endpoint is set (default ./peeka-spans.jsonl).")] = None,  # noqa: UP045,E501
     redact: Annotated[Patterns, typer.Option("--redact", help="More argument-name fragments to redact (repeatable).")] = None,
     no_args: Annotated[bool, typer.Option("--no-args", help="Do not capture arguments and results.")] = False,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.syntax import Syntax
-
 from ..options import Pid, Shared, with_options
 from ..render import console, escape
 from ._common import ask
@@ -36,6 +34,8 @@ def show_source(entry: dict[str, Any]) -> None:
         start = entry.get("disk_line") or entry.get("line") or 1
         if entry["status"] in ("changed", "moved"):
             console.print(f"  [dim]text below is the file as it is now, from line {start}[/]")
+        from rich.syntax import Syntax
+
         console.print(Syntax("\n".join(lines), "python", line_numbers=True, start_line=start, word_wrap=True))
 
 

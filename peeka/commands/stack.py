@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.tree import Tree
-
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
-from ..render import console, escape, with_raised
+from ..render import console, escape, new_tree, with_raised
 from ._common import agent, run_stream
 
 NAME = "stack"
@@ -18,7 +16,7 @@ def render_event(event: dict[str, Any]) -> None:
     if "error" in event:
         console.print(f"{head}\n  [red]{escape(event['error'])}[/]")
         return
-    tree = Tree(head)
+    tree = new_tree(head)
     for frame in event.get("stack", []):
         tree.add(f"[green]{escape(str(frame['function']))}[/] [dim]{escape(str(frame['file']))}:{frame['line']}[/]")
     console.print(with_raised(tree, event))

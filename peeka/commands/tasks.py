@@ -5,14 +5,16 @@ Tasks with the same stack and the same kind of wait are shown once, with their c
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.tree import Tree
 
 from ..options import Pid, Shared, with_options
-from ..render import console, escape
+from ..render import console, escape, new_tree
 from ._common import ask
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
 
 NAME = "tasks"
 GROUP_NAMES_SHOWN = 5
@@ -34,7 +36,7 @@ def _signature(task: dict[str, Any]) -> tuple[Any, ...]:
 def _loop_tree(loop: dict[str, Any]) -> Tree:
     where = f"thread {loop['thread']}" if loop.get("thread") else "thread unknown"
     state = "running" if loop["running"] else "not running"
-    tree = Tree(f"[bold]{escape(loop['type'])}[/] [dim]{where}, {state}, {loop['task_count']} task(s), "
+    tree = new_tree(f"[bold]{escape(loop['type'])}[/] [dim]{where}, {state}, {loop['task_count']} task(s), "
                 f"{loop.get('ready')} ready callback(s), {loop.get('scheduled')} timer(s)[/]")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for task in loop["tasks"]:

@@ -3,15 +3,17 @@ busiest, -b who waits on which lock and lock-ordering deadlocks."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from peeka_agent.protocol import MAX_DEPTH, MIN_MAX_SIZE
-from rich.tree import Tree
 
 from ..options import Pid, Shared, with_options
-from ..render import add_value, console, escape, table
+from ..render import add_value, console, escape, new_tree, table
 from ._common import ask
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
 
 NAME = "thread"
 
@@ -40,34 +42,35 @@ def command(
     ] = 512,
     busiest: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("-n", "--top", min=1, help="Only the N busiest threads by CPU over the interval, with stacks."),
+        typer.Option("-n", "--top", "--limit", min=1,
+                     help="Only the N busiest threads by CPU over the interval, with stacks."),
     ] = None,
     interval: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("-i", "--interval", min=0, max=60000,
-                     help="Milliseconds over which CPU % is measured (default 200; 0 with a TID).")
+        Optional[float],  # noqa: UP045
+        typer.Option("-i", "--interval", min=0.0, max=60.0,
+                     help="Seconds over which CPU % is measured (default 0.2; 0 with a TID).")
     ] = None,
     blocked: Annotated[
-        bool, typer.Option("-b", "--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
+        bool, typer.Option("--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
     ] = False,
     *,
     shared: Shared,
 ) -> None:
     if interval is None:
-        interval = 0 if thread_id is not None or blocked else 200
+        interval = 0.0 if thread_id is not None or blocked else 0.2
     args: dict[str, Any] = {
         "all": all_threads,
         "depth": depth,
         "max_frames": max_frames,
         "max_size": max_size,
-        "interval_ms": interval,
+        "interval_ms": round(interval * 1000),  # the protocol's unit
         "blocked": blocked,
     }
     if thread_id is not None:
         args["thread_id"] = thread_id
     if busiest is not None:
         args["top"] = busiest
-    result = ask(pid, NAME, args, shared, extra_timeout=interval / 1000)
+    result = ask(pid, NAME, args, shared, extra_timeout=interval)
     if result is None:
         return
     if blocked:
@@ -96,7 +99,7 @@ def thread_tree(thread: dict[str, Any]) -> Tree:
         flags.append(f"cpu {thread['cpu_percent']:.1f}%")
     if thread.get("cpu_seconds") is not None:
         flags.append(f"cpu {thread['cpu_seconds']:.2f}s")
-    tree = Tree(f"[bold]{escape(str(thread['name']))}[/] [dim]{', '.join(flags)}[/]")
+    tree = new_tree(f"[bold]{escape(str(thread['name']))}[/] [dim]{', '.join(flags)}[/]")
     frames = thread.get("frames") or []
     if not frames:
         tree.add("[dim](no Python frame: running in C or not started)[/]")

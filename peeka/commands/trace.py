@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.tree import Tree
 
 from ..options import Pattern, Pid, ProbeOptions, Shared, with_options
-from ..render import console, escape, with_raised
+from ..render import console, escape, new_tree, with_raised
 from ._common import agent, run_stream
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
 
 NAME = "trace"
 
@@ -64,7 +66,7 @@ def render_event(event: dict[str, Any]) -> None:
         console.print(f"[bold]{escape(event['function'])}[/]\n  [red]{escape(event['error'])}[/]")
         return
     root = event["tree"]
-    tree = Tree(f"[dim]thread={escape(str(event['thread']))}[/] " + _label(root))
+    tree = new_tree(f"[dim]thread={escape(str(event['thread']))}[/] " + _label(root))
     for child in root.get("children", []):
         _add(tree, child)
     _tasks(tree, root)

@@ -36,8 +36,8 @@ def command(
     pid: Pid,
     pattern: Annotated[Optional[str], typer.Argument(help="Record calls of these functions.")] = None,  # noqa: UP045
     list_: Annotated[bool, typer.Option("--list", "-l", help="List the records.")] = False,
-    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Records where this expression is true.")] = None,  # noqa: UP045,E501
-    show: Annotated[Optional[int], typer.Option("--show", "-i", help="Show one record in full.")] = None,  # noqa: UP045
+    search: Annotated[Optional[str], typer.Option("--search", help="Records where this expression is true.")] = None,  # noqa: UP045,E501
+    show: Annotated[Optional[int], typer.Option("--show", help="Show one record in full.")] = None,  # noqa: UP045
     replay: Annotated[Optional[int], typer.Option("--replay", help="Call the function again with a record's arguments.")] = None,  # noqa: UP045,E501
     clear: Annotated[bool, typer.Option("--clear", help="Delete every record.")] = False,
     depth: Expand = DEFAULT_DEPTH,

@@ -215,3 +215,33 @@ def test_attach_does_not_import_asyncio_into_the_target(spawn, version: str) -> 
     assert result["loops"] == [] and "asyncio is not imported" in result["note"], result
     assert peeka_cli("detach", str(target.pid)).returncode == 0
     assert target.stop() == ""
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.14"])
+def test_boot_restores_the_switch_interval_exactly(version: str, tmp_path: Path) -> None:
+    """The boot lowers the switch interval while the agent loads (a busy host hands the GIL back
+    sooner), then puts the host's own value back to the bit once the server listens."""
+    from peeka.attach import files
+
+    socket_path = tmp_path / "agent.sock"
+    config = {"module": "_peeka_agent", "sources": files.agent_sources(), "socket_path": str(socket_path),
+              "files_dir": str(tmp_path), "method": "test", "limits": {}, "boot_switch_interval": 0.0005}
+    (tmp_path / "launch.py").write_text(files.launch_source(config))
+    script = f"""
+import sys, time
+sys.setswitchinterval(0.0123)
+before = sys.getswitchinterval()
+exec(compile(open({str(tmp_path / 'launch.py')!r}).read(), "launch.py", "exec"), {{"__name__": "__peeka_launch__"}})
+lowered = sys.getswitchinterval()
+deadline = time.monotonic() + 20
+while sys.getswitchinterval() == lowered and time.monotonic() < deadline:
+    time.sleep(0.001)
+runtime = sys.modules["_peeka_agent.runtime"]
+print(repr(before), repr(lowered), repr(sys.getswitchinterval()), runtime.current() is not None)
+runtime.detach()
+"""
+    out = subprocess.run([python_for(version), "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    before, lowered, after, running = out.stdout.split()
+    assert float(lowered) == pytest.approx(0.0005) and running == "True", out.stdout
+    assert after == before, out.stdout

@@ -34,7 +34,7 @@ def test_main_thread_named_with_its_native_id(version: str) -> None:
         try:
             _, pid, main_tid, worker_tid = target.ready_line.split()
             assert pid == main_tid
-            result = _threads(target.pid, "-i", "300")
+            result = _threads(target.pid, "-i", "0.3")
             threads = {t["native_id"]: t for t in result["threads"]}
             main = threads[int(pid)]
             assert main["name"] == "MainThread" and main["is_main"] is True, main

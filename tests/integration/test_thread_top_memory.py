@@ -255,10 +255,10 @@ def test_bad_input_is_a_usage_error(client: AgentClient) -> None:
 
 def test_cli_views(target: CmdTarget) -> None:
     pid = str(target.pid)
-    out = peeka_cli("thread", pid, "-b")
+    out = peeka_cli("thread", pid, "--blocked")
     assert out.returncode == 0, out.stderr
     assert "DEADLOCK between" in out.stdout and "LOCK_A" in out.stdout and "LOCK_B" in out.stdout
-    out = peeka_cli("thread", pid, "-n", "1", "-i", "300")
+    out = peeka_cli("thread", pid, "-n", "1", "-i", "0.3")
     assert out.returncode == 0 and out.stdout.startswith("burner") and "work" in out.stdout, out.stdout
     out = peeka_cli("thread", pid)
     assert out.returncode == 0 and re.search(r"burner\s+│.*│\s+R?\S*\s+│\s+\d", out.stdout), out.stdout
@@ -282,7 +282,7 @@ def test_detach_stops_tracemalloc(target: CmdTarget) -> None:
     facts = json.loads(out.stdout)["tracemalloc"]
     assert facts["tracing"] is False and facts["traced_bytes"] is None
     # The attached agent's code is named "<peeka agent>/...": still told apart from the host's.
-    out = peeka_cli("thread", str(target.pid), "--json", "-n", "3", "-i", "300")
+    out = peeka_cli("thread", str(target.pid), "--json", "-n", "3", "-i", "0.3")
     busiest = json.loads(out.stdout)
     assert busiest["threads"][0]["name"] == "burner" and busiest["agent_threads_hidden"] >= 2
     out = peeka_cli("top", str(target.pid), "--json", "-n", "1", "-i", "0.5")

@@ -67,6 +67,42 @@ def test_value_rendering_options_mean_the_same_everywhere() -> None:
         assert options["max_size"].opts == ["--max-size"], verb
 
 
+def test_a_short_letter_means_one_option_on_every_command() -> None:
+    """-i was --interval on thread/top and --show on tt, -f --finish on watch and --follow on logger..."""
+    meaning: dict[str, tuple[str, set[str]]] = {}
+    for verb in COMMANDS:
+        for option in _options(verb).values():
+            names = option.opts + option.secondary_opts
+            longs = {n for n in names if n.startswith("--")}  # thread's -n: --top, or --limit as elsewhere
+            for short in (n for n in names if not n.startswith("--")):
+                first = meaning.setdefault(short, (verb, longs))
+                assert first[1] & longs, f"{short} is {sorted(first[1])} on {first[0]} but {sorted(longs)} on {verb}"
+
+
+# Durations a user sets, by option name: seconds on every command that has one (thread's --interval
+# was milliseconds while top's and export's were seconds).
+DURATIONS = ("interval", "timeout", "attach_timeout", "cycle", "diff", "record", "forget_after")
+
+
+def test_every_duration_option_is_in_seconds() -> None:
+    seen = set()
+    for verb in COMMANDS:
+        for name, option in _options(verb).items():
+            if name in DURATIONS:
+                seen.add((verb, name))
+                assert "seconds" in (option.help or "").lower(), (verb, name, option.help)
+                default = option.default
+                assert default is None or isinstance(default, float), (verb, name, default)
+    assert {("thread", "interval"), ("top", "interval"), ("export", "interval")} <= seen
+
+
+def test_thread_interval_is_seconds_on_the_wire_as_milliseconds() -> None:
+    """The CLI's seconds become the protocol's interval_ms; the old milliseconds are refused with the range."""
+    out = peeka_cli("thread", NO_PID, "-i", "300")
+    assert out.returncode == 2 and "--interval" in out.stderr and "60" in out.stderr, out.stderr
+    assert peeka_cli("thread", NO_PID, "-i", "0.3").returncode not in (0, 2)  # parsed; then no such process
+
+
 def test_debug_prints_the_traceback_json_carries_it() -> None:
     plain = peeka_cli("thread", NO_PID)
     assert plain.returncode != 0 and "Traceback" not in plain.stderr and NO_PID in plain.stderr
