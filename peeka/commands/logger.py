@@ -66,7 +66,7 @@ def command(
     pid: Pid,
     name: Annotated[Optional[str], typer.Option("--name", help="A logger's name (root for the root logger).")] = None,  # noqa: UP045
     level: Annotated[Optional[str], typer.Option("--level", help="Set --name's level (DEBUG, INFO, ... or a number); with --follow: the lowest level streamed.")] = None,  # noqa: UP045,E501
-    follow: Annotated[bool, typer.Option("--follow", help="Stream records reaching --name (default root) as they are emitted.")] = False,  # noqa: E501
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream records reaching --name (default root) as they are emitted.")] = False,  # noqa: E501
     limit: Annotated[Optional[int], typer.Option("-n", "--limit", min=1, help="With --follow: end after N records.")] = None,  # noqa: UP045
     timeout: StreamTimeout = None,
     max_rate: Annotated[int, typer.Option("--max-rate", min=1, help="With --follow: records per second streamed at most; the rest are counted as dropped.")] = 2000,  # noqa: E501

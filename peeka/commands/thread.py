@@ -51,7 +51,7 @@ def command(
                      help="Seconds over which CPU % is measured (default 0.2; 0 with a TID).")
     ] = None,
     blocked: Annotated[
-        bool, typer.Option("--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
+        bool, typer.Option("-b", "--blocked", help="Threads waiting on locks, who holds them, deadlock cycles.")
     ] = False,
     *,
     shared: Shared,

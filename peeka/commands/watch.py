@@ -36,10 +36,10 @@ def command(
     pid: Pid,
     pattern: Pattern,
     expression: Annotated[Optional[str], typer.Argument(help="What to show per call, e.g. \"params['user']\", \"result\".")] = None,  # noqa: UP045,E501
-    before: Annotated[bool, typer.Option("-b", "--before", help="At entry (arguments only).")] = False,
+    before: Annotated[bool, typer.Option("--before", help="At entry (arguments only).")] = False,
     success: Annotated[bool, typer.Option("-s", "--success", help="After a normal return.")] = False,
     exception: Annotated[bool, typer.Option("-e", "--exception", help="After an exception.")] = False,
-    finish: Annotated[bool, typer.Option("-f", "--finish", help="After either (the default).")] = False,
+    finish: Annotated[bool, typer.Option("--finish", help="After either (the default).")] = False,
     depth: Expand = DEFAULT_DEPTH,
     max_size: MaxSize = DEFAULT_MAX_SIZE,
     *,

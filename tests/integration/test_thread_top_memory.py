@@ -255,7 +255,7 @@ def test_bad_input_is_a_usage_error(client: AgentClient) -> None:
 
 def test_cli_views(target: CmdTarget) -> None:
     pid = str(target.pid)
-    out = peeka_cli("thread", pid, "--blocked")
+    out = peeka_cli("thread", pid, "-b")
     assert out.returncode == 0, out.stderr
     assert "DEADLOCK between" in out.stdout and "LOCK_A" in out.stdout and "LOCK_B" in out.stdout
     out = peeka_cli("thread", pid, "-n", "1", "-i", "0.3")
