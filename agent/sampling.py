@@ -14,6 +14,11 @@ import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 RawStacks = Dict[Tuple[int, Tuple[Any, ...]], int]  # (thread ident, code objects innermost first) -> samples
+# A stack while sampling: (thread ident, id of each code object innermost first). Hashing a code
+# object hashes its bytecode, constants and names (about 3 us each on 3.12), so a tuple of them is
+# too dear to hash for each thread at each tick; ids hash at once, and the sampler keeps each id
+# tuple's stack (its code objects alive, so no id is reused) until it no longer refers to it.
+Sid = Tuple[int, ...]
 Labelled = Dict[Tuple[str, Tuple[str, ...]], float]  # (thread name, labels innermost first) -> weighted samples
 # ((thread ident, code objects), the lines its frames were at, innermost first) -> times caught
 Counts = Dict[Tuple[Tuple[int, Tuple[Any, ...]], Tuple[int, ...]], int]
@@ -22,7 +27,11 @@ Detailed = Dict[Tuple[str, Tuple[Tuple[str, int], ...]], List[float]]
 
 
 _RESUMABLE = 0x20 | 0x80 | 0x200  # CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
-QUIET_RECHECK = 8  # a parked thread that used no CPU has its clock read every 8th tick only
+# A thread parked in a wait that used no CPU has its clock read every 8th tick only, then every
+# 16th, ... up to every 64th while it stays so. Nothing is lost: a read gives all the CPU used since
+# the previous one, and a thread that moves to another frame is read at once.
+QUIET_RECHECK = 8
+QUIET_RECHECK_MAX = 64
 # Names a line calls when it gives the GIL up: waits (sleep, select/poll/epoll, locks, conditions,
 # events, queues: their innermost Python frame is Condition.wait at an acquire; joins, accepts,
 # signals) and I/O (reads, writes, sends, connects, name lookups). The sampler gets the GIL at
@@ -52,27 +61,32 @@ class Between:
 
 
 BETWEEN = Between()
+_BETWEEN_ID = id(BETWEEN)
 
 
 class _Seen:
     """What the sampler knew of one thread at its last sample."""
 
-    __slots__ = ("frame", "key", "clock", "cpu", "quiet", "read_at", "running", "lines", "counted", "pending", "lasti")
+    __slots__ = ("frame", "key", "sid", "clock", "cpu", "quiet", "read_at", "running", "lines", "counted", "pending",
+                 "lasti", "waits_lasti", "waits")
 
     def __init__(self, clock: Optional[int]) -> None:
         self.frame: Any = None
         self.key: Tuple[int, Tuple[Any, ...]] = (0, ())
+        self.sid: Sid = (0,)
         self.clock = clock
         self.cpu: Optional[int] = None
-        self.quiet = False
+        self.quiet = 0  # ticks between reads of its clock while it stays parked in its wait; 0: every tick
         self.read_at = 0
-        self.running: Optional[Tuple[int, Tuple[Any, ...]]] = None  # its stack, if caught running last time
+        self.running: Optional[Sid] = None  # its stack, if caught running last time
         # With counts: samples in one stack at the same lines, counted here until it moves on (a dict
         # keyed by a stack hashes every code object on it: too dear for each thread at each tick).
         self.lines: Tuple[int, ...] = ()
-        self.counted: Tuple[int, Tuple[Any, ...]] = (0, ())
+        self.counted: Sid = (0,)
         self.pending = 0
         self.lasti = -1  # the innermost frame's last instruction then: the same, the same line
+        self.waits_lasti = -1  # where in its parked frame it was when ``waits`` was found
+        self.waits = False
 
 
 class Sampler:
@@ -89,30 +103,36 @@ class Sampler:
         self.runs: RawStacks = {}  # with clocks: samples that caught their thread running, by stack
         # Recording only (top --record): every sample counted, waits included, by stack and the lines
         # its frames were at, for the wall-clock samples and the locations of pprof and speedscope.
-        self.counts: Optional[Counts] = None
+        self.counts: Optional[Dict[Tuple[Sid, Tuple[int, ...]], int]] = None  # by Sid while sampling (take_counts)
         # Export's profile links: every stack this round caught, (ident, codes), in sampling order.
         self.caught: Optional[List[Tuple[int, Tuple[Any, ...]]]] = None
         # ident -> what it was: a frame still running has the same callers as when it was last
         # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
         self._last: Dict[int, _Seen] = {}
-        self._waits: Dict[Tuple[Any, int], bool] = {}
+        self._tick = 0  # ticks ever (``ticks`` restarts at each take)
+        self._stack_of: Dict[Sid, Tuple[int, Tuple[Any, ...]]] = {}  # see Sid
+        self._sid_stacks: Dict[Sid, int] = {}  # what stacks and runs count while sampling, by Sid
+        self._sid_runs: Dict[Sid, int] = {}
+        self._waits: Dict[Tuple[int, int], Tuple[Any, bool]] = {}  # (id(code), line) -> (code, waits there)
 
     def sample(self) -> None:
         started = time.perf_counter()
-        stacks = self.stacks
-        runs = self.runs
+        stacks = self._sid_stacks
+        runs = self._sid_runs
+        stack_of = self._stack_of
         skip = self.skip
         last = self._last
         clocks = self.clocks
         counts = self.counts
         caught = self.caught
-        tick = self.ticks
+        tick = self._tick = self._tick + 1
         for ident, frame in sys._current_frames().items():
             if ident in skip:
                 continue
             seen = last.get(ident)
             if seen is not None and seen.frame is frame:
                 key = seen.key
+                sid = seen.sid
                 parked = True
             else:
                 codes = []
@@ -120,12 +140,16 @@ class Sampler:
                 while walk is not None:
                     codes.append(walk.f_code)
                     walk = walk.f_back
-                key = (ident, tuple(codes))
+                sid = (ident,) + tuple(map(id, codes))
+                key = stack_of.get(sid)  # type: ignore[assignment]
+                if key is None:
+                    key = stack_of[sid] = (ident, tuple(codes))
                 if seen is None:
                     seen = last[ident] = _Seen(None if clocks is None else clocks.get(ident))
                 # A generator's frame can be resumed from another caller: never reuse its stack.
                 seen.frame = None if frame.f_code.co_flags & _RESUMABLE else frame
                 seen.key = key
+                seen.sid = sid
                 parked = False
             if caught is not None:
                 caught.append(key)
@@ -147,13 +171,13 @@ class Sampler:
                         seen.lines = (inner,) + seen.lines[1:]
                     else:
                         seen.lines = _lines(frame)
-                    seen.counted = key
+                    seen.counted = sid
                     seen.pending = 1
             if clocks is None:
-                stacks[key] = stacks.get(key, 0) + 1
+                stacks[sid] = stacks.get(sid, 0) + 1
                 continue
             clock = seen.clock
-            if clock is None or (parked and seen.quiet and tick - seen.read_at < QUIET_RECHECK):
+            if clock is None or (parked and tick - seen.read_at < seen.quiet):
                 continue
             try:
                 now = _clock_ns(clock)
@@ -163,16 +187,23 @@ class Sampler:
             used = 0 if seen.cpu is None else now - seen.cpu
             seen.cpu = now
             seen.read_at = tick
+            # Whether it waits now: the same as last time if it is at the same instruction of the same frame.
+            lasti = frame.f_lasti
+            if parked and seen.waits_lasti == lasti:
+                waits = seen.waits
+            else:
+                waits = seen.waits = self._waits_here(frame)
+                seen.waits_lasti = lasti
             if used <= 0:
                 # Quiet: its clock is read less often while it stays parked in the same frame, but
                 # only if it is in a wait (a running thread the OS held off for a tick is not quiet:
                 # skipping it would favour its longer-lived frames).
-                seen.quiet = self._waits_here(frame)
+                seen.quiet = (min(2 * seen.quiet, QUIET_RECHECK_MAX) if seen.quiet else QUIET_RECHECK) if waits else 0
                 seen.running = None
                 continue
-            seen.quiet = False
+            seen.quiet = 0
             self.thread_cpu[ident] = self.thread_cpu.get(ident, 0) + used
-            if self._waits_here(frame):
+            if waits:
                 # It waits now, so the CPU went before the wait: to the stack the previous sample
                 # caught it running in, else to the calls that ran between samples (see Between).
                 running = seen.running
@@ -185,46 +216,69 @@ class Sampler:
                     while walk is not None and self._waits_here(walk):
                         depth += 1
                         walk = walk.f_back
-                    running = (ident, (BETWEEN,) + key[1][depth - 1:])
+                    running = (ident, _BETWEEN_ID) + sid[depth:]
+                    if running not in stack_of:
+                        stack_of[running] = (ident, (BETWEEN,) + key[1][depth - 1:])
                 stacks[running] = stacks.get(running, 0) + used
             else:
                 # Caught running: counted, and given an equal part of the thread's CPU at take().
-                seen.running = key
-                runs[key] = runs.get(key, 0) + 1
+                seen.running = sid
+                runs[sid] = runs.get(sid, 0) + 1
         self.ticks += 1
         self.busy_seconds += time.perf_counter() - started
 
     def _waits_here(self, frame: Any) -> bool:
         """Whether the frame's current line calls something that waits (cached per code and line)."""
         code, line = frame.f_code, frame.f_lineno
-        known = self._waits.get((code, line))
+        at = (id(code), line)  # not the code object: see Sid (the cache keeps it alive)
+        known = self._waits.get(at)
         if known is None:
             names = _names_on_line(code, line)
             # gevent's hub waits in its C loop's run() (eventlet's hub calls wait(): listed above).
-            known = bool(WAIT_CALLS.intersection(names)) or ("run" in names and _is_hub_loop(code))
-            self._waits[(code, line)] = known
-        return known
+            known = self._waits[at] = (code, bool(WAIT_CALLS.intersection(names)) or ("run" in names and _is_hub_loop(code)))
+        return known[1]
 
     def take(self) -> Tuple[RawStacks, int, float]:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
+        stack_of = self._stack_of
+        for sid, count in self._sid_stacks.items():
+            key = stack_of[sid]
+            self.stacks[key] = self.stacks.get(key, 0) + count
+        for sid, count in self._sid_runs.items():
+            key = stack_of[sid]
+            self.runs[key] = self.runs.get(key, 0) + count
+        self._sid_stacks, self._sid_runs = {}, {}
         stacks = self.stacks if self.clocks is None else weigh(self.stacks, self.runs, self.thread_cpu)
         taken = stacks, self.ticks, self.busy_seconds
         self.stacks, self.ticks, self.busy_seconds = {}, 0, 0.0
         self.thread_cpu, self.runs = {}, {}
-        # Let go of the frames (threads end, frames finish), keep each thread's last CPU reading.
+        # Let go of the frames (threads end, frames finish), keep each thread's last CPU reading,
+        # and only the stacks its record or the recording's counts still refer to.
+        kept = {}
         for seen in self._last.values():
             seen.frame = None
+            for sid in (seen.sid, seen.running, seen.counted):
+                if sid is not None and sid in stack_of:
+                    kept[sid] = stack_of[sid]
+        for sid, _lines in self.counts or ():
+            kept[sid] = stack_of[sid]
+        self._stack_of = kept
         return taken
 
     def take_counts(self) -> Counts:
         """The recording's counts so far (see ``counts``), and start afresh."""
-        taken = self.counts or {}
+        counts = self.counts or {}
         for seen in self._last.values():
             if seen.pending:
                 at = (seen.counted, seen.lines)
-                taken[at] = taken.get(at, 0) + seen.pending
+                counts[at] = counts.get(at, 0) + seen.pending
                 seen.pending = 0
         self.counts = {}
+        stack_of = self._stack_of
+        taken: Counts = {}
+        for (sid, lines), count in counts.items():
+            at = (stack_of[sid], lines)
+            taken[at] = taken.get(at, 0) + count
         return taken
 
     def use_clocks(self, clocks: Optional[Dict[int, int]]) -> None:

@@ -251,6 +251,8 @@ def sampler_rows(version: str, python: str, seconds: float, rounds: int, baselin
                 phases = {"untouched": bench.measure, "top 100 Hz" + suffix: partial(while_top, bench),
                           "top 100 Hz --idle" + suffix: partial(while_top, bench, idle=True),
                           "top 100 Hz --record" + suffix: partial(while_top, bench, record=True)}
+                if suffix:  # an older agent may not record: before/after is about plain top
+                    del phases["top 100 Hz --record" + suffix]
                 results: dict[str, list[tuple[float, float]]] = {name: [] for name in phases}
                 busy: dict[str, list[float]] = {name: [] for name in phases}
                 for _ in range(rounds):
