@@ -86,11 +86,24 @@ def resource_attributes(hello: Mapping[str, Any], command_args: list[str], host:
     return attrs
 
 
+class _HashedResource(Resource):
+    """A Resource whose hash is computed once: the stock OTLP encoder groups spans by resource in a
+    dict, and ``Resource.__hash__`` serializes all attributes to JSON on every call (once per span,
+    about a tenth of the encoder's time). Equality and everything else stay the SDK's."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 class SpanTranslator:
     """One target's batches of observed calls -> ReadableSpans (one per call, trees nested)."""
 
     def __init__(self, resource: Resource, ids: RandomIds, limits: SpanLimits | None = None) -> None:
-        self.resource = resource
+        self.resource = _HashedResource(resource)
         self.ids = ids
         self.limits = limits or SpanLimits()
 
