@@ -84,13 +84,18 @@ class Target:
 def agent_sources(root: Path | None, env: dict[str, str]) -> Iterator[None]:
     """Attach with the agent package at ``root`` (None: this tree's) and these environment settings."""
     saved_root, saved_env = files._AGENT_SOURCE, {k: os.environ.get(k) for k in env}
+    saved_launch = files.launch_source
     if root is not None:
         files._AGENT_SOURCE = root
+        if "sources_file" not in (root / "boot.py").read_text():
+            # An agent from before sources.bin reads its sources from the config, inside launch.py.
+            files.launch_source = lambda config: saved_launch({**config, "sources": files.agent_sources()})
     os.environ.update(env)
     try:
         yield
     finally:
         files._AGENT_SOURCE = saved_root
+        files.launch_source = saved_launch
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
