@@ -402,6 +402,7 @@ class ProfileQueue:
         self._cond = threading.Condition()
         self._stopping = False
         self._flushing = False
+        self._sending: _Pending | None = None  # the profile the worker is linking and sending
         self.exported = 0  # profiles a destination took
         self.dropped = 0  # queue full, given up at shutdown, or not encodable
         self.failures = 0  # send attempts that failed (each retried)
@@ -420,7 +421,11 @@ class ProfileQueue:
                 self.dropped += len(self.destinations)
                 return
             if len(self._items) >= MAX_QUEUE:
-                self._items.popleft()  # the oldest goes: the newest says most about now
+                # The oldest waiting goes (the newest says most about now); not the one being sent.
+                if self._items[0] is self._sending:
+                    del self._items[1]
+                else:
+                    self._items.popleft()
                 self.dropped += len(self.destinations)
             self._items.append(_Pending(time.monotonic() + self.grace, event))
             self._cond.notify()
@@ -437,12 +442,14 @@ class ProfileQueue:
                 if wait > 0 and not (self._stopping or self._flushing):
                     self._cond.wait(wait)
                     continue
+                self._sending = head
             try:
                 profile, linked = linked_profile(head.event, self.index)
             except Exception:
                 with self._cond:
                     if self._items and self._items[0] is head:
                         self._items.popleft()
+                    self._sending = None
                     self.dropped += len(self.destinations)
                 continue
             pending = list(self.destinations)
@@ -476,8 +483,7 @@ class ProfileQueue:
             with self._cond:
                 if self._items and self._items[0] is head:
                     self._items.popleft()
-                elif head in self._items:
-                    self._items.remove(head)
+                self._sending = None
             if self.index is not None:
                 self.index.prune(time.time_ns() - int(SPAN_MEMORY * 1e9))
 
@@ -494,7 +500,8 @@ class ProfileQueue:
             time.sleep(0.05)
         with self._cond:
             self._stopping = True
-            self.dropped += len(self._items) * len(self.destinations)
+            in_flight = 1 if self._items and self._items[0] is self._sending else 0  # its sender counts it
+            self.dropped += (len(self._items) - in_flight) * len(self.destinations)
             self._items.clear()
             self._cond.notify_all()
         self._thread.join(max(0.1, deadline - time.monotonic()))

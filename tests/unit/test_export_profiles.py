@@ -148,9 +148,9 @@ def test_an_outage_is_retried_with_backoff_bounded_and_never_blocks() -> None:
             queue.put(event({}))
         assert time.perf_counter() - started < 0.5  # the stream's thread never waits for the backend
         deadline = time.monotonic() + 10
-        while backend.posts < 3 and time.monotonic() < deadline:
+        while queue.failures < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert queue.failures >= 3 and queue.exported == 0 and queue.backoff > 0.05  # retried, backing off
+        assert backend.posts >= 3 and queue.failures >= 3 and queue.exported == 0 and queue.backoff > 0.05  # retried, backing off
         assert queue.dropped >= 4 and len(queue) <= MAX_QUEUE  # bounded: the oldest went
         backend.up = True
         while len(queue) and time.monotonic() < deadline:
