@@ -80,6 +80,16 @@ def sdk_python(version: str) -> str | None:
     return None
 
 
+def agent_cpu(pid: int) -> float:
+    """CPU seconds of the target's threads other than its main one: the agent's (the bench target
+    starts none of its own), i.e. building, JSON-encoding and sending the span events."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        numbers = process_numbers(int(tid), proc=f"/proc/{pid}/task") if int(tid) != pid else None
+        total += numbers["cpu_seconds"] if numbers else 0.0
+    return total
+
+
 class Run:
     def __init__(self, python: str, mode: str, rate: float, seconds: float, env: dict[str, str], tmp: Path) -> None:
         self.go = tmp / f"go-{mode}-{rate}-{time.monotonic_ns()}"
@@ -117,6 +127,7 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
             exporter.wait_up(run.pid, 60)
         before = sink.spans
         exporter_cpu = process_numbers(exporter.proc.pid)["cpu_seconds"] if exporter else 0.0  # type: ignore[index]
+        agent_before = agent_cpu(run.pid)
         went = time.monotonic()
         out = run.result()
         health = None
@@ -136,6 +147,7 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
                 health = exporter.target(run.pid)
             out["delivered_in"] = time.monotonic() - went  # the run, then until the exporter drained
             out["exporter_cpu"] = process_numbers(exporter.proc.pid)["cpu_seconds"] - exporter_cpu  # type: ignore[index]
+            out["agent_cpu"] = agent_cpu(run.pid) - agent_before
         elif mode == "sdk":
             time.sleep(1.0)
         out["received"] = sink.spans - before
@@ -288,6 +300,10 @@ def main() -> None:
                 per_span = out["exporter_cpu"] / handled
                 print(f"exporter CPU per span handled (decoded, translated, encoded, sent): {per_span * 1e6:.1f} us "
                       f"= {1 / per_span:,.0f} spans/s per core it has to itself", flush=True)
+            if h.get("spans_received") and out.get("agent_cpu") is not None:
+                per_sent = out["agent_cpu"] / h["spans_received"]
+                print(f"agent CPU per span sent (event built, JSON-encoded, written to the socket, in the target's "
+                      f"threads): {per_sent * 1e6:.1f} us = {1 / max(per_sent, 1e-9):,.0f} spans/s per core", flush=True)
             if sdk:
                 out = one(python, "sdk", 0, args.seconds, sink, port, tmp, sdk)
                 print(f"full speed, sdk:   target made {out['calls'] / out['seconds']:,.0f} calls/s; receiver got "
