@@ -296,6 +296,12 @@ def test_pending_remote_exec_stub_removes_itself(spawn) -> None:
     python = python_for("3.14")
     target = spawn(python, "app.py", "busy")
     files_dir = TargetProcess(target.pid).files_dir
+    for stale in _leftovers(target.pid):  # a dead process's, with this reused pid (no agent came to this one)
+        path = os.path.join("/tmp", stale)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
     leave_pending_stub(files_dir)
     assert _leftovers(target.pid) == [f"peeka-{target.pid}"]
     sent = subprocess.run([python, "-c", f"import sys; sys.remote_exec({target.pid}, {files_dir + '/launch.py'!r})"],
