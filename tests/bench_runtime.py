@@ -9,7 +9,8 @@ work units, eight idle threads, the agent started in-process) reports its units 
 inside the process: each wakeup takes the GIL from the busy thread), (c) ``top`` samples at 100 Hz,
 (d) ``thread -n 5 -i 200`` runs back to back. Then top's sampler alone in processes of 10 and 500
 threads: CPU-weighted, ``--idle`` (wall clock, no CPU clocks read) and, with ``--baseline DIR``,
-another checkout's agent (before/after in one run). And ``peeka export``'s continuous profile in the
+another checkout's agent (before/after in one run), each also as one sample's median wall time
+in-process (tests/targets/sampler_cost.py). And ``peeka export``'s continuous profile in the
 same processes (``--profile-only``: just these rows): the export stream with a monitor on a function
 never called (its 10 Hz top-shares sampling and stats), with ``profile`` at its default rate, and with
 ``profile`` plus a watch on the worker's outer function, so every sample of the worker is inside a
@@ -271,6 +272,19 @@ def sampler_rows(version: str, python: str, seconds: float, rounds: int, baselin
         for name, (held, cpu_ratio, rate) in rows.items():
             print(f"Python {version}, {threads} threads: {name:<28} sampler held the GIL {held:.3f}% of the time; "
                   f"CPU per unit ratio {cpu_ratio:.3f}, throughput ratio {rate:.3f}")
+        # The same samplers in-process (tests/targets/sampler_cost.py): the median wall time of one
+        # sample, which the machine's other load moves far less than the share above.
+        command = [python, str(HERE / "targets" / "sampler_cost.py"), str(threads), str(ROOT / "agent")]
+        if baseline is not None:
+            command.append(str(baseline))
+        medians = {}
+        for line in subprocess.run(command, capture_output=True, text=True, timeout=600).stdout.splitlines():
+            name, value = line.split()
+            medians[name] = float(value)
+        against = medians.get("baseline")
+        print(f"Python {version}, {threads} threads: one sample (median, in-process): "
+              + ", ".join(f"{name} {us:.1f} us" + (f" ({us / against:.2f}x baseline)" if against and name != "baseline" else "")
+                          for name, us in medians.items()))
 
 
 def main() -> None:
