@@ -25,12 +25,18 @@ class LazyConsole:
         self._options = options
         self._console: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def real(self) -> Any:
+        """The Console itself: what rich's own objects (Live, Progress) are given, since they use it
+        as a context manager, and special methods are not looked up through ``__getattr__``."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 console: Any = LazyConsole(highlight=False, soft_wrap=True)

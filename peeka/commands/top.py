@@ -93,7 +93,7 @@ def command(
     with agent(pid, shared) as client:
         stream = client.stream(NAME, args)
         # Refreshed in place on a terminal; piped into a file or a log, one table per refresh.
-        live = Live(console=console, auto_refresh=False) if not json and record is None and console.is_terminal else None
+        live = Live(console=console.real, auto_refresh=False) if not json and record is None and console.is_terminal else None
         # --record's progress on stderr: in --json mode only where it is a terminal (no bar in logs).
         progress = _record_progress(record) if record is not None and (not json or console_err.is_terminal) else None
         reports = 0
@@ -155,7 +155,7 @@ def command(
 def _record_progress(seconds: float) -> Progress:
     progress = Progress(TextColumn("[dim]recording[/]"), BarColumn(),
                         TextColumn("{task.fields[left]:.1f} s left, {task.fields[samples]} samples"),
-                        console=console_err, transient=console_err.is_terminal)
+                        console=console_err.real, transient=console_err.is_terminal)
     progress.add_task("record", total=seconds, left=seconds, samples=0)
     return progress
 
