@@ -196,7 +196,8 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
         pids = {t.pid for t in targets}
 
         def both_hot_functions() -> bool:
-            caught = {(x["pid"], x["stack"][0][0]) for x in otlp_samples(received) if x["stack"]}
+            caught = {(x["pid"], x["stack"][0][0]) for x in otlp_samples(received)  # in the CPU profile, read below
+                      if x["stack"] and x["kind"] == ("cpu", "nanoseconds")}
             with received.lock:
                 caught_too = {(int(q["name"].split("=")[1].rstrip("}")), stack[0][0])
                               for q, view in received.ingests for stack, _values, _labels in view.samples if stack}
@@ -244,8 +245,11 @@ def test_http_protobuf_profiles(spawn, exporters, tmp_path: Path) -> None:  # no
            "OTEL_EXPORTER_OTLP_HEADERS": "x-tenant=shop-team", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
     try:
         targets, exp = start(spawn, exporters, received, ("3.12",), env)
-        wait_for(lambda: {x["stack"][0][0] for x in otlp_samples(received) if x["stack"]}
-                 >= {"__main__.crunch", "__main__.churn"}, timeout=40, what="an OTLP/HTTP profile holding crunch and churn")
+        # Waited for in the CPU profile itself, which the checks below read (the count profile can hold
+        # a stack first: a sample whose thread's CPU arrives with the next round).
+        wait_for(lambda: {x["stack"][0][0] for x in otlp_samples(received)
+                          if x["stack"] and x["kind"] == ("cpu", "nanoseconds")}
+                 >= {"__main__.crunch", "__main__.churn"}, timeout=40, what="an OTLP/HTTP CPU profile holding crunch and churn")
         health = exp.target(targets[0].pid)
         assert health["profiles"]["to"] == [f"OTLP profiles http/protobuf to http://127.0.0.1:{web_port}/v1development/profiles"]
         assert exp.stop() == 0, exp.output()
