@@ -119,7 +119,11 @@ def test_top_names_the_burning_function(client: AgentClient) -> None:
     last = summaries[-1]
     functions = {f["function"]: f for f in last["functions"]}
     assert last["functions"][0]["function"] == "__main__.work" and last["functions"][0]["self_percent"] > 80
-    assert functions["__main__.burn_hot"]["total_percent"] > functions["__main__.burn_cool"]["total_percent"]
+    # burn_hot (work(7)) and burn_cool (work(3)) share one thread: judged over both reports' samples
+    # (one 0.5 s report on 3.9 once put cool ahead, 55 to 44, in a clean-clone run).
+    hot, cool = (sum(f["total_percent"] for r in summaries for f in r["functions"] if f["function"] == name)
+                 for name in ("__main__.burn_hot", "__main__.burn_cool"))
+    assert hot > cool, (hot, cool, functions)
     assert last["threads_idle"] >= 6  # idler, waiter, the deadlocked pairs (and often main, leaker)
     # 100 Hz asked; a loaded 2-core machine delays the sampler's wakeups (45-50 Hz seen under load 6).
     assert last["rate_hz"] > 25 and last["sampler"]["busy_percent"] < 2
