@@ -58,7 +58,7 @@ def call_facts(call: Call) -> Dict[str, Any]:
         "function": probe.name,
         "file": probe.filename,
         "line": probe.lineno,
-        "thread": thread_name(call.thread),
+        "thread": call.thread_name,
         "thread_id": call.thread,
         "start_ns": to_epoch_ns(call.start),
         "end_ns": to_epoch_ns(call.end) if call.end else None,

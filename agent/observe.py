@@ -54,13 +54,12 @@ _VARIABLES = {
     "exception": "_c.exception",
     "target": "_peeka_target(_c)",
     "cost": "((_c.end - _c.start) / 1e6)",
-    "thread": "_peeka_thread(_c.thread)",
+    "thread": "_c.thread_name",
 }
 _HELPERS = {
     "_peeka_args": lambda c: _split_params(c)[0],
     "_peeka_kwargs": lambda c: _split_params(c)[1],
     "_peeka_target": _target,
-    "_peeka_thread": thread_name,
 }
 
 

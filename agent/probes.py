@@ -57,8 +57,8 @@ class ProbeError(Exception):
 class Call:
     """One observed call. ``params`` is filled only when a listener needs arguments."""
 
-    __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "yields", "frame", "data",
-                 "awaiting")
+    __slots__ = ("probe", "start", "end", "params", "result", "exception", "thread", "thread_name", "yields",
+                 "frame", "data", "awaiting")
 
     def __init__(self, probe: "Probe", start: int, end: int = 0, params: Optional[Dict[str, Any]] = None,
                  result: Any = None, exception: Optional[BaseException] = None) -> None:
@@ -68,7 +68,11 @@ class Call:
         self.params = params
         self.result = result
         self.exception = exception
-        self.thread = _get_ident()
+        self.thread = ident = _get_ident()
+        # Named now, on the calling thread: a short-lived thread (a threaded server's per-request
+        # one) is gone when the event is built, and the next thread often has the same ident.
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        self.thread_name = thread.name if thread is not None else str(ident)
         self.yields = 0
         self.awaiting: Any = None  # a generator or coroutine: what it yielded last (an await's future)
         self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame; set at entry only

@@ -661,7 +661,7 @@ class Export(Stream):
                          "stacktrace": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                          "time_ns": to_epoch_ns(call.end)}
         return {"name": call.probe.name, "file": call.probe.filename, "line": call.probe.lineno,
-                "thread_id": call.thread, "thread": instrument.thread_name(call.thread),
+                "thread_id": call.thread, "thread": call.thread_name,
                 "start_ns": to_epoch_ns(call.start), "end_ns": to_epoch_ns(call.end),
                 "attributes": attributes, "exception": exception, "parent": None}
 

@@ -100,6 +100,18 @@ def test_gate_on_thread_name(target: Target) -> None:
     assert events == [] and end.reason == "timeout"
 
 
+def test_a_thread_is_named_while_it_lives(target: Target) -> None:
+    # One short-lived thread per call, as a threaded server's per-request threads: by the time the
+    # event is built the thread is gone (and its ident often taken by the next one), so its name is
+    # read on the calling thread, for the event and for the expression's `thread` alike.
+    _, events, _ = run(target, "watch", pattern="probeshapes.short_lived", expression="(result, thread)",
+                       limit=4, timeout=20)
+    assert len(events) == 4
+    for e in events:
+        n, name = values(e["value"])
+        assert e["thread"] == name == f"short-{n}", e
+
+
 def test_gate_error_is_reported_once_with_a_count_and_the_stream_goes_on(target: Target) -> None:
     _, events, end = run(target, "watch", pattern="probeshapes.plain", condition="result['x'] > 1", timeout=0.5)
     assert len(events) == 1 and events[0]["error"].startswith("condition failed: TypeError"), events

@@ -79,6 +79,17 @@ def take_one():
         return value
 
 
+def short_lived(n):
+    return n  # on a thread that ends right after (a threaded server's per-request thread)
+
+
+def spawner(stop):
+    i = 0
+    while not stop.wait(0.02):
+        i += 1
+        threading.Thread(target=short_lived, args=(i,), name="short-%d" % i, daemon=True).start()
+
+
 def worker(stop):
     i = 0
     while not stop.wait(0.005):
@@ -102,4 +113,5 @@ def start():
     stop = threading.Event()
     thread = threading.Thread(target=worker, args=(stop,), name="probe-worker", daemon=True)
     thread.start()
+    threading.Thread(target=spawner, args=(stop,), name="probe-spawner", daemon=True).start()
     return stop
