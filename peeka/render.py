@@ -61,14 +61,17 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
+def table(title: str | None, columns: list[str], rows: list[list[Any]], markup: bool = False) -> Table:
+    """Cells are plain text unless ``markup``: they hold the target's names (threads, functions,
+    loggers, command lines), where ``[list]`` or ``[calls returned between samples]`` is text that
+    rich would otherwise take for a style and drop. With ``markup`` the caller escapes what it shows."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*("" if v is None else str(v) if markup else escape(str(v)) for v in row))
     return t
 
 

@@ -85,5 +85,5 @@ def command(
     if shared.json:
         emit_json(result)
         return
-    console.print(table(None, HEADERS, [_row(e) for e in result["entries"]]))
+    console.print(table(None, HEADERS, [_row(e) for e in result["entries"]], markup=True))
     _show_stats(result)

@@ -266,6 +266,7 @@ def test_cli_views(target: CmdTarget) -> None:
     assert out.returncode == 0 and out.stdout.startswith("burner") and "work" in out.stdout, out.stdout
     out = peeka_cli("thread", pid)
     assert out.returncode == 0 and re.search(r"burner\s+│.*│\s+R?\S*\s+│\s+\d", out.stdout), out.stdout
+    assert re.search(r"leaker \[list\]\s+│", out.stdout), out.stdout  # the app's names are text, not markup
     out = peeka_cli("top", pid, "-n", "1", "-i", "0.5")
     assert out.returncode == 0 and "__main__.work" in out.stdout and "rss" in out.stdout, out.stdout
     out = peeka_cli("memory", pid, "--diff", "0.5")

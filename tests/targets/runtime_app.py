@@ -99,7 +99,7 @@ def main(features):
         start(idler, "idler")
         start(waiter, "waiter")
     if "leak" in features:
-        start(leaker, "leaker")
+        start(leaker, "leaker [list]")  # brackets: printed as they are, never read as markup
     if "deadlock" in features:
         barrier = threading.Barrier(2)
         start(take_a_then_b, "deadlock-a", barrier)
