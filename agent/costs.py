@@ -89,6 +89,14 @@ class Monitor(instrument.ProbeStream):
             for name in [name for name in table if name not in names]:
                 del table[name]
 
+    def seen_calls(self) -> Dict[str, int]:
+        """The governor's view: calls counted since its last look (only while each probe was on)."""
+        self.drain()
+        seen = dict(self.seen)
+        for name in self.seen:
+            self.seen[name] = 0
+        return seen
+
     def drain(self) -> None:
         for name, raw in self.raw.items():
             if raw:
@@ -105,6 +113,9 @@ class Monitor(instrument.ProbeStream):
         while not self.cancelled:
             now = time.monotonic()
             wake = next_cycle if deadline is None else min(next_cycle, deadline)
+            due = self.govern(now)  # with --overhead-budget: the probes' duty cycles
+            if due is not None:
+                wake = min(wake, due)
             if self._done.wait(max(0.0, min(DRAIN_EVERY, wake - now))):
                 return
             self.drain()
@@ -127,6 +138,10 @@ class Monitor(instrument.ProbeStream):
         for name, _ in self.targets:
             window, self.windows[name] = self.windows[name], _Window()
             rows.append(self._row(name, window))
+            if self.governor is not None:
+                # Duty-cycled: the counts are exact for the time the probe was on; calls while off are
+                # only estimated here, never added to them.
+                rows[-1]["governor"] = self.governor.row(name)
         return {"time": now, "cycle_s": self.cycle, "functions": rows, "since": self.started}
 
     def _row(self, name: str, window: _Window) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from . import procfs
-from .probes import Engine, Listener
+from .probes import Call, Engine, Gate, Listener
 
 DUTY_ON_MIN = 0.02  # s: the shortest on-window (the stream's thread must get the GIL to end it)
 DUTY_PERIOD_MAX = 20.0  # s between on-windows at most
@@ -162,10 +162,12 @@ def _thread_cpu_ns() -> int:
     return time.thread_time_ns()
 
 
-def calibrate(engine: Engine, make_tap: Optional[Callable[[bool], Listener]], trace: bool, calls: int = 400) -> UnitCosts:
+def calibrate(engine: Engine, make_tap: Optional[Callable[[bool], Listener]], trace: bool, calls: int = 400,
+              counted: bool = True) -> UnitCosts:
     """Time a dummy function bare and probed like an exported one: ``make_tap(sample_all)`` returns
     a listener configured as the stream's (sampling none or every call, sending nowhere), or None
-    for monitor-only. Runs on the stream's thread; takes a few ms of CPU once."""
+    for monitor-only. ``counted``: monitor's count listens beside it (export's functions; a CLI
+    stream has none). Runs on the stream's thread; takes a few ms of CPU once."""
     namespace: Dict[str, Any] = {"__name__": "_peeka_calibration"}
     exec(compile(_DUMMIES, "<peeka calibration>", "exec"), namespace)  # noqa: S102 - our template
     leaf, root, drive, drive_root = (namespace[k] for k in ("_peeka_leaf", "_peeka_root", "_peeka_drive",
@@ -190,16 +192,16 @@ def calibrate(engine: Engine, make_tap: Optional[Callable[[bool], Listener]], tr
                 engine.remove(listener)
 
     bare = _best(run)
-    counted = probed([_Count()])
     if make_tap is None:
-        return UnitCosts(max(counted - bare, 0.0), 0.0)
-    base = probed([_Count(), make_tap(False)])
-    sampled = probed([_Count(), make_tap(True)])
+        return UnitCosts(max(probed([_Count()]) - bare, 0.0), 0.0)
+    beside: List[Listener] = [_Count()] if counted else []
+    base = probed(beside + [make_tap(False)])
+    sampled = probed(beside + [make_tap(True)])
     node = 0.0
     if trace:
         k = 10
         bare_k = _best(lambda: run(k))
-        sampled_k = probed([_Count(), make_tap(True)], k)
+        sampled_k = probed(beside + [make_tap(True)], k)
         # k leaf calls below each traced root: each costs the profile function twice (call, return).
         node = max(((sampled_k - bare_k) - (sampled - bare)) / k, 0.0)
     return UnitCosts(max(base - bare, 0.0), max(sampled - base, 0.0), node)
@@ -229,6 +231,116 @@ def describe(setting: Setting, function: str, budget: float) -> Optional[str]:
     if setting.duty < FULL:
         parts.append("%s probed %.1f%% of the time" % ("" if parts else function, setting.duty * 100))
     return "%s to stay under %g%%" % (", ".join(p.strip() for p in parts), budget * 100)
+
+
+# --------------------------------------------------------------------------- the levers on the host's path
+START_CAP = 200.0  # a CLI stream's calls/s per function before the governor's first plan knows the rates
+
+
+class Capped(Listener):
+    """A listener with a cap on what it passes on per second (a token bucket): export's feeds
+    (``max_per_second``, and a start cap until the first plan) and a CLI stream's valves."""
+
+    cap: Optional[float] = None
+    tokens = 0.0
+    refilled = 0
+
+    def _admit(self, now_ns: int) -> bool:
+        cap = self.cap
+        if cap is None:
+            return True
+        tokens = min(cap, self.tokens + (now_ns - self.refilled) * cap / 1e9)
+        self.refilled = now_ns
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+# --------------------------------------------------------------------------- CLI streams
+class Valve(Capped):
+    """Head sampling in front of a CLI probe stream (watch, trace, stack, tt), one per function:
+    1 call in ``every`` reaches the stream, decided where the stream decides (at entry when it
+    wants entries, a trace's tree whole or absent; else by a gate when the call ends, before any
+    Call is built). Every call it turns away is counted (``skipped``): the stream reports them.
+    Its fields are the ones ``Governed``/``Governor`` read and set on export's feeds."""
+
+    def __init__(self, stream: Any, inner: Optional[Listener] = None) -> None:
+        self.stream = stream
+        self.inner = inner if inner is not None else stream  # calibration: a listener that sends nowhere
+        self.needs_args = stream.needs_args
+        self.needs_frame = stream.needs_frame
+        self.wants_enter = stream.wants_enter
+        self.wants_suspend = stream.wants_suspend
+        self.every = self.countdown = 1
+        self.calls = 0  # calls seen while on, since the governor last looked (it resets them)
+        self.sampled = self.nodes = 0  # since the governor last looked (Governed.counts resets them)
+        self.seen = self.taken = 0  # since the stream started: calls seen, calls passed on
+        self.probability = 1.0
+        self.max_per_second: Optional[float] = None
+        # Until the first plan (a fraction of a second) a hot function is only capped: the plan sets
+        # cap to max_per_second, None.
+        self.cap = START_CAP
+        self.live: set = set()  # calls sampled at entry, still running
+        if not self.wants_enter:
+            test = stream.gate.test if stream.gate is not None and inner is None else None
+            self.gate = Gate.calling(self._head if test is None else (
+                lambda s, e, r, x: self._head(s, e) and test(s, e, r, x)))
+
+    @property
+    def skipped(self) -> int:
+        return self.seen - self.taken
+
+    @property
+    def errors(self) -> int:  # type: ignore[override]  # what Probe.failed counts is the stream's
+        return self.stream.errors  # type: ignore[no-any-return]
+
+    @errors.setter
+    def errors(self, value: int) -> None:
+        self.stream.errors = value
+
+    def _head(self, start: int = 0, end: int = 0, *_: Any) -> bool:
+        self.calls += 1
+        self.seen += 1
+        left = self.countdown - 1
+        if left > 0:
+            self.countdown = left
+            return False
+        self.countdown = self.every
+        if self.cap is not None and not self._admit(end or start):
+            return False
+        self.sampled += 1
+        self.taken += 1
+        return True
+
+    def on_enter(self, call: Call) -> None:
+        if self._head(call.start):
+            self.live.add(call)
+            self.inner.on_enter(call)
+
+    def on_suspend(self, call: Call) -> None:
+        if call in self.live:
+            self.inner.on_suspend(call)
+
+    def on_resume(self, call: Call) -> None:
+        if call in self.live:
+            self.inner.on_resume(call)
+
+    def on_exit(self, call: Call) -> None:
+        if self.wants_enter:
+            if call not in self.live:
+                return
+            self.live.discard(call)
+            self.nodes += self.stream.tree_size(call)
+        self.inner.on_exit(call)
+
+    def on_removed(self, probe: Any) -> None:
+        self.stream.on_removed(probe)
+
+
+class Quiet(Listener):
+    """What a Valve passes calls to while calibrating a stream that sends nowhere."""
 
 
 # --------------------------------------------------------------------------- the live loop

@@ -24,6 +24,7 @@ from peeka_agent.protocol import (
     DEFAULT_LIMIT,
     DEFAULT_MAX_MATCH,
     DEFAULT_MAX_SIZE,
+    DEFAULT_STREAM_BUDGET,
     MAX_DEPTH,
     MIN_MAX_SIZE,
 )
@@ -86,6 +87,7 @@ class ProbeOptions(NamedTuple):
     timeout: Optional[float] = None  # noqa: UP045
     condition: Optional[str] = None  # noqa: UP045
     unsafe: bool = False  # expressions may call the app's functions
+    overhead_budget: float = DEFAULT_STREAM_BUDGET  # percent of the target's CPU; 0: no governor
 
     def args(self, pattern: str, **extra: Any) -> dict[str, Any]:
         """The agent's arguments for a probe over PATTERN; ``extra`` entries that are None are left out."""
@@ -97,6 +99,8 @@ class ProbeOptions(NamedTuple):
             args["condition"] = self.condition
         if self.unsafe:
             args["unsafe"] = True
+        if self.overhead_budget:
+            args["overhead_budget"] = self.overhead_budget
         args.update({k: v for k, v in extra.items() if v is not None})
         return args
 
@@ -120,6 +124,7 @@ PROBE_OPTIONS = (
     _option("timeout", None, StreamTimeout),
     _option("regex", False, Regex),
     _option("max_match", DEFAULT_MAX_MATCH, Annotated[int, typer.Option("-m", "--max-match", min=1, help="Refuse when more functions than this match.")]),  # noqa: E501
+    _option("overhead_budget", DEFAULT_STREAM_BUDGET, Annotated[float, typer.Option("--overhead-budget", min=0.0, max=100.0, metavar="PCT", help="Keep what the probes cost under PCT% of the target's CPU: hot functions get 1 call in N, or their probe is switched off part of the time (monitor: counts of the time on); what is skipped is counted and shown. 0 (default): off.")]),  # noqa: E501
 )
 
 _parsed = Shared()

@@ -61,7 +61,6 @@ from ..probes import (
     SUSPENDABLE,
     Call,
     Gate,
-    Listener,
     awaited_tasks,
     engine_of,
     first_offset,
@@ -133,7 +132,7 @@ class TreeTap(_Tap):
     """trace entries: the call and every Python call below it, each with its exact times."""
 
 
-class _Feed(Listener):
+class _Feed(governor.Capped):
     """One function of a tap: head sampling (1 call in ``every``, set by the governor) and the cap."""
 
     def __init__(self, tap: _Tap, push: Any) -> None:
@@ -150,7 +149,6 @@ class _Feed(Listener):
         # Until the governor's first plan, a hot function could fill the buffer and starve a cold one.
         self.cap = self.max_per_second if not tap.export.budget else min(self.max_per_second or _START_CAP, _START_CAP)
         self.tokens = self.cap or 0.0
-        self.refilled = 0
 
     def on_removed(self, probe: Any) -> None:
         self.tap.export.reset = True
@@ -162,19 +160,6 @@ class _Feed(Listener):
             self.countdown = left
             return False
         self.countdown = self.every
-        return True
-
-    def _admit(self, now_ns: int) -> bool:
-        """The per-function cap (spans or trees per second), a token bucket."""
-        cap = self.cap
-        if cap is None:
-            return True
-        tokens = min(cap, self.tokens + (now_ns - self.refilled) * cap / 1e9)
-        self.refilled = now_ns
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
         return True
 
     def weight(self) -> float:

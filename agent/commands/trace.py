@@ -459,6 +459,12 @@ class Trace(instrument.ProbeStream):
     needs_args = False
     wants_enter = True
     wants_suspend = True
+    rehearses = True  # --overhead-budget: a sampled call's cost is its profiler's, calibrated for real
+
+    def tree_size(self, call: Call) -> int:
+        recorder = call.data
+        # About two log entries per call below the root (its call and its return), until folded.
+        return len(recorder.log) // 2 if isinstance(recorder, Recorder) else 0
 
     def __init__(self, agent: Any, args: Dict[str, Any]) -> None:
         self.condition = observe.CallExpression(args.get("condition"), "condition", bool(args.get("unsafe")))

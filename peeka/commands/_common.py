@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..frontend import current
 from ..options import Shared
-from ..render import console_err, emit_json
+from ..render import console_err, emit_json, escape
 
 if TYPE_CHECKING:
     from ..client import AgentClient
@@ -42,6 +42,37 @@ def ask(pid: int, command: str, args: dict[str, Any], shared: Shared, extra_time
     return result
 
 
+class Governed:
+    """The lines a person reads about a stream's overhead governor (``--overhead-budget``), on stderr:
+    each new decision as it comes, and at the end how many calls it kept from the stream."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.last: dict[str, Any] | None = None
+
+    def show(self, data: dict[str, Any]) -> None:
+        self.last = data
+        for row in data.get("functions", []):
+            name, note = row["function"], row.get("note")
+            if name in data.get("changed", ()):  # a new decision, or back to every call
+                text = note or f"every call of {name} again, under {data['budget_percent']:g}%"
+                console_err.print(f"[yellow]{self.command}: {escape(text)}[/]", highlight=False)
+
+    def summary(self) -> None:
+        """Calls kept from the stream, per function (the last report's counts when interrupted)."""
+        data, self.last = self.last, None
+        for row in (data or {}).get("functions", []):
+            parts = []
+            if row.get("skipped"):
+                parts.append(f"{row['skipped']:,} of {row['calls_seen']:,} calls sampled out (not shown)")
+            if row.get("estimated_calls"):
+                parts.append(f"~{row['estimated_calls']:,} calls while its probe was off (estimated, not seen)")
+            if parts:
+                console_err.print(f"[yellow]{self.command}: {escape(row['function'])}: {'; '.join(parts)} "
+                                  f"to stay under {data['budget_percent']:g}% (governor's estimate "  # type: ignore[index]
+                                  f"{data['overhead_percent']:.1f}%)[/]", highlight=False)  # type: ignore[index]
+
+
 def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bool,
                on_event: Callable[[dict[str, Any]], None], pid: int,
                header: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -65,6 +96,7 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
                 f"ends on Ctrl-C, -n or --timeout; `peeka reset {pid}` removes every probe[/]",
                 highlight=False,
             )
+        governed = Governed(command)
         for message in stream:
             if isinstance(message, End):
                 if json:
@@ -75,15 +107,25 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
                     if message.errors:
                         lost += f", {message.errors} call(s) not reported: Peeka's own code failed on them"
                     console_err.print(f"[dim]{command} ended: {message.reason}; {shown} event(s){lost}[/]")
+                    governed.summary()
                 break
+            data = message.data
+            if isinstance(data, dict) and data.get("type") == "governor":
+                # --overhead-budget: what the governor decided and skipped (not an event of the command's own)
+                if json:
+                    emit_json(data)
+                else:
+                    governed.show(data)
+                continue
             if json:
-                emit_json(message.data)
+                emit_json(data)
             else:
-                on_event(message.data)
+                on_event(data)
             shown += 1
     except KeyboardInterrupt:
         if not json:
             console_err.print(f"[dim]{command} stopped; {shown} event(s)[/]")
+            governed.summary()
     finally:
         stream.close()  # sends the cancel: the agent takes its probes off
     return shown

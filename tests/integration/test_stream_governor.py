@@ -1,0 +1,117 @@
+"""``--overhead-budget`` on the CLI's probe streams: the real ``peeka watch`` (the CLI on the
+target's Python) against a target at full speed on every Python, watching a hot leaf called
+millions of times a second and a cold function beside it. The target's own throughput (units of
+work per CPU second, against an untouched twin in the same windows: see test_export_governor)
+stays within the budget plus noise; the governor said what it did on stderr-bound JSON events
+and counted every call it kept from the stream; the cold function's calls all arrived (the
+target numbers them). Without the option nothing of the governor shows (it is off by default).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from conftest import ROOT, VERSIONS, python_for
+from test_export_governor import ALLOWED_LOSS, WINDOW, Windows
+
+from peeka.attach import attach, detach
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+# The CLI runs on the target's own Python, from the client venv scripts/setup.sh made for it (this
+# test's own venv for its version; this test's Python where a venv is missing).
+CLIENTS = {v: ROOT / (".venv" + v.replace(".", "")) / "bin" / "python" for v in VERSIONS}
+CLIENTS["%d.%d" % sys.version_info[:2]] = ROOT / ".venv" / "bin" / "python"
+SETTLE = 2.0  # s after the stream started before its cost is judged (the first plans)
+
+
+def watch(pid: int, client: str, seconds: float) -> tuple[list[dict[str, Any]], float, float]:
+    """``peeka watch --overhead-budget 5 --json`` over the hot leaf and the cold function for
+    ``seconds``: its JSON lines and the monotonic times it started streaming and ended."""
+    proc = subprocess.Popen([client, "-m", "peeka", "watch", str(pid), r"__main__\.(leaf|cold)$", "-E",
+                             "--overhead-budget", "5", "-n", "100000000", "--timeout", str(seconds), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines, started = [], None
+    for line in proc.stdout:
+        lines.append(json.loads(line))
+        if started is None:
+            started = time.monotonic()
+    ended = time.monotonic()
+    proc.stdout.close()
+    error = proc.stderr.read()  # type: ignore[union-attr]
+    proc.stderr.close()  # type: ignore[union-attr]
+    assert proc.wait(30) == 0, error
+    assert started is not None and lines[0]["type"] == "start", lines[:3]
+    return lines, started, ended
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: str) -> None:
+    client = str(CLIENTS[version]) if CLIENTS[version].exists() else sys.executable
+    target = spawn(python_for(version), "governor_target.py", str(WINDOW))
+    twin = spawn(python_for(version), "governor_target.py", str(WINDOW))
+    windows, twin_windows = Windows(target.proc), Windows(twin.proc)
+    agent, _ = attach(target.pid, timeout=60)
+    agent.close()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    time.sleep(2.5)
+    t1 = time.monotonic()
+    for attempt in (1, 2):
+        lines, started, ended = watch(target.pid, client, SETTLE + 4.0)
+        time.sleep(0.5)
+        t4 = time.monotonic()
+        time.sleep(2.5)
+        t5 = time.monotonic()
+        base = windows.paired(twin_windows, [(t0, t1), (t4, t5)], "cpu")
+        got = windows.paired(twin_windows, [(started + SETTLE, ended - 0.3)], "cpu")
+        governed = [line for line in lines if line.get("type") == "governor"]
+        report = (f"{version} via client {client} (attempt {attempt}): units per cpu-s vs the twin: untouched "
+                  f"{base:.3f}, watching {got:.3f} ({got / base - 1:+.1%}); last governor event "
+                  f"{json.dumps(governed[-1] if governed else None)}")
+        print(report)
+        if got >= base * (1 - ALLOWED_LOSS):
+            break
+        t0, t1 = t4, t5  # a burst of load from elsewhere can land on one phase: judge a second run
+    detach(target.pid)
+    assert got >= base * (1 - ALLOWED_LOSS), report
+
+    # The governor engaged on the hot leaf, said so as it decided, and counted what it kept away.
+    assert lines[-1]["type"] == "end" and lines[-1]["reason"] == "timeout", lines[-1]
+    final = governed[-1]
+    assert final["final"] and final["budget_percent"] == 5.0, report
+    rows = {row["function"]: row for row in final["functions"]}
+    leaf, cold = rows["__main__.leaf"], rows["__main__.cold"]
+    assert any("__main__.leaf" in event["changed"] for event in governed), report
+    assert leaf["sampling_ratio"] < 0.5 and "to stay under 5%" in leaf["note"], report
+    events = [line for line in lines if line.get("function") and line.get("type") is None]
+    leaf_events = sum(1 for e in events if e["function"] == "__main__.leaf")
+    # Calls seen while the probe was on are either shown or counted as skipped; none vanish.
+    assert leaf["calls_seen"] == leaf_events + leaf["skipped"], report
+    assert leaf["skipped"] > 0 or leaf["estimated_calls"] > 0, report
+
+    # The cold function was not starved: from the first call shown to the last, every call (the
+    # target numbers them) arrived, and the governor skipped none of it.
+    assert cold["skipped"] == 0 and cold["duty"] == 1.0 and cold["sampling_ratio"] == 1.0, report
+    numbers = sorted(int(re.search(r"'n': (\d+)", e["value"]["repr"]).group(1))  # type: ignore[union-attr]
+                     for e in events if e["function"] == "__main__.cold")
+    assert len(numbers) >= 5 and numbers == list(range(numbers[0], numbers[-1] + 1)), numbers
+
+
+def test_without_the_option_the_governor_stays_out(spawn) -> None:
+    """Off by default: no governor event, every call passed on (the -n bound ends the stream)."""
+    target = spawn(python_for("3.12"), "governor_target.py", "1.0")
+    out = subprocess.run([sys.executable, "-m", "peeka", "watch", str(target.pid), "__main__.leaf", "-n", "300",
+                          "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert not [line for line in lines if line.get("type") == "governor"]
+    assert lines[-1]["reason"] == "limit" and lines[-1]["events"] == 300
+    detach(target.pid)
