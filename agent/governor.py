@@ -24,7 +24,7 @@ import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from . import procfs
+from . import procfs, threadids
 from .probes import Call, Engine, Gate, Listener
 
 DUTY_ON_MIN = 0.02  # s: the shortest on-window (the stream's thread must get the GIL to end it)
@@ -34,6 +34,8 @@ DUTY_MIN = DUTY_ON_MIN / DUTY_PERIOD_MAX  # on at least once a period, so the ra
 FLOOR_NS_PER_S = 1e6  # the budget never goes under 1 ms of CPU per second (an idle process still gets its rare calls)
 MAX_EVERY = 1 << 20
 KEEP_SHARE = 0.3  # of the budget: functions that cost less than their part of it keep every call
+FIXED_SHARE = 0.25  # of the budget: the agent's own periodic work (wakeups, stack samples) above it runs slower
+MAX_SLOWER = 8.0  # that periodic work runs at most this many times less often
 HEADROOM = 0.8  # plans aim at this share of the budget: estimates err, and the switches come late
 
 
@@ -208,17 +210,37 @@ def calibrate(engine: Engine, make_tap: Optional[Callable[[bool], Listener]], tr
 
 
 def agent_cpu_seconds(prefix: str = "peeka") -> float:
-    """CPU time of the agent's own threads (named ``peeka...``), from /proc (10 ms ticks)."""
+    """CPU time of the agent's own threads (named ``peeka...``): from each thread's CPU clock (ns,
+    a few us to read), else from /proc (10 ms ticks: a half-second window of a few ms reads 0 or 10)."""
     import threading
 
+    clocks = threadids.can_read_cpu_clocks()
     total = 0.0
     for thread in threading.enumerate():
         if thread.name.startswith(prefix):
             native = getattr(thread, "native_id", None)
-            stat = procfs.task_stat(native) if native is not None else None
+            if native is None:
+                continue
+            ns = threadids.cpu_ns(threadids.cpu_clock(native)) if clocks else None
+            if ns is not None:
+                total += ns / 1e9
+                continue
+            stat = procfs.task_stat(native)
             if stat is not None:
                 total += stat.cpu_seconds
     return total
+
+
+def slower(factor: float, fixed_share: float, budget: float) -> float:
+    """How many times less often a stream's periodic work (its wakeups, export's 10 Hz stack samples)
+    runs: doubled while what the agent costs beside the calls it reports is over FIXED_SHARE of the
+    budget, halved back when well under. The same work is a larger share of a target that gets little
+    CPU (a loaded machine, a mostly idle service): only its rate can keep it in the budget."""
+    if fixed_share > budget * FIXED_SHARE:
+        return min(factor * 2, MAX_SLOWER)
+    if fixed_share < budget * FIXED_SHARE / 3:
+        return max(factor / 2, 1.0)
+    return factor
 
 
 def describe(setting: Setting, function: str, budget: float) -> Optional[str]:

@@ -197,8 +197,8 @@ class ProbeStream(Stream, Listener):
         try:
             due = rule.toggle(now)
             if now >= self.next_plan:
+                self.next_plan = now + governor.UPDATE_EVERY  # first: a plan that raises is not retried at once
                 rule.update(now, self.seen_calls(), 0.0)
-                self.next_plan = now + governor.UPDATE_EVERY
                 due = rule.toggle(time.monotonic())
                 self._announce(False)
         except Exception:
@@ -226,8 +226,8 @@ class ProbeStream(Stream, Listener):
         return rows
 
     def _announce(self, final: bool) -> None:
-        """Tell the client what the governor does: when a setting moved by half or more since the
-        client last heard (or went back to every call), and at the end with what was skipped."""
+        """Tell the client what the governor does: when a setting moved much since the client last
+        heard, every few seconds while calls are skipped, and at the end with what was skipped."""
         rule = self.governor
         if rule is None or self.client is None:
             return
@@ -235,7 +235,8 @@ class ProbeStream(Stream, Listener):
         for g in rule.functions:
             said = self.announced.get(g.name, governor.ALWAYS)
             now = g.setting
-            if said != now and (now == governor.ALWAYS or not 0.5 < now.ratio / max(said.ratio, 1e-12) < 2):
+            # A setting that moved 4x or more (plans move a little each time), or back to every call.
+            if said != now and (now == governor.ALWAYS or not 0.25 < now.ratio / max(said.ratio, 1e-12) < 4):
                 self.announced[g.name] = now
                 changed.append(g.name)
         skips = sum(v.skipped for v in self.valves.values())

@@ -529,6 +529,7 @@ class Export(Stream):
         due: Optional[float] = None  # the governor's next switch of a probe on or off
         render_cpu = 0.0
         sample_every = 1.0 / self.profile_rate if self.profiling else _SAMPLE_EVERY
+        slow = 1.0  # the governor's factor on the flush and (without --profile) stack sample intervals
         wait = _FLUSH_EVERY
         while not self._done.wait(wait):
             now = time.monotonic()
@@ -550,10 +551,13 @@ class Export(Stream):
                 render_cpu = 0.0
                 next_plan = now + governor.UPDATE_EVERY
                 due = rule.toggle(time.monotonic())
+                slow = governor.slower(slow, rule.parts.get("agent_fixed", 0.0), rule.budget)
+                if not self.profiling:  # a profile's rate is the user's
+                    sample_every = _SAMPLE_EVERY * slow
             if now >= next_stats:
                 self.emit(self._stats())
                 next_stats = now + self.interval
-            wait = min(_FLUSH_EVERY, next_sample - time.monotonic())
+            wait = min(_FLUSH_EVERY * slow, next_sample - time.monotonic())
             if due is not None:
                 wait = min(wait, due - time.monotonic())
             wait = max(0.0, wait)

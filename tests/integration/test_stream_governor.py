@@ -35,7 +35,8 @@ def watch(pid: int, client: str, seconds: float) -> tuple[list[dict[str, Any]], 
     """``peeka watch --overhead-budget 5 --json`` over the hot leaf and the cold function for
     ``seconds``: its JSON lines and the monotonic times it started streaming and ended."""
     proc = subprocess.Popen([client, "-m", "peeka", "watch", str(pid), r"__main__\.(leaf|cold)$", "-E",
-                             "--overhead-budget", "5", "-n", "100000000", "--timeout", str(seconds), "--json"],
+                             "params", "-x", "1", "--overhead-budget", "5", "-n", "100000000", "--timeout", str(seconds),
+                             "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     lines, started = [], None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from peeka_agent.governor import DUTY_MIN, Demand, Setting, describe, plan
+from peeka_agent.governor import DUTY_MIN, MAX_SLOWER, START_CAP, Demand, Setting, Valve, describe, plan, slower
 
 MS = 1e6  # ns
 
@@ -60,3 +60,48 @@ def test_what_the_cli_says() -> None:
     assert describe(Setting(40, 1.0), "myapp.utils.f", 0.05) == "sampling 1/40 calls of myapp.utils.f to stay under 5%"
     assert describe(Setting(1, 0.25), "f", 0.05) == "f probed 25.0% of the time to stay under 5%"
     assert describe(Setting(1, 1.0), "f", 0.05) is None
+
+
+def test_the_agents_periodic_work_slows_down_while_it_is_over_its_share_and_back_when_well_under() -> None:
+    factor = 1.0
+    for _ in range(5):  # 3% of the process's CPU for the agent's own wakeups, budget 5%: over a quarter
+        factor = slower(factor, 0.03, 0.05)
+    assert factor == MAX_SLOWER
+    assert slower(factor, 0.01, 0.05) == factor  # between the marks: kept (no flapping)
+    assert slower(factor, 0.002, 0.05) == MAX_SLOWER / 2
+    assert slower(1.0, 0.0, 0.05) == 1.0
+
+
+class _Stream:
+    """What a Valve reads of the stream behind it, and what it passes on."""
+
+    needs_args = needs_frame = wants_enter = wants_suspend = False
+    gate = None
+    errors = 0
+
+    def __init__(self) -> None:
+        self.passed: list[object] = []
+
+    def on_exit(self, call: object) -> None:
+        self.passed.append(call)
+
+    def tree_size(self, call: object) -> int:
+        return 0
+
+
+def test_a_valve_passes_one_call_in_every_and_counts_every_call_it_kept_away() -> None:
+    stream = _Stream()
+    valve = Valve(stream)
+    valve.cap = None  # after the first plan
+    valve.every = valve.countdown = 4
+    passed = [valve.gate.test(i, i + 1, None, None) for i in range(1000)]  # type: ignore[union-attr]
+    assert sum(passed) == 250 and passed[3] and not passed[0]
+    assert (valve.seen, valve.taken, valve.skipped, valve.calls, valve.sampled) == (1000, 250, 750, 1000, 250)
+
+
+def test_a_valve_caps_calls_until_the_first_plan() -> None:
+    valve = Valve(_Stream())
+    start = 10**12
+    # 1000 calls in 0.1 s under the start cap: a full bucket (START_CAP) at most, plus what refills in 0.1 s.
+    passed = sum(valve.gate.test(start, start + i * 100_000, None, None) for i in range(1000))  # type: ignore[union-attr]
+    assert passed <= START_CAP * 0.1 + START_CAP and valve.skipped == 1000 - passed
