@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 # The CLI runs on the target's own Python, from the client venv scripts/setup.sh made for it (this
 # test's own venv for its version; this test's Python where a venv is missing).
 CLIENTS = {v: ROOT / (".venv" + v.replace(".", "")) / "bin" / "python" for v in VERSIONS}
-CLIENTS["%d.%d" % sys.version_info[:2]] = ROOT / ".venv" / "bin" / "python"
+CLIENTS[f"{sys.version_info[0]}.{sys.version_info[1]}"] = ROOT / ".venv" / "bin" / "python"
 SETTLE = 2.0  # s after the stream started before its cost is judged (the first plans)
 
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from peeka_agent.governor import DUTY_MIN, MAX_SLOWER, START_CAP, Demand, Setting, Valve, describe, plan, slower
+from peeka_agent.governor import (
+    DUTY_MIN,
+    MAX_SLOWER,
+    START_CAP,
+    Demand,
+    Setting,
+    Valve,
+    describe,
+    plan,
+    slower,
+)
 
 MS = 1e6  # ns
 
