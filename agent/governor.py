@@ -9,13 +9,18 @@ finds out and decides. Three numbers per probed function feed the decision:
   monitor's count, the sampling check), ``sampled`` more for a call that becomes a span, ``node``
   per Python call recorded below a traced call;
 * what the agent's own threads spend (rendering, encoding, stack samples), measured directly from
-  their CPU time and shared among functions by the spans they produced.
+  each thread's CPU clock and shared among functions by the spans they produced; what is left
+  (wakeups, stack samples) is the agent's fixed part, which ``slower`` makes rarer when it is over
+  a quarter of the budget.
 
 The budget is a share of the process's CPU time over the same window (``time.process_time``).
 ``plan`` shares it out max-min fairly (a cold function beside a hot one costs little, so it keeps
 every call), then pulls the levers cheapest first for a function over its share: head sampling
 (1 call in N becomes a span; an unsampled call costs only ``base``), a rate cap, and, when ``base``
 alone is over, a duty cycle: the probe is off (``Engine.pause``, zero cost) most of each period.
+
+Export's feeds and the CLI's probe streams (``--overhead-budget``, ``Valve`` in front of the
+stream, instrument.ProbeStream) run the same ``Governor``.
 """
 
 from __future__ import annotations
