@@ -20,9 +20,17 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _name(row: dict[str, Any]) -> str:
+    """The function, and with --overhead-budget the share of the time its probe was on (the counts
+    are of that time only; calls while off are estimated apart, on stderr)."""
+    governed = row.get("governor") or {}
+    duty = governed.get("duty", 1.0)
+    return row["function"] if duty >= 0.999 else f"{row['function']} (probed {duty * 100:.1f}% of the time)"
+
+
 def render_event(event: dict[str, Any]) -> None:
     when = datetime.datetime.fromtimestamp(event["time"]).strftime("%H:%M:%S")
-    rows = [[r["function"], r["calls"], r["success"], r["failures"], f"{r['failure_rate'] * 100:.1f}%",
+    rows = [[_name(r), r["calls"], r["success"], r["failures"], f"{r['failure_rate'] * 100:.1f}%",
              _ms(r["avg_ms"]), _ms(r["min_ms"]), _ms(r["p50_ms"]), _ms(r["p99_ms"]), _ms(r["max_ms"])]
             for r in event["functions"]]
     console.print(table(f"{when}  last {event['cycle_s']:g} s",
