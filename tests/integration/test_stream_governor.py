@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 # test's own venv for its version; this test's Python where a venv is missing).
 CLIENTS = {v: ROOT / (".venv" + v.replace(".", "")) / "bin" / "python" for v in VERSIONS}
 CLIENTS[f"{sys.version_info[0]}.{sys.version_info[1]}"] = ROOT / ".venv" / "bin" / "python"
-SETTLE = 2.0  # s after the stream started before its cost is judged (the first plans)
+SETTLE = 1.5  # s after the stream started before its cost is judged (the first plans)
+JUDGED = 3.5  # s of the stream judged (windows of WINDOW s: paired() wants 10 at least)
+UNTOUCHED = 2.0  # s of each untouched phase
 
 
 def watch(pid: int, client: str, seconds: float) -> tuple[list[dict[str, Any]], float, float]:
@@ -61,15 +63,14 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
     windows, twin_windows = Windows(target.proc), Windows(twin.proc)
     agent, _ = attach(target.pid, timeout=60)
     agent.close()
-    time.sleep(0.5)
     t0 = time.monotonic()
-    time.sleep(2.5)
+    time.sleep(UNTOUCHED)
     t1 = time.monotonic()
     for attempt in (1, 2):
-        lines, started, ended = watch(target.pid, client, SETTLE + 4.0)
-        time.sleep(0.5)
+        lines, started, ended = watch(target.pid, client, SETTLE + JUDGED)
+        time.sleep(0.3)
         t4 = time.monotonic()
-        time.sleep(2.5)
+        time.sleep(UNTOUCHED)
         t5 = time.monotonic()
         base = windows.paired(twin_windows, [(t0, t1), (t4, t5)], "cpu")
         got = windows.paired(twin_windows, [(started + SETTLE, ended - 0.3)], "cpu")
@@ -106,8 +107,9 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
     assert len(numbers) >= 5 and numbers == list(range(numbers[0], numbers[-1] + 1)), numbers
 
 
-def test_without_the_option_the_governor_stays_out(spawn) -> None:
-    """Off by default: no governor event, every call passed on (the -n bound ends the stream)."""
+def test_without_the_option_the_governor_stays_out_and_with_it_trace_trees_stay_whole(spawn) -> None:
+    """Off by default: no governor event, every call passed on (the -n bound ends the stream). Trace
+    under a budget: sampled at the root's start, so each tree shown is whole (handle's 30 leaf calls)."""
     target = spawn(python_for("3.12"), "governor_target.py", "1.0")
     out = subprocess.run([sys.executable, "-m", "peeka", "watch", str(target.pid), "__main__.leaf", "-n", "300",
                           "--json"], capture_output=True, text=True, timeout=60)
@@ -115,4 +117,16 @@ def test_without_the_option_the_governor_stays_out(spawn) -> None:
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert not [line for line in lines if line.get("type") == "governor"]
     assert lines[-1]["reason"] == "limit" and lines[-1]["events"] == 300
+
+    out = subprocess.run([sys.executable, "-m", "peeka", "trace", str(target.pid), "__main__.handle", "--overhead-budget",
+                          "5", "-n", "100000000", "--timeout", "3", "--json"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    trees = [line["tree"] for line in lines if "tree" in line]
+    assert trees and all([(c["function"], c["count"]) for c in t["children"]] == [("__main__.leaf", 30)] for t in trees)
+    final = [line for line in lines if line.get("type") == "governor"][-1]
+    handle = final["functions"][0]
+    assert final["final"] and handle["function"] == "__main__.handle" and handle["calls_seen"] >= len(trees)
+    assert handle["calls_seen"] == len(trees) + handle["skipped"], final
+    assert handle["skipped"] + handle["estimated_calls"] > 0, final
     detach(target.pid)
