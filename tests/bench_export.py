@@ -20,7 +20,8 @@ full speed (tests/targets/governor_target.py: a tiny leaf called millions of tim
 handler with the default budget (5%) and with the governor off (budget 0). Throughput is units of
 work per CPU second of the target, as a ratio to its twin's in the same windows (the machine's load
 falls on both), relative to that ratio untouched. Printed: loss, the sampling ratio and duty the
-governor settled on, its own estimate of the overhead vs the budget, and spans/s sent.
+governor settled on, its own estimate of the overhead vs the budget, and spans/s sent. A last row
+watches only the cold function: what an export stream costs beside the calls it reports (the floor).
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
         run.stop()
 
 
-GOVERNED = [("watch hot leaf", {"watch": ["__main__.leaf"]}), ("trace hot handler", {"trace": ["__main__.handle"]})]
+GOVERNED = [("watch hot leaf", {"watch": ["__main__.leaf"]}), ("trace hot handler", {"trace": ["__main__.handle"]}),
+            # The floor: a stream whose only function is called every 2,000 units (its wakeups, stack samples, stats).
+            ("watch cold only", {"watch": ["__main__.cold"]})]
 
 
 def governor_rows(python: str, seconds: float) -> None:
@@ -212,7 +215,7 @@ def governor_rows(python: str, seconds: float) -> None:
         print(f"{'untouched':<18} {'-':>9} {'-':>9} {'-':>10} {'-':>7} {'-':>14} {'-':>9}")
         for label, budget, spans_at, rate, last in rows:
             got = windows.paired(twin_windows, spans_at, "cpu", least=1)  # ungoverned: the target crawls
-            function = "__main__.leaf" if "leaf" in label else "__main__.handle"
+            function = "__main__." + ("leaf" if "leaf" in label else "cold" if "cold" in label else "handle")
             row = next((r for r in (last or {}).get("functions", []) if r["function"] == function), {})
             governed = row.get("governor") or {}
             overhead = (last or {}).get("overhead")
