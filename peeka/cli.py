@@ -107,9 +107,9 @@ def _report(exc: PeekaError, shared: Shared) -> None:
             document["traceback"] = trace
         print(json.dumps(document))
         return
-    from .render import console_err
+    from .render import console_err, escape
 
-    console_err.print(f"[bold red]peeka: {exc.message}[/]", highlight=False)
+    console_err.print(f"[bold red]peeka: {escape(exc.message)}[/]", highlight=False)
     if exc.help:
         console_err.print(exc.help, highlight=False, markup=False)
     if trace:

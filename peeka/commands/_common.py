@@ -24,7 +24,7 @@ def agent(pid: int, shared: Shared, extra_timeout: float = 0.0) -> Iterator[Agen
     if not report.reused and not shared.json:
         console_err.print(
             f"[dim]attached to {pid} via {report.method} in {report.seconds * 1000:.0f} ms "
-            f"({report.detail}); `peeka detach {pid}` removes the agent[/]"
+            f"({escape(report.detail)}); `peeka detach {pid}` removes the agent[/]"
         )
     current().opened(client)
     with client:
@@ -92,7 +92,7 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
             names = start.get("functions", [])
             listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             console_err.print(
-                f"[dim]{command}: {start.get('affected', '')} ({listed}) via {start.get('technique', '?')}; "
+                f"[dim]{command}: {escape(str(start.get('affected', '')))} ({escape(listed)}) via {start.get('technique', '?')}; "
                 f"ends on Ctrl-C, -n or --timeout; `peeka reset {pid}` removes every probe[/]",
                 highlight=False,
             )
@@ -106,7 +106,7 @@ def run_stream(client: AgentClient, command: str, args: dict[str, Any], json: bo
                     lost = f", {message.dropped} dropped (client too slow)" if message.dropped else ""
                     if message.errors:
                         lost += f", {message.errors} call(s) not reported: Peeka's own code failed on them"
-                    console_err.print(f"[dim]{command} ended: {message.reason}; {shown} event(s){lost}[/]")
+                    console_err.print(f"[dim]{command} ended: {escape(message.reason)}; {shown} event(s){lost}[/]")
                     governed.summary()
                 break
             data = message.data

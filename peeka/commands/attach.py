@@ -12,7 +12,7 @@ import typer
 
 from ..attach import AgentMode, attach
 from ..options import Pid, Shared, with_options
-from ..render import console, emit_json
+from ..render import console, emit_json, escape
 
 NAME = "attach"
 
@@ -56,13 +56,13 @@ def command(
     if shared.json:
         emit_json(facts)
         return
-    how = "agent already running" if report.reused else f"attached via {report.method} ({report.detail})"
+    how = "agent already running" if report.reused else f"attached via {report.method} ({escape(report.detail)})"
     console.print(f"[bold green]{pid}[/]: {how} in {report.seconds * 1000:.0f} ms")
-    console.print(f"  Python {hello.python_version}  {hello.executable}  {' '.join(hello.argv)}")
+    console.print(f"  Python {hello.python_version}  {escape(str(hello.executable))}  {escape(' '.join(hello.argv))}")
     mode_text = "read-only (every client)" if hello.read_only else "read-write"
     if hello.audit_file:
-        mode_text += f"; audit trail also in {hello.audit_file}"
+        mode_text += f"; audit trail also in {escape(hello.audit_file)}"
     if hello.audit_log:
         mode_text += "; audit trail also to the target's logger peeka.audit"
     console.print(f"  agent {mode_text}; `peeka audit {pid}` shows who asked what")
-    console.print(f"  agent socket {hello.socket_path}; `peeka detach {pid}` removes it")
+    console.print(f"  agent socket {escape(str(hello.socket_path))}; `peeka detach {pid}` removes it")

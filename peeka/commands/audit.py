@@ -54,7 +54,7 @@ def _show_stats(result: dict[str, Any]) -> None:
     if stats.get("dropped") or stats.get("write_errors"):
         notes.append(f"{stats['dropped']} entries dropped, {stats['write_errors']} write error(s) "
                      f"{stats.get('last_write_error') or ''}".rstrip())
-    console_err.print(f"[dim]{'; '.join(notes)}[/]")
+    console_err.print(f"[dim]{escape('; '.join(notes))}[/]")
 
 
 @with_options(attach=False)

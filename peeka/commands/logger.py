@@ -86,7 +86,7 @@ def command(
         return
     if level is not None:
         was = result["previous_level"]
-        console.print(f"{pid}: logger {result['name']} level {was} -> {result['level']} "
+        console.print(f"{pid}: logger {escape(result['name'])} level {was} -> {result['level']} "
                       f"(effective {result['effective_level']}); `peeka reset {pid}` or detach restores it")
         for warning in result.get("warnings") or ():
             console_err.print(f"[yellow]note: {escape(warning)}[/]")

@@ -9,7 +9,7 @@ import typer
 from ..attach import try_connect
 from ..options import Pid, Regex, Shared, with_options
 from ..process import TargetProcess
-from ..render import console, emit_json
+from ..render import console, emit_json, escape
 
 NAME = "reset"
 
@@ -32,10 +32,11 @@ def command(
         emit_json(result)
         return
     if result.get("note"):
-        console.print(f"{pid}: {result['note']}")
+        console.print(f"{pid}: {escape(result['note'])}")
         return
-    console.print(f"{pid}: removed {result['count']} probe(s)" + (f": {', '.join(result['removed'])}" if result["removed"] else ""))
+    console.print(f"{pid}: removed {result['count']} probe(s)" + (f": {escape(', '.join(result['removed']))}" if result["removed"] else ""))
     if result["remaining"]:
-        console.print(f"  still probed: {', '.join(result['remaining'])}")
+        console.print(f"  still probed: {escape(', '.join(result['remaining']))}")
     for entry in result.get("loggers") or ():
-        console.print(f"  logger {entry['name']}: " + (f"level {entry['level']} restored" if entry["restored"] else entry["note"]))
+        console.print(f"  logger {escape(entry['name'])}: "
+                      + (f"level {entry['level']} restored" if entry["restored"] else escape(entry["note"])))

@@ -5,6 +5,7 @@ collapsed stacks, pprof or speedscope (--format; built here from the agent's sta
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -18,7 +19,7 @@ from rich.text import Text
 from ..errors import CommandFailed, ProtocolMismatch, UsageError
 from ..options import Pid, Shared, StreamTimeout, with_options
 from ..profiles import FORMATS, OPEN_WITH, encode, from_top_record
-from ..render import console, console_err, emit_json, table
+from ..render import console, console_err, emit_json, escape, table
 from ._common import agent
 
 NAME = "top"
@@ -85,6 +86,8 @@ def command(
     if format != "collapsed" and record is None:
         raise UsageError("--format is the format of --record's --output",
                          "Example: peeka top PID --record 10 --format pprof --output out.pb.gz")
+    if output is not None:
+        _check_output(output)
     args: dict[str, Any] = {"interval": interval, "rate": rate, "idle": idle, "functions": max(rows, 30),
                             "stacks": json and record is None}
     for key, value in (("limit", limit), ("timeout", timeout), ("record", record)):
@@ -116,7 +119,7 @@ def command(
                     if json:
                         emit_json({"type": "end", "reason": message.reason, "dropped": message.dropped})
                     elif message.reason not in ("limit", "timeout", "record"):
-                        console_err.print(f"[dim]top ended: {message.reason}[/]")
+                        console_err.print(f"[dim]top ended: {escape(message.reason)}[/]")
                     break
                 data = message.data
                 reports += 1
@@ -139,7 +142,7 @@ def command(
                     console.print(render_summary(data, rows))
         except KeyboardInterrupt:
             if record is not None:
-                console_err.print(f"[dim]recording interrupted: nothing written to {output}[/]")
+                console_err.print(f"[dim]recording interrupted: nothing written to {escape(str(output))}[/]")
             written = True  # the user's choice: not a failure
         finally:
             if live is not None:
@@ -150,6 +153,16 @@ def command(
     if record is not None and not written:
         raise CommandFailed(f"the recording ended before it finished ({ended}): nothing written to {output}",
                             f"Check that {pid} still runs, then record again.")
+
+
+def _check_output(output: Path) -> None:
+    """--output is checked before recording: a mistyped path found only at the end cost the recording."""
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory", "Give a file name, e.g. --output out.folded")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output {output}: no directory {output.parent}", "Create it first, or write elsewhere.")
+    if not os.access(output if output.exists() else output.parent, os.W_OK):
+        raise UsageError(f"--output {output} is not writable by you", "Write elsewhere (a directory of yours).")
 
 
 def _record_progress(seconds: float) -> Progress:
@@ -169,13 +182,16 @@ def _finish_record(event: dict[str, Any], output: Path, format: str, json: bool,
         raise ProtocolMismatch("the agent in this process is older than this client: its recording has no stacks "
                                "with lines", "Run `peeka detach PID`; the next command attaches this version's agent.")
     profile = from_top_record(event)
-    output.write_bytes(encode(profile, format, name=f"peeka top {output.name}"))
+    try:
+        output.write_bytes(encode(profile, format, name=f"peeka top {output.name}"))
+    except OSError as exc:  # checked before recording; a full disk or a removed directory since
+        raise CommandFailed(f"could not write {output}: {exc.strerror or exc}", "Record again to another file.") from exc
     if json:
         emit_json(event)
         return
     what = "CPU time" if profile.cpu else "wall-clock samples" if idle else "wall-clock samples: no per-thread CPU clocks here"
     left_out = f", {event['stacks_left_out']} lighter ones left out" if event.get("stacks_left_out") else ""
     console.print(f"[bold]{_caught(event)} samples over {event['duration_s']:g} s[/] ({what}), "
-                  f"{len(profile.samples)} distinct stacks{left_out} written to {output} as {format} "
-                  f"({OPEN_WITH[format].replace('FILE', str(output))})")
+                  f"{len(profile.samples)} distinct stacks{left_out} written to {escape(str(output))} as {format} "
+                  f"({escape(OPEN_WITH[format].replace('FILE', str(output)))})")
     console.print(functions_table(event, rows))

@@ -275,6 +275,18 @@ def test_cli_views(target: CmdTarget) -> None:
     assert out.returncode == 2 and "start, top, diff, stop" in out.stderr
     out = peeka_cli("top", pid, "--record", "1")
     assert out.returncode == 2 and "--output" in out.stderr
+    if target.version != THIS_VERSION:
+        return  # what follows is the client's alone: checked once, with the target of the CLI's own version
+    # A bad --output is refused before recording, not found after the seconds were spent.
+    started = time.monotonic()
+    out = peeka_cli("top", pid, "--record", "30", "--output", str(ROOT / "no-such-dir" / "x.folded"))
+    assert out.returncode == 2 and "no directory" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert time.monotonic() - started < 20
+    # Text the user typed or the target holds, in messages: printed as it is, never read as markup.
+    out = peeka_cli("watch", pid, "x[/]", "-n", "1")
+    assert out.returncode == 2 and "x[/]" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = peeka_cli("watch", pid, "__main__.work", "-c", "params['[/]'] == 1", "--timeout", "0.5")
+    assert out.returncode == 0 and "KeyError: '[/]'" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_detach_stops_tracemalloc(target: CmdTarget) -> None:
