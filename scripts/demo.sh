@@ -33,22 +33,54 @@ step detach "$SHOP"
 # -- The sidecar on its embedded default (exporter block; keep it last): no backend configured, so
 # spans go to ./peeka-spans.jsonl (OTLP/JSON lines) and /metrics serves on 127.0.0.1:9464.
 spans_dir=$(mktemp -d)
+# The default port, unless something here holds it already (then any free one, said on the command line).
+metrics=$(.venv/bin/python -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 9464)); print("127.0.0.1:9464")
+except OSError:
+    s.bind(("127.0.0.1", 0)); print("127.0.0.1:%d" % s.getsockname()[1])')
+port_flag=""
+[ "$metrics" = "127.0.0.1:9464" ] || port_flag="--metrics-address $metrics"
 echo
-echo "\$ peeka export --pid $SHOP --watch '__main__.handle_*' --trace __main__.handle_item --interval 2   # 6 s, in $spans_dir"
+echo "\$ peeka export --pid $SHOP --watch '__main__.handle_*' --trace __main__.handle_item --interval 2 $port_flag   # in $spans_dir"
 (cd "$spans_dir" && exec "$OLDPWD/$PEEKA" export --pid "$SHOP" --watch '__main__.handle_*' \
-  --trace __main__.handle_item --interval 2) &
+  --trace __main__.handle_item --interval 2 --metrics-address "$metrics") &
 EXPORT=$!
 trap 'kill $EXPORT $SHOP 2>/dev/null || true; rm -f "$out"' EXIT
-sleep 6
-echo "\$ curl -s http://127.0.0.1:9464/metrics | grep -E '^peeka_(function_calls_total|target_up)'"
-.venv/bin/python -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9464/metrics", timeout=5).read().decode())' \
+# Until the exporter has sent spans (its start-up and attach take seconds on a busy machine), then one
+# more interval: /healthz says how far it got.
+.venv/bin/python - "$metrics" <<'PY'
+import json, sys, time, urllib.request
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(f"http://{sys.argv[1]}/healthz", timeout=5) as resp:
+            if any(t.get("spans_exported") for t in json.load(resp)["targets"]):
+                time.sleep(2)
+                break
+    except (OSError, ValueError, KeyError):
+        pass
+    time.sleep(0.5)
+else:
+    print("(the exporter exported nothing in 120 s: its console lines above say why)")
+PY
+echo "\$ curl -s http://$metrics/metrics | grep -E '^peeka_(function_calls_total|target_up)'"
+.venv/bin/python -c 'import sys, urllib.request
+try:
+    print(urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode())
+except OSError as exc:
+    print(f"/metrics did not answer: {exc}", file=sys.stderr)' "$metrics" \
   | grep -E '^peeka_(function_calls_total|target_up)' || true
 kill -TERM "$EXPORT"
 wait "$EXPORT" || true
 .venv/bin/python - "$spans_dir/peeka-spans.jsonl" <<'PY'
 import json, sys
-spans = [s for line in open(sys.argv[1]) for rs in json.loads(line)["resourceSpans"]
-         for ss in rs["scopeSpans"] for s in ss["spans"]]
+try:
+    lines = open(sys.argv[1]).readlines()
+except OSError as exc:
+    sys.exit(f"no spans file: {exc}")
+spans = [s for line in lines for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
 names = sorted({s["name"] for s in spans})
 print(f"{len(spans)} spans in {sys.argv[1]}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
 PY
