@@ -3,7 +3,9 @@ what grew over a few seconds, and (on demand) tracemalloc's allocation sites.
 
 args: ``types`` (rows of the type census, default 20; 0 skips the census), ``sort`` ("size", the
 default, or "count": how types are ranked, and with ``diff`` how growth is), ``max_objects`` (census
-cap, default 2,000,000), ``max_seconds`` (census time cap, default 2), ``diff`` (s: census now and
+cap, default 2,000,000), ``max_seconds`` (census time cap, default 2), ``sample`` (bool: fit the census
+into ``max_seconds`` by counting every k-th object k times instead of stopping early: estimates, said
+so in ``census``), ``diff`` (s: census now and
 again after that long, report what grew), ``tracemalloc`` ("start" | "top" | "diff" | "stop"),
 ``frames`` (tracemalloc start: traceback depth, default 1), ``limit`` (tracemalloc rows, default 20).
 
@@ -16,7 +18,10 @@ Result (bytes and seconds; None where /proc or a number is missing):
              sys.getsizeof sizes
   containers [{type, id, len, size_bytes, name}]: the largest lists/dicts/sets/deques, ``name`` the
              ``module.NAME`` holding one when a module's global does
-  census     {objects, truncated (a cap was hit), seconds}
+  census     {objects (visited), objects_tracked, truncated (a cap was hit), seconds, sampled_every
+             (1: every object counted; k: every k-th after the first PROBE_OBJECTS, each counted k
+             times: counts and sizes are estimates), gil_hold_max_seconds (the longest stretch the
+             census held the GIL without a pause for the host's threads, gc.get_objects included)}
   tracemalloc {tracing, started_by_peeka, traced_bytes, peak_bytes}
 With ``diff``: ``diff_s``, ``growth`` {rss_bytes, uss_bytes, vms_bytes deltas}, ``types`` rows gain
 ``count_delta`` and ``size_delta_bytes`` (only types that grew, most first by ``sort``) and ``containers`` those
@@ -31,9 +36,11 @@ from __future__ import annotations
 import collections
 import gc
 import heapq
+import itertools
+import math
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterable, List, Tuple
 
 from .. import compat, locks, origins, procfs
 from ..streams import CommandError, float_arg, int_arg, on_detach
@@ -41,6 +48,9 @@ from ..streams import CommandError, float_arg, int_arg, on_detach
 _CONTAINERS = frozenset((list, dict, set, collections.deque))  # exact types: no subclass __len__ runs
 _STATE = "memory.tracemalloc"
 _CHECK_EVERY = 20_000  # objects between looks at the clock (and a GIL release for the host)
+PROBE_OBJECTS = 2_000  # a sampled census counts these all, and times them to choose its stride
+SEGMENT = 5_000  # visits between two choices of a sampled census's stride
+MIN_VISITS = 20_000  # a sampled census visits at least this many more (whatever the clock says): estimates stay close
 
 
 def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
@@ -53,13 +63,14 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
         raise CommandError("sort must be size or count, got %r" % (order,))
     max_objects = int_arg(args, "max_objects", 2_000_000, 1, 10**9)
     max_seconds = float_arg(args, "max_seconds", 2.0, 0.01) or 2.0
+    sample = bool(args.get("sample", False))
     diff = float_arg(args, "diff", None, 0.1)
     if diff is not None and diff > 3600:
         raise CommandError("diff must be at most 3600 seconds, got %g" % diff)
     result: Dict[str, Any] = {"process": procfs.memory(), "gc": gc_facts()}
     if diff is None:
         if rows:
-            counts, sizes, largest, facts = census(max_objects, max_seconds)
+            counts, sizes, largest, facts = census(max_objects, max_seconds, sample)
             result["types"] = _type_rows(counts, sizes, {}, {}, order)[:rows]
             result["containers"] = _name_containers([dict(c) for c in largest])
             result["census"] = facts
@@ -93,45 +104,93 @@ def gc_facts() -> Dict[str, Any]:
     }
 
 
-def census(max_objects: int, max_seconds: float) -> Tuple[Dict[type, int], Dict[type, int], List[Dict[str, Any]], Dict[str, Any]]:
-    """Counts and shallow sizes by type of the objects the GC tracks, and the 50 largest containers."""
+def census(max_objects: int, max_seconds: float,
+           sample: bool = False) -> Tuple[Dict[type, int], Dict[type, int], List[Dict[str, Any]], Dict[str, Any]]:
+    """Counts and shallow sizes by type of the objects the GC tracks, and the 50 largest containers
+    (among those visited). ``sample``: when counting every object would take longer than
+    ``max_seconds`` (judged from the pace so far), count every k-th object k times (at least
+    MIN_VISITS objects are visited, so a heap larger than the time allows still gets estimates)."""
     started = time.monotonic()
-    deadline = started + max_seconds
-    counts: Dict[type, int] = {}
-    sizes: Dict[type, int] = {}
-    heap: List[Tuple[int, int, Any]] = []
-    getsizeof = sys.getsizeof
-    pause = compat.original("time", "sleep")  # the real one, also under gevent
+    walk = _Walk(started + max_seconds, max_objects, started)
     objects = gc.get_objects()
     total = len(objects)
-    scanned = 0
-    truncated = False
-    for obj in objects:
-        kind = type(obj)
-        counts[kind] = counts.get(kind, 0) + 1
-        try:
-            sizes[kind] = sizes.get(kind, 0) + getsizeof(obj)
-        except Exception:
-            pass
-        if kind in _CONTAINERS:
-            entry = (len(obj), id(obj), obj)
-            if len(heap) < 50:
-                heapq.heappush(heap, entry)
-            elif entry[0] > heap[0][0]:
-                heapq.heapreplace(heap, entry)
-        scanned += 1
-        if scanned % _CHECK_EVERY == 0:
-            if scanned >= max_objects or time.monotonic() > deadline:
-                truncated = True
-                break
-            pause(0)  # lets the host's threads have the GIL between chunks
+    walk_started = time.monotonic()
+    every = 1
+    if not sample or total <= PROBE_OBJECTS:
+        walk.visit(objects, 1)
+    elif walk.visit(itertools.islice(objects, PROBE_OBJECTS), 1):
+        # The rest in segments of SEGMENT visits, each with the stride that fits what is left of the
+        # time at the pace so far (every object of a segment's stride counts ``every`` times: the
+        # estimate stays unbiased when the stride changes). The visits bound the time: no deadline.
+        walk.deadline = float("inf")
+        position = PROBE_OBJECTS
+        while position < total and not walk.truncated:
+            now = time.monotonic()
+            per_object = max(now - walk_started, 1e-9) / walk.visited
+            affordable = max(0.8 * (started + max_seconds - now) / per_object, MIN_VISITS + PROBE_OBJECTS - walk.visited,
+                             SEGMENT)
+            every = max(every, math.ceil((total - position) / affordable))
+            end = min(total, position + every * SEGMENT)
+            walk.visit(itertools.islice(objects, position, end, every), every)
+            walk.breathe()
+            position = end
     del objects
-    largest = [{"type": _type_name(type(o)), "id": i, "len": n, "size_bytes": getsizeof(o), "object": o}
-               for n, i, o in sorted(heap, reverse=True)]
-    del heap
-    facts = {"objects": scanned, "objects_tracked": total, "truncated": truncated,
-             "seconds": round(time.monotonic() - started, 4)}
-    return counts, sizes, largest, facts
+    hold = max(walk.hold, time.monotonic() - walk.held_since)
+    largest = [{"type": _type_name(type(o)), "id": i, "len": n, "size_bytes": sys.getsizeof(o), "object": o}
+               for n, i, o in sorted(walk.heap, reverse=True)]
+    facts = {"objects": walk.visited, "objects_tracked": total, "truncated": walk.truncated,
+             "seconds": round(time.monotonic() - started, 4), "sampled_every": every,
+             "gil_hold_max_seconds": round(hold, 4)}
+    return walk.counts, walk.sizes, largest, facts
+
+
+class _Walk:
+    """A census's tallies, and its caps: objects visited and a deadline, checked (and the GIL given
+    to the host's threads) every _CHECK_EVERY objects."""
+
+    def __init__(self, deadline: float, max_objects: int, now: float) -> None:
+        self.deadline = deadline
+        self.max_objects = max_objects
+        self.counts: Dict[type, int] = {}
+        self.sizes: Dict[type, int] = {}
+        self.heap: List[Tuple[int, int, Any]] = []
+        self.visited = 0
+        self.truncated = False
+        self.held_since = now  # since the GIL was last handed over (gc.get_objects holds it too)
+        self.hold = 0.0  # the longest such stretch
+
+    def visit(self, objects: Iterable[Any], weight: int) -> bool:
+        """Count ``objects``, each ``weight`` times; False when a cap stopped it."""
+        counts, sizes, heap = self.counts, self.sizes, self.heap
+        getsizeof = sys.getsizeof
+        visited = self.visited
+        for obj in objects:
+            kind = type(obj)
+            counts[kind] = counts.get(kind, 0) + weight
+            try:
+                sizes[kind] = sizes.get(kind, 0) + getsizeof(obj) * weight
+            except Exception:
+                pass
+            if kind in _CONTAINERS:
+                entry = (len(obj), id(obj), obj)
+                if len(heap) < 50:
+                    heapq.heappush(heap, entry)
+                elif entry[0] > heap[0][0]:
+                    heapq.heapreplace(heap, entry)
+            visited += 1
+            if visited % _CHECK_EVERY == 0:
+                if visited >= self.max_objects or time.monotonic() > self.deadline:
+                    self.truncated = True
+                    break
+                self.breathe()
+        self.visited = visited
+        return not self.truncated
+
+    def breathe(self) -> None:
+        """Hand the GIL to the host's threads for a moment (and note how long it was held)."""
+        self.hold = max(self.hold, time.monotonic() - self.held_since)
+        compat.original("time", "sleep")(0)  # the real one, also under gevent
+        self.held_since = time.monotonic()
 
 
 def _type_name(kind: type) -> str:

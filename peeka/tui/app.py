@@ -1,9 +1,10 @@
 """The TUI app: header, the current view, a status line; number keys switch views; ``q`` quits.
 
 App-wide keys: ``/`` filters the current view's tables, ``p`` pauses every view (what is shown
-stays; streams keep collecting), ``?`` lists every key, ``:`` opens a command line taking the CLI's
-verbs (commandline.py) with results in a panel (Esc closes it and stops its stream), ``o`` leaves
-this process for the process picker (offered when the target died or the agent went).
+stays; Top's sampler stops in the agent; watch and log streams keep collecting), ``?`` lists every
+key, ``:`` opens a command line taking the CLI's verbs (commandline.py) with results in a panel
+(Esc closes it and stops its stream), ``o`` leaves this process for the process picker (offered
+when the target died or the agent went).
 
 On quit (``q``, Ctrl-C, SIGHUP when the terminal closes, SIGTERM) the session is closed: every stream
 the TUI started is cancelled, what it changed is put back (logger levels, tracemalloc it started:
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib
+import os
 import signal
 from typing import Any, NamedTuple
 
@@ -36,7 +38,7 @@ from ..render import value_tree
 from ..session import Session, SessionStream, StreamEnd
 from .commandline import Command, parse
 from .header import ProcessHeader
-from .view import View, on_loop
+from .view import View, Volatile, on_loop
 
 PICK = "pick"  # what run() returns when the user asked for another process
 
@@ -126,7 +128,7 @@ class HelpScreen(ModalScreen[None]):
 APP_KEYS = (
     ("1-6", "switch view: " + ", ".join(f"{v.key} {v.module}" for v in VIEWS)),
     ("/", "filter the current view's tables (Enter keeps it, Esc in the box closes it; empty clears)"),
-    ("p", "pause / resume every view (shown data stays; streams keep collecting)"),
+    ("p", "pause / resume every view (shown data stays; Top's sampler stops; watch and log streams keep collecting)"),
     (":", "command line: the CLI's verbs (watch mod.f -n 5, inspect expr, sm 'pkg.*', thread -b, ...)"),
     ("esc", "close the command panel (stops its stream)"),
     ("o", "attach to another process (the process picker)"),
@@ -155,9 +157,12 @@ class PeekaApp(App["str | None"]):
         Binding("o", "pick", "other process", show=False),
     ]
 
-    def __init__(self, session: Session, first_view: str = "threads") -> None:
+    def __init__(self, session: Session, first_view: str = "threads", steady: bool = False) -> None:
+        """``steady``: volatile cells as placeholders (view.Volatile), for the snapshot tests."""
         super().__init__()
         self.session = session
+        argv = session.hello.argv
+        self.volatile = Volatile(steady, os.path.dirname(argv[0]) if argv and os.path.isabs(argv[0]) else "")
         session.on_broken = lambda error: self.post_message(Broken(error))
         self.views = {v.module: importlib.import_module(f".views.{v.module}", __package__).View() for v in VIEWS}
         self.first_view = first_view
@@ -187,7 +192,7 @@ class PeekaApp(App["str | None"]):
         except (RuntimeError, NotImplementedError, ValueError):
             pass  # not the main thread (tests) or no signals here: quit by key only
         self.action_show(self.first_view)
-        self.show_status(f"attached to {self.session.hello.pid}; number keys switch views, ? lists every key, "
+        self.show_status(f"attached to {self.volatile(str(self.session.hello.pid))}; number keys switch views, ? lists every key, "
                          "q quits (removes what the TUI installed; the agent stays)")
 
     @property
@@ -247,7 +252,10 @@ class PeekaApp(App["str | None"]):
         self.paused = not self.paused
         self.sub_title = self.view.TITLE + (" (paused)" if self.paused else "")
         if self.paused:
-            self.show_status("paused: views keep what they show, streams keep collecting; p resumes")
+            for view in self.views.values():
+                view.paused()
+            self.show_status("paused: views keep what they show, Top's sampler stops, watch and log streams keep "
+                             "collecting; p resumes")
             return
         for name, view in self.views.items():
             if name == self.current:
@@ -348,8 +356,8 @@ class PeekaApp(App["str | None"]):
     def on_panel_event(self, message: PanelEvent) -> None:
         data = message.data
         if isinstance(data, dict) and "function" in data and "start_ns" in data:
-            when = datetime.datetime.fromtimestamp(data["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
-            cost = f"{data['cost_ms']:.3f} ms" if data.get("cost_ms") is not None else "-"
+            when = self.volatile(datetime.datetime.fromtimestamp(data["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3])
+            cost = self.volatile(f"{data['cost_ms']:.3f} ms") if data.get("cost_ms") is not None else "-"
             head = f"[dim]{when}[/] [bold]{data['function']}[/] {data.get('location', '')} cost={cost}"
             if "value" in data:
                 self._panel_write(value_tree(head, data["value"]), message.generation)

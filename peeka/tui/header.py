@@ -111,7 +111,7 @@ class ProcessHeader(Static):
         self.agent_tids: list[int] = []
         self.events_per_s = 0.0
         self._cpu_rate = Rate()
-        self._agent_rate = Rate(COST_WINDOW)
+        self._agent_rates: dict[int, Rate] = {}  # per agent thread: one that comes or goes moves no other's
         self._events_rate = Rate(COST_WINDOW)
         self._next_gc = 0.0
         self._next_threads = 0.0
@@ -144,11 +144,13 @@ class ProcessHeader(Static):
             self.rss_now = float(stat.rss_pages * os.sysconf("SC_PAGE_SIZE"))
             self.rss.append(self.rss_now)
             self.threads = stat.threads
-            if self.agent_tids:
-                agent = [read_stat(proc / "task" / str(tid) / "stat") for tid in self.agent_tids]
-                used = sum(s.cpu_seconds for s in agent if s is not None)
-                rate = self._agent_rate.update(used, now)
-                self.agent_cpu = None if rate is None else rate * 100
+            rates = []
+            for tid, thread_rate in self._agent_rates.items():
+                thread_stat = read_stat(proc / "task" / str(tid) / "stat")
+                if thread_stat is not None:
+                    rates.append(thread_rate.update(thread_stat.cpu_seconds, now))
+            known = [r for r in rates if r is not None]  # a thread's first reading has no rate yet
+            self.agent_cpu = sum(known) * 100 if known else None
         session = self.app.session  # type: ignore[attr-defined]
         events = sum(s.events_seen for s in session.streams())
         self.events_per_s = self._events_rate.update(events, now) or 0.0
@@ -177,8 +179,7 @@ class ProcessHeader(Static):
         on_loop(self, self._agent_threads, tids)
 
     def _agent_threads(self, tids: list[int]) -> None:
-        if tids != self.agent_tids:
-            self._agent_rate = Rate(COST_WINDOW)  # another set of threads: their sum starts anew
+        self._agent_rates = {tid: self._agent_rates.get(tid) or Rate(COST_WINDOW) for tid in tids}
         self.agent_tids = tids
 
     def take(self, summary: dict[str, Any], source: str) -> None:
@@ -197,30 +198,36 @@ class ProcessHeader(Static):
 
     def refresh_text(self) -> None:
         hello = self.app.session.hello  # type: ignore[attr-defined]
-        command = shlex.join(hello.argv) if hello.argv else hello.executable
-        uptime = duration(time.time() - hello.start_time) if hello.start_time else "?"
+        v = self.app.volatile  # type: ignore[attr-defined]
+        argv = list(hello.argv)
+        version = hello.python_version
+        if v.steady:  # this machine's paths and the interpreter's patch release
+            argv[:1] = [os.path.basename(argv[0])] if argv else []
+            version = ".".join(version.split(".")[:2] + [v("")])
+        command = shlex.join(argv) if argv else hello.executable
+        uptime = v(duration(time.time() - hello.start_time)) if hello.start_time else "?"
         first = Text.assemble(
-            ("pid ", "dim"), (str(hello.pid), "bold"),
-            ("  python ", "dim"), f"{hello.python_version} ({hello.implementation})",
+            ("pid ", "dim"), (v(str(hello.pid)), "bold"),
+            ("  python ", "dim"), f"{version} ({hello.implementation})",
             ("  via ", "dim"), self.method,
             ("  up ", "dim"), uptime if not self.gone else "EXITED",
             ("  ", ""), (command, "italic"),
         )
-        gc = "/".join(str(n) for n in self.gc_total) if self.gc_total is not None else "?"
-        over = self.cost_percent > BUDGET_PERCENT
+        gc = v("/".join(str(n) for n in self.gc_total)) if self.gc_total is not None else "?"
+        over = self.cost_percent > BUDGET_PERCENT and not v.steady  # the colour says what the number says
         sampler = sum(self.costs.values())
         second = Text.assemble(
-            ("CPU ", "dim"), (f"{self.cpu:.1f}%" if self.cpu is not None else "?", "bold"),
-            ("  RSS ", "dim"), (size(self.rss_now), "bold"), " ", (sparkline(list(self.rss)), "green"),
-            ("  threads ", "dim"), str(self.threads if self.threads is not None else "?"),
+            ("CPU ", "dim"), (v(f"{self.cpu:.1f}") + "%" if self.cpu is not None else "?", "bold"),
+            ("  RSS ", "dim"), (v(size(self.rss_now)), "bold"), " ", (v(sparkline(list(self.rss))), "green"),
+            ("  threads ", "dim"), v(str(self.threads)) if self.threads is not None else "?",
             ("  GC collections gen0/1/2 ", "dim"), gc,
         )
         third = Text.assemble(
             ("peeka costs the target: agent threads ", "dim"),
-            (f"{self.agent_cpu:.2f}% CPU" if self.agent_cpu is not None else "?", "bold red" if over else "bold"),
-            (" + sampler ", "dim"), (f"{sampler:.2f}% GIL" if self.costs else "off", "bold red" if over else ""),
+            (v(f"{self.agent_cpu:.2f}") + "% CPU" if self.agent_cpu is not None else "?", "bold red" if over else "bold"),
+            (" + sampler ", "dim"), (v(f"{sampler:.2f}") + "% GIL" if self.costs else "off", "bold red" if over else ""),
             (f" (budget {BUDGET_PERCENT:g}%)", "dim"),
-            ("  streams ", "dim"), f"{self.events_per_s:.0f} events/s",
+            ("  streams ", "dim"), v(f"{self.events_per_s:.0f}") + " events/s",
             (f" ({len(self.app.session.streams())} running)", "dim"),  # type: ignore[attr-defined]
         )
         width = self.size.width - 2 if self.size.width > 2 else 200

@@ -9,6 +9,8 @@ their events for later or drop them (each says which).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -20,6 +22,35 @@ from ..errors import PeekaError
 from ..session import Session
 
 FLUSH_S = 0.2  # s between two batches of streamed rows
+PLACEHOLDER = "~"  # a volatile cell in steady mode
+ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+class Volatile:
+    """How views show what differs from run to run although the target does the same: numbers
+    measured now (CPU %, RSS, times, costs, sample counts), ids the OS hands out (pids, native
+    thread ids), addresses, and the paths and line numbers of this machine's Python. Live (the
+    default) shows them as they are. Steady (``PeekaApp(steady=True)``, for the snapshot tests)
+    shows each as a fixed placeholder, and a file as its name, with its line numbers only for the
+    target's own script: everything else on screen (names, stacks, counts the target fixes,
+    layout) is what the attached target answered."""
+
+    def __init__(self, steady: bool = False, own_dir: str = "") -> None:
+        self.steady = steady
+        self.own_dir = own_dir  # the target's script directory: its files' lines are the target's
+
+    def __call__(self, text: str) -> str:
+        return PLACEHOLDER if self.steady else text
+
+    def addresses(self, text: str) -> str:
+        return ADDRESS.sub("0x" + PLACEHOLDER, text) if self.steady else text
+
+    def place(self, file: Any, line: Any) -> str:
+        """``file:line``; steady: the file's name, the line only in the target's own files."""
+        if not self.steady:
+            return f"{file}:{line}"
+        own = bool(self.own_dir) and os.path.dirname(str(file)) == self.own_dir
+        return f"{os.path.basename(str(file))}:{line if own else PLACEHOLDER}"
 
 
 class Row(NamedTuple):
@@ -71,6 +102,10 @@ class View(Vertical):
         return self.app.session  # type: ignore[attr-defined,no-any-return]
 
     @property
+    def volatile(self) -> Volatile:
+        return self.app.volatile  # type: ignore[attr-defined,no-any-return]
+
+    @property
     def live(self) -> bool:
         """False while the app is paused (``p``)."""
         return not getattr(self.app, "paused", False)
@@ -80,6 +115,10 @@ class View(Vertical):
 
     def hidden(self) -> None:
         """Now off screen."""
+
+    def paused(self) -> None:
+        """The app was paused (every view, shown or not): a view whose stream only feeds what it
+        shows stops it here."""
 
     def resumed(self) -> None:
         """The app's pause ended: catch up."""

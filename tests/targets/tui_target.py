@@ -21,6 +21,8 @@ import os
 import threading
 import time
 
+import tui_scene
+
 log = logging.getLogger("shop.orders")
 
 
@@ -70,31 +72,9 @@ def napper():
         time.sleep(0.1)
 
 
-async def _wait_gate(gate):
-    await gate.wait()
-
-
-async def _consume(jobs):
-    while True:
-        await jobs.get()
-
-
 async def _tick():
     while True:
         await asyncio.sleep(0.05)
-
-
-async def _serve():
-    gate = asyncio.Event()
-    jobs = asyncio.Queue()
-    tasks = [asyncio.ensure_future(_wait_gate(gate)) for _ in range(3)]
-    for i, task in enumerate(tasks):
-        task.set_name("waiter-%d" % i)
-    tasks.append(asyncio.ensure_future(_consume(jobs)))
-    tasks[-1].set_name("consumer")
-    tasks.append(asyncio.ensure_future(_tick()))
-    tasks[-1].set_name("ticker")
-    await asyncio.gather(*tasks)
 
 
 HELD = threading.RLock()
@@ -102,36 +82,11 @@ LOCK_A = threading.RLock()
 LOCK_B = threading.RLock()
 
 
-def holder(ready):
-    with HELD:
-        ready.set()
-        while True:
-            time.sleep(1)
-
-
-def stuck():
-    with HELD:
-        pass
-
-
-def deadlock(first, second, both):
-    with first:
-        both.wait()
-        with second:
-            pass
-
-
 def main():
     logging.basicConfig(level=logging.WARNING, stream=open(os.devnull, "w"))
     log.setLevel(logging.INFO)
-    held = threading.Event()
-    threading.Thread(target=holder, args=(held,), name="holder", daemon=True).start()
-    held.wait()
-    threading.Thread(target=stuck, name="stuck", daemon=True).start()
-    both = threading.Barrier(2)
-    threading.Thread(target=deadlock, args=(LOCK_A, LOCK_B, both), name="deadlock-a", daemon=True).start()
-    threading.Thread(target=deadlock, args=(LOCK_B, LOCK_A, both), name="deadlock-b", daemon=True).start()
-    threading.Thread(target=lambda: asyncio.run(_serve()), name="loop", daemon=True).start()
+    tui_scene.start_lock_threads(HELD, LOCK_A, LOCK_B)
+    tui_scene.start_loop([("ticker", _tick)])
     threading.Thread(target=burner, name="burner", daemon=True).start()
     threading.Thread(target=orders, name="orders", daemon=False).start()
     threading.Thread(target=napper, name="napper", daemon=True).start()

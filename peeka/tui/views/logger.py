@@ -226,9 +226,11 @@ class View(PollingView):
             return
         data = message.data
         self.count += 1
-        when = datetime.datetime.fromtimestamp(data["time"]).strftime("%H:%M:%S.%f")[:-3]
+        when = self.volatile(datetime.datetime.fromtimestamp(data["time"]).strftime("%H:%M:%S.%f")[:-3])
         level = data.get("level", "?")
-        where = f"{data.get('function')} {str(data.get('file', '')).rsplit('/', 1)[-1]}:{data.get('line')}"
+        file = str(data.get("file", ""))
+        place = self.volatile.place(file, data.get("line")) if self.volatile.steady else f"{file.rsplit('/', 1)[-1]}:{data.get('line')}"
+        where = f"{data.get('function')} {place}"
         self.append(self.query_one("#logger-records", DataTable),
                     Row(str(self.count), (when, Text(level, style=LEVEL_STYLES.get(level, "")),
                                           data.get("logger", "?"), data.get("message", ""), where)), MAX_RECORDS)

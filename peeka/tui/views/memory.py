@@ -1,8 +1,10 @@
 """3 Memory: RSS/USS/PSS/VMS and peak with RSS and USS charted over time, the garbage collector's
 counts and collections, and the object types that fill the heap, from the agent's ``memory``
-command while shown: the process facts and the GC every second, the type census every third time
-(it walks the GC's objects holding the GIL, so it is capped in time, and never runs while the view
-is hidden).
+command every second while shown (never while hidden). The type census walks the GC's objects
+holding the GIL (handing it over between chunks), so it is given CENSUS_BUDGET_S of each second:
+a heap that takes longer is sampled (every k-th object counted k times, ``sample``), and the view
+then marks its counts and sizes as estimates (≈) and says the stride; how long the census held the
+GIL at most is shown with it.
 
 ``m`` sets a mark: a census of every type (not only the rows shown) and RSS/USS then; from then on
 each type shows what it grew by since the mark, and the facts the RSS/USS growth. ``s`` ranks the
@@ -25,8 +27,9 @@ from ..view import PollingView, Row, table
 
 TYPES = 200  # rows of the census shown (sorting them costs the agent next to nothing)
 MARK_TYPES = 5000  # types in the mark's census: every type a heap holds, in practice
-CENSUS_MAX_SECONDS = 0.5
-CENSUS_EVERY = 3  # polls: the census holds the GIL (up to CENSUS_MAX_SECONDS), the facts cost next to nothing
+CENSUS_BUDGET_S = 0.03  # of each second's refresh: the census's share of the 5% budget (the rest is the agent's reply)
+STEADY_MAX_SECONDS = 10.0  # steady mode's census (tests only): whole, on a loaded machine too
+MARK_MAX_SECONDS = 0.5  # a mark is one census the user asked for: it may take longer (then it is sampled too)
 CHART_POINTS = 60
 SITES = 15
 COLUMNS = ("type", "count", "since mark", "shallow size", "size since mark")
@@ -40,6 +43,7 @@ class Mark(NamedTuple):
     complete: bool  # every type was in the census: a type missing from it had none
     rss: int | None
     uss: int | None
+    estimated: bool = False  # the mark's census was sampled
 
 
 def signed(n: float, unit: str = "") -> str:
@@ -52,7 +56,7 @@ def signed_size(n: float) -> str:
 
 class View(PollingView):
     TITLE = "Memory"
-    REFRESH_S = 1.0  # process facts and GC; the census every CENSUS_EVERY polls
+    REFRESH_S = 1.0
     KEYS = (("m", "set a mark: growth of every type, RSS and USS since then"), ("s", "rank types by count / size"),
             ("t", "start / stop tracemalloc (its top allocation sites are shown while it runs)"))
     BINDINGS = [Binding("m", "mark", "mark"), Binding("s", "sort", "sort"), Binding("t", "tracemalloc", "tracemalloc")]
@@ -70,7 +74,6 @@ class View(PollingView):
         self.mark: Mark | None = None
         self.sort = "count"
         self.tracemalloc: dict[str, Any] = {}
-        self.polls = 0
         self.census: dict[str, Any] = {}
 
     def compose(self) -> Any:
@@ -79,12 +82,16 @@ class View(PollingView):
         yield table("memory-sites", SITE_COLUMNS)
 
     def poll(self) -> None:
-        census = self.polls % CENSUS_EVERY == 0
-        self.polls += 1
-        self.ask("memory", {"types": TYPES if census else 0, "sort": self.sort, "max_seconds": CENSUS_MAX_SECONDS},
-                 self.show if census else self.show_facts)
+        self.ask("memory", {"types": TYPES, "sort": self.sort, **self.census_limits(CENSUS_BUDGET_S)}, self.show)
         if self.has_class("tracing"):
             self.ask("memory", {"tracemalloc": "top", "limit": SITES}, self.show_sites)
+
+    def census_limits(self, seconds: float) -> dict[str, Any]:
+        """The census's time, sampled to fit it; steady mode (snapshots) counts every object instead
+        (up to STEADY_MAX_SECONDS): whether the clock samples, and how, is this machine's load."""
+        if self.volatile.steady:
+            return {"max_seconds": STEADY_MAX_SECONDS, "sample": False}
+        return {"max_seconds": seconds, "sample": True}
 
     def action_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
@@ -98,12 +105,14 @@ class View(PollingView):
             types = {t["type"]: (t["count"], t["size_bytes"]) for t in result.get("types") or []}
             census = result.get("census") or {}
             p = result["process"]
-            self.mark = Mark(types, len(types) < MARK_TYPES and not census.get("truncated"),
-                             p.get("rss_bytes"), p.get("uss_bytes"))
-            self.status(f"mark set: {len(types)} types, RSS {size(p.get('rss_bytes'))}; m sets it again")
+            estimated = (census.get("sampled_every") or 1) > 1
+            self.mark = Mark(types, len(types) < MARK_TYPES and not census.get("truncated") and not estimated,
+                             p.get("rss_bytes"), p.get("uss_bytes"), estimated)
+            self.status(f"mark set: {len(types)} types{' (estimated: sampled)' if estimated else ''}, "
+                        f"RSS {size(p.get('rss_bytes'))}; m sets it again")
             self.show(result)
 
-        self.ask("memory", {"types": MARK_TYPES, "sort": self.sort, "max_seconds": CENSUS_MAX_SECONDS}, marked)
+        self.ask("memory", {"types": MARK_TYPES, "sort": self.sort, **self.census_limits(MARK_MAX_SECONDS)}, marked)
 
     def action_tracemalloc(self) -> None:
         tracing = bool(self.tracemalloc.get("tracing"))
@@ -138,6 +147,7 @@ class View(PollingView):
         p = result["process"]
         gc = result["gc"]
         census = self.census
+        v = self.volatile
         self.tracemalloc = result.get("tracemalloc") or self.tracemalloc
         self.set_class(bool(self.tracemalloc.get("tracing")), "tracing")
         if p.get("rss_bytes") is not None:
@@ -147,35 +157,47 @@ class View(PollingView):
         mark = self.mark
         since = ""
         if mark is not None and mark.rss is not None and p.get("rss_bytes") is not None:
-            since = f"  since mark: RSS {signed_size(p['rss_bytes'] - mark.rss)}"
+            since = f"  since mark: RSS {v(signed_size(p['rss_bytes'] - mark.rss))}"
             if mark.uss is not None and p.get("uss_bytes") is not None:
-                since += f", USS {signed_size(p['uss_bytes'] - mark.uss)}"
+                since += f", USS {v(signed_size(p['uss_bytes'] - mark.uss))}"
         tm = self.tracemalloc
+        every = census.get("sampled_every") or 1
+        if not census:
+            counted = "census: none yet"
+        elif every > 1:
+            counted = (f"census: every {v(str(every))}th of {v(format(census.get('objects_tracked', 0), ','))} GC-tracked"
+                       f" objects counted ×{v(str(every))} (≈: estimates) in {v(format(census.get('seconds', 0), '.3f'))} s")
+        else:
+            counted = (f"census: all {v(format(census.get('objects', 0), ','))} GC-tracked objects"
+                       f" in {v(format(census.get('seconds', 0), '.3f'))} s")
+        if census.get("gil_hold_max_seconds") is not None:
+            counted += f", GIL held ≤ {v(format(census['gil_hold_max_seconds'] * 1000, '.1f'))} ms at a time"
         lines = [
-            Text.assemble(("RSS ", "dim"), size(p.get("rss_bytes")), ("  USS ", "dim"), size(p.get("uss_bytes")),
-                          ("  PSS ", "dim"), size(p.get("pss_bytes")), ("  VMS ", "dim"), size(p.get("vms_bytes")),
-                          ("  peak RSS ", "dim"), size(p.get("peak_rss_bytes")), ("  swap ", "dim"), size(p.get("swap_bytes")),
-                          (since, "bold")),
-            Text.assemble(("RSS ", "dim"), (sparkline(list(self.rss)), "green"),
-                          (f"  {size(min(self.rss, default=None))} … {size(max(self.rss, default=None))}", "dim")),
-            Text.assemble(("USS ", "dim"), (sparkline(list(self.uss)), "cyan"),
-                          (f"  {size(min(self.uss, default=None))} … {size(max(self.uss, default=None))}"
-                           f"  (every {self.REFRESH_S:g} s while shown; the census every {CENSUS_EVERY * self.REFRESH_S:g} s)", "dim")),
+            Text.assemble(("RSS ", "dim"), v(size(p.get("rss_bytes"))), ("  USS ", "dim"), v(size(p.get("uss_bytes"))),
+                          ("  PSS ", "dim"), v(size(p.get("pss_bytes"))), ("  VMS ", "dim"), v(size(p.get("vms_bytes"))),
+                          ("  peak RSS ", "dim"), v(size(p.get("peak_rss_bytes"))),
+                          ("  swap ", "dim"), v(size(p.get("swap_bytes"))), (since, "bold")),
+            Text.assemble(("RSS ", "dim"), (v(sparkline(list(self.rss))), "green"),
+                          (f"  {v(size(min(self.rss, default=None)))} … {v(size(max(self.rss, default=None)))}", "dim")),
+            Text.assemble(("USS ", "dim"), (v(sparkline(list(self.uss))), "cyan"),
+                          (f"  {v(size(min(self.uss, default=None)))} … {v(size(max(self.uss, default=None)))}"
+                           f"  (every {self.REFRESH_S:g} s while shown, the census included)", "dim")),
             Text.assemble(("GC ", "dim"), "enabled" if gc["enabled"] else "DISABLED",
-                          ("  counts ", "dim"), "/".join(map(str, gc["counts"])),
+                          ("  counts ", "dim"), v("/".join(map(str, gc["counts"]))),
                           ("  thresholds ", "dim"), "/".join(map(str, gc["thresholds"])),
-                          ("  collections ", "dim"), "/".join(str(g["collections"]) for g in gc["generations"]),
+                          ("  collections ", "dim"), v("/".join(str(g["collections"]) for g in gc["generations"])),
                           ("  uncollectable ", "dim"), "/".join(str(g["uncollectable"]) for g in gc["generations"])),
-            Text.assemble((f"census: {census.get('objects', '?')} GC-tracked objects in {census.get('seconds', 0):.3f} s"
-                           + (" (capped: partial)" if census.get("truncated") else "") + f"; ranked by {self.sort}", "dim"),
+            Text.assemble((counted + (" (capped: partial)" if census.get("truncated") else "") + f"; ranked by {self.sort}",
+                           "dim"),
                           ("  tracemalloc ", "dim"),
-                          (f"on: {size(tm.get('traced_bytes'))} traced, peak {size(tm.get('peak_bytes'))}"
+                          (f"on: {v(size(tm.get('traced_bytes')))} traced, peak {v(size(tm.get('peak_bytes')))}"
                            if tm.get("tracing") else "off (t starts it)")),
         ]
         self.query_one("#memory-facts", Static).update(Text("\n").join(lines))
 
     def show_types(self, result: dict[str, Any]) -> None:
         mark = self.mark
+        about = "≈" if (self.census.get("sampled_every") or 1) > 1 else ""
         rows = []
         for t in (result.get("types") or [])[:TYPES]:
             grew_count = grew_size = "-"
@@ -184,10 +206,13 @@ class View(PollingView):
                 if before is None and mark.complete:
                     before = (0, 0)
                 if before is not None:
-                    grew_count, grew_size = signed(t["count"] - before[0]), signed_size(t["size_bytes"] - before[1])
+                    near = "≈" if about or mark.estimated else ""
+                    grew_count = near + signed(t["count"] - before[0])
+                    grew_size = near + signed_size(t["size_bytes"] - before[1])
                 else:
                     grew_count = grew_size = "?"
-            rows.append(Row(t["type"], (t["type"], str(t["count"]), grew_count, size(t["size_bytes"]), grew_size)))
+            rows.append(Row(t["type"], (t["type"], about + str(t["count"]), grew_count, about + size(t["size_bytes"]),
+                                        grew_size)))
         self.fill(self.query_one("#memory-types", DataTable), rows)
 
     def show_sites(self, result: dict[str, Any]) -> None:

@@ -89,7 +89,7 @@ class View(PollingView):
             states = sorted({t.get("state", "?") for t in group.tasks})
             stack = " ← ".join(f.get("function", "?") for f in group.frames) or "(no frames)"
             rows.append(Row(key, (str(len(group.tasks)), shown, "/".join(states),
-                                  awaits_text(group.tasks[0].get("awaits")), stack,
+                                  self.volatile.addresses(awaits_text(group.tasks[0].get("awaits"))), stack,
                                   str(group.loop.get("thread") or "?"))))
         self.fill(self.query_one("#tasks-table", DataTable), rows)
         self.show_detail()
@@ -109,10 +109,10 @@ class View(PollingView):
         lines = [Text.assemble((f"{len(group.tasks)} task(s)", "bold"), ("  innermost frame first", "dim"))]
         for f in group.frames:
             lines.append(Text.assemble("  ", (f.get("function", "?"), "cyan"), "  ",
-                                       (f"{f.get('file')}:{f.get('line')}", "dim")))
+                                       (self.volatile.place(f.get("file"), f.get("line")), "dim")))
         for task in group.tasks:
             awaited_by = task.get("awaited_by") or []
             lines.append(Text.assemble(("  ", ""), (task.get("name", "?"), "bold"), f"  {task.get('state', '?')}  ",
-                                       ("awaits ", "dim"), awaits_text(task.get("awaits")),
+                                       ("awaits ", "dim"), self.volatile.addresses(awaits_text(task.get("awaits"))),
                                        (f"  awaited by {', '.join(awaited_by)}" if awaited_by else "", "dim")))
         detail.update(Text("\n").join(lines))

@@ -20,7 +20,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ..view import PollingView, Row, selected_key, table
+from ..view import PollingView, Row, Volatile, selected_key, table
 
 COLUMNS = ("name", "CPU %", "state", "daemon", "native id", "frames")
 BLOCKED_COLUMNS = ("thread", "waits in", "for", "held by", "holder is at", "waiting at")
@@ -31,10 +31,12 @@ def lock_name(lock: dict[str, Any], name_of_object: str | None) -> str:
     return f"{name} ({lock.get('type', '?')})"
 
 
-def place(at: dict[str, Any] | None) -> str:
+def place(at: dict[str, Any] | None, volatile: Volatile) -> str:
     if not at:
         return "?"
-    return f"{at.get('function')} {str(at.get('file', '')).rsplit('/', 1)[-1]}:{at.get('line')}"
+    file = str(at.get("file", ""))
+    where = volatile.place(file, at.get("line")) if volatile.steady else f"{file.rsplit('/', 1)[-1]}:{at.get('line')}"
+    return f"{at.get('function')} {where}"
 
 
 class View(PollingView):
@@ -54,6 +56,7 @@ class View(PollingView):
         super().__init__(id="view-threads")
         self.previous: dict[int, tuple[float, float]] = {}  # ident -> (cpu seconds, monotonic time)
         self.threads: dict[int, dict[str, Any]] = {}
+        self.ran: set[int] = set()  # threads seen using CPU
 
     def compose(self) -> Any:
         yield table("threads-table", COLUMNS)
@@ -96,9 +99,9 @@ class View(PollingView):
             holder = e.get("holder")
             held_by = "?" if holder is None else holder["name"] + (" (inferred)" if holder.get("inferred") else "")
             rows.append(Row(str(e["ident"]), (Text(e["name"], style=style), e.get("kind", "?"),
-                                              lock_name(e.get("lock") or {}, e.get("name_of_object")),
-                                              Text(held_by, style=style), place(holder and holder.get("at")),
-                                              place(e.get("at")))))
+                                              self.volatile.addresses(lock_name(e.get("lock") or {}, e.get("name_of_object"))),
+                                              Text(held_by, style=style), place(holder and holder.get("at"), self.volatile),
+                                              place(e.get("at"), self.volatile))))
         self.fill(self.query_one("#threads-blocked", DataTable), rows)
 
     def show(self, result: dict[str, Any]) -> None:
@@ -118,12 +121,17 @@ class View(PollingView):
             if cpu is not None:
                 self.previous[ident] = (cpu, now)
             daemon = t.get("daemon")
+            state = t.get("state") or "?"
+            if percent:
+                self.ran.add(ident)
+            if ident in self.ran:  # a thread that runs: its state is one instant's
+                state = self.volatile(state)
             rows.append(Row(str(ident), (
                 Text(t["name"], style="bold" if t.get("is_main") else ""),
-                "…" if percent is None else f"{percent:5.1f}",
-                t.get("state") or "?",
+                "…" if percent is None else self.volatile(f"{percent:5.1f}"),
+                state,
                 "?" if daemon is None else ("yes" if daemon else "no"),
-                str(t.get("native_id") or "?"),
+                self.volatile(str(t.get("native_id") or "?")),
                 str(len(t.get("frames") or [])),
             )))
         self.fill(self.query_one("#threads-table", DataTable), rows)
@@ -146,7 +154,8 @@ class View(PollingView):
             return
         lines = [Text.assemble((thread["name"], "bold"), ("  innermost frame first", "dim"))]
         for frame in thread.get("frames") or []:
-            lines.append(Text.assemble("  ", (frame["function"], "cyan"), "  ", (f"{frame['file']}:{frame['line']}", "dim")))
+            lines.append(Text.assemble("  ", (frame["function"], "cyan"), "  ",
+                                       (self.volatile.place(frame["file"], frame["line"]), "dim")))
         if not thread.get("frames"):
             lines.append(Text("  (no Python frames: running C code or not started)", style="dim"))
         if thread.get("frames_omitted"):

@@ -5,7 +5,8 @@ target, and the header counts that cost while it runs.
 ``s`` sorts by self or total CPU. The selected function's tree is shown below: the call paths that
 lead to it (caller → callee, collapsed: one line per distinct path, with its samples) and what it
 calls, from the summaries' collapsed stacks over the last ``TREE_WINDOW`` summaries. ``p`` (the
-app's pause) freezes the table; the sampler keeps running and its cost still shows."""
+app's pause) freezes the table and stops the sampler in the agent (the stream is cancelled: the
+target pays nothing meanwhile); ``p`` again starts a new one."""
 
 from __future__ import annotations
 
@@ -99,10 +100,11 @@ class View(BaseView):
 
     def show_functions(self) -> None:
         key = f"{self.sort}_percent"
-        ordered = sorted(self.functions, key=lambda f: -f[key])
+        ordered = sorted(self.functions, key=lambda f: (-f[key], f["function"]))
+        v = self.volatile
         self.fill(self.query_one("#top-table", DataTable), [
-            Row(f["function"], (f"{f['self_percent']:5.1f}", f"{f['total_percent']:5.1f}", f["function"],
-                                f"{f['file']}:{f['line']}")) for f in ordered])
+            Row(f["function"], (v(f"{f['self_percent']:5.1f}"), v(f"{f['total_percent']:5.1f}"), f["function"],
+                                v.place(f["file"], f["line"]))) for f in ordered])
         self.show_tree()
 
     def selected(self) -> str | None:
@@ -122,16 +124,17 @@ class View(BaseView):
         if not callers:
             out.update(Text(f"{function}: no stack through it in the last {len(self.stacks)} s", style="dim"))
             return
-        lines = [Text.assemble((function, "bold"), (f"  {callees.samples:.1f} samples over the last "
-                                                    f"{len(self.stacks)} s", "dim")),
+        v = self.volatile
+        lines = [Text.assemble((function, "bold"), (f"  {v(f'{callees.samples:.1f}')} samples over the last "
+                                                    f"{v(str(len(self.stacks)))} s", "dim")),
                  Text("  called through (outer → caller):", style="dim")]
         for path, samples in sorted(callers.items(), key=lambda kv: -kv[1])[:TREE_LINES]:
-            lines.append(Text.assemble(f"  {samples:7.1f}  ", (path, "cyan")))
+            lines.append(Text.assemble(f"  {v(f'{samples:7.1f}'):>7}  ", (path, "cyan")))
         lines.append(Text("  calls:", style="dim"))
 
         def add(node: TreeNode, depth: int) -> None:
             for name, child in sorted(node.children.items(), key=lambda kv: -kv[1].samples)[:TREE_LINES]:
-                lines.append(Text.assemble(f"  {child.samples:7.1f}  " + "  " * depth + "└ ", name))
+                lines.append(Text.assemble(f"  {v(f'{child.samples:7.1f}'):>7}  " + "  " * depth + "└ ", name))
                 if depth < 6:
                     add(child, depth + 1)
 
@@ -142,8 +145,17 @@ class View(BaseView):
 
     def shown(self) -> None:
         self.query_one("#top-table", DataTable).focus()
-        if self.stream is None or not self.stream.running:
+        if self.live and (self.stream is None or not self.stream.running):
             self.run_worker(self._start, thread=True, exit_on_error=False)
+
+    def paused(self) -> None:
+        if self.stream is not None:
+            self.stop()
+            self.query_one("#top-info", Static).update("paused: the sampler is stopped in the agent; p starts it again")
+
+    def resumed(self) -> None:
+        self.refill()
+        self.shown()
 
     def hidden(self) -> None:
         self.stop()
@@ -165,7 +177,7 @@ class View(BaseView):
         on_loop(self, self._started, stream)
 
     def _started(self, stream: SessionStream) -> None:
-        if self.app.current != "top":  # type: ignore[attr-defined]  # left while the sampler started
+        if self.app.current != "top" or not self.live:  # type: ignore[attr-defined]  # left or paused meanwhile
             stream.cancel()
             return
         self.stream = stream
@@ -176,12 +188,13 @@ class View(BaseView):
             return  # a summary in flight when the view was left
         self.app.query_one("#header").take(data, "top")  # type: ignore[attr-defined]
         if not self.live:
-            return  # paused: the sampler's cost still counts in the header
+            return  # the last summary, in flight when the pause cancelled the stream
         cpu = (data.get("process") or {}).get("cpu_percent")
+        v = self.volatile
         self.query_one("#top-info", Static).update(
-            f"{data['samples']:.0f} CPU-weighted samples over {data['interval_s']:.1f} s at {data['rate_hz']:.0f} Hz"
-            f" ({data['weighting']}); {data['threads_sampled']} busy thread(s), {data['threads_idle']} idle;"
-            f" process CPU {cpu if cpu is not None else '?'}%"
+            f"{v(format(data['samples'], '.0f'))} CPU-weighted samples over {v(format(data['interval_s'], '.1f'))} s"
+            f" at {v(format(data['rate_hz'], '.0f'))} Hz ({data['weighting']}); {v(str(data['threads_sampled']))} busy"
+            f" thread(s), {v(str(data['threads_idle']))} idle; process CPU {v(str(cpu if cpu is not None else '?'))}%"
         )
         self.functions = data["functions"]
         self.stacks.append(data.get("stacks") or [])

@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ...errors import PeekaError
 from ...session import SessionStream, StreamEnd
-from ..view import Row, on_loop, table
+from ..view import Row, Volatile, on_loop, table
 from ..view import View as BaseView
 
 LIMIT = 1_000_000  # calls before the agent ends the watch by itself (-n); the table keeps the last MAX_ROWS
@@ -61,15 +61,16 @@ class Cycle(Message):
         self.generation = generation
 
 
-def tree_lines(node: dict[str, Any], indent: int = 0) -> list[Text]:
+def tree_lines(node: dict[str, Any], volatile: Volatile, indent: int = 0) -> list[Text]:
     """A trace tree (agent/commands/trace.py's node) as indented lines: function, count, costs."""
+    v = volatile
     line = Text("  " * indent)
     line.append(node.get("function", "?"), "bold" if indent == 0 else "")
-    line.append(f"  total {node.get('total_ms', 0):.3f} ms  self {node.get('self_ms', 0):.3f} ms"
+    line.append(f"  total {v(format(node.get('total_ms', 0), '.3f'))} ms  self {v(format(node.get('self_ms', 0), '.3f'))} ms"
                 + (f"  ×{node['count']}" if node.get("count", 1) > 1 else ""), "dim")
     lines = [line]
     for child in node.get("children") or []:
-        lines.extend(tree_lines(child, indent + 1))
+        lines.extend(tree_lines(child, volatile, indent + 1))
     return lines
 
 
@@ -264,17 +265,18 @@ class View(BaseView):
         self.serial += 1  # row keys stay unique across watches (count starts again with each)
         key = str(self.serial)
         self.calls[key] = data
-        when = datetime.datetime.fromtimestamp(data["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
+        v = self.volatile
+        when = v(datetime.datetime.fromtimestamp(data["start_ns"] / 1e9).strftime("%H:%M:%S.%f")[:-3])
         cost = data.get("cost_ms")
         if "tree" in data:  # trace mode
             tree = data["tree"]
             outcome = "raised" if tree.get("exceptions") else "tree"
-            value = ", ".join(f"{c.get('function')} {c.get('total_ms', 0):.3f} ms" for c in tree.get("children") or [])
+            value = ", ".join(f"{c.get('function')} {v(format(c.get('total_ms', 0), '.3f'))} ms" for c in tree.get("children") or [])
             value = value or "(no calls below)"
         else:
             outcome = "raised" if data.get("location") == "exception" else data.get("location", "")
-            value = data.get("error") or (data.get("value") or {}).get("repr", "")
-        self.append(self.query_one("#watch-table", DataTable), Row(key, (when, data["function"], "-" if cost is None else f"{cost:.3f}",
+            value = v.addresses(data.get("error") or (data.get("value") or {}).get("repr", ""))
+        self.append(self.query_one("#watch-table", DataTable), Row(key, (when, data["function"], "-" if cost is None else v(f"{cost:.3f}"),
                                                          outcome, str(data.get("thread", "")), value[:200])), MAX_ROWS)
         if len(self.calls) > MAX_ROWS:
             self.calls.pop(next(iter(self.calls)))
@@ -291,8 +293,9 @@ class View(BaseView):
             detail.update(Text(data["error"], style="red"))
             return
         if "tree" in data:
-            head = Text.assemble((data["function"], "bold"), f"  call tree, {data.get('cost_ms', 0):.3f} ms  thread {data.get('thread')}")
-            detail.update(Text("\n").join([head, *tree_lines(data["tree"])]))
+            head = Text.assemble((data["function"], "bold"), f"  call tree, {self.volatile(format(data.get('cost_ms', 0), '.3f'))} ms"
+                                                              f"  thread {data.get('thread')}")
+            detail.update(Text("\n").join([head, *tree_lines(data["tree"], self.volatile)]))
             return
         head = Text.assemble((data["function"], "bold"), f"  {data.get('location', '')}  thread {data.get('thread')}")
         detail.update(Text("\n").join([head, *value_lines(data.get("value") or {})]))
