@@ -7,7 +7,7 @@ Every cycle, per function: calls, successes, failures, failure rate, cost statis
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import Any, Dict, List
 
 from . import instrument, protocol, streams
@@ -34,6 +34,11 @@ class _Window:
 
     def add(self, signed_costs: List[int]) -> None:
         costs = self.costs
+        if signed_costs and min(signed_costs) >= 0 and len(costs) + len(signed_costs) <= _SAMPLE_CAP:
+            # The usual batch, no failure and under the cap: C-level, not a Python step per call (at
+            # 10k calls/s the loop below cost the agent ~2 ms of CPU a second on 3.9).
+            costs.extend(signed_costs)
+            return
         for cost in signed_costs:
             if cost < 0:
                 self.failures += 1
@@ -149,8 +154,13 @@ class Monitor(instrument.ProbeStream):
         overflow_count = sum(window.overflow)
         calls = len(costs) + overflow_count
         totals = self.totals[name]
-        for cost in costs:
-            totals.buckets[bisect_left(_BUCKETS_NS, cost)] += 1
+        # Sorted costs: each bucket's count from one bisect per bound, not one per call (cost <= bound).
+        below = 0
+        for i, bound in enumerate(_BUCKETS_NS):
+            upto = bisect_right(costs, bound)
+            totals.buckets[i] += upto - below
+            below = upto
+        totals.buckets[-1] += len(costs) - below
         for i, n in enumerate(window.overflow):
             totals.buckets[i] += n
         total_ns = sum(costs) + window.overflow_sum
