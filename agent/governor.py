@@ -428,6 +428,8 @@ class Governor:
         self.process_cpu = time.process_time()
         self.agent_cpu = agent_cpu_seconds()
         self.span_ns = _SPAN_NS_DEFAULT
+        self.rendered_spans = 0  # spans, and CPU s spent rendering them, not yet in span_ns
+        self.render_cpu = 0.0
         self.ratio = 0.0  # the last window's estimated overhead, share of the process's CPU
         self.scale = 1.0  # correction of the budget handed to plan, from the estimated overhead it led to
         self.cpu_rate = 0.0
@@ -499,10 +501,14 @@ class Governor:
             spans_all += c["spans"] + c["nodes"]
             host_ns += calls * g.costs.base + c["spans"] * g.costs.sampled + c["nodes"] * g.costs.node
             counted.append((g, calls, c))
-        if spans_all >= 200 and render_cpu > 0:
-            # Rendering is timed; the writer's JSON encoding of a span costs about as much again.
-            measured = 2 * render_cpu * 1e9 / spans_all
+        # Rendering is timed; the writer's JSON encoding of a span costs about as much again. Summed
+        # over windows until 200 spans: a function sampled to a few spans a window is measured too.
+        self.rendered_spans += spans_all
+        self.render_cpu += render_cpu
+        if self.rendered_spans >= 200 and self.render_cpu > 0:
+            measured = 2 * self.render_cpu * 1e9 / self.rendered_spans
             self.span_ns = (1 - _EWMA) * self.span_ns + _EWMA * measured
+            self.rendered_spans, self.render_cpu = 0, 0.0
         agent_span_ns = self.span_ns * spans_all
         agent_fixed_ns = max(agent_delta * 1e9 - agent_span_ns, 0.0)
         total_ns = host_ns + agent_delta * 1e9

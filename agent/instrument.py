@@ -198,7 +198,8 @@ class ProbeStream(Stream, Listener):
             due = rule.toggle(now)
             if now >= self.next_plan:
                 self.next_plan = now + governor.UPDATE_EVERY  # first: a plan that raises is not retried at once
-                rule.update(now, self.seen_calls(), 0.0)
+                rendered, self.render_cpu = self.render_cpu, 0.0
+                rule.update(now, self.seen_calls(), rendered)
                 due = rule.toggle(time.monotonic())
                 self._announce(False)
         except Exception:

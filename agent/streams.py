@@ -12,6 +12,7 @@ Commands import this module; it imports no command (tests/unit/test_agent_layout
 
 from __future__ import annotations
 
+from time import thread_time as _thread_time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from . import compat, protocol
@@ -49,6 +50,7 @@ class Stream:
         self.count = 0
         self.dropped = 0
         self.errors = 0  # probing streams: Probe.failed counts what this stream raised on observed calls
+        self.render_cpu = 0.0  # CPU s the writer spent building this stream's deferred events
 
     def describe(self) -> Any:
         return {"stream": True}
@@ -123,10 +125,12 @@ class Stream:
 def build_event(deferred: DeferredEvent) -> Any:
     """The event ``emit_later`` queued, built now, in the writer thread."""
     stream = deferred.stream
+    started = _thread_time()
     try:
         data = deferred.build(*deferred.args)
     except Exception as exc:
         data = {"error": "peeka failed to render this event: %s: %s" % (type(exc).__name__, exc)}
+    stream.render_cpu += _thread_time() - started  # an overhead governor's measure of what an event costs
     return protocol.Event(stream.request_id, data, stream.dropped)
 
 
