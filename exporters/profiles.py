@@ -27,10 +27,10 @@ from typing import Any, NamedTuple
 from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
-from opentelemetry.sdk.trace import ReadableSpan
-
 from peeka.profiles.model import Frame, Profile, Sample, from_top_record
 from peeka.profiles.pprof import to_pprof
+
+from .translate import SpanRecord
 
 MAX_QUEUE = 16  # profiles waiting per target (one per interval)
 MAX_BACKOFF = 60.0  # s between retries of a backend that is down
@@ -57,17 +57,16 @@ class SpanIndex:
         self._lock = threading.Lock()
         self._longest: dict[tuple[int, str], int] = {}
 
-    def add(self, spans: Sequence[ReadableSpan]) -> None:
+    def add(self, spans: Sequence[SpanRecord]) -> None:
         with self._lock:
             for span in spans:
-                thread = (span.attributes or {}).get("thread.id")
-                if thread is None or not span.start_time or not span.end_time:
+                start, end = span.start_ns, span.end_ns
+                if not start or not end:
                     continue
-                key = (int(thread), span.name)
-                context = span.context
-                known = _Known(span.start_time, span.end_time, Link(f"{context.trace_id:032x}", f"{context.span_id:016x}"))
+                key = (span.thread_id, span.name)
+                known = _Known(start, end, Link(f"{span.trace_id:032x}", f"{span.span_id:016x}"))
                 bisect.insort(self._by.setdefault(key, []), known)
-                self._longest[key] = max(self._longest.get(key, 0), span.end_time - span.start_time)
+                self._longest[key] = max(self._longest.get(key, 0), end - start)
 
     def prune(self, before_ns: int) -> None:
         with self._lock:

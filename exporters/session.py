@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from peeka_agent.protocol import End
 
@@ -29,7 +28,7 @@ from .metrics import Exemplar, TargetSnapshot
 from .pipeline import SpanQueue
 from .procfs import process_numbers
 from .profiles import ProfileQueue, SpanIndex
-from .translate import RandomIds, SpanTranslator, resource_attributes
+from .translate import RandomIds, SpanRecord, SpanTranslator, resource_attributes
 
 
 def whole_trees(batch: list[Mapping[str, Any]], room: int) -> int:
@@ -149,7 +148,7 @@ class TargetSession:
                         keep = whole_trees(batch, room)
                         self.queue.drop(len(batch) - keep)
                         batch = batch[:keep]
-                    self.queue.put(translator.spans(batch))
+                    self.queue.put(translator.records(batch))
                 elif data.get("kind") == "profile":
                     self.profiles_received += 1
                     if self.profiles is not None:
@@ -165,17 +164,32 @@ class TargetSession:
         finally:
             stream.close()
 
-    def _exported(self, spans: Sequence[ReadableSpan]) -> None:
+    def _exported(self, spans: Sequence[SpanRecord]) -> None:
         """The export queue's worker: spans the backend took become exemplars of their function."""
         if self.span_index is not None:
             self.span_index.add(spans)
+        # Each function keeps its latest EXEMPLARS_KEPT spans: only a batch's last ones per function
+        # are looked at (newest first, so a full batch costs a few dozen spans, not thousands).
         exemplars = self.exemplars
-        for span in spans:
-            kept = exemplars.get(span.name)
-            if kept is not None and span.end_time and span.start_time:
-                context = span.context
-                kept.append(Exemplar(f"{context.trace_id:032x}", f"{context.span_id:016x}",
-                                     (span.end_time - span.start_time) / 1e9, span.end_time / 1e9))
+        latest: dict[str, list[Exemplar]] = {}
+        full = 0
+        for span in reversed(spans):
+            item = span.item
+            kept = exemplars.get(item["name"])
+            if kept is None:
+                continue
+            mine = latest.setdefault(item["name"], [])
+            if len(mine) >= EXEMPLARS_KEPT:
+                continue
+            start, end = item["start_ns"], item["end_ns"]
+            if end and start:
+                mine.append(Exemplar(f"{span.trace_id:032x}", f"{span.span_id:016x}", (end - start) / 1e9, end / 1e9))
+                if len(mine) == EXEMPLARS_KEPT:
+                    full += 1
+                    if full == len(exemplars):
+                        break
+        for name, mine in latest.items():
+            exemplars[name].extend(reversed(mine))
 
     def stop(self, grace: float = 0.2) -> None:
         """End the stream: let the agent's last batch arrive, then close (its probes go with it)."""

@@ -115,7 +115,7 @@ class Run:
 
 
 def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: int, tmp: Path,
-        sdk: str | None) -> dict[str, Any]:
+        sdk: str | None, encoder: str = "peeka") -> dict[str, Any]:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
     run = Run(sdk if mode == "sdk" and sdk else python, mode, rate, seconds, env if mode == "sdk" else {}, tmp)
     exporter = None
@@ -124,7 +124,7 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
             # At full speed (rate 0) the pipeline's capacity is measured: the overhead governor off.
             budget = ("--overhead-budget", "0") if rate <= 0 else ()
             exporter = ExportProcess(tmp, "--pid", str(run.pid), "--watch", "__main__.handle", "--no-args", *budget,
-                                     env=env)
+                                     env=dict(env, PEEKA_SPAN_ENCODER=encoder))
             exporter.wait_up(run.pid, 60)
         before = sink.spans
         exporter_cpu = process_numbers(exporter.proc.pid)["cpu_seconds"] if exporter else 0.0  # type: ignore[index]
@@ -158,6 +158,31 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
         if exporter is not None:
             exporter.stop()
         run.stop()
+
+
+def full_speed(python: str, encoder: str, seconds: float, sink: Count, port: int, tmp: Path,
+               sdk: str | None) -> float | None:
+    """One full-speed run through the exporter with the given span path; prints its rows and returns
+    the exporter's CPU seconds per span it handled (None when it handled none)."""
+    out = one(python, "peeka", 0, seconds, sink, port, tmp, sdk, encoder)
+    h = out.get("health") or {}
+    took = out.get("delivered_in") or out["seconds"]
+    label = {"sdk": "SDK path", "peeka": "ours"}[encoder]
+    print(f"full speed, peeka ({label}): target made {out['calls'] / out['seconds']:,.0f} calls/s for "
+          f"{out['seconds']:.1f} s; receiver got {out['received']:,} spans in {took:.1f} s = "
+          f"{out['received'] / took:,.0f} spans/s end to end (dropped {h.get('dropped')}; exporter CPU "
+          f"{out.get('exporter_cpu', 0):.1f} s; load {os.getloadavg()[0]:.1f})", flush=True)
+    per_span = None
+    handled = (h.get("spans_received") or 0) - (h.get("dropped") or {}).get("queue", 0)
+    if handled and out.get("exporter_cpu"):
+        per_span = out["exporter_cpu"] / handled
+        print(f"  exporter CPU per span handled (decoded, translated, encoded, sent): {per_span * 1e6:.1f} us "
+              f"= {1 / per_span:,.0f} spans/s per core it has to itself", flush=True)
+    if h.get("spans_received") and out.get("agent_cpu") is not None:
+        per_sent = out["agent_cpu"] / h["spans_received"]
+        print(f"  agent CPU per span sent (event built, JSON-encoded, written to the socket, in the target's "
+              f"threads): {per_sent * 1e6:.1f} us = {1 / max(per_sent, 1e-9):,.0f} spans/s per core", flush=True)
+    return per_span
 
 
 GOVERNED = [("watch hot leaf", {"watch": ["__main__.leaf"]}), ("trace hot handler", {"trace": ["__main__.handle"]}),
@@ -237,6 +262,9 @@ def main() -> None:
     parser.add_argument("--rates", default="100,1000,10000")
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode and rate (medians are shown)")
     parser.add_argument("--governor", action="store_true", help="only the overhead governor's rows")
+    parser.add_argument("--spans-only", action="store_true", help="only the full-speed spans/s rows (no rates)")
+    parser.add_argument("--spans-repeat", type=int, default=1,
+                        help="full-speed runs per span path (SDK's, ours), alternating; medians compared")
     args = parser.parse_args()
     if args.governor:
         for version in args.versions.split(","):
@@ -271,7 +299,7 @@ def main() -> None:
             print(f"{'rate/s':>8} {'mode':>6} {'calls/s':>9} {'work/cpu-s':>11} {'loss/cpu':>9} {'loss/wall':>9} "
                   f"{'spans rcvd':>10} {'dropped':>8} {'exporter cpu':>12}")
             modes = [m for m in ("plain", "peeka", "sdk") if m != "sdk" or sdk is not None]
-            for rate in rates:
+            for rate in [] if args.spans_only else rates:
                 # Modes alternate within each repeat and the medians are compared, so a burst of load
                 # from elsewhere on the machine lands on one run, not on one mode.
                 runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
@@ -292,21 +320,19 @@ def main() -> None:
                             if "exporter_cpu" in last else "-")
                     print(f"{rate:>8.0f} {mode:>6} {last['calls'] / last['seconds']:>9.0f} {per_cpu:>11.0f} {loss_cpu} "
                           f"{loss_wall} {last['received']:>10} {dropped:>8} {ecpu:>12}", flush=True)
-            out = one(python, "peeka", 0, args.seconds, sink, port, tmp, sdk)
-            h = out.get("health") or {}
-            took = out.get("delivered_in") or out["seconds"]
-            print(f"full speed, peeka: target made {out['calls'] / out['seconds']:,.0f} calls/s for {out['seconds']:.1f} s; "
-                  f"receiver got {out['received']:,} spans in {took:.1f} s = {out['received'] / took:,.0f} spans/s "
-                  f"end to end (dropped {h.get('dropped')}; exporter CPU {out.get('exporter_cpu', 0):.1f} s)", flush=True)
-            handled = (h.get("spans_received") or 0) - (h.get("dropped") or {}).get("queue", 0)
-            if handled and out.get("exporter_cpu"):
-                per_span = out["exporter_cpu"] / handled
-                print(f"exporter CPU per span handled (decoded, translated, encoded, sent): {per_span * 1e6:.1f} us "
-                      f"= {1 / per_span:,.0f} spans/s per core it has to itself", flush=True)
-            if h.get("spans_received") and out.get("agent_cpu") is not None:
-                per_sent = out["agent_cpu"] / h["spans_received"]
-                print(f"agent CPU per span sent (event built, JSON-encoded, written to the socket, in the target's "
-                      f"threads): {per_sent * 1e6:.1f} us = {1 / max(per_sent, 1e-9):,.0f} spans/s per core", flush=True)
+            # Spans/s through one exporter, the SDK's span path (before) and ours (after), alternating.
+            per_span: dict[str, list[float]] = {}
+            for _ in range(args.spans_repeat):
+                for encoder in ("sdk", "peeka"):
+                    per_span.setdefault(encoder, []).append(
+                        full_speed(python, encoder, args.seconds, sink, port, tmp, sdk))
+            measured = {e: [v for v in values if v] for e, values in per_span.items()}
+            if all(measured.values()):
+                before, after = (statistics.median(measured[e]) for e in ("sdk", "peeka"))
+                print(f"exporter CPU per span handled, medians of {args.spans_repeat}: SDK path {before * 1e6:.1f} us, "
+                      f"ours {after * 1e6:.1f} us ({after / before:.2f}x; {before / after:.1f} times the spans per "
+                      f"core: {1 / before:,.0f} -> {1 / after:,.0f} spans/s per core the exporter has to itself)",
+                      flush=True)
             if sdk:
                 out = one(python, "sdk", 0, args.seconds, sink, port, tmp, sdk)
                 print(f"full speed, sdk:   target made {out['calls'] / out['seconds']:,.0f} calls/s; receiver got "

@@ -60,7 +60,8 @@ def any_value(v: Any) -> Any:
 
 
 class Spans(RequestHandler):
-    """Every span a sink received, flattened: {name, trace, span, parent, start, end, attrs, events, status, resource}."""
+    """Every span a sink received, flattened: {name, trace, span, parent, state (W3C tracestate), start, end,
+    attrs, events, status, resource}."""
 
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
@@ -74,7 +75,7 @@ class Spans(RequestHandler):
                 for s in ss.spans:
                     got.append({
                         "name": s.name, "trace": s.trace_id.hex(), "span": s.span_id.hex(),
-                        "parent": s.parent_span_id.hex(), "start": s.start_time_unix_nano,
+                        "parent": s.parent_span_id.hex(), "state": s.trace_state, "start": s.start_time_unix_nano,
                         "end": s.end_time_unix_nano, "kind": s.kind, "status": s.status.code,
                         "attrs": {kv.key: any_value(kv.value) for kv in s.attributes},
                         "events": [{"name": e.name, "time": e.time_unix_nano,

@@ -52,6 +52,7 @@ def test_spans_join_the_callers_trace(spawn, exporters, tmp_path, framework, ver
     for item, (trace_id, span_id) in callers.items():
         span = spans[path.format(item)]
         assert span["trace"] == trace_id and span["parent"] == span_id, span
+        assert span["state"] == f"peeka=t{item}"  # the caller's tracestate goes on with its trace
         assert span["kind"] == 2  # SERVER
         assert span["attrs"]["http.request.method"] == "GET" and span["attrs"]["http.route"] == route
         assert span["attrs"]["http.response.status_code"] == 200

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.resources import Resource
 from peeka_exporters import config
 from peeka_exporters.metrics import PeekaCollector, TargetSnapshot, families
+from peeka_exporters.otlp import grpc_span_exporter, sdk_spans_request, spans_request
 from peeka_exporters.pipeline import exporter_factory, otlp_json
 from peeka_exporters.procfs import process_numbers
 from peeka_exporters.session import whole_trees
@@ -139,17 +140,23 @@ GOLDEN = {'resourceSpans': [{'resource': {'attributes': [{'key': 'service.name',
                                                'traceId': 'd23f0824128b2f330c5c7fd0a6a3a450'}]}]}]}
 
 
-def translate(environ=None, rng_seed=7):
+def translator(environ=None, rng_seed=7):
     attrs = resource_attributes(HELLO, ["python3.14", "/srv/shop/app.py", "--port", "8000"], "host-a", None,
                                 environ if environ is not None else
                                 {"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,k8s.pod.name=shop-7f%2Cx"})
-    return SpanTranslator(Resource(attrs), RandomIds(random.Random(rng_seed))).spans(BATCH)
+    return SpanTranslator(Resource(attrs), RandomIds(random.Random(rng_seed)))
+
+
+def translate(environ=None, rng_seed=7):
+    return translator(environ, rng_seed).spans(BATCH)
 
 
 def test_observations_become_otlp_exactly_as_the_golden_document():
     import json
 
-    assert json.loads(otlp_json(translate())) == GOLDEN
+    # our encoder and the SDK's path (ReadableSpans, the stock encoder) give the same document
+    assert json.loads(otlp_json(spans_request(translator().records(BATCH)))) == GOLDEN
+    assert json.loads(otlp_json(sdk_spans_request(translator().records(BATCH)))) == GOLDEN
 
 
 def test_span_links_and_status():
@@ -335,7 +342,7 @@ def test_exporter_choice_follows_the_protocol_variables(tmp_path):
     assert where == f"OTLP-JSON lines to {tmp_path / 's.jsonl'}"
     make, where = exporter_factory({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
                                     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, None)
-    assert where.startswith("OTLP grpc") and "grpc" in make.__module__
+    assert where == "OTLP grpc to http://127.0.0.1:1" and make is grpc_span_exporter
 
 
 @pytest.mark.parametrize("variables, path", [
@@ -345,15 +352,13 @@ def test_exporter_choice_follows_the_protocol_variables(tmp_path):
       "http://127.0.0.1:{port}/custom"}, "/custom"),
 ])
 def test_http_exporter_posts_where_the_console_says(variables, path, monkeypatch):
-    """The destination printed is where the SDK's exporter really posts spans (a real HTTP receiver
+    """The destination printed is where the exporter really posts spans (a real HTTP receiver
     decodes them with the official protobufs), configured by the environment given to the exporter,
     not by the process's own (which here points elsewhere)."""
     import http.server
     import threading
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     received: list[tuple[str, list[str]]] = []
 
@@ -378,14 +383,13 @@ def test_http_exporter_posts_where_the_console_says(variables, path, monkeypatch
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1/elsewhere")
         environ = {k: v.format(port=port) for k, v in variables.items()}
         environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
-        make, where = exporter_factory(environ, None)
-        assert where.startswith("OTLP http/protobuf to http://127.0.0.1:")
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(make()))
-        provider.get_tracer("test").start_span("shop.views.checkout").end()
-        provider.shutdown()
-        assert received == [(path, ["shop.views.checkout"])]
-        assert where == f"OTLP http/protobuf to http://127.0.0.1:{port}{path}"
+        for encoder in ("peeka", "sdk"):  # our send, and the SDK's exporter
+            make, where = exporter_factory(dict(environ, PEEKA_SPAN_ENCODER=encoder), None)
+            exporter = make()
+            exporter.export(translator().records(BATCH[:1]))
+            exporter.shutdown()
+            assert received.pop() == (path, ["shop.views.checkout"])
+            assert where.startswith(f"OTLP http/protobuf to http://127.0.0.1:{port}{path}")
     finally:
         server.shutdown()
         server.server_close()

@@ -12,8 +12,6 @@ from typing import Any
 from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
     ExportProfilesServiceRequest,
 )
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
 from peeka_exporters.profiles import (
     MAX_QUEUE,
     Link,
@@ -23,13 +21,14 @@ from peeka_exporters.profiles import (
     linked_profile,
     otlp_request,
 )
+from peeka_exporters.translate import SpanRecord
 
 TRACE = 0xABC
 
 
-def span(name: str, thread: int, start: int, end: int, span_id: int) -> ReadableSpan:
-    return ReadableSpan(name=name, context=SpanContext(TRACE, span_id, is_remote=False), start_time=start,
-                        end_time=end, attributes={"thread.id": thread})
+def span(name: str, thread: int, start: int, end: int, span_id: int) -> SpanRecord:
+    item = {"name": name, "thread_id": thread, "start_ns": start, "end_ns": end}
+    return SpanRecord(item, TRACE, span_id, None, False, None, None)  # type: ignore[arg-type]
 
 
 def link(span_id: int) -> Link:
