@@ -62,8 +62,9 @@ def redacted_args(args: Any) -> Dict[str, Any]:
 
 
 def _open_append(path: str) -> Any:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    return os.fdopen(fd, "a", encoding="utf-8")
+    # Not eventlet's os.open or fdopen: they would give this agent thread a hub (and an epoll fd).
+    fd = compat.original("os", "open")(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return open(fd, "a", encoding="utf-8")
 
 
 class Trail:

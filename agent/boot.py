@@ -11,13 +11,14 @@ def _peeka_boot(config):
 
     try:
         import os
+        import posix  # os.open as it was: eventlet's gives the calling thread a hub (and an epoll fd)
 
         # A copy runs at most twice: gdb's run, and a sys.remote_exec request that waited for the
         # main thread. Once both have run, nothing is pending: detach needs to know (runtime.stop).
         started = os.path.join(config["files_dir"], "started")
         if os.path.exists(started):
             try:
-                os.close(os.open(os.path.join(config["files_dir"], "rerun"), os.O_WRONLY | os.O_CREAT, 0o600))
+                os.close(posix.open(os.path.join(config["files_dir"], "rerun"), os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError:
                 pass
         existing = sys.modules.get(config["module"])
@@ -28,13 +29,9 @@ def _peeka_boot(config):
             loading = getattr(existing, "_peeka_loading", 0) == os.getpid()
             if runtime is None or runtime.current() is not None or loading:
                 return  # running, or another attach is loading it right now
-        start_thread = None
-        monkey = sys.modules.get("gevent.monkey")
-        if monkey is not None:
-            try:
-                start_thread = monkey.get_original("_thread", "start_new_thread")
-            except Exception:
-                start_thread = None
+        # Under gevent or eventlet monkey-patching, _thread's functions are green ones: a "thread"
+        # started through them is a greenlet that runs only when the host's hub gets control.
+        start_thread = _peeka_original_thread("start_new_thread")
         if start_thread is None:
             import _thread
 
@@ -43,7 +40,7 @@ def _peeka_boot(config):
         # never ran (main thread blocked) runs the same launch.py once gdb's fallback has woken
         # the main thread. The marker also tells the client that the script ran.
         try:
-            os.close(os.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(posix.open(os.path.join(config["files_dir"], "started"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
             return
         except OSError:
@@ -53,11 +50,8 @@ def _peeka_boot(config):
         # The loader runs off this thread: say here which thread is the main one (its native id
         # is the pid), for the threading record the loader may have to put right.
         get_ident = _thread.get_ident
-        if monkey is not None:  # gevent's get_ident names the current greenlet, not the OS thread
-            try:
-                get_ident = monkey.get_original("_thread", "get_ident")
-            except Exception:
-                get_ident = None
+        if sys.modules.get("gevent.monkey") is not None or sys.modules.get("eventlet.patcher") is not None:
+            get_ident = _peeka_original_thread("get_ident")  # a green get_ident names the greenlet
         if get_ident is not None and getattr(_thread, "get_native_id", lambda: 0)() == os.getpid():
             config["main_ident"] = get_ident()
         # Loading hands the GIL over and back a few times (the loader thread's start, the socket's
@@ -71,6 +65,25 @@ def _peeka_boot(config):
             raise
     except BaseException:
         pass
+
+
+def _peeka_original_thread(name):
+    """``_thread.<name>`` as it was before gevent or eventlet patched it; None when neither did."""
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original("_thread", name)
+        except Exception:
+            pass
+    patcher = sys.modules.get("eventlet.patcher")
+    if patcher is not None:
+        try:
+            return getattr(patcher.original("_thread"), name)
+        except Exception:
+            pass
+    return None
 
 
 def _peeka_hurry(interval):
@@ -102,6 +115,7 @@ def _peeka_load_and_start(config, hurry=None):
 
 def _peeka_load(config):
     import os
+    import posix
     import sys
 
     try:
@@ -118,7 +132,7 @@ def _peeka_load(config):
 
         def read(path):
             # Whole files in few reads: each read hands the GIL over in a host whose threads keep it.
-            fd = os.open(path, os.O_RDONLY)
+            fd = posix.open(path, os.O_RDONLY)  # not eventlet's: see _peeka_boot
             try:
                 return b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
             finally:

@@ -570,8 +570,8 @@ def leave_pending_stub(files_dir: str) -> None:
     path = os.path.join(files_dir, "launch.py")
     try:
         os.mkdir(files_dir, 0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
+        fd = compat.original("os", "open")(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # not eventlet's
+        with open(fd, "w") as out:
             out.write("%s\ntry:\n    __import__('os').unlink(%r)\n    __import__('os').rmdir(%r)\n"
                       "except OSError:\n    pass\n" % (protocol.PENDING_STUB_MARK, path, files_dir))
     except OSError:

@@ -44,6 +44,10 @@ WAIT_CALLS = frozenset((
     "connect_ex", "getaddrinfo", "gethostbyname", "fsync", "readv", "writev", "getsockopt", "setsockopt",
     "shutdown",
 ))
+# Local variables a line calls that hold such a call: eventlet's green sockets get the socket's
+# recv/send method as an argument (GreenSocket._recv_loop, _send_loop).
+LOCAL_WAIT_CALLS = frozenset(("recv_meth", "send_method"))
+_WAIT_NAMES = WAIT_CALLS | LOCAL_WAIT_CALLS
 
 
 class Between:
@@ -235,7 +239,7 @@ class Sampler:
         if known is None:
             names = _names_on_line(code, line)
             # gevent's hub waits in its C loop's run() (eventlet's hub calls wait(): listed above).
-            known = self._waits[at] = (code, bool(WAIT_CALLS.intersection(names)) or ("run" in names and _is_hub_loop(code)))
+            known = self._waits[at] = (code, bool(_WAIT_NAMES.intersection(names)) or ("run" in names and _is_hub_loop(code)))
         return known[1]
 
     def take(self) -> Tuple[RawStacks, int, float]:
@@ -377,9 +381,14 @@ def _names_on_line(code: Any, line: int) -> List[str]:
                 number = ins.starts_line
             if number is not None:
                 at_line = number
-            if at_line == line and isinstance(ins.argval, str) and ("ATTR" in ins.opname or "GLOBAL" in ins.opname
-                                                                    or "METHOD" in ins.opname or ins.opname == "LOAD_NAME"):
+            if at_line != line:
+                continue
+            if isinstance(ins.argval, str) and ("ATTR" in ins.opname or "GLOBAL" in ins.opname
+                                                or "METHOD" in ins.opname or ins.opname == "LOAD_NAME"):
                 names.append(ins.argval)
+            elif ins.opname.startswith("LOAD_FAST"):  # 3.13+: a pair's argval is a tuple of two names
+                local = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+                names.extend(name for name in local if name in LOCAL_WAIT_CALLS)
     except Exception:
         return []
     return names

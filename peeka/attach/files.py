@@ -165,13 +165,15 @@ def injected_code(launch_path: str) -> str:
     """The one statement an injector runs in the target: execute launch.py in a fresh namespace.
 
     Uses only ``os`` (always imported) and binds no name in ``__main__``, where gdb's
-    PyRun_SimpleString runs it; the file is closed before the code runs.
+    PyRun_SimpleString runs it; the file is closed before the code runs. It opens the file with
+    ``posix.open``, ``os.open`` as it was before eventlet patched it (eventlet's gives the calling
+    thread a hub of its own, with an epoll fd).
     """
     path = repr(launch_path)
     return (
         "try:\n"
         "    exec(compile((lambda os, fd: (os.read(fd, 1 << 22), os.close(fd))[0])"
-        f"(__import__('os'), __import__('os').open({path}, 0)), {path}, 'exec'), "
+        f"(__import__('os'), __import__('posix').open({path}, 0)), {path}, 'exec'), "
         "{'__name__': '__peeka_launch__'})\n"
         "except BaseException:\n"
         "    pass\n"
