@@ -71,11 +71,12 @@ _BETWEEN_ID = id(BETWEEN)
 class _Seen:
     """What the sampler knew of one thread at its last sample."""
 
-    __slots__ = ("frame", "key", "sid", "clock", "cpu", "quiet", "read_at", "running", "lines", "counted", "pending",
-                 "lasti", "waits_lasti", "waits")
+    __slots__ = ("frame", "parent", "key", "sid", "clock", "cpu", "quiet", "read_at", "running", "lines", "counted", "pending",
+                 "lasti", "waits_lasti", "waits", "unread")
 
     def __init__(self, clock: Optional[int]) -> None:
         self.frame: Any = None
+        self.parent: Any = None  # its caller's frame then, if that cannot be resumed elsewhere
         self.key: Tuple[int, Tuple[Any, ...]] = (0, ())
         self.sid: Sid = (0,)
         self.clock = clock
@@ -91,6 +92,7 @@ class _Seen:
         self.lasti = -1  # the innermost frame's last instruction then: the same, the same line
         self.waits_lasti = -1  # where in its parked frame it was when ``waits`` was found
         self.waits = False
+        self.unread = False  # counted running since its clock was last read (see sample)
 
 
 class Sampler:
@@ -103,7 +105,8 @@ class Sampler:
         self.busy_seconds = 0.0  # time spent sampling (GIL held): the sampler's own cost
         self.skip: FrozenSet[int] = frozenset()
         self.clocks: Optional[Dict[int, int]] = None  # None: every sample counts 1 (wall clock)
-        self.thread_cpu: Dict[int, int] = {}  # ident -> CPU ns seen used since take()
+        # ident -> CPU ns seen used since take(); complete only when take() has read the clocks it put off
+        self.thread_cpu: Dict[int, int] = {}
         self.runs: RawStacks = {}  # with clocks: samples that caught their thread running, by stack
         # Recording only (top --record): every sample counted, waits included, by stack and the lines
         # its frames were at, for the wall-clock samples and the locations of pprof and speedscope.
@@ -139,19 +142,33 @@ class Sampler:
                 sid = seen.sid
                 parked = True
             else:
-                codes = []
-                walk = frame
-                while walk is not None:
-                    codes.append(walk.f_code)
-                    walk = walk.f_back
-                sid = (ident,) + tuple(map(id, codes))
-                key = stack_of.get(sid)  # type: ignore[assignment]
-                if key is None:
-                    key = stack_of[sid] = (ident, tuple(codes))
-                if seen is None:
-                    seen = last[ident] = _Seen(None if clocks is None else clocks.get(ident))
+                code = frame.f_code
+                back = frame.f_back
+                if seen is not None and back is not None and back is seen.parent:
+                    # Its caller is the frame it was in before, still running (not a generator):
+                    # only the innermost frame is new (a loop calling functions), no walk.
+                    sid = seen.sid
+                    key = seen.key
+                    if code is not key[1][0]:
+                        sid = (ident, id(code)) + sid[2:]
+                        key = stack_of.get(sid)  # type: ignore[assignment]
+                        if key is None:
+                            key = stack_of[sid] = (ident, (code,) + seen.key[1][1:])
+                else:
+                    codes = []
+                    walk = frame
+                    while walk is not None:
+                        codes.append(walk.f_code)
+                        walk = walk.f_back
+                    sid = (ident,) + tuple(map(id, codes))
+                    key = stack_of.get(sid)  # type: ignore[assignment]
+                    if key is None:
+                        key = stack_of[sid] = (ident, tuple(codes))
+                    if seen is None:
+                        seen = last[ident] = _Seen(None if clocks is None else clocks.get(ident))
                 # A generator's frame can be resumed from another caller: never reuse its stack.
-                seen.frame = None if frame.f_code.co_flags & _RESUMABLE else frame
+                seen.frame = None if code.co_flags & _RESUMABLE else frame
+                seen.parent = None if back is None or back.f_code.co_flags & _RESUMABLE else back
                 seen.key = key
                 seen.sid = sid
                 parked = False
@@ -183,6 +200,24 @@ class Sampler:
             clock = seen.clock
             if clock is None or (parked and tick - seen.read_at < seen.quiet):
                 continue
+            # Whether it waits now: the same as last time if it is at the same instruction of the same frame.
+            lasti = frame.f_lasti
+            moved = not parked or seen.waits_lasti != lasti
+            if moved:
+                waits = seen.waits = self._waits_here(frame)
+                seen.waits_lasti = lasti
+            else:
+                waits = seen.waits
+            if moved and not waits and seen.cpu is not None:
+                # Caught running, and it ran since it was last looked at (a thread that executes no
+                # bytecode keeps its frame and instruction): counted without reading its clock. The
+                # CPU it used meanwhile is read later, at a wait or at take(), and shared among its
+                # run samples like all its CPU; most ticks of a busy thread cost no system call.
+                seen.running = sid
+                seen.unread = True
+                seen.quiet = 0
+                runs[sid] = runs.get(sid, 0) + 1
+                continue
             try:
                 now = _clock_ns(clock)
             except (OSError, OverflowError):  # the thread ended
@@ -191,13 +226,8 @@ class Sampler:
             used = 0 if seen.cpu is None else now - seen.cpu
             seen.cpu = now
             seen.read_at = tick
-            # Whether it waits now: the same as last time if it is at the same instruction of the same frame.
-            lasti = frame.f_lasti
-            if parked and seen.waits_lasti == lasti:
-                waits = seen.waits
-            else:
-                waits = seen.waits = self._waits_here(frame)
-                seen.waits_lasti = lasti
+            unread = seen.unread
+            seen.unread = False
             if used <= 0:
                 # Quiet: its clock is read less often while it stays parked in the same frame, but
                 # only if it is in a wait (a running thread the OS held off for a tick is not quiet:
@@ -208,10 +238,14 @@ class Sampler:
             seen.quiet = 0
             self.thread_cpu[ident] = self.thread_cpu.get(ident, 0) + used
             if waits:
-                # It waits now, so the CPU went before the wait: to the stack the previous sample
-                # caught it running in, else to the calls that ran between samples (see Between).
                 running = seen.running
                 seen.running = None
+                if unread:
+                    # CPU of ticks it was counted running in without a read, and since: shared
+                    # among its run samples (weigh), like the CPU read while it runs.
+                    continue
+                # It waits now, so the CPU went before the wait: to the stack the previous sample
+                # caught it running in, else to the calls that ran between samples (see Between).
                 if running is None:
                     # Under the outermost frame of the wait (a loop's select under its _run_once,
                     # which ran the callbacks), not under the library call that waits.
@@ -244,6 +278,7 @@ class Sampler:
 
     def take(self) -> Tuple[RawStacks, int, float]:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
+        self._read_unread()
         stack_of = self._stack_of
         for sid, count in self._sid_stacks.items():
             key = stack_of[sid]
@@ -260,7 +295,7 @@ class Sampler:
         # and only the stacks its record or the recording's counts still refer to.
         kept = {}
         for seen in self._last.values():
-            seen.frame = None
+            seen.frame = seen.parent = None
             for sid in (seen.sid, seen.running, seen.counted):
                 if sid is not None and sid in stack_of:
                     kept[sid] = stack_of[sid]
@@ -268,6 +303,22 @@ class Sampler:
             kept[sid] = stack_of[sid]
         self._stack_of = kept
         return taken
+
+    def _read_unread(self) -> None:
+        """Reads the clocks of threads counted running without a read, so each window has all the
+        CPU its threads used in it (their run samples share it)."""
+        for ident, seen in self._last.items():
+            if not seen.unread:
+                continue
+            seen.unread = False
+            try:
+                now = _clock_ns(seen.clock)  # type: ignore[arg-type]
+            except (OSError, OverflowError, TypeError):  # the thread ended
+                seen.clock = None
+                continue
+            if seen.cpu is not None and now > seen.cpu:
+                self.thread_cpu[ident] = self.thread_cpu.get(ident, 0) + now - seen.cpu
+            seen.cpu = now
 
     def take_counts(self) -> Counts:
         """The recording's counts so far (see ``counts``), and start afresh."""
@@ -294,7 +345,7 @@ class Sampler:
             del self._last[ident]
         for ident, seen in self._last.items():
             if seen.clock != clocks[ident]:
-                seen.clock, seen.cpu = clocks[ident], None
+                seen.clock, seen.cpu, seen.unread = clocks[ident], None, False
 
 
 def weigh(behind_waits: RawStacks, runs: RawStacks, thread_cpu: Dict[int, int]) -> RawStacks:

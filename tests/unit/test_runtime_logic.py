@@ -126,7 +126,7 @@ def test_cpu_weighted_sampler_tells_computing_from_waiting() -> None:
         for _ in range(40):
             sampler.sample()
             time.sleep(0.005)
-        cpu = dict(sampler.thread_cpu)
+        cpu = sampler.thread_cpu  # complete once take() has read the clocks it put off (as top reads it)
         raw, ticks, _ = sampler.take()
     finally:
         stop.set()
