@@ -137,3 +137,29 @@ def unwatch(listener: Any, here: bool = True) -> None:
             hook.watched.pop(id(listener.greenlet), None)
         if here and not hook.watched and hook.ident == _os_ident():
             hook.uninstall()
+
+
+def follow(listener: Any, registry: Dict[int, Any]) -> None:
+    """Watch the greenlet running now for ``listener`` (sets ``listener.greenlet``, None when there
+    is nothing to watch), noting it in ``registry`` (id -> listener) for ``drop``/``drop_all``."""
+    listener.greenlet = current()
+    if listener.greenlet is not None:
+        if watch(listener):
+            registry[id(listener)] = listener
+        else:
+            listener.greenlet = None
+
+
+def drop(listener: Any, registry: Dict[int, Any]) -> None:
+    """The listener's call ended (on its own thread): no more switches for it."""
+    if listener.greenlet is not None:
+        unwatch(listener)
+        registry.pop(id(listener), None)
+        listener.greenlet = None
+
+
+def drop_all(registry: Dict[int, Any]) -> None:
+    """A stream stopped (on the agent's thread): calls switched out now may never run again."""
+    for listener in list(registry.values()):
+        unwatch(listener, here=False)
+    registry.clear()

@@ -55,7 +55,19 @@ from collections import deque
 from contextvars import copy_context as _copy_context
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import costs, governor, inbound, instrument, observe, origins, protocol, sampling, streams, values
+from .. import (
+    costs,
+    governor,
+    inbound,
+    instrument,
+    observe,
+    origins,
+    protocol,
+    sampling,
+    streams,
+    switches,
+    values,
+)
 from ..probes import (
     MONITORING,
     SUSPENDABLE,
@@ -108,6 +120,7 @@ class _Tap:
         self.targets = instrument.resolve(dict(export.args, pattern=self.pattern))
         self.needs_args = export.capture_args or self.condition.needs_args
         self.active: Dict[int, "SpanRecorder"] = {}  # trace: thread -> the tree being recorded there
+        self.green: Dict[int, "SpanRecorder"] = {}  # trace: id -> trees whose greenlet switches.py watches
         self.feeds: Dict[str, "_Feed"] = {}
 
     def feed(self, name: str, push: Any = None) -> "_Feed":
@@ -196,6 +209,7 @@ class TreeFeed(_Feed):
         recorder = SpanRecorder(tap, call)
         call.data = recorder
         tap.active[call.thread] = recorder
+        switches.follow(recorder, tap.green)
         recorder.start()
 
     def on_suspend(self, call: Call) -> None:
@@ -223,6 +237,7 @@ class TreeFeed(_Feed):
         if tap.active.get(call.thread) is recorder:
             recorder.stop()
             del tap.active[call.thread]
+        switches.drop(recorder, tap.green)
         call.data = None
         recorder.add_awaits(call.end)
         self.nodes += len(recorder.nodes)
@@ -238,7 +253,9 @@ class SpanRecorder:
 
     A generator's or coroutine's call is one span from its first start to its final return, as
     watch times it: its node is found again, by its frame, when the call resumes (the frame lives
-    while the call is suspended), and each return or yield moves its end.
+    while the call is suspended), and each return or yield moves its end. A greenlet's (gevent,
+    eventlet): while it is switched out the profiler is off (switches.py), so other greenlets'
+    calls are not below it, and its open spans go on: they end when their calls return.
     """
 
     def __init__(self, tap: _Tap, call: Call) -> None:
@@ -255,6 +272,28 @@ class SpanRecorder:
         # Tasks the traced call awaited (they run as the event loop's steps, not below it): per
         # suspension [tasks, their functions, start, end].
         self.awaits: List[List[Any]] = []
+        self.greenlet: Any = None  # the greenlet the call runs in, when switches.py watches it
+        self.switched = False  # its greenlet was switched out with our profiler on
+
+    # switches.py calls these on the host's thread, at each switch of the call's greenlet.
+    def switched_out(self) -> None:
+        active = self.tap.active
+        thread = self.call.thread
+        if active.get(thread) is self:
+            sys.setprofile(self.previous)
+            del active[thread]
+            self.switched = True
+
+    def switched_in(self) -> None:
+        if not self.switched:
+            return
+        self.switched = False
+        active = self.tap.active
+        thread = self.call.thread
+        if not self.tap.export.cancelled and active.get(thread) is None:
+            active[thread] = self
+            self.previous = sys.getprofile()
+            sys.setprofile(self.profile)
 
     def profile(self, frame: Any, event: str, arg: Any) -> None:
         if self.tap.export.cancelled:
@@ -508,6 +547,7 @@ class Export(Stream):
         for tap in self.taps:
             for feed in tap.feeds.values():
                 engine.remove(feed)
+            switches.drop_all(tap.green)
         for monitor in self.monitors:
             monitor.cancel("export ended")
         self._done.set()

@@ -592,12 +592,7 @@ class Trace(instrument.ProbeStream):
         recorder = Recorder(self, call)
         call.data = recorder
         self.active[call.thread] = recorder
-        recorder.greenlet = switches.current()
-        if recorder.greenlet is not None:
-            if switches.watch(recorder):
-                self.green[id(recorder)] = recorder
-            else:
-                recorder.greenlet = None
+        switches.follow(recorder, self.green)
         recorder.start()
 
     def on_suspend(self, call: Call) -> None:
@@ -644,10 +639,7 @@ class Trace(instrument.ProbeStream):
         if self.active.get(call.thread) is recorder:
             recorder.stop()
             del self.active[call.thread]
-        if recorder.greenlet is not None:
-            switches.unwatch(recorder)
-            self.green.pop(id(recorder), None)
-            recorder.greenlet = None
+        switches.drop(recorder, self.green)
         recorder.profile = None  # it holds the root's frame
         call.data = None
         cost = call.end - call.start
@@ -661,9 +653,7 @@ class Trace(instrument.ProbeStream):
         super().on_stop()
         # Calls still running keep their profiler until their next call event: make it the last.
         self.fold_at[0] = -1
-        for recorder in list(self.green.values()):  # switched out now, perhaps for good
-            switches.unwatch(recorder, here=False)
-        self.green.clear()
+        switches.drop_all(self.green)
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()

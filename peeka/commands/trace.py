@@ -21,8 +21,8 @@ _WAITS = (("awaited_ms", "awaited"), ("suspended_ms", "suspended at yields"))  #
 
 def _label(node: dict[str, Any]) -> str:
     """``[total, self ...]``: total is wall time from first start to final return (watch's cost);
-    self the node's own running time; a generator's or coroutine's awaits and yields are shown
-    apart, so a node's total = self + awaited + suspended + its children's (total - suspended)."""
+    self the node's own running time; a generator's or coroutine's awaits and yields, and a
+    greenlet's time switched out (awaited, at the call that switched), are shown apart, so a node's total = self + awaited + suspended + its children's (total - suspended)."""
     where = f" [dim]{escape(str(node['file']))}:{node['line']}[/]" if node.get("file") else ""
     parts = [f"{node['total_ms']:.3f} ms"]
     if node.get("count", 1) > 1:
@@ -32,6 +32,8 @@ def _label(node: dict[str, Any]) -> str:
     parts += [f"{label} {node[key]:.3f}" for key, label in _WAITS if node.get(key)]
     if node.get("resumes"):
         parts.append(f"{node['resumes']} resume{'s' if node['resumes'] > 1 else ''}")
+    if node.get("switches"):  # its greenlet switched out here (other greenlets ran): the awaited time
+        parts.append(f"{node['switches']} greenlet switch{'es' if node['switches'] > 1 else ''}")
     stats = "[" + ", ".join(parts) + "]"
     tags = []
     if node.get("c"):

@@ -13,9 +13,13 @@ and a tree of its own greenlet's calls only, with the time switched out awaited,
 from __future__ import annotations
 
 import ast
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,9 +36,15 @@ LIBRARIES = {  # library: (target, its site, its hub's type, its hub's loop func
 }
 
 
+# Where export's span trees are checked too: one target per probe engine (the code swap below 3.12,
+# sys.monitoring from 3.12), one per library: its recorder is the same code on every version.
+EXPORT_CHECKED = {("eventlet", "3.9"), ("gevent", "3.12")}
+
+
 class Server:
-    def __init__(self, library: str, agent: AgentClient, process: Target) -> None:
+    def __init__(self, library: str, version: str, agent: AgentClient, process: Target) -> None:
         self.library = library
+        self.version = version
         self.agent = agent
         self.process = process
         self.port = process.ready_line.split()[2]
@@ -51,7 +61,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     try:
         agent, _ = attach(process.pid, timeout=60)
         with agent:
-            yield Server(library, agent, process)
+            yield Server(library, version, agent, process)
             agent.request("detach")
         assert process.alive(), "the target died"
     finally:
@@ -71,8 +81,10 @@ def test_top_names_the_busy_functions_not_the_hub(server: Server) -> None:
     check_top(server.agent, server.hub_loop, server.top_window)
 
 
-def test_watch_and_trace_across_greenlet_switches(server: Server) -> None:
+def test_watch_and_trace_across_greenlet_switches(server: Server, tmp_path: Path) -> None:
     check_switching_call(server.agent)
+    if (server.library, server.version) in EXPORT_CHECKED:
+        check_export_spans(server.agent, server.process.pid, tmp_path)
 
 
 FETCH = "green_app.fetch"
@@ -181,15 +193,16 @@ def check_top(agent: AgentClient, hub_loop: str, interval: float) -> None:
 def _fetches(agent: AgentClient) -> list[tuple[int, int, int, int]]:
     """The target's own record of its last fetches: (epoch ns at the start, wall ns inside the call,
     wall ns around it, CPU ns burn used meanwhile)."""
-    value = agent.request("inspect", {"expression": "list(sys.modules['green_app'].FETCHES.records)[-20:]"})["value"]
+    value = agent.request("inspect", {"expression": "list(sys.modules['green_app'].FETCHES.records)[-50:]"})["value"]
     return [ast.literal_eval(child["value"]["repr"]) for child in value["children"]]
 
 
-def _truth_of(agent: AgentClient, event: dict[str, Any]) -> tuple[int, int, int, int]:
+def _truth_of(agent: AgentClient, event: dict[str, Any],
+              records: list[tuple[int, int, int, int]] | None = None) -> tuple[int, int, int, int]:
     """The target's record of the call an event reports: the one that started within 3 ms of it
     (fetches start 50 ms apart or more). Read again once: the caller records it just after the call."""
     for _ in range(2):
-        near = [r for r in _fetches(agent) if abs(r[0] - event["start_ns"]) < 3_000_000]
+        near = [r for r in records or _fetches(agent) if abs(r[0] - event["start_ns"]) < 3_000_000]
         if near:
             return near[0]
         time.sleep(0.2)
@@ -249,3 +262,35 @@ def check_switching_call(agent: AgentClient) -> None:
         # a preemption of this process while it ran could add to it: so two of the three calls).
         quiet += own < burnt / 1e6 / 2
     assert quiet >= 2, [(e["tree"]["self_ms"], e["cost_ms"]) for e in trees]
+
+
+def check_export_spans(agent: AgentClient, pid: int, tmp_path: Path) -> None:
+    """``peeka export --trace`` of the switching call: each tree's spans are the call's own
+    greenlet's, the root span lasts the call's wall time and its children lie within it."""
+    spans_file = tmp_path / "spans.jsonl"
+    exporter = subprocess.Popen([sys.executable, "-m", "peeka", "export", "--pid", str(pid), "--trace", FETCH,
+                                 "--spans-file", str(spans_file), "--interval", "1", "--overhead-budget", "0",
+                                 "--keep-agent", "--metrics-address", "127.0.0.1:0"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        spans: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and sum(s["name"] == FETCH for s in spans) < 3:
+            time.sleep(0.5)
+            lines = spans_file.read_text().splitlines() if spans_file.exists() else []
+            spans = [s for line in lines for rs in json.loads(line)["resourceSpans"]
+                     for ss in rs["scopeSpans"] for s in ss["spans"]]
+        records = _fetches(agent)  # the target keeps its last 200 fetches, 50 of them read at a time
+    finally:
+        exporter.terminate()
+        _, err = exporter.communicate(timeout=30)
+    roots = [s for s in spans if s["name"] == FETCH]
+    assert len(roots) >= 3, (len(spans), err[-2000:])
+    names = {s["name"] for s in spans}
+    assert not names & set(OTHER_GREENLETS), sorted(names)
+    for root in sorted(roots, key=lambda r: int(r["startTimeUnixNano"]))[-3:]:
+        start, end = int(root["startTimeUnixNano"]), int(root["endTimeUnixNano"])
+        _, inner, outer, _ = _truth_of(agent, {"start_ns": start}, records)
+        _within((end - start) / 1e6, inner, outer)
+        for child in (s for s in spans if s.get("parentSpanId") == root["spanId"]):
+            assert start <= int(child["startTimeUnixNano"]) <= int(child["endTimeUnixNano"]) <= end, child
