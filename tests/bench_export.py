@@ -146,6 +146,10 @@ def one(python: str, mode: str, rate: float, seconds: float, sink: Count, port: 
                 health = wait_for(drained, 60, "the exporter to drain")
             except AssertionError:
                 health = exporter.target(run.pid)
+                # Not all calls accounted for: say what the exporter saw (a session that ended and
+                # started again counts afresh).
+                said = [line for line in exporter.output().splitlines() if "targets up" not in line]
+                print(f"  not drained in 60 s: {health}; exporter said: {said[-6:]}", flush=True)
             out["delivered_in"] = time.monotonic() - went  # the run, then until the exporter drained
             out["exporter_cpu"] = process_numbers(exporter.proc.pid)["cpu_seconds"] - exporter_cpu  # type: ignore[index]
             out["agent_cpu"] = agent_cpu(run.pid) - agent_before

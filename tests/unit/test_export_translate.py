@@ -334,6 +334,9 @@ def test_bad_metrics_address_and_protocol():
         config.parse_address("9464")
     with pytest.raises(UsageError, match="not supported"):
         exporter_factory({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, None)
+    with pytest.raises(UsageError, match="PEEKA_SPAN_ENCODER='fast' is not known") as info:
+        exporter_factory({"PEEKA_SPAN_ENCODER": "fast"}, None)
+    assert "peeka" in info.value.help and "sdk" in info.value.help
 
 
 def test_exporter_choice_follows_the_protocol_variables(tmp_path):
