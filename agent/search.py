@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
 import re
 import sys
 import time
@@ -357,7 +358,9 @@ class ClassLines:
         if len(data) > _SOURCE_MAX_BYTES:
             return found
         scopes: List[Tuple[int, str]] = []  # (indent, qualname prefix for what is inside)
-        for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        # Lines as Python counts them (str.splitlines also breaks at form feeds, page breaks in many files).
+        lines = io.StringIO(data.decode("utf-8", "replace"), newline=None).readlines()
+        for number, raw in enumerate(lines, 1):
             hit = self._LINE.match(raw)
             if hit is None:
                 continue
@@ -367,7 +370,10 @@ class ClassLines:
             outer = scopes[-1][1] if scopes else ""
             qualname = outer + hit.group(3)
             if hit.group(2) == "class":
-                found.setdefault(qualname, number)
+                first = number  # where the class's definition starts: its first decorator, as __firstlineno__ (3.13+)
+                while first > 1 and lines[first - 2].lstrip().startswith("@"):
+                    first -= 1
+                found.setdefault(qualname, first)
                 scopes.append((indent, qualname + "."))
             else:
                 scopes.append((indent, qualname + ".<locals>."))

@@ -17,13 +17,16 @@ count as a change, a changed constant does.
 from __future__ import annotations
 import __future__
 
+import io
+import itertools
+import keyword
 import linecache
 import os
 import re
 import tokenize
 import types
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from .. import procfs, search
 from ..probes import engine_of
@@ -33,6 +36,7 @@ DEFAULT_LIMIT = 10
 MAX_FILE_BYTES = 8 << 20
 MAX_LINES = 2000  # per match
 
+_CO_ITERABLE_COROUTINE = 0x100
 _FUTURE_FLAGS = 0
 for _feature in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
@@ -52,7 +56,9 @@ def _read(path: str) -> Optional[List[str]]:
         text = data.decode(encoding, "replace")
     except (SyntaxError, LookupError):
         text = data.decode("utf-8", "replace")
-    return text.splitlines(True)
+    # Lines as Python counts them: str.splitlines would also break at a form feed (a page break in
+    # many files) and other separators, and every line number after one would be off.
+    return io.StringIO(text, newline=None).readlines()
 
 
 def _block(lines: List[str], first: int) -> List[str]:
@@ -85,9 +91,53 @@ def _last_line(code: types.CodeType) -> int:
 # ---------------------------------------------------------------- compile the disk text
 
 
-def _compile_block(block: List[str], first: int, enclosing: List[str], flags: int) -> Optional[types.CodeType]:
+_IMPORT = re.compile(r"^[ \t\f]*(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+(.*)")
+
+
+class _Imports(NamedTuple):
+    """Names the file binds by ``import``: on lines that start at column 0 (module level for sure),
+    and only on indented lines (module level inside an ``if``/``try``, or local to a function)."""
+
+    certain: FrozenSet[str]
+    maybe: FrozenSet[str]
+
+
+def _imported_names(lines: List[str]) -> _Imports:
+    """The names the file binds by ``import``. From 3.11 the compiler makes a call on a name that a
+    module-level import binds (``os.getpid()``, even where a parameter of that name hides it) other
+    bytecode than a call on any other name, so a def compiled alone must be told those names
+    (``_import_choices``). Read line by line (parenthesized and backslash-continued lists too), not
+    parsed: a big file's parse would hold the target's GIL."""
+    certain, maybe = set(), set()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        found = _IMPORT.match(line)
+        i += 1
+        if found is None:
+            continue
+        text = found.group(1).split("#", 1)[0].strip()
+        if text.startswith("("):
+            while ")" not in text and i < len(lines):
+                text += " " + lines[i].split("#", 1)[0].strip()
+                i += 1
+            text = text.strip("() ")
+        while text.endswith("\\") and i < len(lines):
+            text = text[:-1] + " " + lines[i].split("#", 1)[0].strip()
+            i += 1
+        for alias in text.split(","):
+            words = alias.split()
+            name = words[-1] if len(words) == 3 and words[1] == "as" else (words[0].split(".")[0] if words else "")
+            if name.isidentifier() and not keyword.iskeyword(name):
+                (maybe if line[:1] in " \t" else certain).add(name)
+    return _Imports(frozenset(certain), frozenset(maybe - certain))
+
+
+def _compile_block(block: List[str], first: int, enclosing: List[str], flags: int,
+                   imports: List[str]) -> Optional[types.CodeType]:
     """Compile a def block as it sits in the file: same line numbers, inside its classes
-    (``super()``, private names and ``__class__`` compile differently outside a class)."""
+    (``super()``, private names and ``__class__`` compile differently outside a class), with the
+    file's imports after it (binding them without moving a line)."""
     indent = len(block[0]) - len(block[0].lstrip())
     wrappers = ["%sclass %s:\n" % (" " * depth, name) for depth, name in enumerate(enclosing)]
     if indent and not wrappers:
@@ -95,6 +145,8 @@ def _compile_block(block: List[str], first: int, enclosing: List[str], flags: in
     if wrappers and indent < len(wrappers):
         return None
     text = "\n" * max(0, first - 1 - len(wrappers)) + "".join(wrappers) + "".join(block)
+    if imports:
+        text += "\nimport %s\n" % ", ".join(imports)
     # Compiling can warn (SyntaxWarning: `is` with a literal, invalid escapes; DeprecationWarning for
     # those before 3.12). The interpreter warned once when it loaded the file: the repeat must not
     # reach the host's stderr. catch_warnings swaps the process-wide filter list (per context only
@@ -124,8 +176,10 @@ def _find_code(module_code: types.CodeType, name: str, first: int) -> Optional[t
 def _same(loaded: types.CodeType, disk: types.CodeType) -> bool:
     # Code equality covers bytecode, constants (nested code too), names and the first line; the
     # line table is compared too, as 3.9 leaves it out (a line added inside the body moves lines).
+    # types.coroutine (asyncio's generator-based coroutines) sets a flag on the code at run time.
     table = "co_linetable" if hasattr(loaded, "co_linetable") else "co_lnotab"
-    return loaded == disk.replace(co_filename=loaded.co_filename) and getattr(loaded, table) == getattr(disk, table)
+    disk = disk.replace(co_filename=loaded.co_filename, co_flags=disk.co_flags | (loaded.co_flags & _CO_ITERABLE_COROUTINE))
+    return loaded == disk and getattr(loaded, table) == getattr(disk, table)
 
 
 def _shifted(code: types.CodeType, delta: int) -> types.CodeType:
@@ -158,26 +212,58 @@ def _differences(loaded: types.CodeType, disk: types.CodeType) -> List[str]:
     return notes
 
 
-def compare(code: types.CodeType, lines: List[str], enclosing: List[str]) -> Tuple[str, List[str], int]:
-    """``(status, why, line in the file)`` for loaded ``code`` against the file's ``lines``."""
+def _import_choices(code: types.CodeType, imports: _Imports) -> List[List[str]]:
+    """Which imported names to bind at module level when compiling ``code``'s block, likeliest
+    first: of the names the code uses (globals, locals, nested code's), those imported at column 0
+    always; those imported only on indented lines all, then none (threading's ``import warnings``
+    inside a method), then each mix of up to 4 of them."""
+    used = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        used.update(current.co_names, current.co_varnames, current.co_cellvars, current.co_freevars)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    certain = sorted(used.intersection(imports.certain))
+    maybe = sorted(used.intersection(imports.maybe))
+    if not maybe:
+        return [certain]
+    choices = [certain + maybe, certain]
+    if len(maybe) <= 4:
+        choices += [certain + list(mix) for size in range(1, len(maybe)) for mix in itertools.combinations(maybe, size)]
+    return choices
+
+
+def compare(code: types.CodeType, lines: List[str], enclosing: List[str],
+            imports: Optional[_Imports] = None) -> Tuple[str, List[str], int]:
+    """``(status, why, line in the file)`` for loaded ``code`` against the file's ``lines``
+    (``imports``: ``_imported_names(lines)``, when the caller has them already)."""
     first = code.co_firstlineno
     flags = code.co_flags & _FUTURE_FLAGS
+    free = [name for name in code.co_freevars if name != "__class__"]  # super() compiles in its class wrapper
+    if free:
+        # A closure's code depends on the function that made it (its free variables): compiled
+        # alone, the def reads them as globals, so the comparison would always differ.
+        return "unknown", ["a closure (it uses %s of the function that made it): its text is shown, not compared"
+                           % ", ".join(free[:5])], first
+    choices = _import_choices(code, _imported_names(lines) if imports is None else imports)
     candidates = [first] + [n for n in _def_lines(lines, code.co_name) if n != first]
     nearest: Optional[Tuple[int, types.CodeType]] = None
     for start in candidates:
         if start > len(lines):
             continue
-        compiled = _compile_block(_block(lines, start), start, enclosing, flags)
-        disk = _find_code(compiled, code.co_name, start) if compiled is not None else None
-        if disk is None:
-            continue
-        if _same(code, disk):
-            return "matches", [], disk.co_firstlineno
-        if _same(_shifted(code, disk.co_firstlineno - code.co_firstlineno), disk):
-            return "moved", ["the same code is now at line %d (the file changed above it)" % disk.co_firstlineno], \
-                disk.co_firstlineno
-        if nearest is None:
-            nearest = (start, disk)
+        block = _block(lines, start)
+        for bound in choices if start == first else choices[:2]:
+            compiled = _compile_block(block, start, enclosing, flags, bound)
+            disk = _find_code(compiled, code.co_name, start) if compiled is not None else None
+            if disk is None:
+                continue
+            if _same(code, disk):
+                return "matches", [], disk.co_firstlineno
+            if _same(_shifted(code, disk.co_firstlineno - code.co_firstlineno), disk):
+                return "moved", ["the same code is now at line %d (the file changed above it)" % disk.co_firstlineno], \
+                    disk.co_firstlineno
+            if nearest is None:
+                nearest = (start, disk)
     if nearest is None:
         return "changed", ["no def of %r at line %d (or elsewhere) in the file now" % (code.co_name, first)], first
     start, disk = nearest
@@ -313,16 +399,23 @@ def describe_class(agent: Any, name: str, cls: Any) -> Dict[str, Any]:
     qualname = search._str_attr(cls, "__qualname__") or ""
     statuses: List[str] = []
     why: List[str] = []
+    imports = _imported_names(lines)
     for key, value in sorted(search._items(search._class_namespace(cls)), key=lambda kv: str(kv[0])):  # noqa: SLF001
         found = search._function_kind(value, in_class=True)  # noqa: SLF001
         code = _loaded_code(agent, found[1]) if found and found[1] is not None else None
         if code is None or code.co_filename != path:
             continue
-        status, reasons, _ = compare(code, lines, qualname.split("."))
+        status, reasons, _ = compare(code, lines, qualname.split("."), imports)
         statuses.append(status)
         if status != "matches":
             why.append("%s: %s" % (key, " ".join(reasons)))
     start = _class_line(lines, first, qualname.rsplit(".", 1)[-1])
+    if start is None and not statuses:
+        # None of its methods comes from this file: made at run time (an enum's _convert_, a
+        # namedtuple) or re-exported from another module (collections.abc from _collections_abc).
+        entry.update(status="unknown", why=["no `class %s` statement in %s: the class was made at run time or "
+                                            "defined elsewhere" % (qualname.rsplit(".", 1)[-1], path)])
+        return entry
     if start is None:
         statuses.append("changed")
         why.insert(0, "no `class %s` in the file any more" % qualname.rsplit(".", 1)[-1])

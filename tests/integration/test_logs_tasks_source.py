@@ -232,8 +232,9 @@ def test_source_shows_live_code_and_flags_edits_on_disk(runtime: Runtime) -> Non
     (entry,) = result["sources"]
     assert entry["status"] == "matches" and entry["file"] == str(runtime.lib) and entry["line"] == 4
     assert entry["lines"][0] == "def price(quantity, unit=3):" and entry["lines"][-1].strip() == "return total"
-    basket = cli_json("source", runtime.pid, "runtime_lib.Basket")["sources"][0]
+    basket, tagged = cli_json("source", runtime.pid, "-E", r"^runtime_lib\.(Basket|Tagged)$")["sources"]
     assert basket["kind"] == "class" and basket["status"] == "matches" and basket["lines"][0] == "class Basket:"
+    assert tagged["status"] == "matches" and tagged["lines"][0] == "@tagged", tagged  # decorated
 
     text = runtime.lib.read_text()
     text = text.replace("total = quantity * unit\n", "total = quantity * unit * 2\n")  # what runs differs
@@ -249,6 +250,8 @@ def test_source_shows_live_code_and_flags_edits_on_disk(runtime: Runtime) -> Non
     untouched = found["runtime_lib.untouched"]
     assert untouched["status"] == "moved" and untouched["line"] == 24 and untouched["disk_line"] == 26
     assert found["runtime_lib.Basket.add"]["status"] == "moved"
+    pid_of = found["runtime_lib.pid_of"]  # os.getpid(): an import's; a form feed above it
+    assert pid_of["status"] == "moved" and pid_of["disk_line"] == pid_of["line"] + 2, pid_of
     assert found["runtime_lib.Basket"]["status"] == "moved"
     shown = peeka_cli("source", runtime.pid, "runtime_lib.price").stdout
     assert "STALE" in shown and "constants only the file has: 2" in shown
