@@ -359,7 +359,10 @@ def _file_facts(entry: Dict[str, Any], path: str, lines: List[str]) -> None:
     if st is not None:
         entry["mtime"] = st.st_mtime
         started = _process_start()
-        if started and st.st_mtime > started:
+        # The start is known to a few ms (uptime minus wall clock, which NTP slews); a file written
+        # just before a restart (a deploy) must not read as edited since, so edits within the first
+        # second are not told apart.
+        if started and st.st_mtime > started + 1.0:
             entry.setdefault("why", []).append("the file was modified after the process started")
     note = _linecache_note(path, lines)
     if note:

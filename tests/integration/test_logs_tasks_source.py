@@ -231,6 +231,7 @@ def test_source_shows_live_code_and_flags_edits_on_disk(runtime: Runtime) -> Non
     result = cli_json("source", runtime.pid, "runtime_lib.price")
     (entry,) = result["sources"]
     assert entry["status"] == "matches" and entry["file"] == str(runtime.lib) and entry["line"] == 4
+    assert entry["why"] == [], entry["why"]  # the copy was written just before the target started
     assert entry["lines"][0] == "def price(quantity, unit=3):" and entry["lines"][-1].strip() == "return total"
     basket, tagged = cli_json("source", runtime.pid, "-E", r"^runtime_lib\.(Basket|Tagged)$")["sources"]
     assert basket["kind"] == "class" and basket["status"] == "matches" and basket["lines"][0] == "class Basket:"
