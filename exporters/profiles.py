@@ -132,14 +132,16 @@ def linked_profile(event: Mapping[str, Any], index: SpanIndex | None) -> tuple[P
             samples.append(sample)
             continue
         total = sum(split.values())
-        count_left, cpu_left = sample.count, sample.cpu_ns
         parts = sorted(split.items(), key=lambda kv: (kv[0] is None, kv[0] or Link("", "")))
-        for i, (link, rounds_in) in enumerate(parts):
-            last = i == len(parts) - 1
-            count = count_left if last else round(sample.count * rounds_in / total)
-            cpu = cpu_left if last else round(sample.cpu_ns * rounds_in / total)
-            count_left -= count
-            cpu_left -= cpu
+        # Shares by rounding the running total: never below zero, and they add up exactly (rounding
+        # each share alone gave 8 shares of 13 samples 2 each, and the last -1).
+        rounds_so_far = count_given = cpu_given = 0
+        for link, rounds_in in parts:
+            rounds_so_far += rounds_in
+            count = round(sample.count * rounds_so_far / total) - count_given
+            cpu = round(sample.cpu_ns * rounds_so_far / total) - cpu_given
+            count_given += count
+            cpu_given += cpu
             labels = dict(sample.labels)
             if link is not None:
                 labels.update(trace_id=link.trace_id, span_id=link.span_id)

@@ -78,6 +78,22 @@ def test_a_stacks_samples_are_split_by_the_spans_their_rounds_were_in() -> None:
     assert none == 0 and [(s.count, s.cpu_ns) for s in unlinked.samples] == [(10, 1000), (4, 400)]
 
 
+def test_a_split_among_many_spans_never_goes_below_zero() -> None:
+    # 13 samples of one stack whose 8 linked rounds fell in 8 calls: each share rounds 1.625 up to 2,
+    # and what is left for the last must not go negative (the counts still add up to 13).
+    spans = SpanIndex()
+    spans.add([span("a.handle", 1, 1000 * (i + 1), 1000 * (i + 1) + 500, 10 + i) for i in range(8)])
+    links = {"ticks": [[1000 * (i + 1) + 100, 1000 * (i + 1) + 110] for i in range(8)],
+             "stacks": [{"thread": "requests", "thread_id": 1, "functions": ["a.crunch", "a.handle"],
+                         "ticks": list(range(8))}]}
+    data = event(links)
+    data["stacks"][0].update(samples=13, cpu_ns=1300)
+    profile, linked = linked_profile(data, spans)
+    mine = [s for s in profile.samples if s.thread == "requests"]
+    assert all(s.count >= 0 and s.cpu_ns >= 0 for s in mine), [(s.count, s.cpu_ns) for s in mine]
+    assert sum(s.count for s in mine) == 13 and sum(s.cpu_ns for s in mine) == 1300 and linked == 13
+
+
 def test_the_otlp_request_decodes_with_its_dictionary() -> None:
     links = {"ticks": [[250, 260]], "stacks": [{"thread": "requests", "thread_id": 1,
                                                  "functions": ["a.crunch", "a.handle"], "ticks": [0]}]}
