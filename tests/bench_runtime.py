@@ -47,12 +47,14 @@ from peeka.process import TargetProcess  # noqa: E402
 
 
 class Bench:
-    def __init__(self, python: str, tmp: Path, idle_threads: int = 8, agent: Path = ROOT / "agent") -> None:
+    def __init__(self, python: str, tmp: Path, idle_threads: int = 8, agent: Path = ROOT / "agent",
+                 heap: int = 0) -> None:
         lib = tmp / "lib"
         lib.mkdir()
         (lib / "peeka_agent").symlink_to(agent)
         env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(lib), PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "runtime_bench.py"), str(idle_threads)], env=env,
+        self.proc = subprocess.Popen([python, "-u", str(HERE / "targets" / "runtime_bench.py"), str(idle_threads), str(heap)],
+                                     env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().startswith("ready")  # type: ignore[union-attr]
 

@@ -11,10 +11,17 @@ Peeka's cost, shown on the second line, is measured, not assumed:
     the threads learnt from a ``thread`` request every ``AGENT_THREADS_EVERY_S``), as % of one core;
   * sampler: while the Top view runs ``top``, the share of each second its sampler held the GIL
     (``sampler.busy_percent`` of the summaries): the host's threads could not run Python meanwhile;
-  * streams: events per second the TUI's streams deliver (watch calls, log records); each one was
-    observed in a host thread, which that thread paid for, so it shows how busy the probes are.
-The sum of agent and sampler is compared with the agent's overhead budget (``BUDGET_PERCENT`` of one
-core) and turns red above it.
+  * probes: what the probed calls cost the host's own threads, which no agent thread pays for: the
+    calls per second each probe stream of the TUI sees (watch and trace: one event a call, plus the
+    calls the overhead governor sampled out, from its events; monitor: its cycles' counts) times what
+    one call costs probed that way here, as the agent's governor calibrated it for that kind of
+    stream (``ping``'s ``probe_costs``: a dummy function timed bare and probed, once per agent). The
+    TUI runs its probe streams with the governor at ``BUDGET_PERCENT`` (``overhead_budget``), so a hot
+    function is sampled or duty-cycled rather than slowing the target down; a trace's sampled call is
+    counted as its root's cost (the calls recorded below it cost more, ``node_ns`` each);
+  * streams: events per second the TUI's streams deliver (watch calls, log records).
+The sum of agent, sampler and probes is compared with the budget (``BUDGET_PERCENT`` of one core)
+and turns red above it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from .view import on_loop
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_POINTS = 30
 GC_EVERY_S = 5.0
-AGENT_THREADS_EVERY_S = 5.0
+AGENT_THREADS_EVERY_S = 5.0  # and the probes' calibrated costs (ping)
+PER_CALL_STREAMS = ("watch", "trace", "stack")  # one event per call seen
 COST_WINDOW = 5  # readings (seconds) the agent's CPU and the events are averaged over
 BUDGET_PERCENT = 5.0  # the project's budget for what a diagnostic costs the target
 
@@ -115,6 +123,14 @@ class ProcessHeader(Static):
         self._events_rate = Rate(COST_WINDOW)
         self._next_gc = 0.0
         self._next_threads = 0.0
+        self.unit_costs: dict[str, dict[str, float]] = {}  # stream kind -> ping's probe_costs row
+        self.skipped: dict[int, int] = {}  # stream id -> calls its governor sampled out so far
+        self.monitor_calls: dict[str, float] = {}  # source -> calls/s a monitor stream counts
+        self._call_rates: dict[int, tuple[Rate, Rate]] = {}  # stream id -> (events, skipped) per second
+        self.probe_calls = 0.0  # calls/s the probes see
+        self.probe_percent: float | None = None  # what they cost the host's threads, % of one core
+        self.per_call_ns: float | None = None
+        self._next_costs = 0.0
 
     @property
     def pid(self) -> int:
@@ -152,8 +168,10 @@ class ProcessHeader(Static):
             known = [r for r in rates if r is not None]  # a thread's first reading has no rate yet
             self.agent_cpu = sum(known) * 100 if known else None
         session = self.app.session  # type: ignore[attr-defined]
-        events = sum(s.events_seen for s in session.streams())
+        streams = session.streams()
+        events = sum(s.events_seen for s in streams)
         self.events_per_s = self._events_rate.update(events, now) or 0.0
+        self.probes(streams, now)
         if session.broken is None and not session.closed and not self.gone:
             if now >= self._next_gc:
                 self._next_gc = now + GC_EVERY_S
@@ -177,6 +195,63 @@ class ProcessHeader(Static):
             return
         tids = sorted(t["native_id"] for t in threads if t.get("is_agent") and t.get("native_id"))
         on_loop(self, self._agent_threads, tids)
+        self._ask_costs()
+
+    def _ask_costs(self) -> None:
+        try:
+            costs = self.app.session.request("ping", {}).get("probe_costs") or []  # type: ignore[attr-defined]
+        except PeekaError:
+            return
+        on_loop(self, setattr, self, "unit_costs", {c["stream"]: c for c in costs})
+
+    def probes(self, streams: list[Any], now: float) -> None:
+        """Calls/s the TUI's probe streams see, and what they cost the host's threads (None: a
+        running probe stream's kind not calibrated yet)."""
+        ns_per_s = calls = 0.0
+        known = True
+        rates = {}
+        per_call = []  # each running kind's cost per call that reaches it
+        for stream in streams:
+            if stream.command not in PER_CALL_STREAMS:
+                continue
+            events, skipped = rates[stream.id] = self._call_rates.get(stream.id) or (Rate(COST_WINDOW), Rate(COST_WINDOW))
+            passed = events.update(stream.events_seen, now) or 0.0
+            dropped = skipped.update(self.skipped.get(stream.id, 0), now) or 0.0
+            unit = self.unit_costs.get(stream.command)
+            calls += passed + dropped
+            if unit is None:
+                known = False
+            else:
+                ns_per_s += passed * (unit["base_ns"] + unit["sampled_ns"]) + dropped * unit["base_ns"]
+                per_call.append(unit["base_ns"] + unit["sampled_ns"])
+        self._call_rates = rates
+        for per_s in self.monitor_calls.values():
+            unit = self.unit_costs.get("monitor")
+            calls += per_s
+            if unit is None:
+                known = False
+            else:
+                ns_per_s += per_s * unit["base_ns"]
+                per_call.append(unit["base_ns"])
+        self.probe_calls = calls
+        # What a call costs on average now; with no calls, what the cheapest running kind would.
+        self.per_call_ns = ns_per_s / calls if calls and known else min(per_call, default=None)
+        running = bool(rates) or bool(self.monitor_calls)
+        if not known and now >= self._next_costs:  # a new kind of probe stream: its calibration, soon
+            self._next_costs = now + 1.0
+            self.run_worker(self._ask_costs, thread=True, group="header-costs", exit_on_error=False)
+        self.probe_percent = ns_per_s / 1e9 * 100 if known and running else (None if running else 0.0)
+
+    def governed(self, stream_id: int, event: dict[str, Any]) -> None:
+        """A governor event of one of the TUI's probe streams: the calls it sampled out so far."""
+        self.skipped[stream_id] = sum(int(f.get("skipped") or 0) for f in event.get("functions") or [])
+
+    def monitored(self, source: str, calls_per_s: float | None) -> None:
+        """Calls/s a monitor stream of the TUI counted in its last cycle (None: it stopped)."""
+        if calls_per_s is None:
+            self.monitor_calls.pop(source, None)
+        else:
+            self.monitor_calls[source] = calls_per_s
 
     def _agent_threads(self, tids: list[int]) -> None:
         self._agent_rates = {tid: self._agent_rates.get(tid) or Rate(COST_WINDOW) for tid in tids}
@@ -194,7 +269,16 @@ class ProcessHeader(Static):
 
     @property
     def cost_percent(self) -> float:
-        return (self.agent_cpu or 0.0) + sum(self.costs.values())
+        return (self.agent_cpu or 0.0) + sum(self.costs.values()) + (self.probe_percent or 0.0)
+
+    def probe_text(self) -> str:
+        v = self.app.volatile  # type: ignore[attr-defined]
+        if not self._call_rates and not self.monitor_calls:
+            return "off"
+        if self.probe_percent is None or self.per_call_ns is None:
+            return f"{v(format(self.probe_calls, '.0f'))} calls/s × ? (calibrating)"
+        return (f"{v(format(self.per_call_ns / 1000, '.1f'))} µs/call × {v(format(self.probe_calls, '.0f'))}/s"
+                f" = {v(format(self.probe_percent, '.2f'))}%")
 
     def refresh_text(self) -> None:
         hello = self.app.session.hello  # type: ignore[attr-defined]
@@ -223,12 +307,13 @@ class ProcessHeader(Static):
             ("  GC collections gen0/1/2 ", "dim"), gc,
         )
         third = Text.assemble(
-            ("peeka costs the target: agent threads ", "dim"),
+            ("peeka costs: agent threads ", "dim"),
             (v(f"{self.agent_cpu:.2f}") + "% CPU" if self.agent_cpu is not None else "?", "bold red" if over else "bold"),
             (" + sampler ", "dim"), (v(f"{sampler:.2f}") + "% GIL" if self.costs else "off", "bold red" if over else ""),
+            (" + probes ", "dim"), (self.probe_text(), "bold red" if over else ""),
             (f" (budget {BUDGET_PERCENT:g}%)", "dim"),
-            ("  streams ", "dim"), v(f"{self.events_per_s:.0f}") + " events/s",
-            (f" ({len(self.app.session.streams())} running)", "dim"),  # type: ignore[attr-defined]
+            (f"  {len(self.app.session.streams())} streams ", "dim"),  # type: ignore[attr-defined]
+            v(f"{self.events_per_s:.0f}") + " events/s",
         )
         width = self.size.width - 2 if self.size.width > 2 else 200
         for line in (first, second, third):

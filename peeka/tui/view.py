@@ -129,13 +129,18 @@ class View(Vertical):
 
     # ------------------------------------------------------------ tables and the filter
 
-    def fill(self, table: DataTable[Any], rows: Iterable[Row]) -> None:
-        """Show ``rows`` in ``table`` (those the filter lets through), keeping the cursor on its row."""
+    def fill(self, table: DataTable[Any], rows: Iterable[Row], fit: bool = False) -> None:
+        """Show ``rows`` in ``table`` (those the filter lets through), keeping the cursor on its row;
+        ``fit``: the columns' widths start again from these rows."""
         rows = list(rows)
         self._rows()[table.id or ""] = (table, rows)
         self.__dict__.get("_pending", {}).pop(table.id or "", None)  # those are in ``rows`` (or replaced)
         selected = selected_key(table)
         table.clear()
+        if fit:  # as wide as the rows shown from now on, not the widest ever shown (before a filter)
+            for column in table.columns.values():
+                if column.auto_width:
+                    column.content_width = column.label.cell_len
         keys = []
         for row in rows:
             if matches(row, self.filter_text):
@@ -173,14 +178,14 @@ class View(Vertical):
             if follow and table.row_count:
                 table.move_cursor(row=table.row_count - 1)
 
-    def refill(self) -> None:
-        """Show every table's kept rows again (after a pause, or a filter change)."""
+    def refill(self, fit: bool = False) -> None:
+        """Show every table's kept rows again (after a pause, or a filter change: ``fit``)."""
         for table, rows in list(self._rows().values()):
-            self.fill(table, rows)
+            self.fill(table, rows, fit)
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text
-        self.refill()
+        self.refill(fit=True)
 
     def _rows(self) -> dict[str, tuple[DataTable[Any], list[Row]]]:
         found = self.__dict__.get("_filled")

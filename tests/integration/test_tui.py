@@ -26,7 +26,7 @@ import pytest
 import test_session
 from conftest import Target, python_for
 from pytest_textual_snapshot import SVGImageExtension
-from test_session import Attached, probes_left
+from test_session import Attached, probes_become, probes_left
 
 from peeka.attach import attach
 from peeka.session import Session
@@ -197,6 +197,15 @@ def test_views_over_a_real_target(attached: Attached) -> None:
                                  and text_of(app.query_one("#watch-value")), "the call's value")
             assert f"'order_id': {seen[0]}  (int)" in detail and f"'sku': 'sku-{seen[0] % 5}'  (str)" in detail
             assert f"'total': {seen[0] * 3}  (int)" in detail  # the result: place_order returns order_id * 3
+            # The header: what the watch's probe costs per call (the governor's calibration for watch,
+            # asked with ping) times the calls it sees: place_order runs every 20 ms (50/s at most).
+            probes = await until(pilot, lambda: re.search(r"probes ([\d.]+) µs/call × (\d+)/s = ([\d.]+)%",
+                                                          text_of(app.query_one("#header"))), "the probes' cost")
+            with attached.client() as other:
+                watch_cost = next(c for c in other.request("ping", {})["probe_costs"] if c["stream"] == "watch")
+            assert 0 < watch_cost["base_ns"] + watch_cost["sampled_ns"] < 1e6, watch_cost
+            assert float(probes.group(1)) == round((watch_cost["base_ns"] + watch_cost["sampled_ns"]) / 1000, 1)
+            assert 3 <= int(probes.group(2)) <= 55 and float(probes.group(3)) < 5, probes.group(0)
             # m: monitor's table over the same pattern: ~50 calls/s (one call every 20 ms, fewer under load).
             await pilot.press("m")
             monitor = app.query_one("#watch-monitor")
@@ -362,7 +371,7 @@ def steady() -> Iterator[Attached]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path) -> None:
+def test_snapshots_of_every_view(steady: Attached, snapshot: Any) -> None:
     """Each view, the blocked threads and the command panel as SVG screenshots at a fixed terminal size
     (tests/integration/__snapshots__/test_tui/; review a change with the SVGs' diff, accept it with
     --snapshot-update), all taken in one run of the app against the steady target. Steady mode
@@ -370,6 +379,7 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path
     counts, pids and native ids, addresses, the interpreter's line numbers); the names, stacks,
     counts, locks, tasks, loggers and the watched calls are the target's answers."""
     shot = snapshot.use_extension(SVGImageExtension)
+    shown_dir = Path(tempfile.gettempdir()) / f"peeka-tui-snapshots-{os.getpid()}"  # a differing shot, to compare
     session = Session(steady.client())
     taken: dict[str, bool] = {}
 
@@ -380,7 +390,8 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path
             async def take(name: str, ready: Callable[[], Any]) -> None:
                 def steady_now() -> bool:
                     # The header's agent CPU is known (a first reading of a new agent thread has no rate).
-                    return bool(ready()) and "agent threads ~%" in text_of(app.query_one("#header"))
+                    header = text_of(app.query_one("#header"))
+                    return bool(ready()) and "agent threads ~%" in header and "calibrating" not in header
 
                 for _attempt in range(5):
                     await until(pilot, steady_now, f"the {name} snapshot's content")
@@ -392,7 +403,8 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path
                         break
                 taken[name] = shot(name=name) == svg
                 if not taken[name]:
-                    (tmp_path / f"{name}.svg").write_text(svg)  # what it showed, beside the committed one
+                    shown_dir.mkdir(exist_ok=True)
+                    (shown_dir / f"{name}.svg").write_text(svg)
 
             def shows(selector: str, *texts: str) -> bool:
                 shown = text_of(app.query_one(selector))
@@ -418,6 +430,7 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path
                        and shows("#memory-facts", "census: all"))
             await pilot.press("4", *"__main__.quote", "enter")
             await until(pilot, lambda: shows("#watch-info", "watching __main__.quote"), "the watch")
+            assert probes_become(steady, ["__main__.quote"])  # the agent installs them just after its answer
             assert steady.process.proc.stdin is not None
             steady.process.proc.stdin.write("3\n")  # the clerk calls quote(7, "sku-2") three times
             steady.process.proc.stdin.flush()
@@ -440,7 +453,7 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any, tmp_path: Path
     asyncio.run(scenario())
     assert session.closed
     assert probes_left(steady) == []
-    assert taken and all(taken.values()), f"differ (this run's in {tmp_path}): {[n for n, same in taken.items() if not same]}"
+    assert taken and all(taken.values()), f"differ (this run's in {shown_dir}): {[n for n, same in taken.items() if not same]}"
 
 
 def test_census_sampled_to_its_budget(steady: Attached) -> None:

@@ -1,6 +1,8 @@
 """Target for tests/bench_runtime.py: one thread does fixed units of pure-Python work and counts
 them; eight threads (or argv[1]) idle (as a server's pool would); the agent starts in-process.
 
+argv[2] (default 0): that many small objects the GC tracks are kept alive (a heap for the type census).
+
 Prints "ready"; then for every stdin line "measure S" prints the units done per second over S
 seconds and the process's CPU microseconds per unit ("measure S wake": while a thread of its own wakes at 100 Hz and does nothing else, the
 floor any in-process sampler pays for taking the GIL 100 times a second). Exits when stdin closes.
@@ -37,7 +39,12 @@ def idle(stop):
     stop.wait()
 
 
+class Item:
+    pass
+
+
 def main():
+    heap = [Item() for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 0)]  # noqa: F841 - kept alive
     stop = threading.Event()
     threading.Thread(target=worker, name="worker", daemon=True).start()
     idle_threads = int(sys.argv[1]) if len(sys.argv) > 1 else 8

@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ...errors import PeekaError
 from ...session import SessionStream, StreamEnd
+from ..header import BUDGET_PERCENT
 from ..view import Row, Volatile, on_loop, table
 from ..view import View as BaseView
 
@@ -178,7 +179,12 @@ class View(BaseView):
         if self.pattern:
             self.start_monitor()
 
+    @property
+    def header(self) -> Any:
+        return self.app.query_one("#header")
+
     def stop_monitor(self) -> None:
+        self.header.monitored("watch-monitor", None)
         self.monitor_generation += 1
         stream, self.monitor = self.monitor, None
         if stream is not None:
@@ -191,7 +197,8 @@ class View(BaseView):
 
         def work() -> None:
             try:
-                stream = self.session.start("monitor", {"pattern": pattern, "cycle": MONITOR_CYCLE_S},
+                stream = self.session.start("monitor", {"pattern": pattern, "cycle": MONITOR_CYCLE_S,
+                                                        "overhead_budget": BUDGET_PERCENT},
                                             on_event=lambda data: self.post_message(Cycle(data, generation)))
             except PeekaError as exc:
                 on_loop(self, self.app.show_error, exc)  # type: ignore[attr-defined]
@@ -207,9 +214,12 @@ class View(BaseView):
         self.monitor = stream
 
     def on_cycle(self, message: Cycle) -> None:
-        if message.generation != self.monitor_generation or not self.live:
+        if message.generation != self.monitor_generation or message.data.get("type") == "governor":
             return
         cycle = message.data.get("cycle_s") or MONITOR_CYCLE_S
+        self.header.monitored("watch-monitor", sum(f["calls"] for f in message.data.get("functions") or []) / cycle)
+        if not self.live:
+            return
         self.fill(self.query_one("#watch-monitor", DataTable), [
             Row(f["function"], (f["function"], f"{f['calls'] / cycle:.1f}", str(f["failures"]),
                                 *(f"{f[k]:.3f}" if f.get(k) is not None else "-"
@@ -234,7 +244,8 @@ class View(BaseView):
             self.post_message(Call(data, generation))
 
         try:
-            args: dict[str, Any] = {"pattern": pattern, "limit": LIMIT}
+            # The governor keeps the probes' cost to the target within the budget (sampling a hot function).
+            args: dict[str, Any] = {"pattern": pattern, "limit": LIMIT, "overhead_budget": BUDGET_PERCENT}
             if self.mode == "watch":
                 args["depth"] = DEPTH
             stream = self.session.start(self.mode, args,
@@ -261,6 +272,9 @@ class View(BaseView):
         if message.generation != self.generation:
             return
         data = message.data
+        if data.get("type") == "governor":
+            self.governed(data)
+            return
         self.count += 1
         self.serial += 1  # row keys stay unique across watches (count starts again with each)
         key = str(self.serial)
@@ -283,6 +297,14 @@ class View(BaseView):
         if self.stream is not None:
             functions = ", ".join((self.stream.start or {}).get("functions", [])[:3])
             self.query_one("#watch-info", Static).update(f"{self.count} call(s) of {functions}; Esc (in the pattern box) stops")
+
+    def governed(self, data: dict[str, Any]) -> None:
+        """What the overhead governor does to the watched functions (sampling, duty cycle)."""
+        if self.stream is not None:
+            self.header.governed(self.stream.id, data)
+        notes = [f["note"] for f in data.get("functions") or [] if f.get("note")]
+        if notes:
+            self.status("governor: " + "; ".join(notes[:2]) + (f" (+{len(notes) - 2})" if len(notes) > 2 else ""))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is None or event.row_key.value not in self.calls:
