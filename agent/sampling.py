@@ -8,6 +8,7 @@ from those counts (``label_stacks``, ``summarize``, ``collapsed``), which are pu
 
 from __future__ import annotations
 
+import _random
 import os
 import sys
 import time
@@ -48,6 +49,19 @@ WAIT_CALLS = frozenset((
 # recv/send method as an argument (GreenSocket._recv_loop, _send_loop).
 LOCAL_WAIT_CALLS = frozenset(("recv_meth", "send_method"))
 _WAIT_NAMES = WAIT_CALLS | LOCAL_WAIT_CALLS
+
+
+# Our own generator (the C one random.Random is built on, seeded from the OS): the host's random
+# sequence stays as it was, and random.py is not imported into it.
+_JITTER = _random.Random()
+
+
+def jittered(period: float) -> float:
+    """The wait before the next tick: ``period`` on average, anywhere from half to one and a half
+    of it. A sampler on a fixed beat can stay in step with a loop in the host whose cycle divides
+    the beat (each sample then catches the loop at nearly the same point, and a report's few
+    samples say less than their number suggests); random gaps catch it at independent points."""
+    return period * (0.5 + _JITTER.random())
 
 
 class Between:
@@ -111,8 +125,8 @@ class Sampler:
         # Recording only (top --record): every sample counted, waits included, by stack and the lines
         # its frames were at, for the wall-clock samples and the locations of pprof and speedscope.
         self.counts: Optional[Dict[Tuple[Sid, Tuple[int, ...]], int]] = None  # by Sid while sampling (take_counts)
-        # Export's profile links: every stack this round caught, (ident, codes), in sampling order.
-        self.caught: Optional[List[Tuple[int, Tuple[Any, ...]]]] = None
+        # Export's profile links: every stack this round caught, by Sid (``stack`` gives its codes), in sampling order.
+        self.caught: Optional[List[Sid]] = None
         # ident -> what it was: a frame still running has the same callers as when it was last
         # walked, so a thread parked in the same frame (waiting, sleeping) costs one lookup.
         self._last: Dict[int, _Seen] = {}
@@ -120,7 +134,10 @@ class Sampler:
         self._stack_of: Dict[Sid, Tuple[int, Tuple[Any, ...]]] = {}  # see Sid
         self._sid_stacks: Dict[Sid, int] = {}  # what stacks and runs count while sampling, by Sid
         self._sid_runs: Dict[Sid, int] = {}
-        self._waits: Dict[Tuple[int, int], Tuple[Any, bool]] = {}  # (id(code), line) -> (code, waits there)
+        # (id(code), line) -> (code, waits there), for this window and the one before (take() drops
+        # the older): a code object no longer sampled is let go (see Sid for why it is kept at all).
+        self._waits: Dict[Tuple[int, int], Tuple[Any, bool]] = {}
+        self._waits_before: Dict[Tuple[int, int], Tuple[Any, bool]] = {}
 
     def sample(self) -> None:
         started = time.perf_counter()
@@ -173,7 +190,7 @@ class Sampler:
                 seen.sid = sid
                 parked = False
             if caught is not None:
-                caught.append(key)
+                caught.append(sid)
             if counts is not None:
                 lasti = frame.f_lasti
                 if parked and seen.pending and seen.lasti == lasti:
@@ -271,10 +288,18 @@ class Sampler:
         at = (id(code), line)  # not the code object: see Sid (the cache keeps it alive)
         known = self._waits.get(at)
         if known is None:
+            known = self._waits_before.get(at)
+            if known is not None:
+                self._waits[at] = known
+                return known[1]
             names = _names_on_line(code, line)
             # gevent's hub waits in its C loop's run() (eventlet's hub calls wait(): listed above).
             known = self._waits[at] = (code, bool(_WAIT_NAMES.intersection(names)) or ("run" in names and _is_hub_loop(code)))
         return known[1]
+
+    def stack(self, sid: Sid) -> Tuple[int, Tuple[Any, ...]]:
+        """``(ident, code objects)`` of a Sid this window counted (``caught``), until take()."""
+        return self._stack_of[sid]
 
     def take(self) -> Tuple[RawStacks, int, float]:
         """The counts so far, and start afresh: ``(stacks, ticks, busy seconds)``."""
@@ -287,6 +312,7 @@ class Sampler:
             key = stack_of[sid]
             self.runs[key] = self.runs.get(key, 0) + count
         self._sid_stacks, self._sid_runs = {}, {}
+        self._waits_before, self._waits = self._waits, {}
         stacks = self.stacks if self.clocks is None else weigh(self.stacks, self.runs, self.thread_cpu)
         taken = stacks, self.ticks, self.busy_seconds
         self.stacks, self.ticks, self.busy_seconds = {}, 0, 0.0
@@ -337,9 +363,12 @@ class Sampler:
         return taken
 
     def use_clocks(self, clocks: Optional[Dict[int, int]]) -> None:
-        """Per-thread CPU clocks for the next samples; threads that are gone are forgotten."""
+        """Per-thread CPU clocks for the next samples (None: none); threads that are gone are forgotten."""
         self.clocks = clocks
         if clocks is None:
+            alive = sys._current_frames()
+            for ident in [i for i in self._last if i not in alive]:
+                del self._last[ident]
             return
         for ident in [i for i in self._last if i not in clocks]:
             del self._last[ident]
@@ -446,22 +475,43 @@ def _names_on_line(code: Any, line: int) -> List[str]:
 
 
 class Names:
-    """Code object -> ``module.qualname``, and where it is defined; module found from the file."""
+    """Code object -> ``module.qualname``, and where it is defined; module found from the file.
+
+    A stream that lives long (export, top) calls ``forget`` once per report: code objects not
+    labelled in that report or the one before are let go, so the names it holds are bounded by
+    what two reports sampled, not by every code object the host ever ran (code made by exec or
+    eval in the host would otherwise be kept alive by the stream).
+    """
 
     def __init__(self) -> None:
-        self._labels: Dict[Any, str] = {}
+        # id(code) -> (code, label): by id, since hashing a code object hashes its bytecode and
+        # constants (see Sid); the entry holds the code object, so its id stays its own.
+        self._labels: Dict[int, Tuple[Any, str]] = {}
+        self._before: Dict[int, Tuple[Any, str]] = {}  # the previous report's, until the next forget
         self.where: Dict[str, Tuple[str, int]] = {}
         self._modules: Optional[Dict[str, str]] = None
 
     def label(self, code: Any) -> str:
-        label = self._labels.get(code)
-        if label is None:
-            qualname = getattr(code, "co_qualname", code.co_name)
-            module = self._module(code.co_filename)
-            label = "%s.%s" % (module, qualname) if module else "%s (%s)" % (qualname, code.co_filename)
-            self._labels[code] = label
-            self.where[label] = (code.co_filename, code.co_firstlineno)
-        return label
+        known = self._labels.get(id(code))
+        if known is None or known[0] is not code:
+            known = self._before.get(id(code))
+            if known is None or known[0] is not code:
+                qualname = getattr(code, "co_qualname", code.co_name)
+                module = self._module(code.co_filename)
+                label = "%s.%s" % (module, qualname) if module else "%s (%s)" % (qualname, code.co_filename)
+                known = (code, label)
+            self._labels[id(code)] = known
+            self.where.setdefault(known[1], (code.co_filename, code.co_firstlineno))
+        return known[1]
+
+    def forget(self, where: bool = True) -> None:
+        """A report is done: let go of the code objects not labelled since the previous call, and
+        (``where``) of the locations of labels not made since either (a recording keeps them: its
+        frames are located at its end)."""
+        self._before, self._labels = self._labels, {}
+        if where:
+            live = {label for _code, label in self._before.values()}
+            self.where = {label: at for label, at in self.where.items() if label in live}
 
     def _module(self, filename: str) -> Optional[str]:
         if self._modules is None or filename not in self._modules:

@@ -578,9 +578,9 @@ class Export(Stream):
                 due = rule.toggle(now)
             if now >= next_sample:
                 self._sample()
-                next_sample += sample_every
+                next_sample += sampling.jittered(sample_every)
                 if next_sample < now:  # fell behind (a long GIL wait): skip, do not burst
-                    next_sample = now + sample_every
+                    next_sample = now + sampling.jittered(sample_every)
             started = time.thread_time()
             self._flush(due)
             render_cpu += time.thread_time() - started
@@ -727,6 +727,7 @@ class Export(Stream):
         # The threads of the next interval; a thread started since counts from then on.
         self.sampler.use_clocks(cpu_clocks(native_ids()))
         _samples, functions = sampling.summarize(sampling.label_stacks(raw, 1.0, {}, self.names), self.names.where, _TOP)
+        self.names.forget()  # this report is done: code objects no longer sampled are let go
         return [[f["function"], round(f["self_percent"] / 100.0, 4)] for f in functions if f["self_samples"]]
 
     def _stats(self) -> Dict[str, Any]:
@@ -757,11 +758,14 @@ class _ProfileWindow:
         self.sampler.caught = [] if self.roots else None
         self.started = time.time()
         self.rounds: List[List[int]] = []
-        self.linked: Dict[Tuple[int, Tuple[Any, ...]], List[int]] = {}
+        self.linked: Dict[sampling.Sid, List[int]] = {}  # stack -> the rounds that caught it inside a root
         self.linked_samples = 0
         self.links_left_out = 0
         self.failed = 0
-        self._inside: Dict[int, Tuple[Tuple[Any, ...], bool]] = {}  # id(codes) -> (codes, a root function is on them)
+        # The stacks seen, by the sampler's Sid (ids of code objects: a tuple of code objects hashes
+        # every code object's fields anew) -> ((ident, codes), a root function is on them). The entry
+        # holds the code objects, so the ids in its Sid stay theirs.
+        self._inside: Dict[sampling.Sid, Tuple[Tuple[int, Tuple[Any, ...]], bool]] = {}
 
     def sample(self) -> None:
         sampler = self.sampler
@@ -775,18 +779,16 @@ class _ProfileWindow:
         kept = False
         inside = self._inside
         label = self.export.names.label
-        for key in caught:
-            codes = key[1]
-            # By identity: a parked thread's stack is the same tuple every round, and hashing a
-            # tuple of code objects hashes each code object's fields anew.
-            known = inside.get(id(codes))
-            if known is None or known[0] is not codes:
-                known = inside[id(codes)] = (codes, any(label(code) in self.roots for code in codes))
+        for sid in caught:
+            known = inside.get(sid)
+            if known is None:
+                key = sampler.stack(sid)
+                known = inside[sid] = (key, any(label(code) in self.roots for code in key[1]))
             if known[1]:
                 if self.linked_samples >= _LINKED_SAMPLES:
                     self.links_left_out += 1
                     continue
-                self.linked.setdefault(key, []).append(tick)
+                self.linked.setdefault(sid, []).append(tick)
                 self.linked_samples += 1
                 kept = True
         caught.clear()
@@ -805,7 +807,7 @@ class _ProfileWindow:
         frames, stacks, left_out = sampling.frames_and_stacks(detail, names, weigh, _PROFILE_BYTES)
         linked = [{"thread": thread_names.get(ident, str(ident)), "thread_id": ident,
                    "functions": [names.label(code) for code in codes], "ticks": rounds}
-                  for (ident, codes), rounds in self.linked.items()]
+                  for (ident, codes), rounds in ((self._inside[sid][0], rounds) for sid, rounds in self.linked.items())]
         event = {"kind": "profile", "time": self.started, "duration_s": round(now - self.started, 3), "ticks": ticks,
                  "rate_hz": self.export.profile_rate, "weighting": "cpu" if weigh else "wall",
                  "frames": frames, "stacks": stacks, "stacks_left_out": left_out,

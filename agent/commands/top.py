@@ -113,10 +113,10 @@ class Top(Stream):
         reports = 0
         while not self.cancelled:
             self.sampler.sample()
-            next_tick += period
+            next_tick += sampling.jittered(period)
             now = time.monotonic()
             if next_tick < now:  # fell behind (a long GIL wait): skip, do not burst
-                next_tick = now + period
+                next_tick = now + sampling.jittered(period)
             if now >= next_report or (end is not None and now >= end):
                 stacks = window.close(self.names, self.rate, self.detail if self.record is not None else None)
                 if self.record is not None:
@@ -132,6 +132,8 @@ class Top(Stream):
                 else:
                     self.emit(window.summary(stacks, self.names, self.rows, self.with_stacks))
                     reports += 1
+                # Code objects no longer sampled are let go; a recording keeps its labels' locations.
+                self.names.forget(where=self.record is None)
                 if end is not None and now >= end:
                     if self.record is not None:
                         self.emit(self.profile(now - started, window))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -188,6 +189,57 @@ def test_sampler_parked_thread_and_generator() -> None:
         release.set()
         thread.join(5)
     assert sampling._RESUMABLE & gen.__code__.co_flags
+
+
+def test_sampler_lets_go_of_code_objects_no_longer_sampled() -> None:
+    """A long export stream meets ever new code objects (code the host makes with exec or eval):
+    the sampler's wait cache and Names keep what the last two reports sampled, not every code
+    object ever seen, and let the rest go."""
+    from peeka_agent import threadids
+
+    if not threadids.can_read_cpu_clocks():
+        pytest.skip("no per-thread CPU clocks here (Linux only)")
+    sampler = sampling.Sampler()
+    sampler.skip = frozenset({threading.get_ident()})
+    names = sampling.Names()
+    per_report, reports = 40, 4
+    bound = 2 * (per_report + 10)  # two reports' code objects (and threading's own)
+    first: list[Any] = []  # weak references to the first report's code objects
+    for report in range(reports):
+        gate = threading.Lock()
+        gate.acquire()
+        threads = []
+        for n in range(per_report):
+            # Each waits in its own code object (innermost, at a lock's acquire), then lets the next go.
+            space: dict[str, Any] = {"gate": gate}
+            name = f"f_{report}_{n}"
+            exec(compile(f"def {name}():\n    gate.acquire(timeout=5)\n    gate.release()\n", f"<made {n}>", "exec"), space)
+            if report == 0:
+                first.append(weakref.ref(space[name].__code__))
+            threads.append(threading.Thread(target=space.pop(name), daemon=True))
+            threads[-1].start()
+        del space
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(  # every one at its acquire
+                getattr(sys._current_frames().get(t.ident), "f_code", None) is t._target.__code__ for t in threads):  # type: ignore[attr-defined]
+            time.sleep(0.005)
+        ids = threadids.native_ids()
+        sampler.use_clocks({t.ident: threadids.cpu_clock(ids[t.ident]) for t in threads})  # type: ignore[index]
+        sampler.caught = []
+        sampler.sample()
+        made = {names.label(codes[0]) for _ident, codes in map(sampler.stack, sampler.caught)} - {""}
+        assert len({label for label in made if label.startswith(f"f_{report}_")}) == per_report, made
+        sampler.take()
+        assert sum(1 for _code, waits in sampler._waits_before.values() if waits) >= per_report
+        names.forget()
+        gate.release()
+        for t in threads:
+            t.join(5)
+        assert len(names._labels) + len(names._before) <= bound
+        assert len(names.where) <= bound
+        assert len(sampler._waits) + len(sampler._waits_before) <= bound
+    sampler.use_clocks({})  # the threads are gone
+    assert all(ref() is None for ref in first), "the first report's code objects are still held"
 
 
 def test_cycles() -> None:
