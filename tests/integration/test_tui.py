@@ -456,6 +456,67 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any) -> None:
     assert taken and all(taken.values()), f"differ (this run's in {shown_dir}): {[n for n, same in taken.items() if not same]}"
 
 
+def runnable_threads(pid: int, samples: int = 10) -> dict[str, int]:
+    """How often each thread of ``pid`` was running or ready to run (state R in its /proc stat) over
+    ``samples`` looks 0.1 s apart: the saturation's ground truth (the CPU it gets depends on what
+    else the machine runs)."""
+    seen: dict[str, int] = {}
+    for _ in range(samples):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                name = (task / "comm").read_text().strip()
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            seen[name] = seen.get(name, 0) + (state == "R")
+        time.sleep(0.1)
+    return seen
+
+
+def test_saturated_target(spawn: Any) -> None:
+    """The TUI against a target whose threads keep both cores busy (burner holding the GIL, two
+    hashers outside it): views switch and fill, a watch starts and its calls arrive, quitting
+    removes the probe. (One version: what is tested is the TUI's responsiveness.)"""
+    tmp = tempfile.mkdtemp(prefix="pk-")  # short: a Unix socket path has ~100 bytes
+    target = spawn(python_for(CLIENT_ONLY), "tui_target.py", "saturate", env={"TMPDIR": tmp, "PYTHONDONTWRITEBYTECODE": "1"})
+    client, report = attach(target.pid, timeout=30)
+    # Two threads at least want a core nearly all the time (the hashers; burner too while it has the GIL).
+    runnable = runnable_threads(target.pid)
+    assert sum(1 for name in ("hasher-0", "hasher-1", "burner") if runnable.get(name, 0) >= 7) >= 2, runnable
+    saturated = Attached(target, CLIENT_ONLY, report.method)
+    session = Session(client)
+
+    async def scenario() -> None:
+        app = PeekaApp(session)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.query_one("#threads-table")
+            await until(pilot, lambda: {"burner", "hasher-0", "hasher-1"} <= {r[0] for r in cells(table)}, "the threads")
+            await pilot.press("2")
+            top = app.query_one("#top-table")
+            await until(pilot, lambda: "__main__.crunch" in [r[2] for r in cells(top)], "crunch in Top")
+            await pilot.press("3")
+            await until(pilot, lambda: "__main__.Basket" in [r[0] for r in cells(app.query_one("#memory-types"))], "the census")
+            await pilot.press("4")
+            app.query_one("#watch-pattern").value = "__main__.place_order"
+            await pilot.press("enter")
+            calls = app.query_one("#watch-table")
+            await until(pilot, lambda: len(cells(calls)) >= 3, "three watched calls")
+            assert all(r[1] == "__main__.place_order" for r in cells(calls))
+            await pilot.press("escape", "escape", "1")
+            await until(pilot, lambda: app.current == "threads" and cells(table), "the threads again")
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running, "the app gone")
+
+    try:
+        asyncio.run(scenario())
+        assert session.closed
+        assert probes_left(saturated) == []
+        assert target.alive()
+    finally:
+        target.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_census_sampled_to_its_budget(steady: Attached) -> None:
     """The Memory view's census at each 1 s refresh (``sample``): a heap too big for the time is
     sampled, every k-th object counted k times, said so, with estimates near the target's exact counts
@@ -475,6 +536,7 @@ def test_census_sampled_to_its_budget(steady: Attached) -> None:
     assert 0 < census["gil_hold_max_seconds"] <= census["seconds"] < whole["census"]["seconds"]
 
 
+@pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)  # the client's behaviour: one version
 def test_errors_show_in_the_status_line(attached: Attached) -> None:
     """A refused pattern, then the agent detached from elsewhere: the status line says so, the app runs on."""
     session = Session(attached.client())
@@ -541,6 +603,7 @@ class Terminal:
         subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
+@pytest.mark.parametrize("attached", [CLIENT_ONLY], indirect=True)  # the client's behaviour: one version
 def test_end_to_end_in_tmux(attached: Attached, tmp_path: Any) -> None:
     """The real `peeka tui PID` in a 160x45 tmux terminal: switch views, start a watch, quit; no probe is left."""
     term = Terminal(tmp_path)

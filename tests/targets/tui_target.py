@@ -12,12 +12,17 @@
     thread "holder"   holds HELD (an RLock) for ever; thread "stuck" waits for it (blocked, not a cycle)
     threads "deadlock-a"/"deadlock-b"  each holds one RLock and waits for the other's (a cycle)
 
+With the argument "saturate": threads "hasher-0" and "hasher-1" hash 1 MiB buffers in a loop
+(hashlib releases the GIL while it hashes), so with burner the process keeps both cores busy.
+
 Prints "ready" once all run; runs until killed.
 """
 
 import asyncio
+import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -72,6 +77,12 @@ def napper():
         time.sleep(0.1)
 
 
+def hasher():
+    block = os.urandom(1 << 20)
+    while True:
+        hashlib.sha256(block).digest()
+
+
 async def _tick():
     while True:
         await asyncio.sleep(0.05)
@@ -90,6 +101,9 @@ def main():
     threading.Thread(target=burner, name="burner", daemon=True).start()
     threading.Thread(target=orders, name="orders", daemon=False).start()
     threading.Thread(target=napper, name="napper", daemon=True).start()
+    if "saturate" in sys.argv[1:]:
+        for n in range(2):
+            threading.Thread(target=hasher, name="hasher-%d" % n, daemon=True).start()
     print("ready", os.getpid(), flush=True)
     while True:
         time.sleep(0.05)
