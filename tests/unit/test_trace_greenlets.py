@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-
 from peeka_agent import probes, switches
 from peeka_agent.commands import trace
 
