@@ -61,15 +61,17 @@ def reader(sock):
     sock.recv(100)
 
 
-def client(port, sleep):
+def client(port, sleep, path="/work", pause=0.005):
+    """Requests ``path`` again and again over one keep-alive connection, ``pause`` s apart (None: none)."""
     conn = socket.create_connection(("127.0.0.1", port))
-    request = b"GET /work HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()
     while True:
         conn.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
             data += conn.recv(4096)
-        sleep(0.005)
+        if pause is not None:
+            sleep(pause)
 
 
 def burn(seconds):

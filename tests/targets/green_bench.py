@@ -29,6 +29,8 @@ else:
 import os  # noqa: E402
 import socket  # noqa: E402
 
+import green_app  # noqa: E402  (its client greenlet)
+
 REQUESTS = [0]
 
 
@@ -53,16 +55,6 @@ def app(environ, start_response):
     return [body]
 
 
-def client(port):
-    conn = socket.create_connection(("127.0.0.1", port))
-    request = b"GET /light HTTP/1.1\r\nHost: x\r\n\r\n"
-    while True:
-        conn.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
-            data += conn.recv(4096)
-
-
 def main():
     # Accepted sockets inherit TCP_NODELAY: without it the server's header and body writes wait
     # for the client's delayed ACK (~100 requests/s in all).
@@ -77,7 +69,7 @@ def main():
         workers = []
     else:
         workers = [spawn(eventlet.wsgi.server, listener, app, log_output=False)]
-    workers += [spawn(client, port) for _ in range(4)]
+    workers += [spawn(green_app.client, port, sleep, "/light", None) for _ in range(4)]
     sleep(0.1)
     print("ready", os.getpid(), port, flush=True)
     for w in workers:
