@@ -12,7 +12,7 @@
     thread "holder"   holds HELD (an RLock) for ever; thread "stuck" waits for it (blocked, not a cycle)
     threads "deadlock-a"/"deadlock-b"  each holds one RLock and waits for the other's (a cycle)
 
-With the argument "saturate": threads "hasher-0" and "hasher-1" hash 1 MiB buffers in a loop
+With the argument "saturate": threads "hasher-0" and "hasher-1" hash 16 MiB buffers in a loop
 (hashlib releases the GIL while it hashes), so with burner the process keeps both cores busy.
 
 Prints "ready" once all run; runs until killed.
@@ -78,7 +78,7 @@ def napper():
 
 
 def hasher():
-    block = os.urandom(1 << 20)
+    block = os.urandom(16 << 20)  # ~10 ms or more per digest outside the GIL, a few ms waiting for it
     while True:
         hashlib.sha256(block).digest()
 
