@@ -147,6 +147,9 @@ Hello = _message("Hello", "hello", (
     ("agent_started", _REQUIRED), ("socket_path", _REQUIRED),
     # how the agent was attached: read_only, audit_file, audit_log (attach --read-only/--audit-file/--audit-log)
     ("read_only", False), ("audit_file", None), ("audit_log", False),
+    # attached_by: the front end (one of FRONTENDS) whose attach started this agent; None when unknown.
+    # An exporter leaves on its exit only an agent an exporter attached (someone else's keeps serving).
+    ("attached_by", None),
 ))
 # frontend: who asks (one of FRONTENDS; the audit trail records it). read_only: the client holds
 # itself to requests that change nothing in the target; the agent refuses the others (REFUSED_READ_ONLY).

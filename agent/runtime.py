@@ -384,6 +384,8 @@ class Agent:
         self.send_stall_timeout = float(limits.get("send_stall_timeout", protocol.SEND_STALL_TIMEOUT))
         _HURRY.interval = float(limits.get("serve_switch_interval", protocol.SERVE_SWITCH_INTERVAL))
         self.read_only = bool(config.get("read_only"))  # attach --read-only: every client held to read-only
+        attached_by = config.get("attached_by")
+        self.attached_by = attached_by if attached_by in protocol.FRONTENDS else None
         self.audit = Trail(config)
         self.started = time.time()
         self._start_time = _process_start_time()  # once: each /proc read hands the GIL over
@@ -473,6 +475,7 @@ class Agent:
             read_only=self.read_only,
             audit_file=self.audit.file_path,
             audit_log=self.audit.log,
+            attached_by=self.attached_by,
         )
 
     def _make_room(self) -> None:

@@ -6,7 +6,8 @@ and sessions that ended; a target that is gone keeps ``peeka_target_up 0`` for `
 seconds (default 300), then its series leave /metrics and /healthz (pre-fork servers replace workers
 all day: pid-labelled series must not grow without bound).
 SIGTERM/SIGINT: stop every stream (the agent's last batch is flushed), flush the export queues,
-detach the agents (unless ``keep_agent``) and return 0.
+detach the agents an exporter attached (unless ``keep_agent``; an agent someone else attached keeps
+serving its other clients) and return 0.
 """
 
 from __future__ import annotations
@@ -263,6 +264,14 @@ class Exporter:
 
             for s in sessions:
                 if os.path.exists(f"/proc/{s.pid}") and s.client is not None:
+                    hello = s.client.hello
+                    by = getattr(hello, "attached_by", None)
+                    if not s.attached_here and by != "export":
+                        # Someone else's agent (`peeka attach`, maybe read-only or audited, maybe
+                        # serving other clients): our probes went with our stream; the agent stays.
+                        self.out(f"peeka export: left the agent in {s.pid} running "
+                                 f"(attached by {by or 'another client'}, not by an exporter)")
+                        continue
                     try:
                         detach(s.pid, timeout=5.0)
                     except Exception as exc:

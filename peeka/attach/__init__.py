@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .. import frontend
 from ..client import AgentClient
 from ..errors import AgentUnavailable, AttachFailed, AttachTimeout, PeekaError, PermissionDenied, UsageError
 from ..process import TargetProcess
@@ -173,7 +174,8 @@ def attach(pid: int, method: str = "auto", timeout: float = 10.0, role: ClientRo
         try:
             # After a sys.remote_exec request that did not run, it may still run later.
             pending = "remote-exec" in candidates[:i]
-            detail = _inject(target, name, max(0.5, deadline - time.monotonic()), pending, mode or ORDINARY)
+            detail = _inject(target, name, max(0.5, deadline - time.monotonic()), pending, mode or ORDINARY,
+                             role.frontend or frontend.current().frontend)
         except PeekaError as exc:
             errors.append(exc)
             if i + 1 < len(candidates) and _can_fall_back(name):
@@ -203,14 +205,14 @@ def _can_fall_back(method: str) -> bool:
 
 
 def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_exec: bool = False,
-            mode: AgentMode = ORDINARY) -> str:
+            mode: AgentMode = ORDINARY, attached_by: str | None = None) -> str:
     """Ship the agent's files and have the target run them; returns how it was done."""
     if method == "remote-exec":
         from .remote_exec import RemoteExec
 
         request = RemoteExec(target).start()  # the caller interpreter starts up while we ship
         try:
-            launch = files.ship(target, method, mode=mode._asdict())
+            launch = files.ship(target, method, mode=mode._asdict(), attached_by=attached_by)
         except BaseException:
             request.cancel()
             raise
@@ -220,7 +222,7 @@ def _inject(target: TargetProcess, method: str, timeout: float, pending_remote_e
 
     gdb = start_gdb(target)  # gdb loads (the longest step of a gdb attach) while we ship
     try:
-        launch = files.ship(target, method, pending_remote_exec, mode._asdict())
+        launch = files.ship(target, method, pending_remote_exec, mode._asdict(), attached_by)
     except BaseException:
         gdb.cancel()
         raise

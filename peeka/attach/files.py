@@ -48,11 +48,13 @@ def agent_sources() -> dict[str, str]:
 
 
 def agent_config(target: TargetProcess, method: str, pending_remote_exec: bool = False,
-                 mode: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``mode``: attach's AgentMode as a dict (read_only, audit_file, audit_log)."""
+                 mode: dict[str, Any] | None = None, attached_by: str | None = None) -> dict[str, Any]:
+    """``mode``: attach's AgentMode as a dict (read_only, audit_file, audit_log); ``attached_by``:
+    the front end attaching (the agent reports it in its hello)."""
     limits = agent_limits()
     return {
         **(mode or {}),
+        "attached_by": attached_by,
         "module": AGENT_MODULE,
         "sources": agent_sources(),
         "socket_path": target.socket_path,
@@ -79,9 +81,9 @@ def launch_source(config: dict[str, Any]) -> str:
 
 
 def ship(target: TargetProcess, method: str, pending_remote_exec: bool = False,
-         mode: dict[str, Any] | None = None) -> str:
+         mode: dict[str, Any] | None = None, attached_by: str | None = None) -> str:
     """Write the agent into the target's filesystem; returns launch.py's path in the target's namespace."""
-    config = agent_config(target, method, pending_remote_exec, mode)
+    config = agent_config(target, method, pending_remote_exec, mode, attached_by)
     final = Path(target.host_path(target.files_dir))
     parent = final.parent
     # Build beside the final place, then rename: two CLIs attaching at once never see half a copy.

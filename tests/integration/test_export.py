@@ -477,12 +477,24 @@ def test_bad_input_is_refused_with_what_to_do(spawn, exporters, tmp_path) -> Non
     # A pattern that matches nothing in the target: the exporter runs on, says why in /healthz and on
     # the console, and keeps retrying (the module may be imported later).
     shop = Shop(spawn, "3.14", tmp_path / "port")
+    # Someone attached first, read-only with an audit file: the exporter must leave that agent be.
+    audit = tmp_path / "audit.jsonl"
+    out = peeka_cli("attach", str(shop.pid), "--read-only", "--audit-file", str(audit))
+    assert out.returncode == 0, out.stderr
     exp = exporters("--pid", str(shop.pid), "--watch", "flaskshop.nothing_here")
     t = wait_for(lambda: (exp.target(shop.pid) or {}).get("error"), 30, "the refusal in /healthz")
     assert "no loaded function matches 'flaskshop.nothing_here'" in t and "peeka sm" in t
     assert exp.sample("peeka_target_up", pid=str(shop.pid)) == 0
     wait_for(lambda: "no loaded function matches" in exp.output(), 10, "the refusal on the console")
     assert exp.stop() == 0
+    assert agent_loaded(shop.pid) and f"left the agent in {shop.pid} running (attached by cli" in exp.output()
+    # ... still in the mode it was attached in, and still auditing.
+    out = peeka_cli("attach", str(shop.pid), "--read-only", "--audit-file", str(audit))
+    assert out.returncode == 0, out.stderr
+    assert peeka_cli("detach", str(shop.pid)).returncode == 0
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert any(e["frontend"] == "export" and e["command"] == "export" for e in entries)
+    assert entries[-1]["command"] == "detach"  # the trail was written until our own detach
 
 
 def _rotel_binary() -> Path | None:
