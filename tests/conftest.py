@@ -2,6 +2,11 @@
 
 Targets are real scripts started under each interpreter; they print ``ready`` on stdout when set
 up, and are always torn down terminate -> kill -> wait.
+
+The suite runs in two phases (scripts/test.sh; README, "Testing"): ``--phase parallel`` runs the
+tests marked ``parallel`` (a module's pytestmark, or one test) and not ``timing``, spread over
+pytest-xdist workers; ``--phase serial`` runs every other test alone. Unmarked tests are serial,
+so a new module is safe until someone has read its assertions.
 """
 
 from __future__ import annotations
@@ -177,6 +182,57 @@ def thread_count(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError(f"/proc/{pid}/status has no Threads line")
+
+
+PHASES = ("all", "parallel", "serial")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--phase", choices=PHASES, default="all",
+                     help="parallel: only tests marked parallel and not timing (for pytest-xdist); serial: only "
+                          "the others; all (the default): every test")
+
+
+def runs_in_parallel(item: pytest.Item) -> bool:
+    """Marked parallel (its module's pytestmark, or itself), and not timing: it may run beside other tests."""
+    return item.get_closest_marker("parallel") is not None and item.get_closest_marker("timing") is None
+
+
+def shared_group(item: pytest.Item) -> str | None:
+    """What ties this test to others on one xdist worker: the module-, package- or session-scoped
+    fixtures of the suite's own that it uses (a target per module and version, for one), with their
+    parameters. Tests sharing one run on one worker, in collection order, so each such fixture is
+    set up once and tests that build on an earlier one's state (test_audit.py) still follow it;
+    every other test is scheduled on its own."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    shared = []
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name)
+        # baseid "" is a plugin's fixture (anyio's, hypothesis'): not a target of ours.
+        if defs and defs[-1].scope in ("module", "package", "session") and defs[-1].baseid:
+            shared.append(f"{name}={params[name]}" if name in params else name)
+    if not shared:
+        return None
+    return f"{item.path.name}:{','.join(sorted(shared))}"  # module names are unique (test_suite_layout.py)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    phase = config.getoption("--phase")
+    if phase != "all":
+        keep = [item for item in items if runs_in_parallel(item) == (phase == "parallel")]
+        dropped = [item for item in items if runs_in_parallel(item) != (phase == "parallel")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = keep
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            group = shared_group(item)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

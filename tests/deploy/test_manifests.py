@@ -43,7 +43,7 @@ from deploy_support import (
     tool,
 )
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.parallel]
 
 
 def test_there_are_overlays() -> None:

@@ -39,7 +39,7 @@ import pytest
 from conftest import ROOT, python_for
 from deploy_support import DEPLOY, documents, find, sidecar, tool
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90), pytest.mark.parallel]
 
 OVERLAY = "sidecar"
 CONFIG_MOUNT = "/mnt/config"  # where the sidecar's mount namespace sees the ConfigMap's files

@@ -19,7 +19,7 @@ from conftest import python_for, thread_count
 from peeka.attach import attach, detach
 from peeka.errors import AgentBusy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 
 FIRST_REQUEST = 2.0
 IDLE = 3.0

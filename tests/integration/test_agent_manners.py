@@ -16,7 +16,7 @@ from conftest import ROOT, peeka_cli, python_for
 
 from peeka.attach import attach, detach
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 
 def _status(pid: int, key: str) -> int:

@@ -19,7 +19,7 @@ from peeka.attach import gdb_binary
 from peeka.attach.sched import BlockedWatch
 from peeka.process import TargetProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 STATES = ("busy", "sleep", "blocked", "pause", "contention")
 
@@ -270,6 +270,7 @@ def test_ptrace_refused_is_diagnosed(spawn, version: str) -> None:
     assert target.stop() == ""
 
 
+@pytest.mark.timing  # a 0.15 s sleep window read from the kernel's scheduler counters
 @pytest.mark.parametrize(("state", "blocked"), [("busy", False), ("sleep", False), ("blocked", True), ("pause", True)])
 def test_blocked_watch_tells_a_main_thread_that_never_wakes(spawn, state: str, blocked: bool) -> None:
     # What lets auto attach give up on sys.remote_exec early: the kernel's view of the main

@@ -33,7 +33,7 @@ from peeka.client import AgentClient
 from peeka.errors import AgentBusy, ReadOnly, UsageError
 from peeka.process import TargetProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 CLI_VERSIONS = ("3.9", "3.14")  # where the CLI's own runs (audit --follow, a refused CLI command) are checked
 MCP_ADVICE = "read-only: start the server with --allow-changes to permit this"

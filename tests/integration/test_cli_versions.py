@@ -16,6 +16,8 @@ from conftest import ROOT, VERSIONS, Target, peeka_cli
 
 from peeka.cli import COMMANDS
 
+pytestmark = pytest.mark.parallel
+
 CLIENTS = {v: ROOT / (".venv" + v.replace(".", "")) / "bin" / "python" for v in VERSIONS}
 OWN = f"{sys.version_info[0]}.{sys.version_info[1]}"
 CLIENTS[OWN] = ROOT / ".venv" / "bin" / "python"

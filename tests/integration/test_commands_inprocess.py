@@ -24,7 +24,7 @@ from peeka.client import AgentClient
 from peeka.errors import UsageError
 from peeka.process import TargetProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 TARGET = ROOT / "tests" / "targets" / "cmd_target.py"
 WORKERS_FILE = str(ROOT / "tests" / "targets" / "cmdapp" / "workers.py")

@@ -30,7 +30,7 @@ from oteltest.sink.handler import RequestHandler  # noqa: E402
 
 from peeka.process import TargetProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.parallel]
 LOG = logging.getLogger("peeka-test-sink")
 VENV314 = ROOT / ".venv314" / "bin" / "python"
 

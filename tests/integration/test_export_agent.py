@@ -16,7 +16,7 @@ from test_export import http_get
 from peeka.attach import attach, detach
 from peeka.errors import UsageError
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90), pytest.mark.parallel]
 
 
 def collect(stream: Any, until: Any, timeout: float = 20.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -27,7 +27,7 @@ from test_export import ExportProcess, wait_for
 
 from peeka.attach import attach, detach
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150), pytest.mark.timing]
 WINDOW = 0.25  # s per throughput window the target reports
 ALLOWED_LOSS = 0.10  # budget 5%, plus noise on a shared machine
 

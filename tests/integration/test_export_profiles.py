@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.profiles.v1development import profiles_servic
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service  # noqa: E402
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as trace_grpc  # noqa: E402
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150), pytest.mark.parallel]
 
 
 class Received:

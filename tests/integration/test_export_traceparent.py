@@ -13,7 +13,7 @@ import pytest
 from conftest import python_for, target_site_env, target_web_env
 from test_export import Sink, exporters, wait_for  # noqa: F401  (exporters: a fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150), pytest.mark.parallel]
 
 CASES = [("flask", "3.12", "flask_target.py", "flaskshop.views.get_item", "/items/{}", "/items/<int:item_id>"),
          ("flask", "3.9", "flask_target.py", "flaskshop.views.get_item", "/items/{}", "/items/<int:item_id>"),

@@ -31,7 +31,7 @@ from peeka.client import AgentClient
 from peeka.errors import PeekaError
 from peeka.process import TargetProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]
 SOURCES = [source for _, source in escape_corpus.HOSTILE]
 CHUNK = 110  # watch streams started at once on one connection
 STALL_MARGIN = 0.1  # s beyond the run's own baseline stalls

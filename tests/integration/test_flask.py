@@ -13,7 +13,7 @@ import pytest
 from conftest import VERSIONS, peeka_cli, python_for, target_site_env
 from test_instrument import CliStream, child, http_get, value
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 
 class FlaskApp:

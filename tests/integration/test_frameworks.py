@@ -28,7 +28,7 @@ from test_instrument import SETTLE, http_get
 from peeka.client import AgentClient
 from peeka.process import TargetProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.parallel]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "targets"))
 from webshop.work import SLEEP_MS, SPIN_MS  # noqa: E402

@@ -42,6 +42,7 @@ from peeka.process import TargetProcess
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ptrace injection is Linux-only"),
+    pytest.mark.parallel,
 ]
 
 STATES = ("busy", "sleep", "event", "pause", "contention")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, peeka_cli, python_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 FAST = ("3.9", "3.12", "3.14")
 CHEAP = ("3.9", "3.11", "3.12", "3.13", "3.14")
@@ -436,6 +436,7 @@ def test_two_clients_watch_different_functions(app_factory, version: str) -> Non
 
 
 # ---------------------------------------------------------------- a client that does not read
+@pytest.mark.timing  # the host's time per call bounded
 @pytest.mark.parametrize("version", ("3.12", "3.14"))
 def test_slow_client_drops_are_counted_and_the_target_never_waits(app_factory, version: str) -> None:
     app = app_factory(version)

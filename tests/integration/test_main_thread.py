@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from conftest import ROOT, VERSIONS, Target, peeka_cli, python_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.parallel]
 
 
 def _threads(pid: int, *extra: str) -> dict:
@@ -25,6 +25,7 @@ def _threads(pid: int, *extra: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.timing  # the main thread's CPU % (spinning > 8, sleeping < 5)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_main_thread_named_with_its_native_id(version: str) -> None:
     python = python_for(version)

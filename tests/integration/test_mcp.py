@@ -33,7 +33,7 @@ if sys.version_info < (3, 10):
 import anyio  # noqa: E402
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 TOOLS = {"ps", "thread", "top", "memory", "inspect", "sc", "sm", "source", "tasks", "logger", "watch", "trace",
          "stack", "monitor", "tt", "reset", "detach"}

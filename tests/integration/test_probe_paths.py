@@ -25,7 +25,7 @@ from peeka_agent import protocol
 from peeka.client import AgentClient
 from peeka.process import TargetProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parallel]
 
 
 @pytest.fixture(scope="module", params=VERSIONS)

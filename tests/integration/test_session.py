@@ -26,7 +26,7 @@ from peeka.errors import AgentUnavailable, UsageError
 from peeka.process import TargetProcess
 from peeka.session import Session, StreamEnd
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.parallel]
 
 TUI_VERSIONS = ("3.12", "3.14")  # gdb and remote_exec attaches; the client is this test's venv
 

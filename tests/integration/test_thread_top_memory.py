@@ -26,7 +26,7 @@ from test_commands_inprocess import CmdTarget  # in-process agent targets, as th
 
 from peeka.client import AgentClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.timing]
 
 TARGET_FILE = str(ROOT / "tests" / "targets" / "runtime_app.py")
 THIS_VERSION = "{}.{}".format(*sys.version_info[:2])

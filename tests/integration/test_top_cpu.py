@@ -28,7 +28,7 @@ from test_commands_inprocess import CmdTarget
 
 from peeka.client import AgentClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.timing]
 
 WAITERS = ("sleeper", "selector_wait", "poller_wait", "getter", "locker", "acceptor", "receiver",
            "idle_loop", "EpollSelector.select", "selectors.select", "Condition.wait", "threading.wait")

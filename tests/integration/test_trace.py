@@ -23,7 +23,7 @@ from test_commands_inprocess import CmdTarget
 
 from peeka.client import AgentClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.parallel]
 
 
 class TraceTarget(CmdTarget):

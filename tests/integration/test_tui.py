@@ -34,7 +34,7 @@ from peeka.tui.app import PICK, PeekaApp
 from peeka.tui.picker import PickerApp
 from peeka.tui.views import memory as memory_view
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.timing]
 attached = test_session.attached  # the real attach per version, shared fixture (a target per module)
 
 SIZE = (160, 45)

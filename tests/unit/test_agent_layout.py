@@ -7,6 +7,10 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.parallel
+
 AGENT = Path(__file__).resolve().parents[2] / "agent"
 COMMANDS = {p.stem for p in (AGENT / "commands").glob("*.py") if p.stem != "__init__"}
 

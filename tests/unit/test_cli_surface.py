@@ -12,6 +12,8 @@ from conftest import peeka_cli
 from peeka.cli import COMMANDS, build_app
 from peeka.options import ATTACH_OPTIONS, PROBE_OPTIONS, SHARED_OPTIONS
 
+pytestmark = pytest.mark.parallel
+
 PROBE_COMMANDS = ("watch", "trace", "stack", "monitor", "tt")
 NEVER_ATTACH = ("ps", "reset", "detach", "mcp", "audit")  # they list processes, act on an agent only if one runs, or serve
 NO_PID = "2147483646"  # above any pid_max: no such process, so the error path runs without a target

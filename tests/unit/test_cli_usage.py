@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import peeka_cli
 
+pytestmark = pytest.mark.parallel
+
 
 @pytest.mark.parametrize(
     ("args", "fragment"),

@@ -14,6 +14,8 @@ import pytest
 from peeka.attach import codecache
 from peeka.process import TargetProcess
 
+pytestmark = pytest.mark.parallel
+
 
 @pytest.fixture
 def target():

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from peeka.errors import UsageError
 
+pytestmark = pytest.mark.parallel
+
 HELLO = {"pid": 4242, "python_version": "3.14.0 (main, Oct  7 2025)", "implementation": "CPython",
          "executable": "/usr/bin/python3.14", "argv": ["/srv/shop/app.py", "--port", "8000"]}
 BATCH = [

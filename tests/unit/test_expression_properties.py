@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from peeka_agent import expressions
 from peeka_agent.expressions import Expression, ExpressionError
 
+pytestmark = pytest.mark.parallel
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import escape_corpus  # noqa: E402
 

@@ -12,6 +12,8 @@ import pytest
 from peeka_agent import expressions
 from peeka_agent.expressions import Expression, ExpressionError
 
+pytestmark = pytest.mark.parallel
+
 
 def both(source: str, names: dict | None = None, unsafe: bool = False) -> object:
     """The value (or the ExpressionError) of ``source``, interpreted and compiled: they must agree."""

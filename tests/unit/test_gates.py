@@ -11,6 +11,8 @@ import pytest
 from peeka_agent import observe
 from peeka_agent.probes import Call
 
+pytestmark = pytest.mark.parallel
+
 
 class _Probe:
     def __init__(self) -> None:

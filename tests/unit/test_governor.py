@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from peeka_agent.governor import (
     DUTY_MIN,
     MAX_SLOWER,
@@ -13,6 +14,8 @@ from peeka_agent.governor import (
     plan,
     slower,
 )
+
+pytestmark = pytest.mark.parallel
 
 MS = 1e6  # ns
 

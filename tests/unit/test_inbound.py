@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from peeka_agent.inbound import inbound, parse_traceparent
+
+pytestmark = pytest.mark.parallel
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -8,6 +8,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.parallel
+
 
 def test_ruff_is_clean() -> None:
     pytest.importorskip("ruff", reason="ruff is in the test extras")

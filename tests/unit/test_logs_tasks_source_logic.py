@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from peeka_agent.commands import CommandError, logger, source, tasks
 
+pytestmark = pytest.mark.parallel
+
 # ---------------------------------------------------------------- logger
 
 

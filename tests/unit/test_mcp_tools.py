@@ -11,6 +11,8 @@ from peeka.errors import UsageError
 from peeka.mcp.tools import TOOLS, input_schema, invocation
 from peeka.options import MCP_MAX_STREAM_TIMEOUT, MCP_STREAM_TIMEOUT, MCP_TOP_WINDOW
 
+pytestmark = pytest.mark.parallel
+
 
 def test_every_diagnostic_verb_is_a_tool() -> None:
     # attach is implicit in every tool; export, tui and mcp itself are front ends, not diagnostics.

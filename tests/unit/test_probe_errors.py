@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from peeka_agent import probes, protocol, streams
+
+pytestmark = pytest.mark.parallel
 
 
 def probed(x: int) -> int:

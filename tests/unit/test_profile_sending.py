@@ -9,6 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.profiles.v1development.profiles_service_pb2 import (
     ExportProfilesServiceRequest,
 )
@@ -22,6 +23,8 @@ from peeka_exporters.profiles import (
     otlp_request,
 )
 from peeka_exporters.translate import SpanRecord
+
+pytestmark = pytest.mark.parallel
 
 TRACE = 0xABC
 
@@ -153,6 +156,7 @@ class Flaky:
         self.server.server_close()
 
 
+@pytest.mark.timing  # the puts' time bounded (0.5 s)
 def test_an_outage_is_retried_with_backoff_bounded_and_never_blocks() -> None:
     backend = Flaky()
     queue = ProfileQueue([Pyroscope(backend.url, {})], {"process.pid": 7}, "shop", None, grace=0.0)

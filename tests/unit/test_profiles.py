@@ -11,6 +11,8 @@ from profile_readers import PprofView, decode_pprof, go_pprof, validate_speedsco
 
 from peeka.profiles import Frame, Profile, Sample, to_collapsed, to_pprof, to_speedscope
 
+pytestmark = pytest.mark.parallel
+
 HOT = Frame("shop.checkout.price", "/srv/shop/checkout.py", 40, 47)
 LOOP = Frame("shop.checkout.run", "/srv/shop/checkout.py", 60, 66)
 WAIT = Frame("selectors.EpollSelector.select", "/usr/lib/python3.11/selectors.py", 451, 469)

@@ -8,6 +8,8 @@ import struct
 import pytest
 from peeka_agent import protocol
 
+pytestmark = pytest.mark.parallel
+
 
 def test_round_trip_every_message_type() -> None:
     messages = [

@@ -16,6 +16,8 @@ from peeka.errors import ReadOnly
 from peeka.frontend import Call, running
 from peeka.process import TargetProcess
 
+pytestmark = pytest.mark.parallel
+
 
 @pytest.mark.parametrize("command, args, fragment", [
     ("logger", {"name": "app", "level": "DEBUG"}, "setting logger app's level to DEBUG"),

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from peeka_agent import locks, procfs, sampling
 
+pytestmark = pytest.mark.parallel
+
 # A real /proc/PID/stat line whose command name has spaces and a ")" in it.
 STAT = (b"4242 (my (odd) app) S 1 4242 4242 0 -1 4194560 2135 0 0 0 250 75 0 0 20 0 7 0 "
         b"86051 27176960 4470 18446744073709551615 1 1 0 0 0 0 0 16781312 16386 0 0 0 17 1 0 0 0 0 0")

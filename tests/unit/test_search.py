@@ -13,6 +13,8 @@ import pytest
 from peeka_agent import search
 from peeka_agent.commands import CommandError, sc, sm
 
+pytestmark = pytest.mark.parallel
+
 APP_SOURCE = textwrap.dedent(
     '''
     import functools

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.parallel
+
 TESTS = Path(__file__).resolve().parents[1]
 
 

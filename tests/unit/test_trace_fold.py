@@ -10,8 +10,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import pytest
 from peeka_agent import probes
 from peeka_agent.commands import trace
+
+pytestmark = pytest.mark.parallel
 
 
 def leaf(x: int) -> int:

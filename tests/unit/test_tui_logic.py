@@ -10,6 +10,8 @@ from peeka.tui.commandline import parse
 from peeka.tui.views.tasks import group_tasks
 from peeka.tui.views.top import function_tree
 
+pytestmark = pytest.mark.parallel
+
 
 def test_the_command_line_takes_the_clis_verbs_and_options() -> None:
     watch = parse("watch shop.orders.place -n 5 -c 'cost > 1' -x 3", 42)

@@ -9,6 +9,8 @@ import time
 import pytest
 from peeka_agent import values
 
+pytestmark = pytest.mark.parallel
+
 
 class Plain:
     def __init__(self) -> None:
