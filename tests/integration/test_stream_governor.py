@@ -22,7 +22,7 @@ from test_export_governor import ALLOWED_LOSS, WINDOW, Windows
 
 from peeka.attach import attach, detach
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150), pytest.mark.timing]
 
 # The CLI runs on the target's own Python, from the client venv scripts/setup.sh made for it (this
 # test's own venv for its version; this test's Python where a venv is missing).

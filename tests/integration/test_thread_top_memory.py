@@ -26,7 +26,7 @@ from test_commands_inprocess import CmdTarget  # in-process agent targets, as th
 
 from peeka.client import AgentClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.timing]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120), pytest.mark.parallel]
 
 TARGET_FILE = str(ROOT / "tests" / "targets" / "runtime_app.py")
 THIS_VERSION = "{}.{}".format(*sys.version_info[:2])
@@ -62,6 +62,7 @@ def by_name(threads: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------- thread
 
 
+@pytest.mark.timing  # CPU % of a core per thread (burner > 10, idle < 5)
 def test_busy_and_idle_threads_told_apart(client: AgentClient) -> None:
     result = client.request("thread", {"interval_ms": 500})
     assert 0.45 <= result["interval_s"] < 5
@@ -113,6 +114,7 @@ def _top_summaries(client: AgentClient, args: dict[str, Any]) -> list[dict[str, 
             and isinstance(m.data, dict) and m.data.get("type") in ("summary", "profile")]
 
 
+@pytest.mark.timing  # self % > 80, the sampler's rate and its own busy %
 def test_top_names_the_burning_function(client: AgentClient) -> None:
     summaries = _top_summaries(client, {"interval": 0.5, "limit": 2, "rate": 100})
     assert len(summaries) == 2
@@ -156,6 +158,7 @@ def _collapsed(text: str) -> list[tuple[str, int]]:
     return out
 
 
+@pytest.mark.timing  # CPU shares against py-spy's, within 10 points
 def test_top_record_agrees_with_py_spy(target: CmdTarget, tmp_path: Path) -> None:
     _py_spy_probe(target.pid)
     folded = tmp_path / "peeka.folded"
@@ -207,6 +210,7 @@ def test_memory_snapshot(client: AgentClient) -> None:
     assert counts == sorted(counts, reverse=True) and len(counts) == 10
 
 
+@pytest.mark.timing  # objects made per second (>= 500 in the 1 s diff)
 def test_memory_diff_finds_the_leaking_list(client: AgentClient) -> None:
     result = client.request("memory", {"diff": 1.0})
     assert result["diff_s"] == 1.0

@@ -32,6 +32,8 @@ from peeka_exporters.otlp import (
 from peeka_exporters.pipeline import exporter_factory
 from peeka_exporters.translate import RandomIds, SpanTranslator, resource_attributes
 
+pytestmark = pytest.mark.parallel
+
 HELLO = {"pid": 77, "python_version": "3.12.1 (main)", "implementation": "CPython", "executable": "/usr/bin/python3",
          "argv": ["/srv/shop/app.py"]}
 T0 = 1_700_000_000_000_000_000
@@ -248,6 +250,7 @@ def test_http_send_delivers_what_the_sdk_delivers(receiver, monkeypatch, compres
     assert ours_headers["user-agent"].startswith(stock_headers["user-agent"] + " peeka/")
 
 
+@pytest.mark.timing  # backoff and give-up times (2.4-5.5 s, < 3 s, < 5 s)
 def test_http_send_retries_as_the_sdk_does(receiver):
     logging.getLogger("peeka_exporters.otlp").disabled = True
     environ = {"OTEL_EXPORTER_OTLP_TIMEOUT": "5"}
