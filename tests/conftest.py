@@ -185,6 +185,7 @@ def thread_count(pid: int) -> int:
 
 
 PHASES = ("all", "parallel", "serial")
+UNCLASSIFIED = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -222,6 +223,8 @@ def shared_group(item: pytest.Item) -> str | None:
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     phase = config.getoption("--phase")
+    config.stash[UNCLASSIFIED] = sorted({item.path.name for item in items if item.get_closest_marker("parallel") is None
+                                         and item.get_closest_marker("timing") is None})
     if phase != "all":
         keep = [item for item in items if runs_in_parallel(item) == (phase == "parallel")]
         dropped = [item for item in items if runs_in_parallel(item) != (phase == "parallel")]
@@ -233,6 +236,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             group = shared_group(item)
             if group is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    unclassified = config.stash.get(UNCLASSIFIED, [])
+    if unclassified and config.getoption("--phase") != "parallel":
+        terminalreporter.write_line(f"run serially, marked neither parallel nor timing (README, Testing): "
+                                    f"{', '.join(unclassified)}", yellow=True)
 
 
 @pytest.fixture
@@ -252,8 +262,8 @@ def spawn() -> Iterator:
 def peeka_cli(*args: str, python: str | None = None, env: dict[str, str] | None = None,
               timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run the real ``peeka`` CLI in a subprocess (by default under this test's interpreter)."""
-    full_env = dict(os.environ)
+    # Rich fits tables to COLUMNS: a fixed width whatever runs the tests (pytest-xdist's workers have 80).
+    full_env = dict(os.environ, COLUMNS="200")
     full_env.update(env or {})
-    full_env.setdefault("COLUMNS", "200")
     return subprocess.run([python or sys.executable, "-m", "peeka", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
