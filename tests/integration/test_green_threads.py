@@ -28,7 +28,7 @@ from conftest import VERSIONS, Target, eventlet_site, gevent_site, python_for
 from peeka.attach import attach
 from peeka.client import AgentClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180), pytest.mark.timing]
 
 LIBRARIES = {  # library: (target, its site, its hub's type, its hub's loop function, top's window in s)
     "gevent": ("gevent_wsgi.py", gevent_site, "gevent.hub.Hub", "Hub.run", 3.0),

@@ -14,6 +14,8 @@ import pytest
 from peeka_agent import probes, switches
 from peeka_agent.commands import trace
 
+pytestmark = pytest.mark.timing
+
 greenlet = pytest.importorskip("greenlet", reason="greenlet is not installed here (the test extra has gevent)")
 
 
