@@ -297,28 +297,29 @@ def http_profiles_endpoint(environ: Mapping[str, str]) -> str:
 
 
 class HttpProfiles:
-    """OTLP profiles over HTTP/protobuf through the SDK's HTTP span exporter's client, built for
-    the profiles URL: the same headers, TLS files, compression, timeout and retries as spans."""
+    """OTLP profiles over HTTP/protobuf through our span sender (otlp.HttpSpanExporter) pointed at
+    the profiles URL: the same headers, TLS files, compression, timeout and retries as spans.
+    ``OTEL_EXPORTER_OTLP_PROFILES_HEADERS``, when set, takes the place of the span headers."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from .otlp import HttpSpanExporter
 
         self.endpoint = http_profiles_endpoint(environ)
+        settings = dict(environ)
         headers = environ.get("OTEL_EXPORTER_OTLP_PROFILES_HEADERS")
-        from opentelemetry.util.re import parse_env_headers
-
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint,
-                                          headers=parse_env_headers(headers, liberal=True) if headers else None)
+        if headers:
+            settings["OTEL_EXPORTER_OTLP_TRACES_HEADERS"] = headers
+        self._sender = HttpSpanExporter(self.endpoint, settings)
         self.description = f"OTLP profiles http/protobuf to {self.endpoint}"
 
     def send(self, resource: Mapping[str, Any], profile: Profile, service: str) -> bool:
         from peeka import __version__
 
         body = otlp_request(resource, profile, __version__).SerializeToString()
-        return bool(self._exporter._client.export(body).success)
+        return self._sender.send(body)
 
     def close(self) -> None:
-        self._exporter.shutdown()
+        self._sender.shutdown()
 
 
 class Pyroscope:
@@ -368,6 +369,26 @@ class Pyroscope:
 def _app_name(service: str) -> str:
     """Pyroscope application names allow letters, digits, ``._-``: anything else becomes ``_``."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in service) or "python"
+
+
+def otlp_schema_problem() -> str | None:
+    """Why the installed opentelemetry-proto cannot send the OTLP profiles our receivers decode, or
+    None. The profiles schema is still in development and its field numbers move between releases
+    (opentelemetry-proto 1.41 numbers Sample.values 2, 1.45 numbers it 4): bytes from the older one
+    decode in a newer collector as wrong stacks and values, silently. So an exporter whose library
+    speaks another revision than ours (our tests and deploy's collector) refuses rather than mislead."""
+    from importlib.metadata import version
+
+    from opentelemetry.proto.profiles.v1development import profiles_pb2
+
+    fields = {f.name: f.number for f in profiles_pb2.Sample.DESCRIPTOR.fields}
+    if fields.get("values") == PROFILE_SCHEMA_SAMPLE_VALUES:
+        return None
+    return (f"the installed opentelemetry-proto {version('opentelemetry-proto')} speaks an older revision of the "
+            "OTLP profiles schema than current collectors decode")
+
+
+PROFILE_SCHEMA_SAMPLE_VALUES = 4  # Sample.values' field number in the revision we speak (opentelemetry-proto 1.45)
 
 
 def destinations(environ: Mapping[str, str], otlp: bool, pyroscope_url: str | None) -> list[Any]:

@@ -25,13 +25,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from peeka.errors import UsageError
+from peeka.errors import UnsupportedVersion, UsageError
 from peeka.process import python_processes
 
 from .config import ExportConfig, TargetRule
 from .metrics import PeekaCollector, TargetSnapshot, merge_by_service, retire
 from .pipeline import exporter_factory
-from .profiles import destinations
+from .profiles import destinations, otlp_schema_problem
 from .session import TargetSession
 
 RESCAN = 1.0  # s
@@ -76,6 +76,14 @@ class Exporter:
         if not otlp and not self.config.pyroscope_url:
             raise UsageError("--profile needs somewhere to send profiles",
                              "Set OTEL_EXPORTER_OTLP_ENDPOINT (OTLP profiles) and/or give --pyroscope-url URL.")
+        problem = otlp_schema_problem() if otlp else None
+        if problem is not None:
+            if not self.config.pyroscope_url:
+                raise UnsupportedVersion(f"--profile over OTLP: {problem}",
+                                         "Run `peeka export` on Python 3.10 or newer (its opentelemetry-proto speaks "
+                                         "the current schema), or send profiles to Pyroscope with --pyroscope-url.")
+            self.out(f"peeka export: profiles go to Pyroscope only: OTLP profiles refused ({problem})")
+            otlp = False
         environ, url = self.environ, self.config.pyroscope_url
         return lambda: destinations(environ, otlp, url)
 

@@ -141,7 +141,8 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 class ExportProcess:
     """``peeka export`` as a real subprocess, with its /healthz and /metrics."""
 
-    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
+                 python: str = sys.executable) -> None:
         self.port = port or free_port()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         full_env.update({"OTEL_BSP_SCHEDULE_DELAY": "100"})
@@ -149,7 +150,7 @@ class ExportProcess:
         self.log = tmp_path / f"export-{self.port}-{time.monotonic_ns()}.log"
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "peeka", "export", *args, "--metrics-address", f"127.0.0.1:{self.port}",
+                [python, "-m", "peeka", "export", *args, "--metrics-address", f"127.0.0.1:{self.port}",
                  "--interval", "0.5"], cwd=tmp_path, env=full_env, stdout=subprocess.DEVNULL, stderr=log,
                 start_new_session=True)
 

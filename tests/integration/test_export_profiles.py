@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import gzip
+import subprocess
 import threading
 import urllib.parse
 from concurrent import futures
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import python_for, target_site_env
+from conftest import ROOT, python_for, target_site_env
 from profile_readers import PprofView, decode_pprof
 from test_export import any_value, exporters, wait_for  # noqa: F401 - exporters: the fixture
 
@@ -271,3 +272,19 @@ def test_profile_needs_a_destination_and_a_sane_rate(spawn, exporters, tmp_path:
     assert out.returncode != 0 and "--pyroscope-url" in out.stderr, out.stderr
     out = peeka_cli("export", "--pid", "1", "--watch", "a.b", "--pyroscope-url", "pyroscope:4040", "--profile")
     assert out.returncode != 0 and "http(s) URL" in out.stderr, out.stderr
+    # An exporter whose opentelemetry-proto numbers the profiles schema otherwise (3.9's newest is 1.41)
+    # refuses OTLP profiles rather than send bytes a current collector decodes as wrong stacks.
+    # (Clients whose library speaks our revision are the ones the tests above send through.)
+    for client in sorted(ROOT.glob(".venv3*/bin/python")):
+        probe = subprocess.run([str(client), "-c", SCHEMA_PROBE], capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 0 and probe.stdout.strip() in ("2", "4"), (client, probe.stdout, probe.stderr)
+        if probe.stdout.strip() == "4":
+            continue
+        out = peeka_cli("export", "--pid", "999999", "--watch", "a.b", "--profile", python=str(client), timeout=30,
+                        env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+        assert out.returncode == 5 and "older revision of the OTLP profiles schema" in out.stderr, (client, out.stderr)
+        assert "--pyroscope-url" in out.stderr and "3.10" in out.stderr
+
+
+SCHEMA_PROBE = ("from opentelemetry.proto.profiles.v1development import profiles_pb2 as p; "
+                "print(p.Sample.DESCRIPTOR.fields_by_name['values'].number)")
