@@ -6,8 +6,40 @@ real OS threads and blocking sockets, or it would hang on a hub that the host ne
 
 from __future__ import annotations
 
+import gc
+import itertools
+import operator
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
+
+_CALL = operator.methodcaller("__call__")
+# CPython 3.11 (gh-106883, fixed in 3.11.9): sys._current_frames() makes frame objects while it
+# holds the interpreter's thread-list lock; such an allocation can start a garbage collection, and
+# a collection that frees a threading.local (or runs a finalizer that lets the GIL go) needs that
+# lock too: the whole process hangs (seen here: a 500-thread 3.11 target froze for good when an
+# export started). CPython's fix pauses the collector around the call; the agent does the same.
+# 3.9/3.10 make no object there that the collector tracks; 3.12+ collects only at the eval breaker.
+_PAUSE_GC = sys.version_info[:2] == (3, 11)
+
+
+def frames_lazily() -> Iterator[Any]:
+    """An iterator that, once consumed, has called ``sys._current_frames()`` and yielded its dict,
+    all in C calls with no bytecode between them: on 3.11 the collector is paused first and
+    enabled again (only if it was) when the iterator is exhausted, and no other thread runs
+    meanwhile, so none sees it paused. Exhaust it (``current_frames`` does)."""
+    if not _PAUSE_GC:
+        return map(_CALL, (sys._current_frames,))
+    was, results = itertools.tee(map(_CALL, (gc.isenabled, gc.disable, sys._current_frames)))
+    back = filter(None, map(_CALL, itertools.compress((gc.enable,), was)))  # yields nothing (None is left out)
+    return itertools.chain(itertools.islice(results, 2, None), back)
+
+
+def current_frames() -> Dict[int, Any]:
+    """``sys._current_frames()``, safe from the 3.11 hang above."""
+    if not _PAUSE_GC:
+        return sys._current_frames()
+    (frames,) = frames_lazily()  # one instruction unpacks it: the whole run of C calls
+    return frames
 
 
 def original(module: str, name: str) -> Any:

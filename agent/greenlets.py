@@ -17,7 +17,7 @@ import gc
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import instrument, locks, threadids, values
+from . import compat, instrument, locks, threadids, values
 
 
 def _kind_of(obj: Any) -> Optional[str]:
@@ -247,7 +247,7 @@ def hubs(limit: int, max_frames: int) -> List[Dict[str, Any]]:
             glet = getattr(obj, "greenlet", None)
             if isinstance(glet, gtype):
                 by_glet[id(glet)] = _Hub(obj, glet, True)
-    thread_frames = sys._current_frames()
+    thread_frames = compat.current_frames()
     running = _running_by_thread(thread_frames)
     for glet in found:
         if glet.dead or id(glet) in by_glet:

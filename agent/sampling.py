@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from .compat import current_frames
+
 RawStacks = Dict[Tuple[int, Tuple[Any, ...]], int]  # (thread ident, code objects innermost first) -> samples
 # A stack while sampling: (thread ident, id of each code object innermost first). Hashing a code
 # object hashes its bytecode, constants and names (about 3 us each on 3.12), so a tuple of them is
@@ -150,7 +152,7 @@ class Sampler:
         counts = self.counts
         caught = self.caught
         tick = self._tick = self._tick + 1
-        for ident, frame in sys._current_frames().items():
+        for ident, frame in current_frames().items():
             if ident in skip:
                 continue
             seen = last.get(ident)
@@ -366,7 +368,7 @@ class Sampler:
         """Per-thread CPU clocks for the next samples (None: none); threads that are gone are forgotten."""
         self.clocks = clocks
         if clocks is None:
-            alive = sys._current_frames()
+            alive = current_frames()
             for ident in [i for i in self._last if i not in alive]:
                 del self._last[ident]
             return

@@ -11,8 +11,8 @@ time in nanoseconds: no /proc file to open, so reading it never hands the GIL ov
 
 from __future__ import annotations
 
+import collections
 import itertools
-import operator
 import os
 import sys
 import time
@@ -70,12 +70,14 @@ def native_ids() -> Dict[int, int]:
     """
     if _getcpuclockid is None:
         return {}
-    listed = itertools.chain.from_iterable(map(operator.methodcaller("__call__"), (sys._current_frames,)))
+    listed = itertools.chain.from_iterable(compat.frames_lazily())
     idents, again = itertools.tee(listed)
     try:
         pairs = list(zip(idents, map(_getcpuclockid, again)))
     except (OSError, OverflowError, ValueError):
         return {}
+    finally:
+        collections.deque(idents, maxlen=0)  # to its end (a failure left it midway): the collector runs again
     return {ident: ~(clock >> 3) for ident, clock in pairs if clock & 7 == _CPUCLOCK_PERTHREAD_SCHED}
 
 
@@ -83,7 +85,7 @@ def main_ident() -> Optional[int]:
     """The main thread's ident, not trusting ``threading``'s record (see the module's docstring)."""
     pid = os.getpid()
     known = _main.get(pid)
-    if known is not None and known in sys._current_frames():
+    if known is not None and known in compat.current_frames():
         return known
     found = None
     try:  # 3.13+; eventlet's green _thread has its own, naming a greenlet
@@ -91,7 +93,7 @@ def main_ident() -> Optional[int]:
         found = getter()
     except Exception:
         found = None
-    if found not in sys._current_frames():
+    if found not in compat.current_frames():
         found = None
     if found is None:
         found = next((i for i, tid in native_ids().items() if tid == pid), None)

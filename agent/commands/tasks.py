@@ -27,7 +27,7 @@ import re
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from .. import greenlets, instrument, streams, values
+from .. import compat, greenlets, instrument, streams, values
 from ..search import is_agent_module
 
 # The target's own asyncio, looked up per request: the agent never imports it (a target that does
@@ -77,7 +77,7 @@ def _loops_in_threads() -> Dict[int, Any]:
     """Loops running in some thread, keyed by id, from the ``self`` of their ``run_forever`` frame."""
     codes = _loop_codes()
     loops: Dict[int, Any] = {}
-    for frame in list(sys._current_frames().values()):
+    for frame in list(compat.current_frames().values()):
         depth = 0
         while frame is not None and depth < 500:
             if frame.f_code in codes:
@@ -304,7 +304,7 @@ def _running_frames(coro: Any, thread_id: Optional[int]) -> List[Any]:
     """A running task's frames, outermost first: its thread's stack down from the coroutine's frame
     (a running coroutine does not say what it awaits: the stack does)."""
     top = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    frame = compat.current_frames().get(thread_id) if thread_id is not None else None
     stack: List[Any] = []
     while frame is not None and len(stack) < 500:
         stack.append(frame)

@@ -93,7 +93,7 @@ def handle(agent: Any, client: Any, args: Dict[str, Any]) -> Dict[str, Any]:
             percent = round(max(0.0, stat.cpu_seconds - before[native_id].cpu_seconds) / elapsed * 100, 1)
         return stat.state, round(seconds, 3), percent
 
-    frames = sys._current_frames()
+    frames = compat.current_frames()
     by_ident: Dict[int, Any] = {}
     for t in threading.enumerate():
         ident = t.ident

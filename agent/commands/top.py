@@ -52,7 +52,6 @@ busy for a whole tick counts 1):
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -248,7 +247,7 @@ class _Window:
 
 def _python_threads() -> Dict[int, Any]:
     """ident -> (name, native id, is the agent's) for every thread running Python code."""
-    frames = sys._current_frames()
+    frames = compat.current_frames()
     os_ids = threadids.native_ids()
     main = threadids.main_ident()
     out = {}

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, peeka_cli, python_for
+from conftest import ROOT, TARGETS, peeka_cli, python_for
 
 from peeka.attach import attach, detach
 
@@ -147,6 +147,19 @@ print("LEFT", sorted(m for m in sys.modules if m.startswith("_peeka")))
     assert out.returncode == 0, out.stderr
     assert "BAD []" in out.stdout, out.stdout
     assert "LEFT []" in out.stdout, out.stdout
+
+
+def test_listing_threads_cannot_hang_a_311_host() -> None:
+    """CPython 3.11 (gh-106883): a collection that starts inside sys._current_frames() and frees a
+    threading.local hangs the whole process for good (a 500-thread target froze when an export
+    started). The agent lists threads with the collector paused there; the target makes that
+    collection due (tests/targets/current_frames_gc.py). 3.9/3.10 and 3.12+ do not collect there."""
+    py = python_for("3.11")
+    script = str(TARGETS / "current_frames_gc.py")
+    out = subprocess.run([py, script, str(ROOT / "agent"), "agent"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("listed 51 51 gc True"), (out.stdout, out.stderr)
+    # The same target listing with a plain sys._current_frames() hangs here on 3.11.0-3.11.8 (checked
+    # by hand on 3.11.7: killed after 10 s); 3.11.9+ carries CPython's own fix.
 
 
 @pytest.mark.parametrize("version", ["3.9", "3.12"])

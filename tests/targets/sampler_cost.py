@@ -11,6 +11,7 @@ samplers (a median, so the ticks where the OS ran another process meanwhile do n
 sampler, wall clock, as it was before CPU weighting, if given).
 """
 
+import importlib
 import importlib.util
 import statistics
 import sys
@@ -19,11 +20,12 @@ import time
 
 
 def load(name, agent_dir):
-    spec = importlib.util.spec_from_file_location(name, agent_dir + "/sampling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """``agent_dir``'s sampling module, its package loaded under ``name`` (sampling imports compat)."""
+    spec = importlib.util.spec_from_file_location(name, agent_dir + "/__init__.py", submodule_search_locations=[agent_dir])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module(name + ".sampling")
 
 
 def unit():
