@@ -239,7 +239,19 @@ def _peeka_put_main_thread_right(threading, config):
         import itertools
         import operator
 
-        listed = itertools.chain.from_iterable(map(operator.methodcaller("__call__"), (sys._current_frames,)))
+        call = operator.methodcaller("__call__")
+        if sys.version_info[:2] == (3, 11):
+            # 3.11 before 3.11.9 can hang for good in sys._current_frames() when a collection starts
+            # inside it (gh-106883; see compat.frames_lazily): the collector is paused around it, in
+            # one run of C calls (the unpacking below), so no other thread sees it paused.
+            import gc
+
+            was, results = itertools.tee(map(call, (gc.isenabled, gc.disable, sys._current_frames)))
+            back = filter(None, map(call, itertools.compress((gc.enable,), was)))
+            (frames,) = itertools.chain(itertools.islice(results, 2, None), back)
+            listed = iter(frames)
+        else:
+            listed = itertools.chain.from_iterable(map(call, (sys._current_frames,)))
         idents, again = itertools.tee(listed)
         for ident, clock in zip(idents, map(time.pthread_getcpuclockid, again)):
             if clock & 7 == 6 and ~(clock >> 3) == os.getpid():

@@ -87,6 +87,7 @@ _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
 _TOP = 10  # top functions reported per interval (bounded label set)
 _PROFILE_BYTES = 4 * 1024 * 1024  # JSON of one profile event's stacks, about (the heaviest first)
+_SAMPLING = random.Random()  # the user's `sample`: our own generator, the host's random sequence untouched
 _LINKED_SAMPLES = 50_000  # samples per interval kept with their round for linking to spans
 _START_CAP = 500.0  # spans/s per function before the governor knows the rates
 
@@ -130,7 +131,7 @@ class _Tap:
 
     def wanted(self, call: Call) -> bool:
         """The user's own sampling and condition (the governor's 1-in-N was decided before)."""
-        if self.sample < 1.0 and random.random() >= self.sample:
+        if self.sample < 1.0 and _SAMPLING.random() >= self.sample:
             return False
         if self.condition.source is not None:
             return bool(self.condition.holds(call))  # failures counted in condition.failures
