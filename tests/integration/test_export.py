@@ -243,6 +243,7 @@ def agent_loaded(pid: int) -> bool:
 CASES = [(v, "http/protobuf") for v in VERSIONS] + [("3.14", "grpc")]
 
 
+@pytest.mark.timing  # each span inside the client's wall-clock window: 1-5 ms early on all 7 cases beside another test
 @pytest.mark.parametrize("version, protocol", CASES)
 def test_flask_calls_become_spans_in_a_real_receiver(spawn, exporters, tmp_path, version, protocol) -> None:
     shop = Shop(spawn, version, tmp_path / "port")
