@@ -41,9 +41,25 @@ SUSPENDABLE = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR
 CO_VARARGS = 0x04
 CO_VARKEYWORDS = 0x08
 
+def _anchor(tries: int = 9) -> Tuple[int, int]:
+    """(wall ns, perf ns) read at the same instant, as near as can be told. Read one after the
+    other, another thread may run between the two reads (the agent boots with a short switch
+    interval, in a busy host): every span would then start and end that much early, before the
+    request that caused it was sent. So each wall read is bracketed by two perf reads, and the
+    tightest bracket of a few wins, its middle taken as the wall read's instant."""
+    best = None
+    for _ in range(tries):
+        before = perf_counter_ns()
+        wall = time_ns()
+        after = perf_counter_ns()
+        if best is None or after - before < best[2] - best[1]:
+            best = (wall, before, after)
+    wall, before, after = best
+    return wall, (before + after) // 2
+
+
 # perf_counter_ns -> epoch ns with one anchor, so spans get real start/end times.
-_ANCHOR_WALL = time_ns()
-_ANCHOR_PERF = perf_counter_ns()
+_ANCHOR_WALL, _ANCHOR_PERF = _anchor()
 
 
 def to_epoch_ns(perf_ns: int) -> int:
@@ -71,8 +87,10 @@ class Call:
         self.thread = ident = _get_ident()
         # Named now, on the calling thread: a short-lived thread (a threaded server's per-request
         # one) is gone when the event is built, and the next thread often has the same ident.
-        thread = threading._active.get(ident)  # type: ignore[attr-defined]
-        self.thread_name = thread.name if thread is not None else str(ident)
+        # The stored attribute, not Thread.name: that property is a Python call, which a trace
+        # recording on this thread (setprofile below 3.12) would take for a child of the call.
+        name = getattr(threading._active.get(ident), "_name", None)  # type: ignore[attr-defined]
+        self.thread_name = name if isinstance(name, str) else str(ident)
         self.yields = 0
         self.awaiting: Any = None  # a generator or coroutine: what it yielded last (an await's future)
         self.frame: Any = None  # the call's frame (monitoring) or the trampoline's frame; set at entry only
