@@ -29,7 +29,7 @@ import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
-from . import procfs, threadids
+from . import procfs, protocol, threadids
 from .probes import Call, Engine, Gate, Listener
 
 DUTY_ON_MIN = 0.02  # s: the shortest on-window (the stream's thread must get the GIL to end it)
@@ -40,7 +40,7 @@ FLOOR_NS_PER_S = 1e6  # the budget never goes under 1 ms of CPU per second (an i
 MAX_EVERY = 1 << 20
 KEEP_SHARE = 0.3  # of the budget: functions that cost less than their part of it keep every call
 FIXED_SHARE = 0.25  # of the budget: the agent's own periodic work (wakeups, stack samples) above it runs slower
-MAX_SLOWER = 8.0  # that periodic work runs at most this many times less often
+MAX_SLOWER = protocol.EXPORT_MAX_SLOWER  # that periodic work runs at most this many times less often
 HEADROOM = 0.8  # plans aim at this share of the budget: estimates err, and the switches come late
 
 

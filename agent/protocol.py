@@ -43,6 +43,8 @@ DEFAULT_PROFILE_RATE = 19  # Hz: export's continuous profile (a prime: not in st
 DEFAULT_CYCLE = 5.0  # s: monitor's report cycle
 MIN_CYCLE = 0.05
 DEFAULT_EXPORT_BUDGET = 5.0  # export: percent of the process's CPU its probes may cost (0: no governor)
+EXPORT_FLUSH_EVERY = 0.1  # s: export sends what its probes caught this often...
+EXPORT_MAX_SLOWER = 8.0  # ...or up to this many times less often, while the governor slows its periodic work
 DEFAULT_STREAM_BUDGET = 0.0  # the CLI's probe streams (--overhead-budget): off unless asked for
 
 # The agent's socket server: what one misbehaving or flooding client may hold. The attach passes

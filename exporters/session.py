@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
-from peeka_agent.protocol import End
+from peeka_agent.protocol import EXPORT_FLUSH_EVERY, EXPORT_MAX_SLOWER, End
 
 from peeka.attach import ClientRole, attach
 from peeka.client import AgentClient
@@ -191,8 +191,10 @@ class TargetSession:
         for name, mine in latest.items():
             exemplars[name].extend(reversed(mine))
 
-    def stop(self, grace: float = 0.2) -> None:
-        """End the stream: let the agent's last batch arrive, then close (its probes go with it)."""
+    def stop(self, grace: float = 0.2 + EXPORT_FLUSH_EVERY * EXPORT_MAX_SLOWER) -> None:
+        """End the stream: let the agent's last batch arrive, then close (its probes go with it). The
+        grace covers the agent's longest flush interval (the governor slows it on an idle target:
+        0.2 s alone lost the spans of the last requests before a SIGTERM)."""
         self._stopping = True
         if self.up:
             time.sleep(grace)

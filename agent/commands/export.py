@@ -82,7 +82,7 @@ from ..probes import (
 from ..streams import CommandError, Stream
 from ..threadids import cpu_clocks, native_ids
 
-_FLUSH_EVERY = 0.1  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
+_FLUSH_EVERY = protocol.EXPORT_FLUSH_EVERY  # s between batches (one wakeup also takes a stack sample: each costs the host a GIL switch)
 _BATCH = 2000  # spans per event at most
 _SAMPLE_EVERY = 0.1  # s between stack samples for top-function shares
 _TOP = 10  # top functions reported per interval (bounded label set)

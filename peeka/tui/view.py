@@ -62,6 +62,11 @@ def plain(cell: Any) -> str:
     return cell.plain if isinstance(cell, Text) else str(cell)
 
 
+def _cell_width(cell: Any) -> int:
+    """Terminal cells a table cell takes (a Text, or anything shown as its str)."""
+    return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
+
+
 def table(table_id: str, columns: tuple[str, ...]) -> DataTable[Any]:
     """A table of rows selected whole, with its columns."""
     made: DataTable[Any] = DataTable(id=table_id, cursor_type="row")
@@ -137,15 +142,19 @@ class View(Vertical):
         self.__dict__.get("_pending", {}).pop(table.id or "", None)  # those are in ``rows`` (or replaced)
         selected = selected_key(table)
         table.clear()
-        if fit:  # as wide as the rows shown from now on, not the widest ever shown (before a filter)
-            for column in table.columns.values():
+        shown = [row for row in rows if matches(row, self.filter_text)]
+        if fit:
+            # As wide as the rows shown from now on, not the widest ever shown (before a filter), and
+            # set here from the cells themselves: DataTable widens columns for new rows lazily, and a
+            # reset after it had measured them left every column as narrow as its label.
+            for index, column in enumerate(table.columns.values()):
                 if column.auto_width:
-                    column.content_width = column.label.cell_len
+                    widest = max((_cell_width(row.cells[index]) for row in shown if index < len(row.cells)), default=0)
+                    column.content_width = max(column.label.cell_len, widest)
         keys = []
-        for row in rows:
-            if matches(row, self.filter_text):
-                table.add_row(*row.cells, key=row.key)
-                keys.append(row.key)
+        for row in shown:
+            table.add_row(*row.cells, key=row.key)
+            keys.append(row.key)
         if selected in keys:
             table.move_cursor(row=keys.index(selected))
 

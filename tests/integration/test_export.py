@@ -392,9 +392,20 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
         assert _query(prom_port, f'peeka_target_up{{pid="{pid}"}}') == 1
         lint = subprocess.run(["promtool", "check", "metrics"], input=exp.metrics(), capture_output=True, text=True)
         assert lint.returncode == 0, lint.stdout + lint.stderr
-        families = {f.name: f for f in text_string_to_metric_families(exp.metrics())}
-        tops = [s for s in families["peeka_top_function_share"].samples if s.labels["pid"] == pid]
-        assert 1 <= len(tops) <= 10 and all(0 < s.value <= 1 for s in tops)
+        # Top shares are of the CPU caught in the last interval: an idle shop's interval may hold none
+        # (its server waits in select, which weighs nothing), so the shop is kept busy until one does.
+        extra: list[int] = []  # requests made meanwhile (their spans are counted below)
+
+        def tops() -> list[Any]:
+            extra.append(shop.get("/items/1")[0])
+            families = {f.name: f for f in text_string_to_metric_families(exp.metrics())}
+            return [s for s in families["peeka_top_function_share"].samples if s.labels["pid"] == pid]
+
+        shares = wait_for(tops, 20, "top function shares of a busy interval")
+        assert 1 <= len(shares) <= 10 and all(0 < s.value <= 1 for s in shares)
+        # Those requests' calls reached the exporter (their spans too, in the same batches) before the kill.
+        wait_for(lambda: exp.sample("peeka_function_calls_total", function="flaskshop.views.get_item", outcome="ok",
+                                    pid=pid) == 6 + len(extra), 20, "the exporter to count the extra requests")
         assert exp.sample("peeka_gc_collections_total", pid=pid, generation="0") is not None
         assert exp.sample("peeka_process_threads", pid=pid) >= 2  # main + werkzeug's server thread at least
         assert exp.sample("peeka_process_resident_memory_bytes", pid=pid) > 10 << 20
@@ -416,7 +427,8 @@ def test_prometheus_counts_the_requests_and_a_restarted_target_is_reattached(spa
                  for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
         pids = [next(a["value"]["intValue"] for a in rs["resource"]["attributes"] if a["key"] == "process.pid")
                 for rs, _ in spans]
-        assert pids.count(str(again.pid)) == 5 and pids.count(pid) == 7
+        assert extra.count(200) == len(extra)
+        assert pids.count(str(again.pid)) == 5 and pids.count(pid) == 7 + len(extra)
         exported = {s["traceId"] for rs, s in spans if s["name"] == "flaskshop.views.get_item"}
         assert exemplar_ids and exemplar_ids <= exported  # each links to a span that was exported
     finally:
