@@ -66,7 +66,7 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
     t0 = time.monotonic()
     time.sleep(UNTOUCHED)
     t1 = time.monotonic()
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         lines, started, ended = watch(target.pid, client, SETTLE + JUDGED)
         time.sleep(0.3)
         t4 = time.monotonic()
@@ -81,7 +81,7 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
         print(report)
         if got >= base * (1 - ALLOWED_LOSS):
             break
-        t0, t1 = t4, t5  # a burst of load from elsewhere can land on one phase: judge a second run
+        t0, t1 = t4, t5  # a burst of load from elsewhere can land on one phase: judge another run
     detach(target.pid)
     assert got >= base * (1 - ALLOWED_LOSS), report
 

@@ -667,7 +667,7 @@ def test_picker_in_tmux(attached: Attached, tmp_path: Any) -> None:
     term.start(f"{sys.executable} -m peeka tui; echo tui-exited-$?; sleep 30")
     try:
         term.wait(rf"\b{attached.pid}\b.*tui_target\.py")
-        time.sleep(1.0)  # the picker is drawn; let it settle before typing
+        time.sleep(3.0)  # the picker is drawn; let it settle before typing (a key sent sooner was lost in CI)
         term.keys("/")
         term.keys("-l", str(attached.pid))
         term.wait(rf"▊\s+{attached.pid}\s")  # the filter box shows the PID typed
