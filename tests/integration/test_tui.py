@@ -441,7 +441,9 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any) -> None:
             await until(pilot, lambda: len(cells(calls)) == 3, "three calls")
             calls.focus()
             calls.move_cursor(row=0)
-            await take("4-watch", lambda: shows("#watch-value", "'item': 7") and shows("#watch-info", "3 call(s)"))
+            # The header's costs come from the agent's own count of streams and probes (its refresh may lag the watch).
+            await take("4-watch", lambda: shows("#watch-value", "'item': 7") and shows("#watch-info", "3 call(s)")
+                       and shows("#header", "1 streams", "µs/call"))
             await pilot.press("5")
             await take("5-tasks", lambda: len(cells(app.query_one("#tasks-table"))) == 3
                        and shows("#tasks-detail", "task(s)"))
