@@ -36,7 +36,11 @@ DUTY_ON_MIN = 0.02  # s: the shortest on-window (the stream's thread must get th
 DUTY_PERIOD_MAX = 20.0  # s between on-windows at most
 FULL = 0.999  # a duty ratio at or above this is "always on"
 DUTY_MIN = DUTY_ON_MIN / DUTY_PERIOD_MAX  # on at least once a period, so the rate stays known
-FLOOR_NS_PER_S = 1e6  # the budget never goes under 1 ms of CPU per second (an idle process still gets its rare calls)
+# The budget of what the levers control (calls and their spans) never goes under 5 ms of CPU per
+# second, half a percent of one core: a share of a mostly idle process's CPU would sample out its few
+# calls (~80 us a traced span, host and agent), where their whole cost is far from slowing anything.
+# The floor only matters below a tenth of a core; the ratio reported stays the share of the process.
+FLOOR_NS_PER_S = 5e6
 MAX_EVERY = 1 << 20
 KEEP_SHARE = 0.3  # of the budget: functions that cost less than their part of it keep every call
 FIXED_SHARE = 0.25  # of the budget: the agent's own periodic work (wakeups, stack samples) above it runs slower
@@ -431,7 +435,9 @@ class Governor:
         self.rendered_spans = 0  # spans, and CPU s spent rendering them, not yet in span_ns
         self.render_cpu = 0.0
         self.ratio = 0.0  # the last window's estimated overhead, share of the process's CPU
-        self.scale = 1.0  # correction of the budget handed to plan, from the estimated overhead it led to
+        self.scale = 1.0  # correction of the budget handed to plan, from what the levers then cost
+        self.levers = 0.0  # smoothed ns/s the levers control: host cost of probed calls, agent's per span
+        self.floored = False  # the last plan's budget was the floor (over BUDGET% of a mostly idle process)
         self.cpu_rate = 0.0
         self.parts: Dict[str, float] = {}  # the last window's estimate by where it is spent
 
@@ -518,13 +524,19 @@ class Governor:
         self.parts = {"host": host_ns / max(cpu_delta * 1e9, 1.0), "agent": agent_delta / max(cpu_delta, 1e-9),
                       "agent_fixed": agent_fixed_ns / max(cpu_delta * 1e9, 1.0)}
         self.cpu_rate = (1 - _EWMA) * self.cpu_rate + _EWMA * (cpu_delta / elapsed) if self.cpu_rate else cpu_delta / elapsed
-        if self.ratio > 0:
-            # What plan predicted and what the window cost differ (late switches, costs that vary):
-            # steer its budget so the estimate converges on the real budget.
-            self.scale = min(max(self.scale * (self.budget * HEADROOM / self.ratio) ** 0.5, 0.05), 1.5)
         nominal = HEADROOM * self.budget * self.cpu_rate * 1e9
-        # The agent's own fixed work (stack samples, stats) is paid first, but never takes more than half.
+        # The agent's own fixed work (stack samples, stats) is paid first, but never takes more than half;
+        # what it costs beyond is ``slower``'s to cut, not the calls'.
         budget_ns = max(nominal - min(agent_fixed_ns / elapsed, nominal / 2), FLOOR_NS_PER_S)
+        self.floored = budget_ns <= FLOOR_NS_PER_S
+        levers_ns = (host_ns + agent_span_ns) / elapsed
+        self.levers = (1 - _EWMA) * self.levers + _EWMA * levers_ns if self.levers else levers_ns
+        if self.levers > 0:
+            # What plan predicted and what the window cost differ (late switches, costs that vary):
+            # steer its budget so what the levers control converges on it. Steered on the whole
+            # ratio instead, an idle process's fixed part alone (over 5% of its little CPU) would
+            # drive every function's share down to nothing.
+            self.scale = min(max(self.scale * (budget_ns / self.levers) ** 0.5, 0.05), 1.5)
         demands = []
         for g, calls, c in counted:
             if g.window_on > 0.05 or (g.window_on > 0 and calls):
@@ -541,7 +553,7 @@ class Governor:
             demands.append(Demand(g.name, g.rate, g.costs.base, sample_ns, g.pausable, g.max_per_second,
                                   exports=bool(g.feeds)))
         # Part of the nominal budget, shared out, is kept for cold functions whatever the rest costs.
-        keep_ns = nominal * KEEP_SHARE / max(len(demands), 1)
+        keep_ns = max(nominal, FLOOR_NS_PER_S) * KEEP_SHARE / max(len(demands), 1)
         settings = plan(demands, budget_ns, self.scale, keep_ns)
         for g in self.functions:
             setting = settings.get(g.name)

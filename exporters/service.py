@@ -66,6 +66,7 @@ class Exporter:
         self._failures: dict[int, int] = {}  # pid -> sessions in a row that never streamed
         self._last_message: dict[int, str] = {}
         self._notes: dict[tuple[int, str], float] = {}  # (pid, function) -> sampling ratio last said
+        self._floored: set[int] = set()  # pids told that their calls keep the governor's floor
 
     def _profile_destinations(self) -> Callable[[], list[Any]] | None:
         """How to make one profiled target's profile destinations: OTLP profiles where the spans go
@@ -145,6 +146,7 @@ class Exporter:
                     self._said.pop(session, None)
                     self._failures.pop(pid, None)
                     self._last_message.pop(pid, None)
+                    self._floored.discard(pid)
                     for key in [k for k in self._notes if k[0] == pid]:
                         del self._notes[key]
 
@@ -166,9 +168,19 @@ class Exporter:
 
     def _announce_governor(self, session: TargetSession) -> None:
         """A console line when the overhead governor starts sampling a function, when its share of
-        calls exported moves by a factor of 2 or more, and when it exports every call again."""
+        calls exported moves by a factor of 2 or more, and when it exports every call again; and
+        once when a mostly idle target's estimated overhead passes the budget under the floor."""
         if not session.up:
             return
+        governed = session.governed()
+        if governed and governed["floored"] and governed["ratio"] > governed["budget"]:
+            if session.pid not in self._floored:
+                self._floored.add(session.pid)
+                self.out(f"peeka export: {session.pid} ({session.service}) uses little CPU: its calls keep the "
+                         f"governor's floor of {governed['floor_cpu_per_second'] * 1000:g} ms CPU per second "
+                         f"(an estimated {governed['ratio']:.0%} of its own CPU, over the {governed['budget']:.0%} budget)")
+        elif governed and not governed["floored"]:
+            self._floored.discard(session.pid)
         for row in session.rows:
             governed = row.get("governor")
             if not governed:

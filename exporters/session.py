@@ -227,7 +227,11 @@ class TargetSession:
             if g and (g["sampling_ratio"] < 1 or g["duty"] < 1):
                 functions[row["function"]] = {"sampling_ratio": g["sampling_ratio"], "duty": g["duty"],
                                               "estimated_calls": g["estimated_calls"], "note": g["note"]}
-        return {"ratio": self.overhead["ratio"], "budget": self.overhead["budget"], "functions": functions}
+        return {"ratio": self.overhead["ratio"], "budget": self.overhead["budget"], "functions": functions,
+                # A mostly idle process: its calls cost at most the floor (CPU s per s), which may be
+                # more than the budget's share of its little CPU (agent/governor.py FLOOR_NS_PER_S).
+                "floored": bool(self.overhead.get("floored")),
+                "floor_cpu_per_second": self.overhead.get("floor_ns_per_s", 0) / 1e9}
 
     def health(self) -> dict[str, Any]:
         queue = self.queue

@@ -741,7 +741,10 @@ class Export(Stream):
             overhead = {"ratio": round(rule.ratio, 5), "budget": rule.budget,
                         "unit_costs_ns": {g.name: [round(c) for c in g.costs] for g in rule.functions},
                         "agent_ns_per_span": round(rule.span_ns),
-                        "parts": {k: round(v, 5) for k, v in rule.parts.items()}}
+                        "parts": {k: round(v, 5) for k, v in rule.parts.items()},
+                        # The calls' budget was the floor: a mostly idle process, whose ratio may pass the budget.
+                        "floored": rule.floored, "floor_ns_per_s": governor.FLOOR_NS_PER_S,
+                        "scale": round(rule.scale, 3)}
         return {"kind": "stats", "time": time.time(), "functions": rows,
                 "gc": [g.get("collections", 0) for g in gc.get_stats()], "top": self._top(),
                 "dropped": self.buffer_dropped, "incomplete_trees": self.incomplete, "overhead": overhead}

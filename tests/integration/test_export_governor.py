@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from conftest import VERSIONS, python_for
 from peeka_agent.protocol import End
-from test_export import ExportProcess, wait_for
+from test_export import ExportProcess, Sink, wait_for
 
 from peeka.attach import attach, detach
 
@@ -185,3 +185,35 @@ def test_the_sidecar_shows_what_the_governor_does(spawn, tmp_path) -> None:
     spans = [json.loads(line) for line in (tmp_path / "peeka-spans.jsonl").read_text().splitlines()]
     names = {s["name"] for r in spans for rs in r["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
     assert {"__main__.leaf", "__main__.cold", "__main__.handle"} <= names
+
+
+@pytest.mark.parametrize("version", ["3.9", "3.14"])
+def test_an_idle_service_keeps_every_call(spawn, tmp_path, version: str) -> None:
+    """A mostly idle service (~20 requests/s, a few % of a core) exported with the defaults: the
+    budget's share of its little CPU would sample its calls out (1 in ~50 before the floor); under
+    the governor's floor every traced request arrives whole in a real OTLP receiver, none sampled.
+    Ground truth: the target numbers its requests, and the numbers received run without a gap."""
+    target = spawn(python_for(version), "idle_service.py")
+    sink = Sink("http")
+    exporter = ExportProcess(tmp_path, "--pid", str(target.pid), "--trace", "__main__.handle",
+                             "--watch", "__main__.price", env=sink.env())
+    try:
+        exporter.wait_up(target.pid, 60)
+        wait_for(lambda: len(sink.spans.named("__main__.handle")) >= 80, 40, "80 traced requests")
+        health = exporter.target(target.pid)
+        assert exporter.stop() == 0, exporter.output()
+    finally:
+        sink.stop()
+    assert health is not None and health["overhead"] is not None, health
+    assert health["overhead"]["functions"] == {}, health["overhead"]  # none sampled or paused
+    assert "to stay under" not in exporter.output(), exporter.output()
+    roots = {int(s["attrs"]["peeka.arg.n"]): s for s in sink.spans.named("__main__.handle")}
+    numbers = sorted(roots)
+    assert numbers == list(range(numbers[0], numbers[-1] + 1)), numbers
+    children: dict[str, set[str]] = {}
+    for s in sink.spans.items:
+        children.setdefault(s["parent"], set()).add(s["name"])
+    assert all(children.get(root["span"]) == {"__main__.lookup", "__main__.price"} for root in roots.values())
+    watched = sorted(s["start"] for s in sink.spans.named("__main__.price") if s["parent"] == "")
+    traced = sorted(s["start"] for s in sink.spans.named("__main__.price") if s["parent"] != "")
+    assert len(watched) >= len(numbers) - 2 and len(traced) == len(numbers), (len(watched), len(traced), len(numbers))
