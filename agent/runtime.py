@@ -243,9 +243,12 @@ class Client:
             audit.close()  # this request detached the agent: it is the trail's last (and in its file) before the answer
         if isinstance(result, Stream):
             self.streams[rid] = result
-            self._reply(protocol.success(rid, result.describe()))
-            self._start_writer()  # from now on the stream's events and our answers share its queue
-            result.start(self, rid)
+
+            def answer() -> None:
+                self._reply(protocol.success(rid, result.describe()))
+                self._start_writer()  # from now on the stream's events and our answers share its queue
+
+            result.start(self, rid, answer)  # the answer once its probes are installed
         else:
             self._reply(protocol.success(rid, result))
         if not self.agent.running:

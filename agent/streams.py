@@ -13,7 +13,7 @@ Commands import this module; it imports no command (tests/unit/test_agent_layout
 from __future__ import annotations
 
 from time import thread_time as _thread_time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import compat, protocol
 
@@ -55,18 +55,32 @@ class Stream:
     def describe(self) -> Any:
         return {"stream": True}
 
-    def start(self, client: Any, request_id: int) -> None:
-        self.client = client
+    def start(self, client: Any, request_id: int, answer: Callable[[], None]) -> None:
+        """Install what feeds the stream, then ``answer`` the request: a client that acts on the
+        answer (calls the probed function at once) is seen. What the stream sends while it starts
+        (calls made during the install, an end at once) is held and follows the answer."""
         self.request_id = request_id
+        holding = _Holding(client)
+        self.client = holding
+        failed: Optional[Exception] = None
         try:
             self.setup()
         except Exception as exc:
-            self.finish("error: %s" % exc)
+            failed = exc
+        try:
+            answer()
+        finally:
+            if self.client is holding:
+                self.client = client
+            holding.release()
+        if failed is not None:
+            self.finish("error: %s" % failed)
             return
-        compat.spawn(self._run, "peeka-agent-stream-%d" % request_id)
+        if not self.cancelled:
+            compat.spawn(self._run, "peeka-agent-stream-%d" % request_id)
 
     def setup(self) -> None:
-        """Install what feeds the stream (probes, handlers); runs after the first response."""
+        """Install what feeds the stream (probes, handlers); runs before the first response."""
 
     def _run(self) -> None:
         try:
@@ -120,6 +134,32 @@ class Stream:
 
     def on_stop(self) -> None:
         """Undo what this stream installed (probes, handlers)."""
+
+
+class _Holding:
+    """A stream's client while it starts: what is sent waits for the start's answer. Host threads
+    reach it only during the install (``Stream.start`` swaps the real client in after the answer)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.streams = client.streams
+        self._lock = compat.lock()
+        self._held: List[Tuple[Any, bool]] = []
+        self._released = False
+
+    def send(self, message: Any, droppable: bool = False) -> bool:
+        with self._lock:
+            if not self._released:
+                self._held.append((message, droppable))
+                return True
+        return bool(self.client.send(message, droppable))
+
+    def release(self) -> None:
+        with self._lock:
+            self._released = True
+            held, self._held = self._held, []
+        for message, droppable in held:
+            self.client.send(message, droppable)
 
 
 def build_event(deferred: DeferredEvent) -> Any:

@@ -26,7 +26,7 @@ import pytest
 import test_session
 from conftest import Target, python_for
 from pytest_textual_snapshot import SVGImageExtension
-from test_session import Attached, probes_become, probes_left
+from test_session import Attached, probes_left
 
 from peeka.attach import attach
 from peeka.session import Session
@@ -433,7 +433,7 @@ def test_snapshots_of_every_view(steady: Attached, snapshot: Any) -> None:
                        and shows("#memory-facts", "census: all"))
             await pilot.press("4", *"__main__.quote", "enter")
             await until(pilot, lambda: shows("#watch-info", "watching __main__.quote"), "the watch")
-            assert probes_become(steady, ["__main__.quote"])  # the agent installs them just after its answer
+            assert probes_left(steady) == ["__main__.quote"]  # in place when the agent answered
             assert steady.process.proc.stdin is not None
             steady.process.proc.stdin.write("3\n")  # the clerk calls quote(7, "sku-2") three times
             steady.process.proc.stdin.flush()
@@ -522,6 +522,28 @@ def test_saturated_target(spawn: Any) -> None:
         session.close()
         target.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_stream_answers_once_its_probes_are_in(steady: Attached) -> None:
+    """The agent answers a probe stream's start once its probes are installed: a call the target makes
+    right after the answer is seen (tried five times, each on a fresh stream). With a budget the
+    answer also waits for the calibration; the first call is still seen (a cold function keeps every call)."""
+    assert steady.process.proc.stdin is not None
+    with steady.client() as other:
+        for attempt in range(5):
+            args: dict[str, Any] = {"pattern": "__main__.quote", "limit": 1, "timeout": 10}
+            if attempt % 2:
+                args["overhead_budget"] = 5
+            stream = other.stream("watch", args)
+            start = next(stream)
+            assert start.data["functions"] == ["__main__.quote"]
+            steady.process.proc.stdin.write("1\n")  # the clerk calls quote(7, "sku-2") once, now
+            steady.process.proc.stdin.flush()
+            messages = list(stream)
+            calls = [m.data for m in messages if isinstance(getattr(m, "data", None), dict)
+                     and m.data.get("function") == "__main__.quote"]
+            assert len(calls) == 1 and "'item': 7" in calls[0]["value"]["repr"], (attempt, messages)
+    assert probes_left(steady) == []
 
 
 def test_census_sampled_to_its_budget(steady: Attached) -> None:
