@@ -421,12 +421,48 @@ class Governed:
         return {"spans": spans, "nodes": nodes}
 
 
+class Shared:
+    """One budget for several streams: those a front end opens with the same ``budget_group`` (the
+    TUI's watch and monitor), which together must cost no more than it. Each stream's governor plans
+    with what the others' last estimates leave, and never with less than an even split: a stream
+    over a cold function leaves most of the budget to one over a hot function, two hot ones get half
+    each."""
+
+    def __init__(self, name: str, total: float) -> None:
+        self.name = name
+        self.total = total
+        self.members: List["Governor"] = []
+
+    def share(self, me: "Governor") -> float:
+        others = [g for g in self.members if g is not me]
+        used = sum(min(g.ratio, self.total) for g in others)
+        return max(self.total / (len(others) + 1), self.total - used)
+
+
+_GROUPS: Dict[str, Shared] = {}  # budget_group -> its streams' governors (names are the client's to keep apart)
+
+
+def shared(name: Optional[str], budget: float) -> Optional[Shared]:
+    """The group a new stream's governor joins (its budget the smallest any member asked for)."""
+    if not name:
+        return None
+    group = _GROUPS.get(name)
+    if group is None:
+        group = _GROUPS[name] = Shared(name, budget)
+    group.total = min(group.total, budget)
+    return group
+
+
 class Governor:
     """Plans every UPDATE_EVERY and switches probes on and off on time (the stream's thread)."""
 
-    def __init__(self, engine: Engine, budget: float, functions: List[Governed]) -> None:
+    def __init__(self, engine: Engine, budget: float, functions: List[Governed], group: Optional[Shared] = None) -> None:
         self.engine = engine
-        self.budget = budget
+        self.budget = budget  # this stream's: the group's share for it, when it shares one
+        self.group = group
+        if group is not None:
+            group.members.append(self)
+            self.budget = group.share(self)
         self.functions = functions
         self.last = time.monotonic()
         self.process_cpu = time.process_time()
@@ -482,12 +518,22 @@ class Governor:
         return due
 
     # -- planning
+    def leave(self) -> None:
+        """The stream ended: its share of a group's budget goes back to the others."""
+        group, self.group = self.group, None
+        if group is not None:
+            group.members = [g for g in group.members if g is not self]
+            if not group.members and _GROUPS.get(group.name) is group:
+                del _GROUPS[group.name]
+
     def update(self, now: float, seen: Dict[str, int], render_cpu: float) -> None:
         """``seen``: calls counted per function since the last update (only while on);
         ``render_cpu``: CPU s the stream's thread spent rendering spans meanwhile."""
         elapsed = now - self.last
         if elapsed <= 0:
             return
+        if self.group is not None:
+            self.budget = self.group.share(self)
         self.last = now
         cpu = time.process_time()
         agent = agent_cpu_seconds()

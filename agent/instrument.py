@@ -4,6 +4,9 @@
 instead of guessing), and ``ProbeStream`` is a stream that installs one listener on them, ends on
 ``-n`` hits, on its timeout or on cancel, and always takes its listener off again.
 
+Streams that name the same ``budget_group`` (a front end's, over its connection) share one budget
+(``governor.Shared``) instead of each having its own.
+
 With ``overhead_budget`` (percent of the process's CPU; 0, the default, is off) the stream runs
 export's governor (agent/governor.py) over its functions: each gets a ``governor.Valve`` in front
 of the stream (1 call in N passes, decided before anything is built) and may be switched off part
@@ -94,6 +97,11 @@ class ProbeStream(Stream, Listener):
             raise CommandError("overhead_budget is a percentage of the process's CPU from 0 (off) to 100, got %r"
                                % (budget,))
         self.budget = budget / 100.0 if budget else None
+        group = args.get("budget_group")
+        if group is not None and (not isinstance(group, str) or not 0 < len(group) <= 100):
+            raise CommandError("budget_group names the streams that share one overhead budget: a string of "
+                               "1-100 characters, got %r" % (group,))
+        self.budget_group: Optional[str] = group
         self.targets = resolve(args)
         self._done = compat.Event()
         self.probes: List[Any] = []
@@ -132,7 +140,8 @@ class ProbeStream(Stream, Listener):
             functions = [governor.Governed(name, probe, unit, [self.valves[name]] if name in self.valves else [],
                                           lambda listener: id(listener) in ours, None)
                          for (name, _), probe in zip(self.targets, self.probes)]
-            self.governor = governor.Governor(engine, self.budget, functions)  # type: ignore[arg-type]
+            self.governor = governor.Governor(engine, self.budget, functions,  # type: ignore[arg-type]
+                                              governor.shared(self.budget_group, self.budget))
             self.next_plan = time.monotonic() + governor.UPDATE_EVERY / 5  # a hot probe costs from the start
 
     # Trace: a sampled call's cost is its profiler's, so calibration runs the stream's own listener
@@ -245,9 +254,13 @@ class ProbeStream(Stream, Listener):
         counts = skips != self.announced_skips and time.monotonic() >= self.announced_at + 5
         if changed or final or counts:
             self.announced_at, self.announced_skips = time.monotonic(), skips
-            self.client.send(protocol.Event(self.request_id, {
-                "type": "governor", "final": final, "changed": changed, "budget_percent": round(rule.budget * 100, 3),
-                "overhead_percent": round(rule.ratio * 100, 3), "functions": self.governor_rows()}, self.dropped))
+            data = {"type": "governor", "final": final, "changed": changed, "budget_percent": round(rule.budget * 100, 3),
+                    "overhead_percent": round(rule.ratio * 100, 3), "functions": self.governor_rows()}
+            group = rule.group
+            if group is not None:  # this stream's budget is its share of the group's
+                data["budget_group"] = {"name": group.name, "budget_percent": round(group.total * 100, 3),
+                                        "streams": len(group.members)}
+            self.client.send(protocol.Event(self.request_id, data, self.dropped))
 
     def passes(self, call: Call, **facts: Any) -> bool:
         """Does ``self.condition`` (an observe.CallExpression) hold for the call? Its first failure
@@ -283,6 +296,7 @@ class ProbeStream(Stream, Listener):
     def on_stop(self) -> None:
         engine = engine_of(self.agent)
         if self.governor is not None:
+            self.governor.leave()
             self.governor.resume_all()  # paused probes are installed again, then removed as usual
         for valve in self.valves.values():
             engine.remove(valve)

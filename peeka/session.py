@@ -25,6 +25,7 @@ AgentUnavailable, ends every stream with reason ``broken: ...`` and calls ``on_b
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -139,6 +140,9 @@ class Session:
         self._pending: dict[int, _Pending] = {}
         self._streams: dict[int, SessionStream] = {}
         self._undo: dict[str, Undo] = {}
+        # The probe streams that pass it as ``budget_group`` share one overhead budget in the agent
+        # (a front end's watch and monitor together stay within it); unique to this session.
+        self.budget_group = f"session-{os.getpid()}-{id(self):x}"
         client.wait_indefinitely()  # the reader waits for streams that may be quiet for long
         self._reader = threading.Thread(target=self._read_loop, name=f"peeka-session-{client.target.pid}",
                                         daemon=True)

@@ -16,8 +16,9 @@ Peeka's cost, shown on the second line, is measured, not assumed:
     calls the overhead governor sampled out, from its events; monitor: its cycles' counts) times what
     one call costs probed that way here, as the agent's governor calibrated it for that kind of
     stream (``ping``'s ``probe_costs``: a dummy function timed bare and probed, once per agent). The
-    TUI runs its probe streams with the governor at ``BUDGET_PERCENT`` (``overhead_budget``), so a hot
-    function is sampled or duty-cycled rather than slowing the target down; a trace's sampled call is
+    TUI runs its probe streams with the governor at ``BUDGET_PERCENT`` (``overhead_budget``), one
+    budget for all of them (the session's ``budget_group``: the watch and the monitor beside it split
+    it), so a hot function is sampled or duty-cycled rather than slowing the target down; a trace's sampled call is
     counted as its root's cost (the calls recorded below it cost more, ``node_ns`` each);
   * streams: events per second the TUI's streams deliver (watch calls, log records).
 The sum of agent, sampler and probes is compared with the budget (``BUDGET_PERCENT`` of one core)

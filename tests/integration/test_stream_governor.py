@@ -130,3 +130,54 @@ def test_without_the_option_the_governor_stays_out_and_with_it_trace_trees_stay_
     assert handle["calls_seen"] == len(trees) + handle["skipped"], final
     assert handle["skipped"] + handle["estimated_calls"] > 0, final
     detach(target.pid)
+
+
+def test_streams_of_one_budget_group_share_the_budget(spawn) -> None:
+    """Two probe streams over one session (as the TUI opens a watch and a monitor beside it), both
+    with ``overhead_budget`` 5 and the session's ``budget_group``: each plans with its share, so the
+    two together stay within the one 5% (each alone would take 5%). Judged on the governors' own
+    accounting (their budgets and estimates) and on the target's throughput against its twin. One
+    version: the sharing is the agent's arithmetic, the same on every Python (the per-version
+    governor is test_watch_overhead_budget's)."""
+    from peeka.session import Session
+
+    target = spawn(python_for("3.14"), "governor_target.py", str(WINDOW))
+    twin = spawn(python_for("3.14"), "governor_target.py", str(WINDOW))
+    windows, twin_windows = Windows(target.proc), Windows(twin.proc)
+    client, _ = attach(target.pid, timeout=60)
+    session = Session(client)
+    try:
+        t0 = time.monotonic()
+        time.sleep(UNTOUCHED)
+        t1 = time.monotonic()
+        events: dict[str, list[dict[str, Any]]] = {"watch": [], "monitor": []}
+        common = {"overhead_budget": 5, "budget_group": session.budget_group, "timeout": SETTLE + JUDGED}
+        session.start("watch", {"pattern": "__main__.leaf", "limit": 10**8, **common}, on_event=events["watch"].append)
+        session.start("monitor", {"pattern": "__main__.handle", "cycle": 1, **common}, on_event=events["monitor"].append)
+        started = time.monotonic()
+        deadline = started + SETTLE + JUDGED + 15
+        while session.streams() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ended = time.monotonic()
+        assert not session.streams(), "the streams did not end on their timeout"
+        time.sleep(0.3)
+        t4 = time.monotonic()
+        time.sleep(UNTOUCHED)
+        t5 = time.monotonic()
+    finally:
+        session.close()
+        detach(target.pid)
+    finals = {kind: [e for e in got if e.get("type") == "governor" and e.get("final")] for kind, got in events.items()}
+    assert all(len(f) == 1 for f in finals.values()), finals
+    watch, monitor = finals["watch"][0], finals["monitor"][0]
+    report = json.dumps({"watch": watch, "monitor": monitor})
+    print(report)
+    for final in (watch, monitor):
+        assert final["budget_group"]["name"] == session.budget_group and final["budget_group"]["budget_percent"] == 5.0, report
+        assert final["budget_percent"] < 5.0, report  # a share, not the whole budget
+    assert watch["budget_group"]["streams"] == 2 or monitor["budget_group"]["streams"] == 2, report
+    # Their estimates together: within the one budget (estimates lag a plan: 20% over allowed).
+    assert watch["overhead_percent"] + monitor["overhead_percent"] <= 5.0 * 1.2, report
+    base = windows.paired(twin_windows, [(t0, t1), (t4, t5)], "cpu")
+    got = windows.paired(twin_windows, [(started + SETTLE, ended - 0.3)], "cpu")
+    assert got >= base * (1 - ALLOWED_LOSS), (base, got, report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from peeka_agent import governor
 from peeka_agent.governor import (
     DUTY_MIN,
     MAX_SLOWER,
@@ -118,3 +119,21 @@ def test_a_valve_caps_calls_until_the_first_plan() -> None:
     # 1000 calls in 0.1 s under the start cap: a full bucket (START_CAP) at most, plus what refills in 0.1 s.
     passed = sum(valve.gate.test(start, start + i * 100_000, None, None) for i in range(1000))  # type: ignore[union-attr]
     assert passed <= START_CAP * 0.1 + START_CAP and valve.skipped == 1000 - passed
+
+
+def test_streams_of_one_group_share_its_budget() -> None:
+    """``governor.Shared``: a stream plans with what the others' estimates leave, never less than an
+    even split; one that leaves gives its share back, and the last one takes the group away."""
+    group = governor.shared("g", 0.05)
+    assert governor.shared("g", 0.08) is group and group.total == 0.05  # the smallest budget asked
+    a = governor.Governor(None, 0.05, [], group)  # type: ignore[arg-type]
+    assert a.budget == 0.05  # alone: all of it
+    b = governor.Governor(None, 0.05, [], group)  # type: ignore[arg-type]
+    a.ratio, b.ratio = 0.005, 0.04  # a cold stream beside a hot one
+    assert abs(group.share(b) - 0.045) < 1e-12 and group.share(a) == 0.025  # the hot gets what a leaves; a its half
+    a.ratio = b.ratio = 0.04
+    assert group.share(a) == group.share(b) == 0.025
+    a.leave()
+    assert group.share(b) == 0.05 and group.members == [b]
+    b.leave()
+    assert "g" not in governor._GROUPS  # gone with its last stream: a new one starts afresh

@@ -198,7 +198,8 @@ class View(BaseView):
         def work() -> None:
             try:
                 stream = self.session.start("monitor", {"pattern": pattern, "cycle": MONITOR_CYCLE_S,
-                                                        "overhead_budget": BUDGET_PERCENT},
+                                                        "overhead_budget": BUDGET_PERCENT,
+                                                        "budget_group": self.session.budget_group},
                                             on_event=lambda data: self.post_message(Cycle(data, generation)))
             except PeekaError as exc:
                 on_loop(self, self.app.show_error, exc)  # type: ignore[attr-defined]
@@ -245,7 +246,9 @@ class View(BaseView):
 
         try:
             # The governor keeps the probes' cost to the target within the budget (sampling a hot function).
-            args: dict[str, Any] = {"pattern": pattern, "limit": LIMIT, "overhead_budget": BUDGET_PERCENT}
+            # One budget for this stream and the monitor beside it (the session's budget group).
+            args: dict[str, Any] = {"pattern": pattern, "limit": LIMIT, "overhead_budget": BUDGET_PERCENT,
+                                    "budget_group": self.session.budget_group}
             if self.mode == "watch":
                 args["depth"] = DEPTH
             stream = self.session.start(self.mode, args,
