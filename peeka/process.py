@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -240,10 +241,35 @@ class TargetProcess:
         return False
 
     def agent_socket_exists(self) -> bool:
+        """Whether a file is at the agent's socket path (a live agent's, or one a killed process left)."""
         try:
             return os.path.exists(self.host_path(self.socket_path))
         except OSError:
             return False
+
+    def agent_socket_current(self) -> bool:
+        """Whether an agent socket of *this* process is there: one made before the process started
+        was left by a killed process whose pid this one reuses (its agent never removed it)."""
+        try:
+            made = os.stat(self.host_path(self.socket_path)).st_mtime
+        except OSError:
+            return False
+        started = self.started_at()
+        # The start is known to a clock tick, the boot time to ~10 ms: a tenth of a second's slack.
+        return started is None or made >= started - 0.1
+
+    def started_at(self) -> float | None:
+        """When the process started, in seconds since the epoch (/proc/PID/stat's start after boot;
+        the boot from /proc/uptime, not /proc/stat's btime, which is whole seconds)."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime
+            with open("/proc/uptime", "rb") as f:
+                boot = time.time() - float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def python_processes() -> list[TargetProcess]:

@@ -33,7 +33,7 @@ def describe(target: TargetProcess) -> dict[str, object]:
         "pid": target.pid,
         "user": target.user,
         "python": f"{version[0]}.{version[1]}" if version else None,
-        "agent": target.agent_socket_exists() if os.geteuid() in (0, target.uid) else None,
+        "agent": target.agent_socket_current() if os.geteuid() in (0, target.uid) else None,
         "method": attach_route(target),
         "command": " ".join(target.cmdline),
     }

@@ -314,3 +314,31 @@ def test_pending_remote_exec_stub_removes_itself(spawn) -> None:
     assert _leftovers(target.pid) == []
     assert target.alive()
     assert target.stop() == "", "the target printed to stderr"
+
+
+def test_a_killed_agents_socket_is_not_taken_for_a_new_process(spawn) -> None:
+    """A process killed with its agent leaves ``peeka_<pid>.sock``; a new process that gets the same
+    pid must not be listed as having an agent, and attaching to it must work. The state a reused pid
+    meets is built for real: a killed target's leftover socket, moved to a younger process's path."""
+    dead = spawn(python_for("3.14"), "app.py", "sleep")
+    assert peeka_cli("attach", str(dead.pid), "--json").returncode == 0
+    leftover = f"/tmp/peeka_{dead.pid}.sock"
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.proc.wait(10)
+    assert os.path.exists(leftover)  # nothing removed it: the agent died with its process
+    time.sleep(1.2)  # the new process starts later than the socket was made, as a reused pid's would
+    young = spawn(python_for("3.14"), "app.py", "sleep")
+    path = f"/tmp/peeka_{young.pid}.sock"
+    os.rename(leftover, path)
+    try:
+        listed = {p["pid"]: p for p in json.loads(peeka_cli("ps", "--json").stdout)}
+        assert listed[young.pid]["agent"] is False, listed[young.pid]
+        out = peeka_cli("attach", str(young.pid), "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["reused"] is False, out.stderr + out.stdout
+        listed = {p["pid"]: p for p in json.loads(peeka_cli("ps", "--json").stdout)}
+        assert listed[young.pid]["agent"] is True
+        assert peeka_cli("detach", str(young.pid), "--json").returncode == 0
+        assert not os.path.exists(path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
