@@ -164,3 +164,81 @@ def socket_module() -> Any:
     ns.socket = original("socket", "socket")  # type: ignore[attr-defined]
     ns.error = OSError  # type: ignore[attr-defined]
     return ns
+
+
+# --------------------------------------------------------------------------- qualified names
+# 3.11+ code objects carry co_qualname; on 3.9/3.10 a method's code says only ``__init__``. Its
+# function object knows (``__qualname__``), so the function is found among the module's functions
+# and the classes defined there, by the identity of its code object. Nothing of the app's runs:
+# values are told apart by their exact type, attributes read from a type's own __dict__, and
+# (static/class) methods and properties unwrapped only when they are the builtin kinds.
+_QUALNAMES: Dict[int, Any] = {}  # id(code) -> (code, qualname): the code is held, so its id stays its own
+_QUALNAMES_MAX = 4096
+_FUNCTION = type(lambda: None)
+_MODULE = type(sys)
+
+
+def _functions_of(member: Any) -> Iterator[Any]:
+    kind = type(member)
+    if kind is _FUNCTION:
+        yield member
+    elif kind is staticmethod or kind is classmethod:
+        yield member.__func__
+    elif kind is property:
+        for accessor in (member.fget, member.fset, member.fdel):
+            if type(accessor) is _FUNCTION:
+                yield accessor
+
+
+def _find_qualname(code: Any, namespace: Dict[str, Any]) -> Optional[str]:
+    classes = []
+    for value in list(namespace.values()):
+        for func in _functions_of(value):
+            if func.__code__ is code:
+                return func.__qualname__
+        if type in type(value).__mro__:
+            classes.append(value)
+    seen = 0
+    while classes and seen < 2000:  # classes and the classes nested in them, a bounded walk
+        cls = classes.pop()
+        seen += 1
+        for member in list(type.__dict__["__dict__"].__get__(cls).values()):
+            for func in _functions_of(member):
+                if func.__code__ is code:
+                    return func.__qualname__
+            if type in type(member).__mro__:
+                classes.append(member)
+    return None
+
+
+if sys.version_info >= (3, 11):
+    def qualname(code: Any, namespace: Optional[Dict[str, Any]] = None) -> str:
+        """The code's qualified name (``Class.method``): 3.11+ has it on the code object."""
+        return code.co_qualname  # type: ignore[no-any-return]
+else:
+    def qualname(code: Any, namespace: Optional[Dict[str, Any]] = None) -> str:
+        """The code's qualified name (``Class.method``), found in ``namespace`` (its function's
+        module globals) on 3.9/3.10; ``co_name`` when it is not there (nested functions, code
+        whose function is gone) or no namespace is given."""
+        known = _QUALNAMES.get(id(code))
+        if known is not None and known[0] is code:
+            return known[1]  # type: ignore[no-any-return]
+        if type(namespace) is not dict:
+            return code.co_name  # type: ignore[no-any-return]
+        try:
+            name = _find_qualname(code, namespace) or code.co_name
+        except Exception:
+            name = code.co_name
+        if len(_QUALNAMES) >= _QUALNAMES_MAX:
+            _QUALNAMES.clear()
+        _QUALNAMES[id(code)] = (code, name)
+        return name  # type: ignore[no-any-return]
+
+
+def module_namespace(name: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The globals of the loaded module ``name`` (a real module object), else None."""
+    module = sys.modules.get(name) if type(name) is str else None
+    if module is None or _MODULE not in type(module).__mro__:
+        return None
+    namespace = _MODULE.__dict__["__dict__"].__get__(module)
+    return namespace if type(namespace) is dict else None

@@ -88,7 +88,7 @@ def describe_wait(frames: List[Any], eventlet: bool = False) -> Dict[str, Any]:
         if kind == "socket":
             return _describe_socket(value, name.rsplit(".", 1)[-1])
         return _describe_object(kind, value)
-    return {"kind": "switch", "what": "switched out in %s, line %d" % (getattr(code, "co_qualname", function), inner.f_lineno)}
+    return {"kind": "switch", "what": "switched out in %s, line %d" % (compat.qualname(code, inner.f_globals), inner.f_lineno)}
 
 
 def _describe_object(kind: str, value: Any) -> Dict[str, Any]:
@@ -176,7 +176,7 @@ def _function_of(glet: Any, frames: List[Any]) -> Optional[str]:
 def _frame_entry(frame: Any) -> Dict[str, Any]:
     code = frame.f_code
     module = frame.f_globals.get("__name__")
-    return {"file": code.co_filename, "line": frame.f_lineno, "function": getattr(code, "co_qualname", code.co_name),
+    return {"file": code.co_filename, "line": frame.f_lineno, "function": compat.qualname(code, frame.f_globals),
             "module": module if type(module) is str else None}
 
 

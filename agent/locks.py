@@ -19,6 +19,8 @@ import sys
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from . import compat
+
 _LOCK = type(threading.Lock())
 _RLOCKS = tuple({type(threading.RLock()), getattr(threading, "_PyRLock", type(threading.RLock()))})
 _THREADING_FILE = getattr(threading, "__file__", None) or ""
@@ -128,7 +130,7 @@ def _frames(frame: Any) -> Iterator[Any]:
 
 def where(frame: Any) -> Dict[str, Any]:
     code = frame.f_code
-    return {"file": code.co_filename, "line": frame.f_lineno, "function": getattr(code, "co_qualname", code.co_name)}
+    return {"file": code.co_filename, "line": frame.f_lineno, "function": compat.qualname(code, frame.f_globals)}
 
 
 def waiting_on(ident: int, frame: Any) -> Optional[Dict[str, Any]]:

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
+from . import compat
 from .compat import current_frames
 
 RawStacks = Dict[Tuple[int, Tuple[Any, ...]], int]  # (thread ident, code objects innermost first) -> samples
@@ -498,8 +499,8 @@ class Names:
         if known is None or known[0] is not code:
             known = self._before.get(id(code))
             if known is None or known[0] is not code:
-                qualname = getattr(code, "co_qualname", code.co_name)
                 module = self._module(code.co_filename)
+                qualname = compat.qualname(code, compat.module_namespace(module))
                 label = "%s.%s" % (module, qualname) if module else "%s (%s)" % (qualname, code.co_filename)
                 known = (code, label)
             self._labels[id(code)] = known

@@ -56,6 +56,7 @@ from contextvars import copy_context as _copy_context
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import (
+    compat,
     costs,
     governor,
     inbound,
@@ -344,7 +345,7 @@ class SpanRecorder:
                 self.open.append(-1)
                 return
             module = frame.f_globals.get("__name__")
-            name = getattr(code, "co_qualname", code.co_name)
+            name = compat.qualname(code, frame.f_globals)
             if code.co_flags & SUSPENDABLE:
                 self.suspendable[id(frame)] = (len(self.nodes), code)
             self.open.append(len(self.nodes))
@@ -366,7 +367,7 @@ class SpanRecorder:
                 code = coro.cr_code
                 frame = coro.cr_frame
                 module = frame.f_globals.get("__name__") if frame is not None else None
-                name = getattr(code, "co_qualname", code.co_name)
+                name = compat.qualname(code, frame.f_globals if frame is not None else None)
                 names.append("%s.%s" % (module, name) if module else name)
             except Exception:
                 names.append(type(task).__name__)

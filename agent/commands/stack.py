@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .. import instrument, observe, streams
+from .. import compat, instrument, observe, streams
 from ..probes import Call
 
 
@@ -18,7 +18,7 @@ def call_path(call: Call, max_frames: int) -> List[Dict[str, Any]]:
     while frame is not None and len(frames) < max_frames:
         code = frame.f_code
         module = frame.f_globals.get("__name__")
-        name = getattr(code, "co_qualname", code.co_name)
+        name = compat.qualname(code, frame.f_globals)
         frames.append({"function": "%s.%s" % (module, name) if module else name, "file": code.co_filename,
                        "line": frame.f_lineno})
         frame = frame.f_back

@@ -155,7 +155,7 @@ def _frame_entry(frame: Any) -> Dict[str, Any]:
     return {
         "file": code.co_filename,
         "line": frame.f_lineno,
-        "function": getattr(code, "co_qualname", code.co_name),
+        "function": compat.qualname(code, frame.f_globals),
         "module": module if type(module) is str else None,
     }
 

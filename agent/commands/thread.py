@@ -254,7 +254,7 @@ def _stack(frame: Any, max_frames: int, depth: int, max_size: int, budget: List[
         entry: Dict[str, Any] = {
             "file": code.co_filename,
             "line": frame.f_lineno,
-            "function": getattr(code, "co_qualname", code.co_name),
+            "function": compat.qualname(code, frame.f_globals),
             "module": _module_of(frame),
         }
         if depth > 0:

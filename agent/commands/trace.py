@@ -64,7 +64,7 @@ from time import perf_counter_ns
 from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import instrument, observe, origins, streams, switches
+from .. import compat, instrument, observe, origins, streams, switches
 from ..probes import MONITORING, SUSPENDABLE, Call, awaited_tasks, first_offset, is_agent_code, task_outcome
 
 
@@ -554,7 +554,7 @@ class Trace(instrument.ProbeStream):
             return AGENT  # the agent's code, or the trampoline of a function another command probes (3.9-3.11)
         library = not self.all and filename.startswith(self.library)
         module = self.module_of(filename)
-        name = getattr(code, "co_qualname", code.co_name)
+        name = compat.qualname(code, compat.module_namespace(module))
         return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library, code)
 
     def c_node(self, parent: Node, func: Any) -> Node:

@@ -119,8 +119,8 @@ def _check_tasks(agent: AgentClient, port: str, hub_type: str, accepts: bool) ->
     for n in range(3):
         assert tasks[f"sleeper-{n}"]["awaits"]["kind"] == "timer", tasks[f"sleeper-{n}"]
         assert "(0.05)" in tasks[f"sleeper-{n}"]["awaits"]["what"], tasks[f"sleeper-{n}"]
-        # outermost: the greenlet's function (gevent), or eventlet's GreenThread.main (no qualname on 3.9, 3.10)
-        assert tasks[f"sleeper-{n}"]["frames"][-1]["function"] in ("sleeper", "GreenThread.main", "main")
+        # outermost: the greenlet's function (gevent), or eventlet's GreenThread.main
+        assert tasks[f"sleeper-{n}"]["frames"][-1]["function"] in ("sleeper", "GreenThread.main")
         assert any(f["function"] == "sleeper" for f in tasks[f"sleeper-{n}"]["frames"])
     assert tasks["event-waiter"]["awaits"]["kind"] == "event" and tasks["event-waiter"]["awaits"]["is_set"] is False
     assert tasks["queue-getter"]["awaits"]["kind"] == "queue" and tasks["queue-getter"]["awaits"]["size"] == 0
