@@ -6,7 +6,7 @@ cancelled, ``limit`` entries or ``timeout`` seconds).
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from .. import compat, streams
 from ..streams import Stream
@@ -24,19 +24,32 @@ class Follow(Stream):
         self.since = streams.int_arg(args, "since", 0, 0, 1 << 62)
         self.timeout = streams.float_arg(args, "timeout", None, 0.0)
         self._done = compat.Event()  # a real lock, as in logger's follow
+        self._early: Optional[List[Dict[str, Any]]] = []  # recorded before the answer was made
+        self._early_lock = compat.lock()
 
     def describe(self) -> Dict[str, Any]:
-        answer = _answer(self.agent, self.since)
-        if answer["entries"]:
-            self.since = answer["entries"][-1]["seq"]
+        # The answer holds what the trail has now; the stream what came after it, recorded since
+        # setup (held until now) or later, each entry once.
+        with self._early_lock:
+            answer = _answer(self.agent, self.since)
+            if answer["entries"]:
+                self.since = answer["entries"][-1]["seq"]
+            early, self._early = self._early, None
+        for entry in early or ():
+            if entry["seq"] > self.since:
+                Stream.emit(self, entry)
         return dict(answer, stream=True)
 
     def setup(self) -> None:
-        trail = self.agent.audit
-        trail.followers.append(self)
-        # What was recorded between the first answer and now: the stream misses nothing.
-        for entry in trail.entries(self.since):
-            self.emit(entry)
+        self.agent.audit.followers.append(self)  # before the answer is made: the stream misses nothing
+
+    def emit(self, data: Any) -> bool:
+        if self._early is not None:
+            with self._early_lock:
+                if self._early is not None:  # the answer is not made yet: it may hold this entry
+                    self._early.append(data)
+                    return True
+        return Stream.emit(self, data)
 
     def run(self) -> None:
         self._done.wait(self.timeout)
