@@ -143,6 +143,7 @@ class _Holding:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.streams = client.streams
+        self.limit = getattr(client, "max_outbox", 1000)  # a hot function during the install: bounded as the outbox is
         self._lock = compat.lock()
         self._held: List[Tuple[Any, bool]] = []
         self._released = False
@@ -150,6 +151,8 @@ class _Holding:
     def send(self, message: Any, droppable: bool = False) -> bool:
         with self._lock:
             if not self._released:
+                if droppable and len(self._held) >= self.limit:
+                    return False  # counted as dropped by the stream, as a full outbox's would be
                 self._held.append((message, droppable))
                 return True
         return bool(self.client.send(message, droppable))
