@@ -143,14 +143,15 @@ class View(Vertical):
         selected = selected_key(table)
         table.clear()
         shown = [row for row in rows if matches(row, self.filter_text)]
-        if fit:
-            # As wide as the rows shown from now on, not the widest ever shown (before a filter), and
-            # set here from the cells themselves: DataTable widens columns for new rows lazily, and a
-            # reset after it had measured them left every column as narrow as its label.
-            for index, column in enumerate(table.columns.values()):
-                if column.auto_width:
-                    widest = max((_cell_width(row.cells[index]) for row in shown if index < len(row.cells)), default=0)
-                    column.content_width = max(column.label.cell_len, widest)
+        # Widths set here from the cells themselves: DataTable widens columns for new rows lazily,
+        # so a screen drawn before it did (a snapshot under load) showed columns as narrow as their
+        # labels. ``fit``: as wide as the rows shown from now on, not the widest ever shown (before
+        # a filter); otherwise only ever wider.
+        for index, column in enumerate(table.columns.values()):
+            if column.auto_width:
+                widest = max((_cell_width(row.cells[index]) for row in shown if index < len(row.cells)), default=0)
+                floor = column.label.cell_len if fit else column.content_width
+                column.content_width = max(floor, widest)
         keys = []
         for row in shown:
             table.add_row(*row.cells, key=row.key)
