@@ -127,7 +127,9 @@ def test_without_the_option_the_governor_stays_out_and_with_it_trace_trees_stay_
     final = [line for line in lines if line.get("type") == "governor"][-1]
     handle = final["functions"][0]
     assert final["final"] and handle["function"] == "__main__.handle" and handle["calls_seen"] >= len(trees)
-    assert handle["calls_seen"] == len(trees) + handle["skipped"], final
+    # Passed at its start, a traced call still running when the stream ends on its timeout is never
+    # shown (its tree is not whole): at most one, since the main thread runs one call at a time.
+    assert 0 <= handle["calls_seen"] - len(trees) - handle["skipped"] <= 1, final
     assert handle["skipped"] + handle["estimated_calls"] > 0, final
     detach(target.pid)
 
