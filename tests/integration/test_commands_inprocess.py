@@ -101,7 +101,9 @@ def test_thread_hides_agent_threads_unless_all(client: AgentClient) -> None:
     everything = client.request("thread", {"all": True})
     agents = [t for t in everything["threads"] if t["is_agent"]]
     assert {t["name"] for t in agents} >= {"peeka-agent-listener"}
-    assert everything["count"] == result["count"] + result["agent_threads_hidden"]
+    # The app's threads are the same in both answers; the agent's may not be (a thread of an earlier
+    # test's stream or client can end between the two requests: CI saw 3 hidden, then 2 agents).
+    assert everything["count"] - len(agents) == result["count"] and len(agents) >= 2
 
 
 def test_thread_outside_threading_is_listed(client: AgentClient) -> None:
