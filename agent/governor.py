@@ -577,12 +577,14 @@ class Governor:
         self.floored = budget_ns <= FLOOR_NS_PER_S
         levers_ns = (host_ns + agent_span_ns) / elapsed
         self.levers = (1 - _EWMA) * self.levers + _EWMA * levers_ns if self.levers else levers_ns
-        if self.levers > 0:
-            # What plan predicted and what the window cost differ (late switches, costs that vary):
-            # steer its budget so what the levers control converges on it. Steered on the whole
-            # ratio instead, an idle process's fixed part alone (over 5% of its little CPU) would
-            # drive every function's share down to nothing.
+        # What plan predicted and what the window cost differ (late switches, costs that vary): the
+        # correction steers the whole estimate onto the budget (with headroom). On a mostly idle
+        # process (the floor) the agent's fixed part alone passes the budget and would drive every
+        # function's share down to nothing: there it steers only what the levers control onto the floor.
+        if self.floored and self.levers > 0:
             self.scale = min(max(self.scale * (budget_ns / self.levers) ** 0.5, 0.05), 1.5)
+        elif not self.floored and self.ratio > 0:
+            self.scale = min(max(self.scale * (self.budget * HEADROOM / self.ratio) ** 0.5, 0.05), 1.5)
         demands = []
         for g, calls, c in counted:
             if g.window_on > 0.05 or (g.window_on > 0 and calls):
