@@ -41,6 +41,30 @@ def test_parse_kb_table() -> None:
     assert procfs.parse_kb_table(raw) == {"VmRSS": 1624 * 1024, "Private_Dirty": 112 * 1024}
 
 
+def test_task_stats_read_with_the_gil_held_match_pythons_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every thread's stat read through libc with the GIL kept (ctypes.PyDLL) is the same as read
+    through Python's files; without ctypes (a stripped build) the Python reads serve."""
+    never = threading.Event()
+    threads = [threading.Thread(target=never.wait, daemon=True) for _ in range(20)]
+    for t in threads:
+        t.start()
+    try:
+        assert procfs._held_reader() is not None
+        held = procfs.all_task_stats()
+        monkeypatch.setattr(procfs, "_held", None)
+        monkeypatch.setattr(procfs, "_held_failed", False)
+        monkeypatch.setitem(sys.modules, "ctypes", None)  # import ctypes now fails
+        plain = procfs.all_task_stats()
+        assert procfs._held is None and procfs._held_failed
+    finally:
+        never.set()
+    ids = {t.native_id for t in threads}
+    assert ids <= set(held) and ids <= set(plain)
+    for tid in ids:  # parked threads: the same name and state both ways
+        assert (held[tid].name, held[tid].state) == (plain[tid].name, plain[tid].state) == (held[tid].name, "S")
+
+
+
 def test_memory_of_this_process() -> None:
     mem = procfs.memory()
     assert mem["rss_bytes"] and mem["uss_bytes"] and 0 < mem["uss_bytes"] <= mem["rss_bytes"]
