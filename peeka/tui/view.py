@@ -153,9 +153,19 @@ class View(Vertical):
                 floor = column.label.cell_len if fit else column.content_width
                 column.content_width = max(floor, widest)
         keys = []
+        seen: set[Any] = set()
         for row in shown:
-            table.add_row(*row.cells, key=row.key)
-            keys.append(row.key)
+            key = row.key
+            if key is not None and key in seen:
+                # Two rows of one name (the census: ctypes makes many classes named
+                # CFUNCTYPE.<locals>.CFunctionType): the table wants unique keys.
+                n = 2
+                while f"{key}#{n}" in seen:
+                    n += 1
+                key = f"{key}#{n}"
+            seen.add(key)
+            table.add_row(*row.cells, key=key)
+            keys.append(key)
         if selected in keys:
             table.move_cursor(row=keys.index(selected))
 
