@@ -12,7 +12,7 @@ The one ``stat`` parser of the project: the exporter reads other processes' file
 from __future__ import annotations
 
 import os
-from typing import Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 _CLOCK_TICKS: Optional[int] = None
 
@@ -68,8 +68,8 @@ def _read(path: str) -> Optional[bytes]:
         return None
 
 
-def _stat(path: str) -> Optional[Stat]:
-    raw = _read(path)
+def _stat(path: str, read: Callable[[str], Optional[bytes]] = _read) -> Optional[Stat]:
+    raw = read(path)
     if raw is None:
         return None
     try:
@@ -107,8 +107,8 @@ class _HeldReader:
         self.buffer = ctypes.create_string_buffer(self.size)
         self.flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
-    def __call__(self, path: bytes) -> Optional[bytes]:
-        fd = self.open(path, self.flags)
+    def __call__(self, path: str) -> Optional[bytes]:
+        fd = self.open(path.encode(), self.flags)
         if fd < 0:
             return None
         try:
@@ -116,7 +116,7 @@ class _HeldReader:
         finally:
             self.close(fd)
         if n >= self.size:  # not a stat file as we know them: Python's read takes it whole
-            return _read(path.decode())
+            return _read(path)
         return self.string_at(self.buffer, n) if n > 0 else None
 
 
@@ -142,20 +142,12 @@ def all_task_stats() -> Dict[int, Stat]:
         return {}
     out = {}
     held = _held_reader() if len(tids) > 8 else None
-    ticks = clock_ticks()
     for n, tid in enumerate(tids):
         if not tid.isdigit():
             continue
-        if held is None:
-            stat = task_stat(int(tid))
-        else:
-            if n and not n % _HELD_CHUNK:
-                os.sched_yield()  # releases the GIL once: the host runs between chunks
-            raw = held(b"/proc/self/task/%s/stat" % tid.encode())
-            try:
-                stat = parse_stat(raw, ticks) if raw is not None else None  # None: the thread ended
-            except (ValueError, IndexError):
-                stat = None
+        if held is not None and n and not n % _HELD_CHUNK:
+            os.sched_yield()  # releases the GIL once: the host runs between chunks
+        stat = _stat("/proc/self/task/%s/stat" % tid, held or _read)
         if stat is not None:
             out[int(tid)] = stat
     return out
