@@ -16,7 +16,9 @@ pattern), the callbacks (3.12+) or the hook (below) are generated Python with th
 or monitor's list append written in, so a call that fails a condition costs two clock readings,
 a push and pop on a thread-local stack and the comparison; everything else takes the generic path.
 Nothing raised by a listener or by the engine reaches the host's code path, and removing the last
-listener restores the function exactly (same code object, no events, no trampoline).
+listener restores the function exactly (same code object, no events, no trampoline); except on 3.12,
+where a code object that was instrumented stays slower (``_dequickens``): there the function gets a
+fresh, equal copy of its code when its probe is paused or removed.
 """
 
 from __future__ import annotations
@@ -422,6 +424,28 @@ def bind_params(code: types.CodeType, func: Any, args: tuple, kwargs: dict) -> D
 
 
 # --------------------------------------------------------------------------- sys.monitoring (3.12+)
+def _dequickens(tool: int) -> bool:
+    """Whether taking sys.monitoring's events off a code object leaves it slower than it was.
+
+    3.12 quickens a code object once, when it is made, pairing common instructions into
+    superinstructions (LOAD_FAST__LOAD_CONST, STORE_FAST__LOAD_FAST...); instrumenting it splits them
+    and removing the events never pairs them again, so a function that was probed once runs a few
+    percent slower for good (a probe duty-cycled by the governor, or taken off at detach). 3.13 has
+    no such pairs. Tried here on a dummy rather than assumed from the version: its adaptive bytecode
+    before and after events go on and off again."""
+    try:
+        mon = sys.monitoring  # type: ignore[attr-defined]
+        namespace: Dict[str, Any] = {}
+        exec("def _peeka_pairs(a):\n    b = a + 1\n    return b\n", namespace)
+        code = namespace["_peeka_pairs"].__code__
+        before = bytes(code._co_code_adaptive)
+        mon.set_local_events(tool, code, mon.events.PY_START)
+        mon.set_local_events(tool, code, 0)
+        return bytes(code._co_code_adaptive) != before
+    except Exception:
+        return False
+
+
 class _MonitoringBackend:
     PREFERRED_TOOL_IDS = (4, 3, 2, 5, 1, 0)  # 0 debugger, 1 coverage, 2 profiler, 5 optimizer
 
@@ -430,6 +454,7 @@ class _MonitoringBackend:
         self.tool: Optional[int] = None
         self.active: Dict[int, Call] = {}  # generators and coroutines: id(frame) -> call in progress
         self.point: Callable[[], None] = lambda: None  # tells the callbacks the probes changed
+        self.requicken: Optional[bool] = None  # whether a probe taken off leaves its code slower (3.12)
 
     def _acquire(self) -> None:
         mon = sys.monitoring  # type: ignore[attr-defined]
@@ -446,6 +471,8 @@ class _MonitoringBackend:
         for event, callback in zip(events, self._callbacks()):
             mon.register_callback(tool, event, callback)
         mon.set_events(tool, ev.PY_UNWIND)
+        if self.requicken is None:
+            self.requicken = _dequickens(tool)
 
     def install(self, probe: Probe) -> None:
         if self.tool is None:
@@ -456,9 +483,29 @@ class _MonitoringBackend:
             events |= ev.PY_YIELD | ev.PY_RESUME
         sys.monitoring.set_local_events(self.tool, probe.code, events)  # type: ignore[attr-defined]
 
-    def uninstall(self, probe: Probe) -> None:
-        if self.tool is not None:
-            sys.monitoring.set_local_events(self.tool, probe.code, 0)  # type: ignore[attr-defined]
+    def uninstall(self, probe: Probe) -> Optional[types.CodeType]:
+        """Take the probe's events off its code. Returns the code the function runs from now on when
+        that is a fresh copy (see ``_dequickens``), else None."""
+        if self.tool is None:
+            return None
+        mon = sys.monitoring  # type: ignore[attr-defined]
+        code = probe.code
+        if not mon.get_local_events(self.tool, code):
+            return None  # paused: nothing to take off
+        mon.set_local_events(self.tool, code, 0)
+        if not self.requicken or probe.func.__code__ is not code or "<locals>" in probe.func.__qualname__:
+            # A nested function's code is shared by every function its definition made: a copy in
+            # one of them would leave the others out of the probe when it is back on.
+            return None
+        for tool in range(6):
+            if mon.get_tool(tool) is not None and mon.get_local_events(tool, code):
+                return None  # another tool's events would not follow the copy
+        try:
+            fresh = code.replace()
+            probe.func.__code__ = fresh  # (audited: a hook may refuse it)
+        except Exception:
+            return None
+        return fresh
 
     def release(self) -> None:
         """No probe left: give the tool id back so the interpreter runs as before."""
@@ -1179,11 +1226,14 @@ class Engine:
 
     def _uninstall(self, probe: Probe) -> None:
         listeners = probe.listeners
+        fresh = None
         try:
-            self.backend.uninstall(probe)
+            fresh = self.backend.uninstall(probe)
         finally:
             self.by_func.pop(id(probe.func), None)
             self.by_code.pop(id(probe.code), None)
+            if fresh is not None:
+                probe.code = fresh  # what the function runs now
             self.backend.point()
             probe.set_listeners(())
         for listener in listeners:
@@ -1201,7 +1251,11 @@ class Engine:
             if probe.paused or self.by_func.get(id(probe.func)) is not probe:
                 return
             probe.paused = True
-            self.backend.uninstall(probe)
+            fresh = self.backend.uninstall(probe)
+            if fresh is not None:
+                self.by_code.pop(id(probe.code), None)
+                probe.code = fresh
+                self.by_code[id(fresh)] = probe
 
     def resume(self, probe: Probe) -> None:
         with self._lock:

@@ -178,7 +178,9 @@ def test_fork_child_gets_a_fresh_agent(spawn, version: str) -> None:
     try:
         state = json.loads(lines["state"])
         assert state["pid"] == child
-        assert not state["code_swapped"] and state["kwdefaults"] == "None", state
+        # (3.12: an equal, fresh copy of the code: test_probe_leaves_code_fast)
+        assert not state["code_swapped"] or (version == "3.12" and state["code_equal"]), state
+        assert state["kwdefaults"] == "None", state
         assert state["tools"] == [] and state["agent_modules"] == [], state
         assert not state["switch_interval_changed"], state
         # The parent's watch goes on: the child closed its copies of the connections without

@@ -405,7 +405,10 @@ def test_reset_restores_the_function(app_factory, version: str) -> None:
     events, end = stream.finish()
     assert end["reason"] == "reset" and len(events) == 2 and end["errors"] == 0  # no listener failed
     _, after, _ = app.get("/check")
-    assert after["same_code"] and after["same_kwdefaults"] and after["kwdefaults"] == "None", after
+    # 3.12 gets an equal copy of the code (its own lost its superinstructions to the probe:
+    # test_probe_leaves_code_fast); the others their own code object back.
+    assert after["same_code"] or (version == "3.12" and after["equal_code"]), after
+    assert after["same_kwdefaults"] and after["kwdefaults"] == "None", after
     assert not after["signature"], after
     if tuple(map(int, version.split("."))) >= (3, 12):
         assert "peeka" not in after["tools"], after

@@ -30,6 +30,7 @@ def inherited():
     if hasattr(sys, "monitoring"):
         tools = [sys.monitoring.get_tool(i) for i in range(6)]
     return {"pid": os.getpid(), "code_swapped": work.__code__ is not ORIGINAL_CODE,
+            "code_equal": work.__code__ == ORIGINAL_CODE,
             "kwdefaults": repr(work.__kwdefaults__), "tools": [t for t in tools if t is not None],
             "agent_modules": sorted(m for m in sys.modules if m.startswith("_peeka")),
             "switch_interval_changed": sys.getswitchinterval() != SWITCH_INTERVAL}

@@ -28,6 +28,7 @@ ACCOUNT = instr_lib.Account("alice")
 def check():
     out = {
         "same_code": instr_lib.handle.__code__ is ORIGINAL_CODE,
+        "equal_code": instr_lib.handle.__code__ == ORIGINAL_CODE,
         "kwdefaults": repr(instr_lib.handle.__kwdefaults__),
         "same_kwdefaults": instr_lib.handle.__kwdefaults__ is ORIGINAL_KWDEFAULTS,
         "signature": "__signature__" in instr_lib.handle.__dict__,

@@ -1,0 +1,65 @@
+"""A function probed and then left (a watch that ended, a probe the governor duty-cycles off, a
+detach) runs the same instructions as before it was probed.
+
+Ground truth: the target compares the instructions its hot function runs now, as the interpreter
+quickened and specialized them, with those of a fresh copy of the same code warmed the same way
+(tests/targets/pairs_target.py). On 3.12, instrumenting a code object splits its superinstructions
+(LOAD_FAST__LOAD_CONST...) and removing the events never pairs them again, so a probe left the
+function a few percent slower for good; the agent gives such a function a fresh copy of its code.
+On the other versions the function keeps its own code object.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from conftest import VERSIONS, peeka_cli, python_for
+
+from peeka.attach import detach
+
+pytestmark = [pytest.mark.integration, pytest.mark.parallel, pytest.mark.timeout(120)]
+
+
+def check(target: Any) -> dict[str, Any]:
+    target.proc.stdin.write("check\n")
+    target.proc.stdin.flush()
+    return json.loads(target.proc.stdout.readline())
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_probe_taken_off_leaves_the_function_as_fast_as_before(spawn, version: str) -> None:
+    target = spawn(python_for(version), "pairs_target.py")
+    before = check(target)
+    assert before["now"] == before["fresh"], before
+    if version == "3.12":  # what the test is about: there are pairs to lose
+        assert any("__" in op for op in before["now"]), before
+
+    out = peeka_cli("watch", str(target.pid), "__main__.leaf", "-n", "3", "--json", "--timeout", "30")
+    assert out.returncode == 0, out.stderr
+    after_watch = check(target)
+    assert after_watch["now"] == after_watch["fresh"], after_watch
+
+    # A watch under a budget far below what the hot leaf costs: the governor pauses its probe
+    # (duty cycle) most of the time. While paused the function runs as it did unprobed.
+    proc = subprocess.Popen([sys.executable, "-m", "peeka", "watch", str(target.pid), "__main__.leaf",
+                             "--overhead-budget", "1", "-n", "100000000", "--timeout", "6", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.5)
+    during = [check(target) for _ in range(5)]
+    out_text, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert any('"duty"' in line or "probed" in line for line in (out_text + err).splitlines()), (out_text, err)
+    assert any(d["now"] == d["fresh"] for d in during), during
+    after = check(target)
+    assert after["now"] == after["fresh"], after
+
+    detach(target.pid)
+    last = check(target)
+    assert last["now"] == last["fresh"], last
+    if version != "3.12":
+        assert last["same_code"], "the function got its own code object back"
