@@ -64,6 +64,7 @@ from .. import (
     observe,
     origins,
     protocol,
+    requicken,
     sampling,
     streams,
     switches,
@@ -346,6 +347,9 @@ class SpanRecorder:
                 return
             module = frame.f_globals.get("__name__")
             name = compat.qualname(code, frame.f_globals)
+            ran = export.traced_codes
+            if ran is not None and len(ran) < requicken.MAX_CODES:
+                ran[id(code)] = (code, frame.f_globals)
             if code.co_flags & SUSPENDABLE:
                 self.suspendable[id(frame)] = (len(self.nodes), code)
             self.open.append(len(self.nodes))
@@ -448,6 +452,8 @@ class Export(Stream):
         self.max_value = streams.int_arg(args, "max_value", 256, 16, 1 << 16)
         self.capacity = streams.int_arg(args, "buffer", 20_000, 1, 10_000_000)
         self.max_nodes = streams.int_arg(args, "max_nodes", 500, 1, 100_000)
+        # The code objects traced trees ran (3.12+), for requicken when the stream ends.
+        self.traced_codes: Optional[Dict[int, Tuple[Any, Dict[str, Any]]]] = {} if MONITORING else None
         budget = streams.float_arg(args, "overhead_budget", protocol.DEFAULT_EXPORT_BUDGET, 0.0)
         self.budget = budget / 100.0 if budget else None  # share of the process's CPU; 0: no governor
         extra = args.get("redact") or []
@@ -550,6 +556,9 @@ class Export(Stream):
             for feed in tap.feeds.values():
                 engine.remove(feed)
             switches.drop_all(tap.green)
+        if self.traced_codes and requicken.needed(engine):
+            requicken.refresh(list(self.traced_codes.values()))
+        self.traced_codes = None
         for monitor in self.monitors:
             monitor.cancel("export ended")
         self._done.set()

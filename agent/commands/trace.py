@@ -64,8 +64,17 @@ from time import perf_counter_ns
 from types import CodeType, FunctionType
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import compat, instrument, observe, origins, streams, switches
-from ..probes import MONITORING, SUSPENDABLE, Call, awaited_tasks, first_offset, is_agent_code, task_outcome
+from .. import compat, instrument, observe, origins, requicken, streams, switches
+from ..probes import (
+    MONITORING,
+    SUSPENDABLE,
+    Call,
+    awaited_tasks,
+    engine_of,
+    first_offset,
+    is_agent_code,
+    task_outcome,
+)
 
 
 class Node:
@@ -547,6 +556,8 @@ class Trace(instrument.ProbeStream):
         self.modules_seen = 0
         self.fold_at = [FOLD_AT]  # log entries a traced call folds at; a list so cancel can make it -1
         self.green: Dict[int, Recorder] = {}  # id -> recorders whose greenlet switches.py watches
+        # The code objects the trees ran (3.12+), for requicken when the stream ends.
+        self.traced_codes: Optional[Dict[int, Tuple[Any, Dict[str, Any]]]] = {} if MONITORING else None
 
     def python_node(self, code: Any) -> Node:
         filename = code.co_filename
@@ -554,7 +565,11 @@ class Trace(instrument.ProbeStream):
             return AGENT  # the agent's code, or the trampoline of a function another command probes (3.9-3.11)
         library = not self.all and filename.startswith(self.library)
         module = self.module_of(filename)
-        name = compat.qualname(code, compat.module_namespace(module))
+        namespace = compat.module_namespace(module)
+        name = compat.qualname(code, namespace)
+        ran = self.traced_codes
+        if ran is not None and namespace is not None and len(ran) < requicken.MAX_CODES:
+            ran[id(code)] = (code, namespace)
         return Node("%s.%s" % (module, name) if module else name, filename, code.co_firstlineno, False, library, code)
 
     def c_node(self, parent: Node, func: Any) -> Node:
@@ -654,6 +669,16 @@ class Trace(instrument.ProbeStream):
         # Calls still running keep their profiler until their next call event: make it the last.
         self.fold_at[0] = -1
         switches.drop_all(self.green)
+        self.refresh_traced()
+
+    def refresh_traced(self) -> None:
+        """Once the stream is over: fresh code for what the trees ran (see requicken.py). Trees still
+        folding in the writer thread after the end call it again for the code they add."""
+        ran = self.traced_codes
+        if ran and requicken.needed(engine_of(self.agent)):
+            codes = list(ran.values())
+            ran.clear()
+            requicken.refresh(codes)
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
@@ -675,6 +700,8 @@ class Trace(instrument.ProbeStream):
         event["tree"] = root.to_dict(self.min_cost_ns)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)
+        if self.cancelled:
+            self.refresh_traced()
         return event
 
 

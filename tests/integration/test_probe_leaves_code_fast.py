@@ -1,12 +1,15 @@
 """A function probed and then left (a watch that ended, a probe the governor duty-cycles off, a
-detach) runs the same instructions as before it was probed.
+detach), or run below a traced call (trace, export's traced spans), runs the same instructions as
+before.
 
 Ground truth: the target compares the instructions its hot function runs now, as the interpreter
 quickened and specialized them, with those of a fresh copy of the same code warmed the same way
 (tests/targets/pairs_target.py). On 3.12, instrumenting a code object splits its superinstructions
 (LOAD_FAST__LOAD_CONST...) and removing the events never pairs them again, so a probe left the
 function a few percent slower for good; the agent gives such a function a fresh copy of its code.
-On the other versions the function keeps its own code object.
+A traced call's profiler (sys.setprofile, built on sys.monitoring on 3.12) instruments every code
+that runs while it is on: when the stream ends, the functions the trees ran get fresh copies. On
+the other versions the function keeps its own code object.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 
 import pytest
 from conftest import VERSIONS, peeka_cli, python_for
+from peeka_agent.protocol import End
 
-from peeka.attach import detach
+from peeka.attach import attach, detach
 
 pytestmark = [pytest.mark.integration, pytest.mark.parallel, pytest.mark.timeout(120)]
 
@@ -63,3 +67,29 @@ def test_a_probe_taken_off_leaves_the_function_as_fast_as_before(spawn, version:
     assert last["now"] == last["fresh"], last
     if version != "3.12":
         assert last["same_code"], "the function got its own code object back"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_functions_a_traced_call_ran_are_as_fast_as_before(spawn, version: str) -> None:
+    target = spawn(python_for(version), "pairs_target.py")
+    out = peeka_cli("trace", str(target.pid), "__main__.handle", "-n", "3", "--json", "--timeout", "30")
+    assert out.returncode == 0, out.stderr
+    assert "__main__.leaf" in out.stdout, out.stdout[:500]  # leaf ran below the traced calls
+    after_trace = check(target)
+    assert after_trace["now"] == after_trace["fresh"], after_trace
+
+    client, _ = attach(target.pid, timeout=60)
+    with client:
+        stream = client.stream("export", {"trace": ["__main__.handle"], "interval": 0.3})
+        spans = 0
+        for message in stream:
+            assert not isinstance(message, End), message.reason
+            if message.data.get("kind") == "spans":
+                spans += sum(1 for s in message.data["spans"] if s["name"] == "__main__.leaf")
+            if spans >= 10:
+                break
+        stream.close()
+        client.request("ping", {})  # (the stream's end is handled before the next request)
+    after_export = check(target)
+    assert after_export["now"] == after_export["fresh"], after_export
+    detach(target.pid)

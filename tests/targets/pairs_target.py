@@ -3,7 +3,7 @@ that leave a function as they found it.
 
     python pairs_target.py
 
-The main thread calls ``leaf`` as fast as it can. For each line ``check`` on stdin it prints one
+The main thread calls ``handle`` as fast as it can, which calls ``leaf``. For each line ``check`` on stdin it prints one
 JSON line: the instructions ``leaf`` runs now, as the interpreter quickened them (``dis`` with
 adaptive=True where there is such a form), and those of a fresh copy of its code, both warmed by
 the same calls; and whether ``leaf.__code__`` is the code it started with.
@@ -21,6 +21,12 @@ def leaf(a):
     b = a + 1
     c = b
     return c
+
+
+def handle(a):
+    for _ in range(10):
+        a = leaf(a)
+    return a
 
 
 ORIGINAL = leaf.__code__
@@ -47,8 +53,8 @@ def main():
     print("ready %d" % os.getpid(), flush=True)
     x = 0
     while True:
-        for _ in range(1000):
-            x = leaf(x) & 0xFFFF
+        for _ in range(100):
+            x = handle(x) & 0xFFFF
 
 
 main()
