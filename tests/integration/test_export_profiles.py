@@ -227,7 +227,10 @@ def test_grpc_profiles_and_pyroscope_linked_to_spans(spawn, exporters, tmp_path:
         check_links(cpu, received, t.pid, lambda x: x["link"])
     # Pyroscope: the ingest form, the application named after the service, pprof read by pprof's schema.
     for query, view in received.ingests:
-        assert query["format"] == "pprof" and query["spyName"] == "peeka" and 1 <= int(query["sampleRate"]) <= 55  # achieved (asked 49)
+        # The rate achieved in the window (asked 49): windows are ~1 s, ~49 rounds whose gaps are
+        # random in [0.5, 1.5] periods (sampling.jittered), and a round late by less than a period
+        # is caught up: under load one window has read 57.
+        assert query["format"] == "pprof" and query["spyName"] == "peeka" and 1 <= int(query["sampleRate"]) <= 64
         assert query["name"].startswith("shop{pid=") and int(query["from"]) <= int(query["until"])
         assert ("cpu", "nanoseconds") in view.sample_types and view.default_type == "cpu"
     for t in targets:

@@ -50,7 +50,12 @@ def test_task_stats_read_with_the_gil_held_match_pythons_reads(monkeypatch: pyte
         t.start()
     try:
         assert procfs._held_reader() is not None
-        held = procfs.all_task_stats()
+        ids = {t.native_id for t in threads}
+        for _ in range(200):  # a thread just started may not be parked yet (state R)
+            held = procfs.all_task_stats()
+            if all(tid in held and held[tid].state == "S" for tid in ids):
+                break
+            time.sleep(0.01)
         monkeypatch.setattr(procfs, "_held", None)
         monkeypatch.setattr(procfs, "_held_failed", False)
         monkeypatch.setitem(sys.modules, "ctypes", None)  # import ctypes now fails
@@ -58,7 +63,6 @@ def test_task_stats_read_with_the_gil_held_match_pythons_reads(monkeypatch: pyte
         assert procfs._held is None and procfs._held_failed
     finally:
         never.set()
-    ids = {t.native_id for t in threads}
     assert ids <= set(held) and ids <= set(plain)
     for tid in ids:  # parked threads: the same name and state both ways
         assert (held[tid].name, held[tid].state) == (plain[tid].name, plain[tid].state) == (held[tid].name, "S")
