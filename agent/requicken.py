@@ -3,15 +3,17 @@ its instrumentation is taken off (3.12: ``probes._dequickens``).
 
 On 3.12 ``sys.setprofile`` is built on sys.monitoring: while a traced call's profiler is on, every
 code object that runs, on any thread, is instrumented, and switching it off never pairs the code's
-superinstructions again. Trace and export's traced spans record the code objects they saw; when
-the stream ends, each one's function (found by its module and qualified name, without running any
-of the host's code) gets an equal, fresh copy. Frames still running keep their code (a server's
-loop that never returns stays as it is), and so do nested functions, whose code every function
-their definition made shares.
+superinstructions again. Trace and export's traced spans record the code objects they saw; after
+each traced tree (trace: once folded; export: at the next flush) and when the stream ends, each
+one's function (found by its module and qualified name, without running any of the host's code)
+gets an equal, fresh copy. Frames still running keep their code (a server's loop that never
+returns stays as it is), and so do nested functions, whose code every function their definition
+made shares, and functions a probe or another sys.monitoring tool holds by their code.
 """
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -51,11 +53,22 @@ def function_of(code: types.CodeType, namespace: Dict[str, Any]) -> Optional[typ
     return None
 
 
-def refresh(codes: Iterable[Tuple[types.CodeType, Dict[str, Any]]]) -> int:
-    """Give each code's function a fresh copy of it. Returns how many functions got one."""
+def _instrumented(code: types.CodeType) -> bool:
+    """Whether some sys.monitoring tool has local events on ``code`` (they would not follow a copy)."""
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    return any(mon.get_tool(tool) is not None and mon.get_local_events(tool, code) for tool in range(6))
+
+
+def refresh(engine: Any, codes: Iterable[Tuple[types.CodeType, Dict[str, Any]]]) -> int:
+    """Give each code's function a fresh copy of it, except functions the engine probes (their probe
+    holds the code: a paused one would be resumed on code nobody runs) or another tool instruments.
+    Returns how many functions got one."""
     done = 0
+    probed = engine.by_code
     for code, namespace in codes:
         try:
+            if id(code) in probed or _instrumented(code):
+                continue
             func = function_of(code, namespace)
             if func is not None:
                 func.__code__ = code.replace()  # (audited: a hook may refuse it)
@@ -63,3 +76,12 @@ def refresh(codes: Iterable[Tuple[types.CodeType, Dict[str, Any]]]) -> int:
         except Exception:
             pass
     return done
+
+
+def refresh_pending(engine: Any, ran: Dict[int, Tuple[types.CodeType, Dict[str, Any]]]) -> int:
+    """``refresh`` what a stream's traced trees added to ``ran`` since the last time, taking it out
+    (host threads add to it meanwhile; the stream's end may run this from another thread)."""
+    if not needed(engine):
+        return 0
+    taken = [ran.pop(key, None) for key in list(ran)]
+    return refresh(engine, [item for item in taken if item is not None])

@@ -556,12 +556,17 @@ class Export(Stream):
             for feed in tap.feeds.values():
                 engine.remove(feed)
             switches.drop_all(tap.green)
-        if self.traced_codes and requicken.needed(engine):
-            requicken.refresh(list(self.traced_codes.values()))
+        self.refresh_traced()
         self.traced_codes = None
         for monitor in self.monitors:
             monitor.cancel("export ended")
         self._done.set()
+
+    def refresh_traced(self) -> None:
+        """Fresh code for the functions traced trees ran since the last time (see requicken.py):
+        at each flush (stream's thread), and when the stream ends."""
+        if self.traced_codes:
+            requicken.refresh_pending(engine_of(self.agent), self.traced_codes)
 
     # -- host threads
     def push(self, item: Tuple[Any, ...]) -> None:
@@ -594,6 +599,7 @@ class Export(Stream):
                     next_sample = now + sampling.jittered(sample_every)
             started = time.thread_time()
             self._flush(due)
+            self.refresh_traced()
             render_cpu += time.thread_time() - started
             for monitor in self.monitors:
                 monitor.drain()

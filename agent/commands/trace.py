@@ -672,13 +672,10 @@ class Trace(instrument.ProbeStream):
         self.refresh_traced()
 
     def refresh_traced(self) -> None:
-        """Once the stream is over: fresh code for what the trees ran (see requicken.py). Trees still
-        folding in the writer thread after the end call it again for the code they add."""
-        ran = self.traced_codes
-        if ran and requicken.needed(engine_of(self.agent)):
-            codes = list(ran.values())
-            ran.clear()
-            requicken.refresh(codes)
+        """Fresh code for what the trees ran (see requicken.py): after each tree is folded (in the
+        writer thread), and when the stream ends."""
+        if self.traced_codes:
+            requicken.refresh_pending(engine_of(self.agent), self.traced_codes)
 
     def _event(self, call: Call, recorder: Recorder) -> Dict[str, Any]:
         recorder.fold()
@@ -700,8 +697,7 @@ class Trace(instrument.ProbeStream):
         event["tree"] = root.to_dict(self.min_cost_ns)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)
-        if self.cancelled:
-            self.refresh_traced()
+        self.refresh_traced()
         return event
 
 

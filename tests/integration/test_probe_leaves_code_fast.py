@@ -78,6 +78,28 @@ def test_functions_a_traced_call_ran_are_as_fast_as_before(spawn, version: str) 
     after_trace = check(target)
     assert after_trace["now"] == after_trace["fresh"], after_trace
 
+    # A function another stream probes keeps its code (its probe's events are on it): a watch on
+    # leaf that runs through a trace of handle still sees leaf's calls after the trace ended.
+    watcher, _ = attach(target.pid, timeout=60)
+    with watcher:
+        watch = watcher.stream("watch", {"pattern": "__main__.leaf", "expression": "result", "limit": 10_000_000,
+                                           "timeout": 20})
+        next(watch)
+        out = peeka_cli("trace", str(target.pid), "__main__.handle", "-n", "3", "--json", "--timeout", "30")
+        assert out.returncode == 0, out.stderr
+        ended_ns = time.time_ns()  # calls that started after the trace's end (the outbox holds older ones)
+        seen_after = 0
+        deadline = time.monotonic() + 15
+        for message in watch:
+            if isinstance(message, End):
+                break  # (its timeout: no call seen after the trace)
+            if message.data["start_ns"] > ended_ns:
+                seen_after += 1
+            if seen_after >= 50 or time.monotonic() > deadline:
+                break
+        watch.close()
+    assert seen_after >= 50, seen_after
+
     client, _ = attach(target.pid, timeout=60)
     with client:
         stream = client.stream("export", {"trace": ["__main__.handle"], "interval": 0.3})
