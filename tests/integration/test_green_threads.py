@@ -187,8 +187,9 @@ def check_top(agent: AgentClient, hub_loop: str, interval: float) -> None:
         shown = rows[name]["total_percent"]
         # A sample's weight is the thread's CPU since the last one, which may hold both greenlets' bursts:
         # over a 3 s window the split between them moves by +-10 points run to run (24 runs on 3.9-3.14:
-        # handle_work 51-72% shown for 60-64% true), once +16 in CI; their sum stays within ~10 of the truth.
-        assert truth - 10 <= shown + unseen and shown <= truth + 20, (name, rows[name], unseen, truth)
+        # handle_work 51-72% shown for 60-64% true), once +16 and once -13 (burn, 3.13) in CI; their sum
+        # stays within ~10 of the truth (checked below).
+        assert truth - 16 <= shown + unseen and shown <= truth + 20, (name, rows[name], unseen, truth)
     together = sum(rows[name]["total_percent"] for name in before) + unseen
     truths = sum(100.0 * (after[n] - before[n]) / 1e9 / max(1e-9, cpu_after - cpu_before) for n in before)
     assert truths - 15 <= together <= truths + 10, (together, truths)
