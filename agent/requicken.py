@@ -4,7 +4,7 @@ its instrumentation is taken off (3.12: ``probes._dequickens``).
 On 3.12 ``sys.setprofile`` is built on sys.monitoring: while a traced call's profiler is on, every
 code object that runs, on any thread, is instrumented, and switching it off never pairs the code's
 superinstructions again. Trace and export's traced spans record the code objects they saw; after
-each traced tree (trace: once folded; export: at the next flush) and when the stream ends, each
+each traced tree (export, at the next flush: its spans are per call) and when the stream ends, each
 one's function (found by its module and qualified name, without running any of the host's code)
 gets an equal, fresh copy. Frames still running keep their code (a server's loop that never
 returns stays as it is), and so do nested functions, whose code every function their definition
