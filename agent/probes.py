@@ -29,7 +29,7 @@ import types
 from time import perf_counter_ns, time_ns
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from . import compat
+from . import compat, requicken
 from .streams import on_detach
 
 MONITORING = sys.version_info >= (3, 12)
@@ -497,9 +497,8 @@ class _MonitoringBackend:
             # A nested function's code is shared by every function its definition made: a copy in
             # one of them would leave the others out of the probe when it is back on.
             return None
-        for tool in range(6):
-            if mon.get_tool(tool) is not None and mon.get_local_events(tool, code):
-                return None  # another tool's events would not follow the copy
+        if requicken.instrumented(code):
+            return None  # another tool's events would not follow the copy
         try:
             fresh = code.replace()
             probe.func.__code__ = fresh  # (audited: a hook may refuse it)

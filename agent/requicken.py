@@ -53,7 +53,7 @@ def function_of(code: types.CodeType, namespace: Dict[str, Any]) -> Optional[typ
     return None
 
 
-def _instrumented(code: types.CodeType) -> bool:
+def instrumented(code: types.CodeType) -> bool:
     """Whether some sys.monitoring tool has local events on ``code`` (they would not follow a copy)."""
     mon = sys.monitoring  # type: ignore[attr-defined]
     return any(mon.get_tool(tool) is not None and mon.get_local_events(tool, code) for tool in range(6))
@@ -67,7 +67,7 @@ def refresh(engine: Any, codes: Iterable[Tuple[types.CodeType, Dict[str, Any]]])
     probed = engine.by_code
     for code, namespace in codes:
         try:
-            if id(code) in probed or _instrumented(code):
+            if id(code) in probed or instrumented(code):
                 continue
             func = function_of(code, namespace)
             if func is not None:

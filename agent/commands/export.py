@@ -452,8 +452,9 @@ class Export(Stream):
         self.max_value = streams.int_arg(args, "max_value", 256, 16, 1 << 16)
         self.capacity = streams.int_arg(args, "buffer", 20_000, 1, 10_000_000)
         self.max_nodes = streams.int_arg(args, "max_nodes", 500, 1, 100_000)
-        # The code objects traced trees ran (3.12+), for requicken when the stream ends.
-        self.traced_codes: Optional[Dict[int, Tuple[Any, Dict[str, Any]]]] = {} if MONITORING else None
+        # The code objects traced trees ran, for requicken: kept (setup) only where the interpreter
+        # needs it, so elsewhere a traced call's callees cost nothing more on the host's thread.
+        self.traced_codes: Optional[Dict[int, Tuple[Any, Dict[str, Any]]]] = None
         budget = streams.float_arg(args, "overhead_budget", protocol.DEFAULT_EXPORT_BUDGET, 0.0)
         self.budget = budget / 100.0 if budget else None  # share of the process's CPU; 0: no governor
         extra = args.get("redact") or []
@@ -500,6 +501,8 @@ class Export(Stream):
                     engine.add(func, name, tap.feed(name))
             if self.budget:
                 self.governor = governor.Governor(engine, self.budget, self._governed(self.unit_costs))
+            if any(isinstance(tap, TreeTap) for tap in self.taps) and requicken.needed(engine):
+                self.traced_codes = {}
         except Exception:
             self.on_stop()
             raise
