@@ -16,9 +16,10 @@ pattern), the callbacks (3.12+) or the hook (below) are generated Python with th
 or monitor's list append written in, so a call that fails a condition costs two clock readings,
 a push and pop on a thread-local stack and the comparison; everything else takes the generic path.
 Nothing raised by a listener or by the engine reaches the host's code path, and removing the last
-listener restores the function exactly (same code object, no events, no trampoline); except on 3.12,
-where a code object that was instrumented stays slower (``_dequickens``): there the function gets a
-fresh, equal copy of its code when its probe is paused or removed.
+listener restores the function exactly (same code object, no events, no trampoline). On 3.12 a code
+object that was instrumented stays slower (``_dequickens``): when its probe is paused or removed,
+its superinstructions are put back in place (``requicken.InPlace``), or, where that cannot be
+done, the function gets a fresh, equal copy of its code.
 """
 
 from __future__ import annotations
@@ -493,7 +494,16 @@ class _MonitoringBackend:
         if not mon.get_local_events(self.tool, code):
             return None  # paused: nothing to take off
         mon.set_local_events(self.tool, code, 0)
-        if not self.requicken or probe.func.__code__ is not code or "<locals>" in probe.func.__qualname__:
+        if not self.requicken:
+            return None
+        fixer = requicken.in_place()
+        if fixer is not None:  # the pairs back in the code itself: nested functions too, no copy
+            try:
+                fixer.repair(code)
+            except Exception:
+                pass
+            return None
+        if probe.func.__code__ is not code or "<locals>" in probe.func.__qualname__:
             # A nested function's code is shared by every function its definition made: a copy in
             # one of them would leave the others out of the probe when it is back on.
             return None

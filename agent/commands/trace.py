@@ -672,9 +672,10 @@ class Trace(instrument.ProbeStream):
         self.refresh_traced()
 
     def refresh_traced(self) -> None:
-        """Fresh code for what the trees ran (see requicken.py), once the stream is over: at its end
-        and after each tree still folded then. Not between trees: the tree's nodes are keyed by code
-        object, so a callee given fresh code during a traced call would show as two nodes."""
+        """Superinstructions back for what the trees ran (see requicken.py): after each tree where
+        they are put back in place; else fresh code once the stream is over (at its end and after
+        each tree still folded then), not between trees: the tree's nodes are keyed by code object,
+        so a callee given fresh code during a traced call would show as two nodes."""
         if self.traced_codes:
             requicken.refresh_pending(engine_of(self.agent), self.traced_codes)
 
@@ -698,7 +699,7 @@ class Trace(instrument.ProbeStream):
         event["tree"] = root.to_dict(self.min_cost_ns)
         if call.exception is not None:
             event["exception"] = "%s: %s" % (type(call.exception).__name__, call.exception)
-        if self.cancelled:
+        if self.cancelled or requicken.in_place_ready(engine_of(self.agent)):
             self.refresh_traced()
         return event
 

@@ -66,9 +66,8 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
     t0 = time.monotonic()
     time.sleep(UNTOUCHED)
     t1 = time.monotonic()
-    # 3.12 and 3.13 lose 6-14% here while the governor estimates 2-3%, also on rows whose calls cost
-    # ~1% (README, issue 14: the gap is measured, its cause not found): judged against 15% there.
-    allowed = 0.15 if version in ("3.12", "3.13") else ALLOWED_LOSS
+    # 3.12 and 3.13 were judged against 15% until 3.12's split superinstructions were found (probes
+    # give paused and removed functions fresh code): both read -1.7..-2.4% since, like the others.
     for attempt in (1, 2, 3):
         lines, started, ended = watch(target.pid, client, SETTLE + JUDGED)
         time.sleep(0.3)
@@ -82,11 +81,11 @@ def test_watch_overhead_budget_keeps_a_hot_target_within_budget(spawn, version: 
                   f"{base:.3f}, watching {got:.3f} ({got / base - 1:+.1%}); last governor event "
                   f"{json.dumps(governed[-1] if governed else None)}")
         print(report)
-        if got >= base * (1 - allowed):
+        if got >= base * (1 - ALLOWED_LOSS):
             break
         t0, t1 = t4, t5  # a burst of load from elsewhere can land on one phase: judge another run
     detach(target.pid)
-    assert got >= base * (1 - allowed), report
+    assert got >= base * (1 - ALLOWED_LOSS), report
 
     # The governor engaged on the hot leaf, said so as it decided, and counted what it kept away.
     assert lines[-1]["type"] == "end" and lines[-1]["reason"] == "timeout", lines[-1]
