@@ -66,8 +66,9 @@ class InPlace:
         self.ubyte = ctypes.c_ubyte
         self.header = types.CodeType.__basicsize__  # 3.12: where co_code_adaptive starts
         # id(code) -> (weakref to it, its pairs, a getter of the opcodes at its instructions' starts)
+        # No lock: two threads repairing one code write the same bytes, and a lock held across a
+        # fork would hang the child's reset.
         self.known: Dict[int, Tuple[Any, List[Pair], Any]] = {}
-        self.lock = threading.Lock()
 
     def _pairs(self, code: types.CodeType) -> Tuple[List[Pair], Any]:
         found = self.known.get(id(code))
@@ -88,26 +89,25 @@ class InPlace:
 
     def repair(self, code: types.CodeType) -> int:
         """Put back the pairs ``code`` lost; how many (0 when it lost none or cannot be touched)."""
-        with self.lock:
-            pairs, opcodes = self._pairs(code)
-            if not pairs or instrumented(code):
-                return 0
-            now = code._co_code_adaptive  # type: ignore[attr-defined]
-            if max(opcodes(now)) >= _FIRST_INSTRUMENTED:
-                return 0  # instrumented now: CPython keeps such code split (a line event could hide)
-            buf = (self.ubyte * len(now)).from_address(id(code) + self.header)
-            if bytes(buf) != now:
-                return 0  # not the layout this was tried on
-            done = 0
-            known = self.pairs
-            for offset, opcode, first, second in pairs:
-                # Both halves as an instrumented-then-cleared code holds them (the second may be
-                # a pair's first half again), checked with nothing between check and write that
-                # lets another thread run.
-                if buf[offset] == first and (buf[offset + 2] == second or known.get(buf[offset + 2], (0,))[0] == second):
-                    buf[offset] = opcode
-                    done += 1
-            return done
+        pairs, opcodes = self._pairs(code)
+        if not pairs or instrumented(code):
+            return 0
+        now = code._co_code_adaptive  # type: ignore[attr-defined]
+        if max(opcodes(now)) >= _FIRST_INSTRUMENTED:
+            return 0  # instrumented now: CPython keeps such code split (a line event could hide)
+        buf = (self.ubyte * len(now)).from_address(id(code) + self.header)
+        if bytes(buf) != now:
+            return 0  # not the layout this was tried on
+        done = 0
+        known = self.pairs
+        for offset, opcode, first, second in pairs:
+            # Both halves as an instrumented-then-cleared code holds them (the second may be
+            # a pair's first half again), checked with nothing between check and write that
+            # lets another thread run.
+            if buf[offset] == first and (buf[offset + 2] == second or known.get(buf[offset + 2], (0,))[0] == second):
+                buf[offset] = opcode
+                done += 1
+        return done
 
 
 def _try_in_place() -> Optional[InPlace]:

@@ -115,6 +115,17 @@ def python_for(version: str) -> str:
     return path
 
 
+def borrowed_gdb(client_python: str) -> dict[str, str]:
+    """The environment a CLI on ``client_python`` needs to attach with gdb: none, unless that Python
+    cannot host its own gdb-for-pwndbg (the 3.14 here is a static build), when it borrows the one of
+    this test run's venv through PEEKA_GDB (the machine's gdb 13 fails every call on CPUs with AMX)."""
+    from peeka.attach import gdb_binary
+
+    if gdb_binary._bundled(client_python) is not None or gdb_binary._bundled() is None:
+        return {}
+    return {"PEEKA_GDB": str(Path(sys.executable).with_name("gdb"))}
+
+
 def agent_library(tmp: Path) -> Path:
     """peeka_agent importable by any interpreter, as it is in an attached target
     (for targets that start the agent themselves)."""

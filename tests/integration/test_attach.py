@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TARGETS, VERSIONS, peeka_cli, python_for, thread_count
+from conftest import ROOT, TARGETS, VERSIONS, borrowed_gdb, peeka_cli, python_for, thread_count
 
 from peeka.attach import gdb_binary
 from peeka.attach.sched import BlockedWatch
@@ -91,9 +91,7 @@ def test_cli_on_314_attaches_older_targets(spawn, version: str) -> None:
     if not cli314.exists():
         pytest.skip("no .venv314 (scripts/setup.sh creates it when a Python 3.14 is available)")
     target = spawn(python_for(version), "app.py", "sleep")
-    # That 3.14 is a static build: it cannot host the bundled gdb, so it borrows the one of the
-    # 3.11 venv through PEEKA_GDB (the machine's gdb 13 may not work on this CPU).
-    env = {"PEEKA_GDB": str(Path(sys.executable).with_name("gdb"))} if gdb_binary._bundled() else {}
+    env = borrowed_gdb(str(cli314))  # (that 3.14 is a static build: it cannot host the bundled gdb)
     out = peeka_cli("attach", str(target.pid), "--json", python=str(cli314), env=env)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["method"] == ("remote-exec" if version == "3.14" else "gdb")

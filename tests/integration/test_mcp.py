@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, TARGETS, Target, peeka_cli, python_for, thread_count
+from conftest import ROOT, TARGETS, Target, borrowed_gdb, peeka_cli, python_for, thread_count
 
 if sys.version_info < (3, 10):
     pytest.skip(f"the MCP SDK's client needs Python 3.10+, this test runs on {sys.version.split()[0]}",
@@ -52,7 +52,7 @@ def server_python(version: str) -> str:
 @asynccontextmanager
 async def mcp_session(python: str, *flags: str) -> AsyncIterator[ClientSession]:
     params = StdioServerParameters(command=python, args=["-m", "peeka", "mcp", *flags],
-                                   env=dict(os.environ))
+                                   env=dict(os.environ, **borrowed_gdb(python)))
     # Anything but the protocol on the server's stdout reaches the client as a transport exception.
     not_protocol: list[Exception] = []
 
