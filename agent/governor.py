@@ -316,6 +316,7 @@ class Valve(Capped):
         # cap to max_per_second, None.
         self.cap = START_CAP
         self.live: set = set()  # calls sampled at entry, still running
+        self.cut = 0  # calls sampled at entry that a pause of the probe kept from ending (3.12+)
         if not self.wants_enter:
             test = stream.gate.test if stream.gate is not None and inner is None else None
             self.gate = Gate.calling(self._head if test is None else (
@@ -370,6 +371,19 @@ class Valve(Capped):
 
     def on_removed(self, probe: Any) -> None:
         self.stream.on_removed(probe)
+
+    def on_cut(self, calls: List[Call]) -> None:
+        mine = [call for call in calls if call in self.live]
+        for call in mine:
+            self.live.discard(call)
+        self.cut += len(mine)
+        if mine:
+            self.inner.on_cut(mine)
+
+    @property
+    def unfinished(self) -> int:
+        """Calls passed at entry that never ended while probed: cut by a pause, or still running."""
+        return self.cut + len(self.live)
 
 
 class Quiet(Listener):

@@ -232,6 +232,8 @@ class ProbeStream(Stream, Listener):
             if valve is not None:
                 row["calls_seen"] = valve.seen
                 row["skipped"] = valve.skipped  # seen while on, kept from the stream by sampling
+                if valve.wants_enter:  # passed at entry (a trace's tree), never ended while probed
+                    row["unfinished"] = valve.unfinished
             rows.append(row)
         return rows
 

@@ -167,6 +167,10 @@ class Listener:
     def on_removed(self, probe: "Probe") -> None:
         """``reset`` took this probe away."""
 
+    def on_cut(self, calls: List[Call]) -> None:
+        """These calls began before their probe was paused and will never end for us (3.12+: a
+        paused probe gets no return event); the probe is back on."""
+
 
 def kind_of(code: types.CodeType) -> str:
     flags = code.co_flags
@@ -1272,13 +1276,21 @@ class Engine:
                 return
             # Entries of calls that began before the pause would be popped by later returns.
             probe.local = threading.local()
+            cut = []
             if MONITORING:
                 for key, call in list(self.backend.active.items()):
                     if call.probe is probe:
                         self.backend.active.pop(key, None)
+                        cut.append(call)
             self.backend.install(probe)
             probe.paused = False
             self.backend.point()  # the generated callbacks hold the probe's stacks
+        if cut:
+            for listener in list(probe.listeners):
+                try:
+                    listener.on_cut(cut)
+                except Exception:
+                    pass
 
     def shutdown(self) -> List[str]:
         return self.remove_matching(lambda probe: True)

@@ -232,6 +232,22 @@ class TreeFeed(_Feed):
             tap.active[call.thread] = recorder
             recorder.start()
 
+    def on_cut(self, calls: List[Call]) -> None:
+        """Traced calls a pause of the probe kept from ending for us: absent (counted as incomplete),
+        and their thread free again for the next traced call (a stale entry in ``active`` made every
+        later call there pass for recursion and vanish). One still running switches its profiler
+        off when its root returns (``orphan``)."""
+        tap = self.tap
+        for call in calls:
+            recorder = call.data
+            if isinstance(recorder, SpanRecorder):
+                recorder.orphan = True
+                if tap.active.get(call.thread) is recorder:
+                    del tap.active[call.thread]
+                switches.drop(recorder, tap.green)
+                call.data = None
+                tap.export.incomplete += 1
+
     def on_exit(self, call: Call) -> None:
         recorder = call.data
         if not isinstance(recorder, SpanRecorder):
@@ -277,6 +293,7 @@ class SpanRecorder:
         self.awaits: List[List[Any]] = []
         self.greenlet: Any = None  # the greenlet the call runs in, when switches.py watches it
         self.switched = False  # its greenlet was switched out with our profiler on
+        self.orphan = False  # a pause of the probe kept its call from ending for us (TreeFeed.on_cut)
 
     # switches.py calls these on the host's thread, at each switch of the call's greenlet.
     def switched_out(self) -> None:
@@ -316,8 +333,9 @@ class SpanRecorder:
         if frame is self.root_frame:
             if event == "return":
                 self.inside = False  # a yield, or the end: what follows is not below this call
-                if self.call.probe.paused:
-                    # The governor switched the probe off (3.12+): no exit event will come to stop us.
+                if self.call.probe.paused or self.orphan:
+                    # The governor switched the probe off (3.12+), now or for a while during the
+                    # call: no exit event will come to stop us.
                     sys.setprofile(self.previous)
                     if self.tap.active.get(self.call.thread) is self:
                         del self.tap.active[self.call.thread]

@@ -602,13 +602,35 @@ class Trace(instrument.ProbeStream):
         return self.modules.get(filename)
 
     def on_enter(self, call: Call) -> None:
-        if self.cancelled or call.thread in self.active:
-            return  # recursion: the inner call is part of the outer tree
+        if self.cancelled:
+            return
+        current = self.active.get(call.thread)
+        if current is not None:
+            if current.on:
+                return  # recursion: the inner call is part of the outer tree
+            # Its root returned with no exit event for us (the governor paused the probe while it
+            # ran: 3.12+), and its profiler switched itself off. Left here, every later call on this
+            # thread would pass for recursion and vanish. (The valve counts it as unfinished.)
+            del self.active[call.thread]
+            switches.drop(current, self.green)
+            current.call.data = None
         recorder = Recorder(self, call)
         call.data = recorder
         self.active[call.thread] = recorder
         switches.follow(recorder, self.green)
         recorder.start()
+
+    def on_cut(self, calls: List[Call]) -> None:
+        """Traced calls a pause of the probe kept from ending (no tree): their thread is free
+        again. Left in ``active``, every later call there would pass for recursion and vanish. A
+        cut call still running switches its profiler off itself when its root returns."""
+        for call in calls:
+            recorder = call.data
+            if isinstance(recorder, Recorder):
+                if self.active.get(call.thread) is recorder:
+                    del self.active[call.thread]
+                switches.drop(recorder, self.green)
+                call.data = None
 
     def on_suspend(self, call: Call) -> None:
         recorder = call.data

@@ -65,6 +65,9 @@ class Governed:
             parts = []
             if row.get("skipped"):
                 parts.append(f"{row['skipped']:,} of {row['calls_seen']:,} calls sampled out (not shown)")
+            if row.get("unfinished"):
+                parts.append(f"{row['unfinished']:,} calls not shown: their probe was off when they "
+                             "ended, or they were still running")
             if row.get("estimated_calls"):
                 parts.append(f"~{row['estimated_calls']:,} calls while its probe was off (estimated, not seen)")
             if parts:
