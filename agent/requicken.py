@@ -79,13 +79,14 @@ class InPlace:
         pairs = self.pairs
         out = [Pair(offset, fresh[offset], *pairs[fresh[offset]])
                for offset in range(0, len(fresh) - 2, 2) if fresh[offset] in pairs]
-        starts = [ins.offset for ins in self.dis.get_instructions(copy)] + [0, 0]  # (two: a tuple back)
         if len(fresh) != len(code._co_code_adaptive):  # type: ignore[attr-defined]
             out = []
+        starts = [ins.offset for ins in self.dis.get_instructions(copy)] if out else []
+        opcodes = operator.itemgetter(*starts, 0, 0)  # (two more: always a tuple back)
         if len(self.known) >= MAX_CODES:
             self.known.clear()
-        self.known[id(code)] = (weakref.ref(code), out, operator.itemgetter(*starts))
-        return out, self.known[id(code)][2]
+        self.known[id(code)] = (weakref.ref(code), out, opcodes)
+        return out, opcodes
 
     def repair(self, code: types.CodeType) -> int:
         """Put back the pairs ``code`` lost; how many (0 when it lost none or cannot be touched)."""

@@ -611,9 +611,7 @@ class Trace(instrument.ProbeStream):
             # Its root returned with no exit event for us (the governor paused the probe while it
             # ran: 3.12+), and its profiler switched itself off. Left here, every later call on this
             # thread would pass for recursion and vanish. (The valve counts it as unfinished.)
-            del self.active[call.thread]
-            switches.drop(current, self.green)
-            current.call.data = None
+            self.on_cut([current.call])
         recorder = Recorder(self, call)
         call.data = recorder
         self.active[call.thread] = recorder
